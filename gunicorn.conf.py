@@ -1,0 +1,16 @@
+"""gunicorn settings; every value can be overridden on the command line or by GUNICORN_CMD_ARGS."""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
+# One box: a couple of workers is plenty. Several processes share state through the
+# database (kill switch, breakers) and Redis (rate limits, TSD_RATELIMIT_STORAGE_URI).
+workers = int(os.environ.get("TSD_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+worker_class = "sync"
+timeout = 30
+graceful_timeout = 10
+accesslog = "-"
+# The access log records the path only: tokens are never sent in URLs, and query strings
+# (which might carry a pasted code) are not logged.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'

@@ -1,0 +1,95 @@
+"""tsd-server: links 3D-printer agents to user accounts, with discovery that fails closed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, request
+from flask.sessions import SecureCookieSessionInterface
+
+from tsd_server.config import load_config
+
+MIGRATIONS = str(Path(__file__).parent / "migrations")
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Session cookies are Secure whenever the request came over https (or always, by setting)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    instance_path = os.environ.get("TSD_INSTANCE_PATH") or None
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    load_config(app, config)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.session_interface = SessionInterface()
+    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+
+    _init_extensions(app)
+    _register_blueprints(app)
+
+    from tsd_server import security_headers
+    from tsd_server.api.errors import register_error_handlers
+
+    register_error_handlers(app)
+    security_headers.register(app)
+
+    from tsd_server.cli import register_commands
+
+    register_commands(app)
+
+    from tsd_server.client_address import ProxySettings
+    from tsd_server.proxy_fix import TrustedProxyFix
+
+    settings = ProxySettings.from_config(app.config)
+    app.extensions["tsd.proxy_settings"] = settings
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, app.config, settings)  # type: ignore[method-assign]
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    from tsd_server import models  # noqa: F401 - registers the tables
+    from tsd_server.extensions import csrf, db, limiter, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Log in to continue."
+    login_manager.session_protection = "basic"
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        from tsd_server.models import User
+
+        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        from flask import redirect, url_for
+
+        from tsd_server.api.errors import ApiError, is_api_request
+
+        if is_api_request():
+            raise ApiError(401, "login_required", "Log in first (session cookie required).")
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _register_blueprints(app: Flask) -> None:
+    from tsd_server.api import devices, system
+    from tsd_server.auth import views as auth_views
+    from tsd_server.web import dashboard
+
+    for blueprint in (system.bp, devices.bp, auth_views.bp, dashboard.bp):
+        app.register_blueprint(blueprint)
+
+    from tsd_server.discovery import registry
+
+    registry.init_app(app)

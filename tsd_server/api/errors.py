@@ -1,0 +1,92 @@
+"""JSON errors for everything under /api: ``{"error": code, "message": text}``, never HTML.
+
+Views raise ``ApiError``; Werkzeug's HTTP errors (404, 405, 413, ...), CSRF failures and
+unexpected exceptions under /api are turned into the same shape here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An error answer with a stable code; extra keyword fields are added to the JSON."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> Response:
+        body = {"error": self.code, "message": self.message, **self.extra}
+        resp = jsonify(body)
+        resp.status_code = self.status
+        resp.headers.update(self.headers)
+        return resp
+
+
+def is_api_request() -> bool:
+    return request.path.startswith(API_PREFIX)
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def handle_api_error(error: ApiError):
+        return error.response()
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf_error(error: CSRFError):
+        if is_api_request():
+            return ApiError(400, "csrf_failed", error.description).response()
+        return render_template("error.html", title="Form expired", message=(
+            "This form could not be accepted (its security token was missing or stale). "
+            "Go back, reload the page and try again."), status=400), 400
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        status = error.code or 500
+        if is_api_request():
+            code = HTTP_ERROR_CODES.get(status, "http_error")
+            api_error = ApiError(status, code, error.description or error.name)
+            for name, value in error.get_headers():
+                if name.lower() in ("allow", "retry-after"):
+                    api_error.headers[name] = value
+            return api_error.response()
+        return render_template("error.html", title=error.name, message=error.description,
+                               status=status), status
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if is_api_request():
+            return ApiError(500, "internal_error", "The server failed to handle this "
+                            "request; it has been logged.").response()
+        return render_template("error.html", title="Server error", message=(
+            "Something went wrong on the server; it has been logged."), status=500), 500
+

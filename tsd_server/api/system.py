@@ -1,0 +1,28 @@
+"""Health and diagnostics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+
+from tsd_server import client_address
+from tsd_server.extensions import db
+
+bp = Blueprint("system", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Answers ok only when the database answers."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception:  # noqa: BLE001 - any database failure means unhealthy
+        db.session.rollback()
+        return jsonify({"status": "error", "database": "unreachable"}), 503
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/api/v1/client-address")
+def show_client_address():
+    """What the server believes about this request's origin, and whether ip_match may use it."""
+    return jsonify(client_address.for_request().to_json())

@@ -1,0 +1,53 @@
+"""Writing audit rows. The caller commits, so the row lands with the change it describes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from flask import has_request_context
+
+from tsd_server.clock import utcnow
+from tsd_server.extensions import db
+from tsd_server.models.audit import AuditEvent
+
+if TYPE_CHECKING:
+    from tsd_server.client_address import ClientAddress
+    from tsd_server.models import Device
+
+MAX_DETAIL = 2000
+
+
+def record(
+    event: str,
+    *,
+    actor: str,
+    outcome: str = "ok",
+    user_id: int | None = None,
+    device: Device | None = None,
+    device_uid: str | None = None,
+    strategy: str | None = None,
+    address: ClientAddress | None = None,
+    detail: str | None = None,
+) -> AuditEvent:
+    """Add an audit row to the session. ``address`` defaults to the current request's record."""
+    if address is None and has_request_context():
+        from tsd_server.client_address import for_request
+
+        address = for_request()
+    row = AuditEvent(
+        at=utcnow(),
+        event=event,
+        actor=actor,
+        outcome=outcome,
+        user_id=user_id if user_id is not None else (device.owner_id if device else None),
+        device_id=device.id if device is not None else None,
+        device_uid=device_uid or (device.device_uid if device is not None else None),
+        strategy=strategy,
+        client_ip=address.client_ip if address else None,
+        peer_ip=address.peer_ip if address else None,
+        forwarded_for=list(address.forwarded_for) if address else None,
+        household=address.household if address else None,
+        detail=detail[:MAX_DETAIL] if detail else None,
+    )
+    db.session.add(row)
+    return row

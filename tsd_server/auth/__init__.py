@@ -1,0 +1,1 @@
+"""Accounts (web sessions) and device bearer-token authentication."""

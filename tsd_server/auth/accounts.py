@@ -1,0 +1,60 @@
+"""Account rules: creation and credential checks, shared by the web and the CLI."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from tsd_server.extensions import db
+from tsd_server.models import User
+
+MIN_PASSWORD_LENGTH = 10
+
+# Checked against when the email is unknown, so a miss costs as much time as a hit.
+_DUMMY_HASH = generate_password_hash("tsd-timing-equaliser")
+
+
+class AccountError(ValueError):
+    """The account cannot be created; the message is safe to show."""
+
+
+class EmailTaken(AccountError):
+    """The email belongs to an account already (the web does not reveal this)."""
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def find_user(email: str) -> User | None:
+    return db.session.scalar(select(User).where(User.email == normalise_email(email)))
+
+
+def create_user(email: str, password: str, *, display_name: str | None = None,
+                is_admin: bool = False) -> User:
+    email = normalise_email(email)
+    if "@" not in email or len(email) > 254:
+        raise AccountError("Enter an email address.")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
+    if find_user(email) is not None:
+        raise EmailTaken("An account with this email already exists.")
+    user = User(email=email, display_name=(display_name or email.split("@")[0])[:80],
+                is_admin=is_admin)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user for these credentials, or None; unknown emails take the same time."""
+    user = find_user(email)
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    return user if user.check_password(password) else None
+
+
+def user_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(User)) or 0

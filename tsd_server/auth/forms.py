@@ -1,0 +1,22 @@
+"""Account forms (Flask-WTF: every form carries and checks the CSRF token)."""
+
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, Regexp
+
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
+
+
+class RegisterForm(FlaskForm):
+    email = EmailField("Email", validators=[
+        DataRequired(), Length(max=254), Regexp(EMAIL_PATTERN, message="Enter an email address.")])
+    display_name = StringField("Your name (shown to printers you link)",
+                               validators=[DataRequired(), Length(max=80)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(min=10, max=200)])
+    confirm = PasswordField("Repeat password",
+                            validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])

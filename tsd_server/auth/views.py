@@ -1,0 +1,89 @@
+"""Sign up, log in, log out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import login_required, login_user, logout_user
+
+from tsd_server import audit
+from tsd_server.auth.accounts import AccountError, EmailTaken, authenticate, create_user
+from tsd_server.auth.forms import LoginForm, RegisterForm
+from tsd_server.extensions import db, limiter
+
+bp = Blueprint("auth", __name__)
+
+LOGIN_FAILED = "Email or password is not right."
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: '/x' yes; '//evil', 'https://evil', '/\\evil' no."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return url_for("web.dashboard")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target or any(ord(c) < 32 for c in target):
+        return url_for("web.dashboard")
+    return target
+
+
+@bp.route("/register", methods=["GET", "POST"])
+@limiter.limit("10 per hour", methods=["POST"])
+def register():
+    if not current_app.config["REGISTRATION_OPEN"]:
+        return render_template("error.html", title="Sign-up is closed", status=403,
+                               message="Ask the operator of this server for an account."), 403
+    form = RegisterForm()
+    if form.validate_on_submit():
+        try:
+            create_user(form.email.data, form.password.data,
+                        display_name=form.display_name.data)
+        except EmailTaken:
+            # Same answer as a fresh sign-up: the form does not reveal who has an account.
+            db.session.rollback()
+        except AccountError as error:
+            form.password.errors.append(str(error))
+            return render_template("auth/register.html", form=form), 400
+        flash("Account created. Log in to continue.")
+        return redirect(url_for("auth.login"))
+    status = 400 if form.errors else 200
+    return render_template("auth/register.html", form=form), status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("20 per 10 minutes", methods=["POST"])
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = authenticate(form.email.data, form.password.data)
+        if user is None:
+            audit.record("login_failed", actor="anonymous", outcome="refused")
+            db.session.commit()
+            form.password.errors.append(LOGIN_FAILED)
+            return render_template("auth/login.html", form=form), 400
+        target = safe_next(request.args.get("next"))
+        # A fresh session on every login: nothing planted before it survives.
+        session.clear()
+        login_user(user)
+        return redirect(target)
+    status = 400 if form.errors else 200
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are logged out.")
+    return redirect(url_for("auth.login"))
+

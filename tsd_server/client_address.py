@@ -1,0 +1,249 @@
+"""Who is this request from? The client-address record, computed once per request.
+
+This module is the only place that decides which address a request comes from and whether
+that address may stand for a household in ip_match. It reads the direct peer (the TCP
+address, saved by ``tsd_server.proxy_fix`` before ProxyFix rewrites anything) and the
+forwarded headers, and applies the deployment settings:
+
+* Forwarded headers are believed only when the direct peer is inside ``TRUSTED_PROXIES``
+  and ``PROXY_FIX_X_FOR`` says how many proxies appended to X-Forwarded-For. Anything else
+  that carries forwarded headers is marked ``untrusted_forwarded_header``: the header may be
+  forged, so the address behind it is unknown.
+* A trusted proxy that sent fewer hops than configured is ``missing_forwarded_header`` -- the
+  incident this server exists to prevent: a proxy that stops passing the client's address
+  makes every user look like one household.
+* A resolved address that is itself a trusted proxy is ``proxy_address``; a non-global
+  address is ``non_public_address`` unless LAN mode accepts it.
+
+Contradictory or malformed input is refused with a reason, never guessed around. An
+ineligible record has no household, so nothing downstream can match on it by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app, g, request
+
+from tsd_server.config import comma_list
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Reason codes (DESIGN.md), in the order they are checked.
+UNTRUSTED_FORWARDED_HEADER = "untrusted_forwarded_header"
+MISSING_FORWARDED_HEADER = "missing_forwarded_header"
+INVALID_FORWARDED_HEADER = "invalid_forwarded_header"
+PROXY_ADDRESS = "proxy_address"
+NON_PUBLIC_ADDRESS = "non_public_address"
+
+REASON_MESSAGES = {
+    UNTRUSTED_FORWARDED_HEADER: "The request carries forwarded headers, but it did not come "
+    "from a trusted proxy, so the client's real address is unknown.",
+    MISSING_FORWARDED_HEADER: "The request came from a trusted proxy that did not pass the "
+    "client's address (X-Forwarded-For has fewer hops than configured).",
+    INVALID_FORWARDED_HEADER: "The trusted proxy passed a client address that is not an IP "
+    "address.",
+    PROXY_ADDRESS: "The resolved client address is one of the trusted proxies.",
+    NON_PUBLIC_ADDRESS: "The client address is not a public internet address (and LAN mode "
+    "is off).",
+}
+
+# Headers that claim to name the client. Only X-Forwarded-For is ever believed; the others
+# count as forwarded headers so an untrusted peer sending them is flagged.
+FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
+# Addresses LAN mode accepts as households: RFC 1918, loopback, IPv6 unique-local.
+LAN_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7", "::1/128")
+)
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+
+# Bounds on attacker-controlled input kept for audit and diagnostics.
+MAX_RECORDED_HOPS = 20
+MAX_HOP_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The deployment settings that decide which address a request is from."""
+
+    x_for: int = 0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    ipv6_household_prefix: int = 64
+    allow_private: bool = False
+    private_prefix_v4: int = 24
+    private_prefix_v6: int = 64
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ProxySettings:
+        return cls(
+            x_for=int(config["PROXY_FIX_X_FOR"]),
+            trusted_proxies=parse_networks(config["TRUSTED_PROXIES"]),
+            ipv6_household_prefix=int(config["IPV6_HOUSEHOLD_PREFIX"]),
+            allow_private=bool(config["IP_MATCH_ALLOW_PRIVATE"]),
+            private_prefix_v4=int(config["IP_MATCH_PRIVATE_PREFIX_V4"]),
+            private_prefix_v6=int(config["IP_MATCH_PRIVATE_PREFIX_V6"]),
+        )
+
+    def is_trusted_proxy(self, address: IPAddress | None) -> bool:
+        return address is not None and any(address in net for net in self.trusted_proxies)
+
+
+@dataclass(frozen=True)
+class ClientAddress:
+    """What the server knows about where one request came from."""
+
+    client_ip: str | None
+    peer_ip: str | None
+    forwarded_for: tuple[str, ...] = field(default_factory=tuple)
+    household: str | None = None
+    ineligibility_reason: str | None = None
+
+    @property
+    def eligible(self) -> bool:
+        return self.ineligibility_reason is None and self.household is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_ip": self.client_ip,
+            "peer_ip": self.peer_ip,
+            "forwarded_for": list(self.forwarded_for),
+            "household": self.household,
+            "ip_match": {
+                "eligible": self.eligible,
+                "reason": self.ineligibility_reason,
+            },
+        }
+
+
+def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
+    """Parse a CIDR list setting; a bad entry stops start-up rather than being skipped."""
+    return tuple(ipaddress.ip_network(item, strict=False) for item in comma_list(value))
+
+
+def parse_ip(text: str | None) -> IPAddress | None:
+    """An IP address, or None. IPv4-mapped IPv6 becomes IPv4; ports and zone ids are refused."""
+    if not text:
+        return None
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            return None
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+    return address
+
+
+def split_hops(header: str | None) -> list[str]:
+    """X-Forwarded-For as a list, left (client) to right (nearest proxy)."""
+    if not header:
+        return []
+    return [hop.strip() for hop in header.split(",") if hop.strip()]
+
+
+def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySettings) -> ClientAddress:
+    """Compute the record from the direct peer, the request headers and the settings."""
+    peer_address = parse_ip(peer)
+    hops = split_hops(environ.get("HTTP_X_FORWARDED_FOR"))
+    recorded = tuple(hop[:MAX_HOP_LENGTH] for hop in hops[-MAX_RECORDED_HOPS:])
+    carries_forwarded = any(environ.get(name) for name in FORWARDED_HEADERS)
+    peer_is_proxy = settings.x_for > 0 and settings.is_trusted_proxy(peer_address)
+
+    client = peer_address
+    reason = None
+    if not peer_is_proxy:
+        if carries_forwarded:
+            reason = UNTRUSTED_FORWARDED_HEADER
+    elif len(hops) < settings.x_for:
+        reason = MISSING_FORWARDED_HEADER
+    else:
+        client = parse_ip(hops[-settings.x_for])
+        if client is None:
+            reason = INVALID_FORWARDED_HEADER
+    if reason is None and settings.is_trusted_proxy(client):
+        reason = PROXY_ADDRESS
+
+    household = None
+    if reason is None:
+        household = household_key(client, settings)
+        if household is None:
+            reason = NON_PUBLIC_ADDRESS
+    return ClientAddress(
+        client_ip=str(client) if client is not None else None,
+        peer_ip=str(peer_address) if peer_address is not None else (peer or None),
+        forwarded_for=recorded,
+        household=household,
+        ineligibility_reason=reason,
+    )
+
+
+def household_key(address: IPAddress | None, settings: ProxySettings) -> str | None:
+    """The network that stands for one home, or None when the address cannot be one."""
+    if address is None:
+        return None
+    if is_public(address):
+        prefix = 32 if address.version == 4 else settings.ipv6_household_prefix
+    elif settings.allow_private and any(address in net for net in LAN_NETWORKS):
+        prefix = settings.private_prefix_v4 if address.version == 4 else settings.private_prefix_v6
+    else:
+        return None
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def is_public(address: IPAddress) -> bool:
+    """Globally routable unicast: excludes private, CGNAT, documentation, multicast, reserved."""
+    if not address.is_global or address.is_multicast or address.is_reserved:
+        return False
+    return address.version == 4 or address in GLOBAL_UNICAST_V6
+
+
+def for_request() -> ClientAddress:
+    """The record for the current request, computed once and kept on ``g``."""
+    record = g.get("_client_address")
+    if record is None:
+        settings = current_app.extensions["tsd.proxy_settings"]
+        peer = request.environ.get("tsd.peer_addr", request.environ.get("REMOTE_ADDR"))
+        record = resolve(peer, request.environ, settings)
+        if record.ineligibility_reason == UNTRUSTED_FORWARDED_HEADER:
+            _warn_untrusted_peer_once(record.peer_ip)
+        g._client_address = record
+    return record
+
+
+def client_ip_for_limits() -> str:
+    """Rate-limit key: the resolved client address, falling back to the direct peer."""
+    record = for_request()
+    return record.client_ip or record.peer_ip or "unknown"
+
+
+_warned_peers: OrderedDict[str, None] = OrderedDict()
+_WARNED_PEERS_MAX = 4096
+
+
+def _warn_untrusted_peer_once(peer: str | None) -> None:
+    """One warning per peer (bounded memory), so a misconfigured proxy is visible in the log."""
+    key = peer or "unknown"
+    if key in _warned_peers:
+        return
+    _warned_peers[key] = None
+    if len(_warned_peers) > _WARNED_PEERS_MAX:
+        _warned_peers.popitem(last=False)
+    log.warning(
+        "Forwarded headers from untrusted peer %s were ignored; ip_match refuses its requests. "
+        "If %s is your reverse proxy, add it to TSD_TRUSTED_PROXIES and set "
+        "TSD_PROXY_FIX_X_FOR to the number of proxies in front of the server.",
+        key,
+        key,
+    )

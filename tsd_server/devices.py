@@ -1,0 +1,50 @@
+"""Owner-side device rules: list, rename, revoke. Creating devices is the link service's job."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from tsd_server import audit
+from tsd_server.clock import utcnow
+from tsd_server.extensions import db
+from tsd_server.models import Device, User
+
+
+def devices_of(user: User) -> list[Device]:
+    """The user's printers: active ones and those an incident left needing a re-link."""
+    query = (
+        select(Device)
+        .where(Device.owner_id == user.id)
+        .where((Device.token_hash.is_not(None)) | (Device.needs_relink.is_(True)))
+        .order_by(Device.linked_at.desc())
+    )
+    return list(db.session.scalars(query))
+
+
+def owned_device(user: User, device_pk: int) -> Device | None:
+    """The device if ``user`` owns it; None otherwise (no hint whether it exists)."""
+    device = db.session.get(Device, device_pk)
+    if device is None or device.owner_id != user.id:
+        return None
+    return device
+
+
+def rename(device: Device, name: str) -> None:
+    device.name = name
+    db.session.commit()
+
+
+def revoke_token(device: Device, *, actor: str, detail: str, needs_relink: bool = False) -> None:
+    """Invalidate the token at once; the caller commits (with its audit row)."""
+    device.token_hash = None
+    device.revoked_at = utcnow()
+    device.needs_relink = needs_relink
+    audit.record("revocation", actor=actor, device=device, strategy=device.linked_via,
+                 detail=detail)
+
+
+def unlink(device: Device, user: User) -> None:
+    """The owner removes a printer: its token stops working immediately."""
+    revoke_token(device, actor=f"user:{user.id}", detail="unlinked by owner")
+    device.needs_relink = False
+    db.session.commit()

@@ -1,0 +1,1 @@
+"""Discovery: the strategy interface and registry, the kill switch, and the link service."""

@@ -1,0 +1,8 @@
+"""Database models, one module per concept; imported here so Alembic sees every table."""
+
+from tsd_server.models.audit import AuditEvent
+from tsd_server.models.device import Device
+from tsd_server.models.flag import StrategyFlag
+from tsd_server.models.user import User
+
+__all__ = ["AuditEvent", "Device", "StrategyFlag", "User"]

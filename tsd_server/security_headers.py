@@ -1,0 +1,27 @@
+"""Response headers every page needs: CSP without inline script, no framing, no caching.
+
+Framing is refused because clickjacking the "Approve" button of a linking page would hand
+a stranger a printer. Pages and API answers may show one-time codes or tokens, so nothing
+dynamic is cached by the browser or a proxy.
+"""
+
+from flask import Flask, Response, request
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+
+
+def register(app: Flask) -> None:
+    @app.after_request
+    def add_security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        if request.endpoint != "static":
+            headers["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,42 @@
+"""The dashboard: my printers, rename, unlink."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+
+from tsd_server import devices
+from tsd_server.web.forms import ConfirmForm, RenameForm
+
+bp = Blueprint("web", __name__)
+
+
+@bp.get("/")
+@login_required
+def dashboard():
+    return render_template("dashboard.html", devices=devices.devices_of(current_user),
+                           rename_form=RenameForm(), confirm_form=ConfirmForm())
+
+
+@bp.post("/printers/<int:device_pk>/rename")
+@login_required
+def rename(device_pk: int):
+    device = devices.owned_device(current_user, device_pk) or abort(404)
+    form = RenameForm()
+    if not form.validate_on_submit():
+        flash("A name needs 1 to 80 characters.")
+        return redirect(url_for("web.dashboard"))
+    devices.rename(device, form.name.data.strip())
+    flash(f"Renamed to {device.name}.")
+    return redirect(url_for("web.dashboard"))
+
+
+@bp.post("/printers/<int:device_pk>/unlink")
+@login_required
+def unlink(device_pk: int):
+    device = devices.owned_device(current_user, device_pk)
+    if device is None or not device.is_active:
+        abort(404)
+    devices.unlink(device, current_user)
+    flash(f"{device.name} is unlinked; its token no longer works.")
+    return redirect(url_for("web.dashboard"))

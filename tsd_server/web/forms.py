@@ -1,0 +1,13 @@
+"""Small forms of the dashboard (each one carries the CSRF token)."""
+
+from flask_wtf import FlaskForm
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
+
+
+class RenameForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=80)])
+
+
+class ConfirmForm(FlaskForm):
+    """A form with nothing but its CSRF token: for buttons such as Unlink."""
