@@ -18,6 +18,8 @@ class DiscoveryStrategy:
     name: ClassVar[str]
     title: ClassVar[str]
     summary: ClassVar[str]
+    # The page where a user starts linking this way (shown on "Add printer" when enabled).
+    add_printer_endpoint: ClassVar[str | None] = None
 
     def blueprints(self) -> list[Blueprint]:
         """Routes that belong to this strategy alone (503 while it is switched off)."""
