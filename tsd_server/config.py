@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "BASE_URL": "",
     # Kill switch at deployment level: "all" or a comma list; runtime cannot override it.
     "DISCOVERY_DISABLED": "",
+    # How long a process trusts the runtime kill-switch flags it read (seconds). Every
+    # process honours a toggle within this; keep it at or under 1.
+    "KILL_SWITCH_CACHE_SECONDS": 0.5,
     "RATELIMIT_STORAGE_URI": "memory://",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

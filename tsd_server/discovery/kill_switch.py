@@ -1,30 +1,36 @@
 """The kill switch: is a strategy on? Two layers, and unreadable means off.
 
 1. Deployment settings (``TSD_DISCOVERY_DISABLED``: "all" or a comma list) are read at
-   start-up and nothing at runtime can override them.
+   start-up and nothing at runtime can override them. A name in that setting that is not a
+   strategy (a typo such as "ip-match") switches *every* strategy off: the operator meant to
+   switch something off, and guessing what would fail open.
 2. Runtime flags live in the database (``strategy_flags``), so a toggle made through any
    process -- CLI, admin page, or the automatic breakers -- reaches every process. Each
    process caches what it read for at most ``KILL_SWITCH_CACHE_SECONDS`` (default 0.5 s),
-   which bounds how long a toggle takes to be honoured everywhere.
+   which bounds how long a toggle takes to be honoured everywhere (the promise is 1 s).
 
 If the flag store cannot be read, every strategy counts as disabled: failing open here
 would turn an outage of the database into the incident this server exists to prevent.
+Flags are read on a connection of their own, so a failed read never rolls back (or
+poisons) the caller's transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tsd_server import audit
 from tsd_server.api.errors import ApiError
 from tsd_server.clock import utcnow
-from tsd_server.config import comma_list
+from tsd_server.config import ConfigurationError
 from tsd_server.extensions import db
 from tsd_server.models import StrategyFlag
 
@@ -32,18 +38,66 @@ log = logging.getLogger(__name__)
 
 ALL = "all"
 DEFAULT_CACHE_SECONDS = 0.5
+MAX_REASON = 500
+CACHE_KEY = "tsd.kill_switch_cache"
+
+# Why a strategy is off (``StrategyState.disabled_by``).
+DEPLOYMENT = "deployment"
+RUNTIME = "runtime"
+FLAG_STORE_UNREADABLE = "flag_store_unreadable"
+UNKNOWN_STRATEGY = "unknown_strategy"
+
+# What the public (status API, 503 answers, pages) is told; the operator's own reason text
+# may name people or addresses, so it is shown only to admins and on the command line.
+PUBLIC_REASONS = {
+    DEPLOYMENT: "Switched off in this server's deployment settings.",
+    RUNTIME: "Switched off by an administrator.",
+    FLAG_STORE_UNREADABLE: "The server cannot read its discovery settings, so this is off.",
+    UNKNOWN_STRATEGY: "No such way of linking on this server.",
+}
 
 
 @dataclass(frozen=True)
 class StrategyState:
     enabled: bool
-    # deployment | runtime | flag_store_unreadable | None when enabled
+    # deployment | runtime | flag_store_unreadable | unknown_strategy; None when enabled
     disabled_by: str | None = None
+    # The operator-facing explanation (may be the free text an admin typed).
     reason: str | None = None
     changed_by: str | None = None
+    changed_at: datetime | None = None
+
+    @property
+    def public_reason(self) -> str | None:
+        if self.enabled:
+            return None
+        if self.disabled_by == RUNTIME and self.changed_by == "auto":
+            return "Switched off automatically after unusual activity."
+        return PUBLIC_REASONS.get(self.disabled_by or "", "Switched off.")
 
     def to_json(self) -> dict:
-        return {"enabled": self.enabled, "disabled_by": self.disabled_by, "reason": self.reason}
+        """Safe for anyone: the layer that holds it off and a generic explanation."""
+        return {"enabled": self.enabled, "disabled_by": self.disabled_by,
+                "reason": self.public_reason}
+
+
+@dataclass(frozen=True)
+class FlagSnapshot:
+    """One runtime flag row as read, detached from any session."""
+
+    strategy: str
+    enabled: bool
+    reason: str | None
+    changed_by: str
+    changed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeploymentSetting:
+    """``TSD_DISCOVERY_DISABLED`` parsed: the names it holds off, or the problem with it."""
+
+    disabled: frozenset[str]
+    problem: str | None = None
 
 
 class StrategyDisabled(ApiError):
@@ -51,6 +105,7 @@ class StrategyDisabled(ApiError):
         super().__init__(503, "strategy_disabled",
                          f"Linking by {name} is switched off on this server.",
                          strategy=name, disabled_by=state.disabled_by)
+        self.state = state
 
 
 def known_names() -> list[str]:
@@ -59,48 +114,119 @@ def known_names() -> list[str]:
     return registry.names()
 
 
+def deployment_setting() -> DeploymentSetting:
+    """Parse ``DISCOVERY_DISABLED``; anything unrecognised holds every strategy off."""
+    raw = current_app.config.get("DISCOVERY_DISABLED")
+    known = set(known_names())
+    if raw is None or raw is False or raw == "":
+        return DeploymentSetting(frozenset())
+    if raw is True:  # TSD_DISCOVERY_DISABLED=true parses as JSON true
+        return DeploymentSetting(frozenset(known))
+    if isinstance(raw, str):
+        parts = raw.split(",")
+    elif isinstance(raw, (list, tuple, set, frozenset)):
+        parts = [str(part) for part in raw]
+    else:
+        return DeploymentSetting(frozenset(known),
+                                 f"TSD_DISCOVERY_DISABLED has an unusable value {raw!r}")
+    names = {part.strip().lower() for part in parts if part.strip()}
+    if ALL in names:
+        return DeploymentSetting(frozenset(known))
+    unknown = sorted(names - known)
+    if unknown:
+        return DeploymentSetting(frozenset(known),
+                                 f"TSD_DISCOVERY_DISABLED names unknown strategies "
+                                 f"{', '.join(unknown)} (known: {', '.join(sorted(known))}, all)")
+    return DeploymentSetting(frozenset(names))
+
+
 def deployment_disabled() -> set[str]:
     """Strategies switched off by deployment settings ("all" expands to every strategy)."""
-    names = set(comma_list(current_app.config["DISCOVERY_DISABLED"]))
-    return set(known_names()) if ALL in names else names
+    return set(deployment_setting().disabled)
 
 
-def _read_flags() -> dict[str, StrategyFlag] | None:
+def _read_flags() -> dict[str, FlagSnapshot] | None:
+    """Every runtime flag, read on a separate connection; None when the store is unreadable."""
     try:
-        rows = db.session.scalars(select(StrategyFlag)).all()
+        with db.engine.connect() as connection:
+            rows = connection.execute(select(StrategyFlag.__table__)).mappings().all()
     except SQLAlchemyError:
-        log.exception("kill switch: flag store unreadable; treating every strategy as disabled")
-        db.session.rollback()
         return None
-    for row in rows:
-        db.session.expunge(row)
-    return {row.strategy: row for row in rows}
+    return {row["strategy"]: FlagSnapshot(
+        strategy=row["strategy"], enabled=bool(row["enabled"]), reason=row["reason"],
+        changed_by=row["changed_by"], changed_at=row["changed_at"]) for row in rows}
 
 
-def _flags(fresh: bool) -> dict[str, StrategyFlag] | None:
-    cache = current_app.extensions.setdefault("tsd.kill_switch_cache", {})
-    ttl = float(current_app.config.get("KILL_SWITCH_CACHE_SECONDS", DEFAULT_CACHE_SECONDS))
+_log_lock = threading.Lock()
+
+
+def _note_readability(cache: dict, readable: bool) -> None:
+    """Log when the store becomes unreadable or recovers, not on every request."""
+    with _log_lock:
+        was_failing = cache.get("failing", False)
+        if not readable and not was_failing:
+            log.error("kill switch: flag store unreadable; every strategy is DISABLED until "
+                      "it can be read again")
+        elif readable and was_failing:
+            log.warning("kill switch: flag store readable again")
+        cache["failing"] = not readable
+
+
+def _flags(fresh: bool) -> dict[str, FlagSnapshot] | None:
+    """The runtime flags, from this process's cache unless stale or ``fresh`` is asked for.
+
+    A failed read is cached too (it means "all off" either way), so a database outage costs
+    one failed query per TTL rather than one per request.
+    """
+    cache = current_app.extensions.setdefault(CACHE_KEY, {})
+    entry = cache.get("entry")
     now = time.monotonic()
-    if not fresh and cache.get("until", 0.0) > now:
-        return cache["flags"]
+    if not fresh and entry is not None and entry[0] > now:
+        return entry[1]
     flags = _read_flags()
-    cache.update(flags=flags, until=now + ttl if flags is not None else 0.0)
+    _note_readability(cache, flags is not None)
+    cache["entry"] = (now + cache_seconds(), flags)
     return flags
+
+
+def cache_seconds() -> float:
+    """How long a process trusts what it read (more than 1 s breaks the 1 s promise).
+
+    Checked at start-up (registry.init_app), so a bad value stops the server, not requests.
+    """
+    value = current_app.config.get("KILL_SWITCH_CACHE_SECONDS", DEFAULT_CACHE_SECONDS)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0.0 <= seconds < 3600 or isinstance(value, bool):
+        raise ConfigurationError(
+            f"TSD_KILL_SWITCH_CACHE_SECONDS must be a number of seconds (0 to 1), not {value!r}.")
+    return seconds
+
+
+def forget_cached_flags() -> None:
+    current_app.extensions.pop(CACHE_KEY, None)
 
 
 def state(name: str, *, fresh: bool = False) -> StrategyState:
     """The effective state of one strategy. ``fresh`` bypasses the per-process cache."""
-    if name in deployment_disabled():
-        return StrategyState(False, "deployment",
-                             "Switched off by the deployment settings (TSD_DISCOVERY_DISABLED).")
+    if name not in known_names():
+        return StrategyState(False, UNKNOWN_STRATEGY, f"{name!r} is not a strategy.")
+    setting = deployment_setting()
+    if name in setting.disabled:
+        reason = "Switched off by the deployment settings (TSD_DISCOVERY_DISABLED)."
+        if setting.problem:
+            reason = f"{setting.problem}; every strategy is off until that is corrected."
+        return StrategyState(False, DEPLOYMENT, reason)
     flags = _flags(fresh)
     if flags is None:
-        return StrategyState(False, "flag_store_unreadable",
+        return StrategyState(False, FLAG_STORE_UNREADABLE,
                              "The kill-switch flags cannot be read, so discovery is off.")
     for key in (ALL, name):
         flag = flags.get(key)
         if flag is not None and not flag.enabled:
-            return StrategyState(False, "runtime", flag.reason, flag.changed_by)
+            return StrategyState(False, RUNTIME, flag.reason, flag.changed_by, flag.changed_at)
     return StrategyState(True)
 
 
@@ -118,32 +244,64 @@ def all_states(*, fresh: bool = False) -> dict[str, StrategyState]:
     return {name: state(name, fresh=fresh) for name in known_names()}
 
 
-def set_flag(target: str, *, enabled: bool, reason: str, actor: str) -> StrategyFlag:
+def runtime_flags(*, fresh: bool = True) -> dict[str, FlagSnapshot] | None:
+    """The runtime layer alone (for the CLI and the admin page); None when unreadable."""
+    return _flags(fresh)
+
+
+def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> StrategyFlag:
     """Toggle a runtime flag (a strategy or "all"), audited in the same transaction.
 
-    Switching "all" on clears every per-strategy switch-off too, so one command undoes an
-    emergency stop; deployment-level switch-offs stay in force regardless.
+    Switching "all" on also clears every per-strategy switch-off, so one command undoes an
+    emergency stop (the audit row's detail names what it cleared); deployment-level
+    switch-offs stay in force regardless. Switching off needs a reason.
+
+    Commits the session: call it with nothing else pending. Two processes creating the same
+    flag row at once collide on its primary key; the loser rolls back and tries once more
+    (then the row exists and is updated).
     """
     if target != ALL and target not in known_names():
         raise ValueError(f"unknown strategy {target!r}; expected one of "
                          f"{', '.join([*known_names(), ALL])}")
+    reason = (reason or "").strip() or None
+    if not enabled and reason is None:
+        raise ValueError("a reason is required to switch a strategy off")
+    if reason is not None and len(reason) > MAX_REASON:
+        raise ValueError(f"the reason is longer than {MAX_REASON} characters")
+    for attempt in (1, 2):
+        try:
+            flag = _write_flag(target, enabled=enabled, reason=reason, actor=actor)
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
+            if attempt == 2:
+                raise
+            log.info("kill switch: flag row for %s created concurrently; retrying", target)
+    forget_cached_flags()
+    return flag
+
+
+def _write_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> StrategyFlag:
     now = utcnow()
-    targets = [ALL, *known_names()] if (target == ALL and enabled) else [target]
-    flag = None
-    for key in targets:
-        row = db.session.get(StrategyFlag, key)
-        if row is None:
-            row = StrategyFlag(strategy=key)
-            db.session.add(row)
-        row.enabled = enabled
-        row.reason = reason
-        row.changed_by = actor
-        row.changed_at = now
-        if key == target:
-            flag = row
+    flag = db.session.get(StrategyFlag, target, populate_existing=True)
+    if flag is None:
+        flag = StrategyFlag(strategy=target)
+        db.session.add(flag)
+    flag.enabled = enabled
+    flag.reason = reason
+    flag.changed_by = actor
+    flag.changed_at = now
+    cleared = []
+    if target == ALL and enabled:
+        for row in db.session.scalars(select(StrategyFlag).where(
+                StrategyFlag.strategy != ALL, StrategyFlag.enabled.is_(False))):
+            row.enabled, row.reason, row.changed_by, row.changed_at = True, reason, actor, now
+            cleared.append(row.strategy)
+    detail = reason
+    if cleared:
+        detail = f"{reason or ''} (also cleared: {', '.join(sorted(cleared))})".strip()
     audit.record("flag_toggle", actor=actor, strategy=target,
-                 outcome="enabled" if enabled else "disabled", detail=reason)
-    db.session.commit()
-    current_app.extensions.pop("tsd.kill_switch_cache", None)
-    assert flag is not None
+                 outcome="enabled" if enabled else "disabled", detail=detail)
+    db.session.flush()
     return flag

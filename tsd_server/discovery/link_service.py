@@ -2,22 +2,36 @@
 
 Every strategy ends here. The kill switch is read again, bypassing the per-process cache,
 at the moment of linking, so an offer or code handed out before a switch-off cannot
-complete after it. The device, its token hash and the audit row are committed together.
+complete after it. The device, its token hash, the audit row and whatever the calling
+strategy left pending in the session (its code marked used, say) are committed together,
+so a strategy gets single use and the link in one transaction.
+
+The check and the commit are milliseconds apart: a link whose fresh check passed may commit
+just after a toggle lands. That is inside the one-second promise of the kill switch; every
+link attempt that *starts* after the toggle committed is refused.
+
+The audit row carries exactly the device's ``linked_at``, so the incident commands find the
+same links whether they read the devices or the audit log.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from flask import has_request_context
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit
 from tsd_server.auth.tokens import new_access_token, token_hash, token_hint
-from tsd_server.client_address import ClientAddress
+from tsd_server.client_address import ClientAddress, for_request
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
 from tsd_server.extensions import db
 from tsd_server.models import Device, User
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,15 +57,15 @@ def link_device(
     ``address`` is where the linking request came from (recorded on the device and in the
     audit row). A device the owner already has under the same ``device_uid`` is re-linked
     in place: its old token stops working and an incident's "needs re-link" is cleared.
-    On refusal, the caller's pending changes are rolled back and the attempt is audited.
+    On refusal, the caller's pending changes are rolled back and the attempt is audited
+    (``link_failed``, outcome ``strategy_disabled``). ``address`` None means the current
+    request's, when there is one.
     """
+    if address is None and has_request_context():
+        address = for_request()
     current = kill_switch.state(strategy, fresh=True)
     if not current.enabled:
-        db.session.rollback()
-        audit.record("link_failed", actor=actor, outcome="strategy_disabled",
-                     user_id=owner.id, device_uid=device_uid, strategy=strategy,
-                     address=address, detail=current.reason)
-        db.session.commit()
+        _audit_refusal(owner.id, device_uid, strategy, actor, address, current)
         raise kill_switch.StrategyDisabled(strategy, current)
 
     device = db.session.scalar(
@@ -66,14 +80,35 @@ def link_device(
     device.name = name
     device.model = model
     device.linked_via = strategy
-    device.linked_at = utcnow()
+    now = utcnow()
+    device.linked_at = now
     device.linked_from_ip = address.client_ip if address else None
     device.token_hash = token_hash(token)
     device.token_hint = token_hint(token)
     device.revoked_at = None
     device.needs_relink = False
     db.session.flush()
-    audit.record("link", actor=actor, user_id=owner.id, device=device, strategy=strategy,
-                 address=address, detail=detail or ("re-linked" if relink else None))
+    event = audit.record("link", actor=actor, user_id=owner.id, device=device,
+                         strategy=strategy, address=address,
+                         detail=detail or ("re-linked" if relink else None))
+    event.at = now
     db.session.commit()
     return LinkResult(device=device, access_token=token)
+
+
+def _audit_refusal(owner_id: int, device_uid: str, strategy: str, actor: str,
+                   address: ClientAddress | None, current: kill_switch.StrategyState) -> None:
+    """Drop the caller's pending work and record the refused attempt.
+
+    When the database itself is failing (the usual reason the flag store is unreadable) the
+    row cannot be written either; the refusal stands and the failure is logged.
+    """
+    db.session.rollback()
+    try:
+        audit.record("link_failed", actor=actor, outcome="strategy_disabled",
+                     user_id=owner_id, device_uid=device_uid, strategy=strategy,
+                     address=address, detail=current.reason)
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("could not audit a refused %s link (%s)", strategy, current.disabled_by)

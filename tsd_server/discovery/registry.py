@@ -1,18 +1,33 @@
-"""The registry of discovery strategies: registered once, looked up by name."""
+"""The registry of discovery strategies: registered once, looked up by name.
+
+Views never import a strategy module to ask whether it is on: they ask the kill switch by
+name, and every route a strategy serves is guarded here, so a switched-off strategy answers
+503 ``strategy_disabled`` on all of its routes (JSON under /api, a page elsewhere).
+"""
 
 from __future__ import annotations
 
-from flask import Flask, request
+import logging
 
+from flask import Flask, render_template, request
+
+from tsd_server.api.errors import is_api_request
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.strategy import DiscoveryStrategy
 
+log = logging.getLogger(__name__)
+
 _strategies: dict[str, DiscoveryStrategy] = {}
+
+# app.extensions key: {blueprint name: strategy name} for the guarded blueprints.
+GUARDED_KEY = "tsd.strategy_blueprints"
 
 
 def register(strategy: DiscoveryStrategy) -> DiscoveryStrategy:
     if strategy.name in _strategies and _strategies[strategy.name] is not strategy:
         raise ValueError(f"strategy {strategy.name!r} registered twice")
+    if strategy.name == kill_switch.ALL:
+        raise ValueError(f"{kill_switch.ALL!r} is reserved for the kill switch")
     _strategies[strategy.name] = strategy
     return strategy
 
@@ -29,6 +44,18 @@ def all_strategies() -> list[DiscoveryStrategy]:
     return list(_strategies.values())
 
 
+def with_states(
+    *, fresh: bool = False
+) -> list[tuple[DiscoveryStrategy, kill_switch.StrategyState]]:
+    """Every strategy with its effective state, in registration order (for pages)."""
+    return [(strategy, kill_switch.state(strategy.name, fresh=fresh))
+            for strategy in all_strategies()]
+
+
+def enabled_strategies() -> list[DiscoveryStrategy]:
+    return [strategy for strategy, current in with_states() if current.enabled]
+
+
 def _load_builtin() -> None:
     from tsd_server.discovery.strategies import ip_match, pairing_code, qr_code
 
@@ -36,18 +63,52 @@ def _load_builtin() -> None:
         register(strategy)
 
 
+def guard_blueprint(app: Flask, blueprint_name: str, strategy_name: str) -> None:
+    """Put every route of a registered blueprint (and its children) behind a kill switch."""
+    app.extensions.setdefault(GUARDED_KEY, {})[blueprint_name] = strategy_name
+
+
 def init_app(app: Flask) -> None:
     """Register each strategy's blueprints, every route behind that strategy's kill switch."""
     if not _strategies:
         _load_builtin()
-    owner_of_blueprint: dict[str, str] = {}
     for strategy in all_strategies():
         for blueprint in strategy.blueprints():
             app.register_blueprint(blueprint)
-            owner_of_blueprint[blueprint.name] = strategy.name
+            guard_blueprint(app, blueprint.name, strategy.name)
+    _warn_about_settings(app)
 
     @app.before_request
-    def refuse_disabled_strategy() -> None:
-        name = owner_of_blueprint.get(request.blueprint or "")
-        if name is not None:
-            kill_switch.require_enabled(name)
+    def refuse_disabled_strategy():
+        guarded = app.extensions.get(GUARDED_KEY, {})
+        # request.blueprints lists the current blueprint and its parents (nested blueprints).
+        for blueprint_name in request.blueprints:
+            name = guarded.get(blueprint_name)
+            if name is None:
+                continue
+            current = kill_switch.state(name)
+            if current.enabled:
+                return None
+            if is_api_request():
+                raise kill_switch.StrategyDisabled(name, current)
+            title = _strategies[name].title if name in _strategies else name
+            return render_template(
+                "error.html", status=503, title=f"{title} is switched off",
+                message=f"This way of linking a printer is switched off on this server. "
+                        f"{current.public_reason}"), 503
+        return None
+
+
+def _warn_about_settings(app: Flask) -> None:
+    with app.app_context():
+        setting = kill_switch.deployment_setting()
+        ttl = kill_switch.cache_seconds()
+    if setting.problem:
+        log.error("%s: EVERY discovery strategy is switched off until it is corrected",
+                  setting.problem)
+    elif setting.disabled:
+        log.warning("discovery switched off by deployment settings: %s",
+                    ", ".join(sorted(setting.disabled)))
+    if ttl > 1.0:
+        log.warning("KILL_SWITCH_CACHE_SECONDS=%s: a toggle may take longer than one second "
+                    "to reach every process", ttl)
