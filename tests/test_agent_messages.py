@@ -1,0 +1,137 @@
+"""Every server error becomes one clear line and a documented exit code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from tsd_agent import messages as m
+from tsd_agent.cli import main, server_url
+from tsd_agent.client import ServerError, Unreachable, parse_retry_after
+
+
+def server_error(status: int, code: str, message: str = "", retry_after=None, **body):
+    return ServerError(status, code, message, {"error": code, "message": message, **body},
+                       retry_after)
+
+
+@pytest.mark.parametrize("error, exit_code, words", [
+    (server_error(503, "strategy_disabled", strategy="pairing_code", disabled_by="runtime"),
+     m.EXIT_DISABLED, ["pairing codes", "switched off", "by an administrator"]),
+    (server_error(503, "strategy_disabled", strategy="ip_match", disabled_by="deployment"),
+     m.EXIT_DISABLED, ["printers-near-you", "deployment settings"]),
+    (server_error(403, "ip_match_ineligible", reason="non_public_address"),
+     m.EXIT_INELIGIBLE, ["private or loopback", "TSD_IP_MATCH_ALLOW_PRIVATE", "tsd-agent link"]),
+    (server_error(403, "ip_match_ineligible", reason="missing_forwarded_header"),
+     m.EXIT_INELIGIBLE, ["proxy did not pass your address"]),
+    (server_error(403, "ip_match_ineligible", reason="untrusted_forwarded_header"),
+     m.EXIT_INELIGIBLE, ["proxy the server trusts"]),
+    (server_error(403, "ip_match_ineligible", reason="household_blocked"),
+     m.EXIT_INELIGIBLE, ["paused"]),
+    (server_error(403, "ip_match_ineligible", reason="household_limit"),
+     m.EXIT_INELIGIBLE, ["too many unlinked printers"]),
+    (server_error(403, "ip_match_ineligible", reason="proxy_address"),
+     m.EXIT_INELIGIBLE, ["proxy's address"]),
+    (server_error(429, "rate_limited", retry_after=42), m.EXIT_RATE_LIMITED,
+     ["too many attempts", "retry in 42 seconds"]),
+    (server_error(429, "rate_limited", retry_after=600), m.EXIT_RATE_LIMITED,
+     ["retry in 10 minutes"]),
+    (server_error(429, "rate_limited"), m.EXIT_RATE_LIMITED, ["wait a minute"]),
+    (server_error(400, "invalid_code"), m.EXIT_REFUSED,
+     ["not valid", "already used", "expired"]),
+    (server_error(401, "invalid_token"), m.EXIT_NOT_LINKED, ["no longer accepts", "link it again"]),
+    (server_error(400, "access_denied"), m.EXIT_REFUSED, ["denied"]),
+    (server_error(400, "expired_token"), m.EXIT_EXPIRED, ["expired", "tsd-agent link"]),
+    (server_error(400, "invalid_field", "'code' has an invalid format."), m.EXIT_REFUSED,
+     ["refused", "invalid_field", "'code' has an invalid format."]),
+    (server_error(500, "internal_error", "boom"), m.EXIT_FAILURE, ["HTTP 500", "boom"]),
+    (ServerError(502, "not_json", "HTTP 502 without a JSON body"), m.EXIT_FAILURE,
+     ["HTTP 502", "address of a tsd-server"]),
+    (Unreachable("http://127.0.0.1:9", "refused"), m.EXIT_UNREACHABLE,
+     ["connection refused", "--server", "TSD_AGENT_SERVER"]),
+    (Unreachable("http://127.0.0.1:9", "timeout"), m.EXIT_UNREACHABLE, ["did not answer"]),
+])
+def test_each_error_has_its_exit_code_and_words(error, exit_code, words):
+    code, text = m.describe(error)
+    assert code == exit_code
+    for word in words:
+        assert word in text
+    assert "\n" not in text
+
+
+def test_unknown_reason_and_strategy_are_named_not_dropped():
+    _, text = m.describe(server_error(403, "ip_match_ineligible", reason="new_reason"))
+    assert "new_reason" in text
+    _, text = m.describe(server_error(503, "strategy_disabled", strategy="future_way"))
+    assert "future_way" in text
+
+
+def test_server_text_cannot_inject_terminal_control_sequences_or_lines():
+    hostile = "ok\x1b[2J\x1b]0;owned\x07\nsecond line\r\u202eevil"
+    _, text = m.describe(server_error(400, "weird", hostile))
+    assert "\x1b" not in text and "\n" not in text and "\r" not in text
+    assert "\u202e" not in text and "\x07" not in text
+    assert len(m.clean("x" * 1000)) == m.MAX_SERVER_TEXT
+
+
+def test_retry_after_as_seconds_or_http_date():
+    assert parse_retry_after("30") == 30
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("Mon, 01 Jun 2026 12:01:30 GMT", now) == 90
+    assert parse_retry_after("Mon, 01 Jun 2026 11:00:00 GMT", now) == 0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("bad", ["ftp://x", "127.0.0.1:5000", "http://user:pw@host",
+                                 "http://host/?q=1", "http://"])
+def test_bad_server_urls_are_usage_errors(bad, tmp_path, capsys):
+    with pytest.raises(ValueError):
+        server_url(bad)
+    assert main(["--server", bad, "--state", str(tmp_path / "s.json"), "whoami"]) == m.EXIT_USAGE
+
+
+def test_server_defaults_to_env_then_loopback(monkeypatch):
+    monkeypatch.delenv("TSD_AGENT_SERVER", raising=False)
+    assert server_url(None) == "http://127.0.0.1:5000"
+    monkeypatch.setenv("TSD_AGENT_SERVER", "https://print.example.org/")
+    assert server_url(None) == "https://print.example.org"
+
+
+def test_connection_refused_is_one_line_and_exit_3(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = main(["--server", f"http://127.0.0.1:{port}", "--state", str(tmp_path / "s.json"),
+                 "pair", "WDJB-MJHT"])
+    err = capsys.readouterr().err
+    assert code == m.EXIT_UNREACHABLE
+    assert err.count("\n") == 1 and "connection refused" in err
+
+
+def test_plain_http_to_a_remote_server_warns(tmp_path, capsys):
+    # whoami without a token answers locally: nothing is sent anywhere.
+    main(["--server", "http://print.example.org", "--state", str(tmp_path / "s.json"), "whoami"])
+    assert "unencrypted" in capsys.readouterr().err
+    main(["--server", "http://127.0.0.1:5000", "--state", str(tmp_path / "s.json"), "whoami"])
+    assert "unencrypted" not in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["--state", str(tmp_path / "s.json")]) == m.EXIT_USAGE
+    assert main(["--state", str(tmp_path / "s.json"), "link", "--timeout", "-1"]) == m.EXIT_USAGE
+
+
+def test_state_problems_exit_10(tmp_path, capsys):
+    path = tmp_path / "s.json"
+    path.write_text("garbage")
+    path.chmod(0o600)
+    assert main(["--state", str(path), "whoami"]) == m.EXIT_STATE
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_whoami_without_a_token_exits_9(tmp_path, capsys):
+    assert main(["--state", str(tmp_path / "s.json"), "whoami"]) == m.EXIT_NOT_LINKED
+    assert "not linked yet" in capsys.readouterr().err

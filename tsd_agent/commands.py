@@ -1,0 +1,256 @@
+"""The four things the agent does: discover, pair, link, whoami.
+
+Each command returns an exit code from ``tsd_agent.messages``. Polling loops honour the
+server's pace (``poll_interval``, the device flow's ``interval`` and ``slow_down``, and
+Retry-After on ``rate_limited``); one-shot commands report a rate limit and stop.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import segno
+
+from tsd_agent import messages as m
+from tsd_agent.client import Client, ServerError
+from tsd_agent.state import AgentState, save
+
+DEFAULT_POLL_INTERVAL = 5.0
+MIN_POLL_INTERVAL = 0.1
+MAX_POLL_INTERVAL = 600.0
+SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5: add 5 seconds on every slow_down
+DEFAULT_RATE_LIMIT_WAIT = 60.0
+
+
+@dataclass
+class Agent:
+    """Everything a command needs: the server, this printer's state, where to print."""
+
+    client: Client
+    state: AgentState
+    state_path: Path
+    name: str
+    model: str | None
+    out: TextIO
+    err: TextIO
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    qr: bool = True
+    shown: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"tsd-agent: {text}", file=self.err, flush=True)
+
+    def fail(self, error: Exception) -> int:
+        code, text = m.describe(error)
+        self.warn(f"error: {text}")
+        return code
+
+    def keep_token(self, token: Any, strategy: str) -> bool:
+        """Save a newly issued token before anything else can go wrong."""
+        if not isinstance(token, str) or not token:
+            self.warn("error: the server said the printer is linked but sent no access token.")
+            return False
+        self.state.access_token = token
+        self.state.server = self.client.base_url
+        self.state.linked_via = strategy
+        save(self.state_path, self.state)
+        return True
+
+
+def interval_from(value: Any, default: float = DEFAULT_POLL_INTERVAL) -> float:
+    """A server-given interval in seconds, bounded so a bad value cannot spin or stall."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return min(max(float(value), MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
+
+
+def rate_limit_wait(agent: Agent, error: ServerError) -> float:
+    seconds = error.retry_after
+    agent.warn(f"too many attempts: the server asks to {m.wait_words(seconds)}; waiting.")
+    return float(seconds) if seconds is not None else DEFAULT_RATE_LIMIT_WAIT
+
+
+def discover(agent: Agent, timeout: float | None) -> int:
+    """Announce until someone from this household links the printer and confirms."""
+    agent.say(f"Announcing \"{agent.name}\" ({agent.state.device_id}) to {agent.client.base_url}.")
+    agent.say("Open \"Printers near you\" on the website from the same internet connection. "
+              "Ctrl-C stops.")
+    deadline = agent.monotonic() + timeout if timeout else None
+    shown_code = None
+    while True:
+        try:
+            answer = agent.client.announce(agent.state.device_id, agent.state.device_secret,
+                                           agent.name, agent.model)
+        except ServerError as error:
+            if error.code != "rate_limited" and error.status != 429:
+                return agent.fail(error)
+            wait = rate_limit_wait(agent, error)
+        except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
+            return agent.fail(error)
+        else:
+            status = answer.get("status")
+            wait = interval_from(answer.get("poll_interval"))
+            if status == "linked":
+                if not agent.keep_token(answer.get("access_token"), "ip_match"):
+                    return m.EXIT_FAILURE
+                agent.say(f"Linked: \"{agent.name}\" now belongs to the account that confirmed. "
+                          "Token saved to " + str(agent.state_path) + ".")
+                return m.EXIT_OK
+            if status == "confirm":
+                confirmation = answer.get("confirmation") or {}
+                code = m.clean(confirmation.get("code", ""), 16)
+                if code and code != shown_code:
+                    account = m.clean(confirmation.get("account") or "someone", 80)
+                    expires = confirmation.get("expires_in")
+                    agent.say(f"{account} wants to link this printer.")
+                    agent.say(f"Confirmation code: {code}")
+                    agent.say("If that is you, type this code on the website"
+                              + (f" within {int(expires)} seconds." if
+                                 isinstance(expires, int | float) else ".")
+                              + " If it is not you, do nothing.")
+                    shown_code = code
+            elif status == "waiting":
+                if shown_code is not None:
+                    agent.say("The confirmation ended without a link; waiting again.")
+                    shown_code = None
+            else:
+                agent.warn(f"error: unexpected announce status {m.clean(status, 40)!r}.")
+                return m.EXIT_FAILURE
+        if deadline is not None and agent.monotonic() + wait > deadline:
+            agent.warn("error: not linked before --timeout; nothing was linked.")
+            return m.EXIT_EXPIRED
+        agent.sleep(wait)
+
+
+def pair(agent: Agent, code: str) -> int:
+    """Redeem a code the website showed."""
+    try:
+        answer = agent.client.redeem(code.strip(), agent.state.device_id, agent.name,
+                                     agent.model)
+    except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
+        return agent.fail(error)
+    if not agent.keep_token(answer.get("access_token"), "pairing_code"):
+        return m.EXIT_FAILURE
+    agent.say(f"Linked: \"{agent.name}\" ({agent.state.device_id}) by pairing code. "
+              f"Token saved to {agent.state_path}.")
+    return m.EXIT_OK
+
+
+def link(agent: Agent, timeout: float | None) -> int:
+    """RFC 8628 device flow: show a code, a URL and a QR code; poll until approved."""
+    try:
+        grant = agent.client.authorize(agent.state.device_id, agent.name, agent.model)
+    except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
+        return agent.fail(error)
+    device_code = grant.get("device_code")
+    uri = m.clean(grant.get("verification_uri") or "", 500)
+    if not isinstance(device_code, str) or not uri:
+        agent.warn("error: the server's device authorization answer is incomplete.")
+        return m.EXIT_FAILURE
+    complete = m.clean(grant.get("verification_uri_complete") or "", 500)
+    user_code = m.clean(grant.get("user_code") or "", 20)
+    interval = interval_from(grant.get("interval"))
+    expires_in = interval_from(grant.get("expires_in"), default=600.0)
+    show_instructions(agent, uri, user_code, complete, expires_in)
+
+    limit = min(expires_in, timeout) if timeout else expires_in
+    deadline = agent.monotonic() + limit
+    while True:
+        if agent.monotonic() + interval > deadline:
+            if timeout and timeout < expires_in:
+                agent.warn("error: not approved before --timeout; nothing was linked.")
+            else:
+                agent.warn("error: the code expired before anyone approved it; run "
+                           "`tsd-agent link` again for a new one.")
+            return m.EXIT_EXPIRED
+        agent.sleep(interval)
+        try:
+            answer = agent.client.token(device_code)
+        except ServerError as error:
+            if error.code == "authorization_pending":
+                continue
+            if error.code == "slow_down":
+                interval = min(interval + SLOW_DOWN_STEP, MAX_POLL_INTERVAL)
+                continue
+            if error.code == "rate_limited" or error.status == 429:
+                agent.sleep(max(rate_limit_wait(agent, error) - interval, 0.0))
+                continue
+            return agent.fail(error)
+        except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
+            return agent.fail(error)
+        if not agent.keep_token(answer.get("access_token"), "device_flow"):
+            return m.EXIT_FAILURE
+        agent.say(f"Linked: \"{agent.name}\" ({agent.state.device_id}). "
+                  f"Token saved to {agent.state_path}.")
+        return m.EXIT_OK
+
+
+def show_instructions(agent: Agent, uri: str, user_code: str, complete: str,
+                      expires_in: float) -> None:
+    if user_code:
+        agent.say(f"To link this printer, open {uri} where you are logged in and enter the code:")
+        agent.say("")
+        agent.say(f"    {user_code}")
+        agent.say("")
+    if complete:
+        agent.say(("Or scan" if user_code else "To link this printer, scan")
+                  + f" this QR code with a phone where you are logged in ({complete}):")
+        if agent.qr:
+            agent.out.write(qr_text(complete, agent.out))
+    elif not user_code:
+        agent.say(f"To link this printer, open {uri} where you are logged in.")
+    minutes = max(1, round(expires_in / 60))
+    agent.say(f"Waiting for approval (the code expires in about {minutes} minute"
+              f"{'s' if minutes != 1 else ''}; Ctrl-C stops).")
+    agent.out.flush()
+
+
+def qr_text(url: str, stream: TextIO) -> str:
+    """The QR code in half-block characters, or ANSI colours where those cannot be printed."""
+    qr = segno.make(url, error="m")
+    buffer = io.StringIO()
+    qr.terminal(out=buffer, compact=True)
+    text = buffer.getvalue()
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        buffer = io.StringIO()
+        qr.terminal(out=buffer)
+        text = buffer.getvalue()
+    return text
+
+
+def whoami(agent: Agent) -> int:
+    """Ask the server which printer this token belongs to."""
+    state = agent.state
+    if not state.access_token:
+        agent.warn(f"error: this printer is not linked yet (no token in {agent.state_path}); "
+                   "run `tsd-agent discover`, `tsd-agent pair CODE` or `tsd-agent link`.")
+        return m.EXIT_NOT_LINKED
+    if state.server and state.server != agent.client.base_url:
+        agent.warn(f"error: this printer's token was issued by {state.server} and is sent only "
+                   f"there; use --server {state.server} (or another --state file).")
+        return m.EXIT_NOT_LINKED
+    try:
+        answer = agent.client.me(state.access_token)
+    except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
+        return agent.fail(error)
+    device = answer.get("device") or {}
+    owner = (answer.get("owner") or {}).get("display_name")
+    model = device.get("model")
+    agent.say(f"Linked: \"{m.clean(device.get('name'), 80)}\" ({m.clean(device.get('id'), 64)})"
+              + (f", model {m.clean(model, 80)}" if model else "")
+              + f", owner {m.clean(owner, 80) if owner else 'unknown'}"
+              + f", via {m.clean(device.get('linked_via'), 32)}"
+              + f" since {m.clean(device.get('linked_at'), 40)}.")
+    return m.EXIT_OK
