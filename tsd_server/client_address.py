@@ -6,9 +6,12 @@ address, saved by ``tsd_server.proxy_fix`` before ProxyFix rewrites anything) an
 forwarded headers, and applies the deployment settings:
 
 * Forwarded headers are believed only when the direct peer is inside ``TRUSTED_PROXIES``
-  and ``PROXY_FIX_X_FOR`` says how many proxies appended to X-Forwarded-For. Anything else
-  that carries forwarded headers is marked ``untrusted_forwarded_header``: the header may be
-  forged, so the address behind it is unknown.
+  and ``PROXY_FIX_X_FOR`` says how many proxies appended to X-Forwarded-For. The chain is
+  read from the right, one hop per proxy, and every hop between the client and the direct
+  peer must itself be a trusted proxy (a client that bypasses the outer proxy cannot choose
+  its address). Anything else that carries forwarded headers is marked
+  ``untrusted_forwarded_header``: the header may be forged, so the address behind it is
+  unknown.
 * A trusted proxy that sent fewer hops than configured is ``missing_forwarded_header`` -- the
   incident this server exists to prevent: a proxy that stops passing the client's address
   makes every user look like one household.
@@ -30,7 +33,7 @@ from typing import Any
 
 from flask import current_app, g, request
 
-from tsd_server.config import comma_list
+from tsd_server.config import ConfigurationError, comma_list
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,12 @@ LAN_NETWORKS = tuple(
     for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fc00::/7", "::1/128")
 )
 GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+# Not households although older Python versions call them global: the IPv6 documentation
+# prefix of RFC 9637, and the 6to4 relay anycast range (one address, many unrelated users).
+NEVER_PUBLIC = tuple(ipaddress.ip_network(n) for n in ("3fff::/20", "192.88.99.0/24"))
+
+# Where TrustedProxyFix leaves the record for the request it computed it for.
+ENVIRON_KEY = "tsd.client_address"
 
 # Bounds on attacker-controlled input kept for audit and diagnostics.
 MAX_RECORDED_HOPS = 20
@@ -85,13 +94,18 @@ class ProxySettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ProxySettings:
+        """Read and check the settings; a bad value stops start-up with ``ConfigurationError``."""
+        try:
+            trusted = parse_networks(config["TRUSTED_PROXIES"])
+        except ValueError as error:
+            raise ConfigurationError(f"TSD_TRUSTED_PROXIES: {error}") from None
         return cls(
-            x_for=int(config["PROXY_FIX_X_FOR"]),
-            trusted_proxies=parse_networks(config["TRUSTED_PROXIES"]),
-            ipv6_household_prefix=int(config["IPV6_HOUSEHOLD_PREFIX"]),
+            x_for=_int_setting(config, "PROXY_FIX_X_FOR", 0, 10),
+            trusted_proxies=trusted,
+            ipv6_household_prefix=_int_setting(config, "IPV6_HOUSEHOLD_PREFIX", 32, 128),
             allow_private=bool(config["IP_MATCH_ALLOW_PRIVATE"]),
-            private_prefix_v4=int(config["IP_MATCH_PRIVATE_PREFIX_V4"]),
-            private_prefix_v6=int(config["IP_MATCH_PRIVATE_PREFIX_V6"]),
+            private_prefix_v4=_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V4", 8, 32),
+            private_prefix_v6=_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V6", 32, 128),
         )
 
     def is_trusted_proxy(self, address: IPAddress | None) -> bool:
@@ -125,6 +139,13 @@ class ClientAddress:
         }
 
 
+def _int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    number = config[key]
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}.")
+    return number
+
+
 def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
     """Parse a CIDR list setting; a bad entry stops start-up rather than being skipped."""
     return tuple(ipaddress.ip_network(item, strict=False) for item in comma_list(value))
@@ -147,10 +168,14 @@ def parse_ip(text: str | None) -> IPAddress | None:
 
 
 def split_hops(header: str | None) -> list[str]:
-    """X-Forwarded-For as a list, left (client) to right (nearest proxy)."""
-    if not header:
+    """X-Forwarded-For as a list, left (client) to right (nearest proxy).
+
+    Empty hops are kept (``"a, , b"`` has three), as Werkzeug's ProxyFix counts them: an
+    empty hop where an address is expected is invalid, never skipped.
+    """
+    if not header or not header.strip():
         return []
-    return [hop.strip() for hop in header.split(",") if hop.strip()]
+    return [hop.strip() for hop in header.split(",")]
 
 
 def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySettings) -> ClientAddress:
@@ -159,19 +184,12 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
     hops = split_hops(environ.get("HTTP_X_FORWARDED_FOR"))
     recorded = tuple(hop[:MAX_HOP_LENGTH] for hop in hops[-MAX_RECORDED_HOPS:])
     carries_forwarded = any(environ.get(name) for name in FORWARDED_HEADERS)
-    peer_is_proxy = settings.x_for > 0 and settings.is_trusted_proxy(peer_address)
 
-    client = peer_address
-    reason = None
-    if not peer_is_proxy:
-        if carries_forwarded:
-            reason = UNTRUSTED_FORWARDED_HEADER
-    elif len(hops) < settings.x_for:
-        reason = MISSING_FORWARDED_HEADER
+    if settings.x_for > 0 and settings.is_trusted_proxy(peer_address):
+        client, reason = _walk_chain(peer_address, hops, settings)
     else:
-        client = parse_ip(hops[-settings.x_for])
-        if client is None:
-            reason = INVALID_FORWARDED_HEADER
+        client = peer_address
+        reason = UNTRUSTED_FORWARDED_HEADER if carries_forwarded else None
     if reason is None and settings.is_trusted_proxy(client):
         reason = PROXY_ADDRESS
 
@@ -187,6 +205,28 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
         household=household,
         ineligibility_reason=reason,
     )
+
+
+def _walk_chain(
+    peer: IPAddress, hops: list[str], settings: ProxySettings
+) -> tuple[IPAddress | None, str | None]:
+    """Read X-Forwarded-For from the right, one hop per configured proxy.
+
+    Each hop was written by the proxy to its right, so it is only as trustworthy as that
+    proxy: a hop that is not itself a trusted proxy ends the walk, and the address it names
+    is the nearest one we can vouch for (and the request is ``untrusted_forwarded_header``).
+    """
+    if len(hops) < settings.x_for:
+        return peer, MISSING_FORWARDED_HEADER
+    client: IPAddress = peer
+    for depth in range(1, settings.x_for + 1):
+        hop = parse_ip(hops[-depth])
+        if hop is None:
+            return None, INVALID_FORWARDED_HEADER
+        if depth < settings.x_for and not settings.is_trusted_proxy(hop):
+            return hop, UNTRUSTED_FORWARDED_HEADER
+        client = hop
+    return client, None
 
 
 def household_key(address: IPAddress | None, settings: ProxySettings) -> str | None:
@@ -206,6 +246,8 @@ def is_public(address: IPAddress) -> bool:
     """Globally routable unicast: excludes private, CGNAT, documentation, multicast, reserved."""
     if not address.is_global or address.is_multicast or address.is_reserved:
         return False
+    if any(address in net for net in NEVER_PUBLIC if net.version == address.version):
+        return False
     return address.version == 4 or address in GLOBAL_UNICAST_V6
 
 
@@ -213,9 +255,13 @@ def for_request() -> ClientAddress:
     """The record for the current request, computed once and kept on ``g``."""
     record = g.get("_client_address")
     if record is None:
-        settings = current_app.extensions["tsd.proxy_settings"]
-        peer = request.environ.get("tsd.peer_addr", request.environ.get("REMOTE_ADDR"))
-        record = resolve(peer, request.environ, settings)
+        # Computed by TrustedProxyFix before ProxyFix rewrote anything; resolved here when
+        # the middleware did not run (a test request context).
+        record = request.environ.get(ENVIRON_KEY)
+        if record is None:
+            settings = current_app.extensions["tsd.proxy_settings"]
+            peer = request.environ.get("tsd.peer_addr", request.environ.get("REMOTE_ADDR"))
+            record = resolve(peer, request.environ, settings)
         if record.ineligibility_reason == UNTRUSTED_FORWARDED_HEADER:
             _warn_untrusted_peer_once(record.peer_ip)
         g._client_address = record

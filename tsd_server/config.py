@@ -37,6 +37,29 @@ DEFAULTS: dict[str, Any] = {
     "IP_MATCH_ALLOW_PRIVATE": False,
     "IP_MATCH_PRIVATE_PREFIX_V4": 24,
     "IP_MATCH_PRIVATE_PREFIX_V6": 64,
+    # ip_match (docs/ip-match.md); times in seconds. An announcement is listed for this
+    # long after the device's last announce; devices are told to announce every POLL_INTERVAL.
+    "IP_MATCH_ANNOUNCE_TTL": 30,
+    "IP_MATCH_POLL_INTERVAL": 5,
+    # last_seen is written at most this often per device, so announces are mostly reads.
+    "IP_MATCH_LAST_SEEN_WRITE_INTERVAL": 5,
+    # More unlinked devices than this in one household: nearby lists none (household_limit).
+    "IP_MATCH_MAX_DEVICES_PER_HOUSEHOLD": 3,
+    # Anomaly breaker: more accounts than this using ip_match from one household within
+    # the window blocks the household for the cooldown; this many blocked households
+    # within the window switch ip_match off for everyone (actor "auto").
+    "IP_MATCH_MAX_ACCOUNTS_PER_HOUSEHOLD": 3,
+    "IP_MATCH_BREAKER_WINDOW": 900,
+    "IP_MATCH_BREAKER_COOLDOWN": 3600,
+    "IP_MATCH_GLOBAL_TRIP_HOUSEHOLDS": 3,
+    # The device shows a 6-digit code the user types back; off = link on the next announce.
+    "IP_MATCH_REQUIRE_CONFIRMATION": True,
+    "IP_MATCH_OFFER_TTL": 300,
+    "IP_MATCH_CODE_ATTEMPTS": 3,
+    # Flask-Limiter limits per client address for device announces and user calls.
+    "IP_MATCH_ANNOUNCE_RATE_LIMIT": "120 per minute",
+    "IP_MATCH_NEARBY_RATE_LIMIT": "120 per minute",
+    "IP_MATCH_CLAIM_RATE_LIMIT": "30 per 10 minutes",
     # Absolute base for links shown to devices (QR codes); empty = derive when trustworthy.
     "BASE_URL": "",
     # Kill switch at deployment level: "all" or a comma list; runtime cannot override it.
@@ -65,6 +88,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     app.config.from_prefixed_env("TSD")
     if overrides:
         app.config.from_mapping(overrides)
+    _coerce_to_default_types(app.config)
 
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
@@ -73,6 +97,47 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _development_secret_key(app)
+    # TSD_SECRET_KEY=12345 parses as JSON to an int; a key is always text.
+    app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+
+
+def parse_bool(key: str, value: Any) -> bool:
+    """A boolean setting; "False" or "off" (not JSON, so left as text) must not count as true."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise ConfigurationError(f"TSD_{key} must be true or false, not {value!r}.")
+
+
+def parse_int(key: str, value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ConfigurationError(f"TSD_{key} must be a whole number, not {value!r}.")
+
+
+def _coerce_to_default_types(config: dict[str, Any]) -> None:
+    """Settings whose default is a bool or an int get that type, or start-up stops.
+
+    Environment values arrive as JSON where they parse and as text otherwise, and
+    instance/config.py may hold strings; ``bool("False")`` would silently be True.
+    """
+    for key, default in DEFAULTS.items():
+        if isinstance(default, bool):
+            config[key] = parse_bool(key, config[key])
+        elif isinstance(default, int):
+            config[key] = parse_int(key, config[key])
 
 
 def _development_secret_key(app: Flask) -> str:
@@ -84,14 +149,29 @@ def _development_secret_key(app: Flask) -> str:
             "print(secrets.token_hex(32))'"
         )
     path = Path(app.instance_path) / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
+    if not path.exists():
+        _write_new_key(path)
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise ConfigurationError(f"{path} holds no usable key; delete it to generate a new one.")
     return key
+
+
+def _write_new_key(path: Path) -> None:
+    """Write a fresh key atomically: several workers starting at once all end up reading
+    the one key that won, never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process won the race; its key is the one
+    finally:
+        temporary.unlink()
 
 
 def comma_list(value: Any) -> list[str]:

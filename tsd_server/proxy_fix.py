@@ -4,7 +4,13 @@ ProxyFix on its own believes the last ``x_for`` values of X-Forwarded-For from *
 a client that reaches the server directly could then choose its own address. Here the
 rewrite happens only when the TCP peer is inside ``TSD_TRUSTED_PROXIES``; every other
 request keeps its real peer address, scheme and host. The peer address is saved in
-``environ["tsd.peer_addr"]`` first so audit and diagnostics always see who connected.
+``environ["tsd.peer_addr"]`` first so audit and diagnostics always see who connected, and
+the client-address record is computed from the untouched environ.
+
+ProxyFix counts hops but does not check them; ``tsd_server.client_address`` also requires
+every hop between the client and the direct peer to be a trusted proxy. So that logs and
+``request.remote_addr`` never name an address the record refused, ``REMOTE_ADDR`` is set to
+the record's client address after ProxyFix ran (or back to the peer when there is none).
 
 Security consequence of the settings: ``TSD_PROXY_FIX_X_FOR`` must equal the number of
 proxies that append to X-Forwarded-For. Too low and every client looks like the innermost
@@ -19,7 +25,7 @@ from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from tsd_server.client_address import ProxySettings, parse_ip
+from tsd_server.client_address import ENVIRON_KEY, ProxySettings, parse_ip, resolve
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -29,7 +35,7 @@ class TrustedProxyFix:
         self.direct = app
         self.settings = settings
         self.proxied = ProxyFix(
-            app,
+            self._client_from_record,
             x_for=int(config["PROXY_FIX_X_FOR"]),
             x_proto=int(config["PROXY_FIX_X_PROTO"]),
             x_host=int(config["PROXY_FIX_X_HOST"]),
@@ -40,6 +46,12 @@ class TrustedProxyFix:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         peer = environ.get("REMOTE_ADDR")
         environ["tsd.peer_addr"] = peer
+        environ[ENVIRON_KEY] = resolve(peer, environ, self.settings)
         if self.settings.is_trusted_proxy(parse_ip(peer)):
             return self.proxied(environ, start_response)
+        return self.direct(environ, start_response)
+
+    def _client_from_record(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        record = environ[ENVIRON_KEY]
+        environ["REMOTE_ADDR"] = record.client_ip or environ["tsd.peer_addr"]
         return self.direct(environ, start_response)

@@ -1,0 +1,241 @@
+"""The client-address record: which address a request is from, its household, and why
+ip_match may refuse it. Every reason code is produced from a crafted WSGI environ.
+
+Public addresses in these tests are real global ones (8.8.8.8, 1.1.1.1, 9.9.9.9, Google's
+and Cloudflare's IPv6 resolvers); documentation ranges must come out as non-public.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import pytest
+
+from tsd_server import client_address
+from tsd_server.client_address import (
+    INVALID_FORWARDED_HEADER,
+    MAX_HOP_LENGTH,
+    MAX_RECORDED_HOPS,
+    MISSING_FORWARDED_HEADER,
+    NON_PUBLIC_ADDRESS,
+    PROXY_ADDRESS,
+    UNTRUSTED_FORWARDED_HEADER,
+    ProxySettings,
+    parse_networks,
+    resolve,
+)
+
+PROXY = "10.20.30.40"  # the reverse proxy next to the server
+OUTER = "10.20.30.41"  # a load balancer in front of it
+
+NO_PROXY = ProxySettings()
+ONE_PROXY = ProxySettings(x_for=1, trusted_proxies=parse_networks(f"{PROXY}/32"))
+TWO_PROXIES = ProxySettings(x_for=2, trusted_proxies=parse_networks(f"{PROXY}/32, {OUTER}/32"))
+LAN = ProxySettings(allow_private=True)
+
+
+def xff(value: str) -> dict[str, str]:
+    return {"HTTP_X_FORWARDED_FOR": value}
+
+
+# (settings, direct peer, environ, client_ip, household, reason)
+CASES = {
+    "direct ipv4": (NO_PROXY, "8.8.8.8", {}, "8.8.8.8", "8.8.8.8/32", None),
+    "direct ipv6 is a /64": (NO_PROXY, "2001:4860:4860::8888", {}, "2001:4860:4860::8888",
+                             "2001:4860:4860::/64", None),
+    "ipv6 prefix is a setting": (ProxySettings(ipv6_household_prefix=48),
+                                 "2606:4700:4700::1111", {}, "2606:4700:4700::1111",
+                                 "2606:4700:4700::/48", None),
+    "ipv4-mapped ipv6 peer is ipv4": (NO_PROXY, "::ffff:8.8.8.8", {}, "8.8.8.8",
+                                      "8.8.8.8/32", None),
+    "forged xff, no proxy configured": (NO_PROXY, "8.8.8.8", xff("1.1.1.1"), "8.8.8.8", None,
+                                        UNTRUSTED_FORWARDED_HEADER),
+    "forged Forwarded header": (NO_PROXY, "8.8.8.8", {"HTTP_FORWARDED": "for=1.1.1.1"},
+                                "8.8.8.8", None, UNTRUSTED_FORWARDED_HEADER),
+    "forged X-Real-IP": (NO_PROXY, "8.8.8.8", {"HTTP_X_REAL_IP": "1.1.1.1"}, "8.8.8.8", None,
+                         UNTRUSTED_FORWARDED_HEADER),
+    "xff from a peer outside the trusted list": (ONE_PROXY, "1.1.1.1", xff("9.9.9.9"),
+                                                 "1.1.1.1", None, UNTRUSTED_FORWARDED_HEADER),
+    "trusted peer but x_for=0": (ProxySettings(trusted_proxies=parse_networks(PROXY)), PROXY,
+                                 xff("9.9.9.9"), PROXY, None, UNTRUSTED_FORWARDED_HEADER),
+    "through the proxy": (ONE_PROXY, PROXY, xff("9.9.9.9"), "9.9.9.9", "9.9.9.9/32", None),
+    "client-forged hops left of the proxy's are ignored": (
+        ONE_PROXY, PROXY, xff("1.1.1.1, 8.8.8.8, 9.9.9.9"), "9.9.9.9", "9.9.9.9/32", None),
+    "proxy passed no xff": (ONE_PROXY, PROXY, {}, PROXY, None, MISSING_FORWARDED_HEADER),
+    "proxy passed Forwarded but not xff": (ONE_PROXY, PROXY, {"HTTP_FORWARDED": "for=9.9.9.9"},
+                                           PROXY, None, MISSING_FORWARDED_HEADER),
+    "blank xff from proxy": (ONE_PROXY, PROXY, xff("  "), PROXY, None,
+                             MISSING_FORWARDED_HEADER),
+    "two proxies, one hop": (TWO_PROXIES, PROXY, xff("9.9.9.9"), PROXY, None,
+                             MISSING_FORWARDED_HEADER),
+    "two proxies, full chain": (TWO_PROXIES, PROXY, xff("1.1.1.1, 9.9.9.9, " + OUTER),
+                                "9.9.9.9", "9.9.9.9/32", None),
+    # The attacker at 9.9.9.9 skips the load balancer and claims to be 1.1.1.1.
+    "two proxies, outer one bypassed": (TWO_PROXIES, PROXY, xff("1.1.1.1, 9.9.9.9"), "9.9.9.9",
+                                        None, UNTRUSTED_FORWARDED_HEADER),
+    "hop is not an address": (ONE_PROXY, PROXY, xff("not-an-ip"), None, None,
+                              INVALID_FORWARDED_HEADER),
+    "hop with a port": (ONE_PROXY, PROXY, xff("9.9.9.9:443"), None, None,
+                        INVALID_FORWARDED_HEADER),
+    "hop in brackets": (ONE_PROXY, PROXY, xff("[2001:4860:4860::8888]"), None, None,
+                        INVALID_FORWARDED_HEADER),
+    "hop with a zone id": (ONE_PROXY, PROXY, xff("fe80::1%eth0"), None, None,
+                           INVALID_FORWARDED_HEADER),
+    "empty last hop is not skipped": (ONE_PROXY, PROXY, xff("9.9.9.9, "), None, None,
+                                      INVALID_FORWARDED_HEADER),
+    "client resolves to the proxy itself": (ONE_PROXY, PROXY, xff(PROXY), PROXY, None,
+                                            PROXY_ADDRESS),
+    "direct request from a trusted proxy's address": (
+        ProxySettings(trusted_proxies=parse_networks("8.8.8.0/24")), "8.8.8.8", {}, "8.8.8.8",
+        None, PROXY_ADDRESS),
+    "private client behind the proxy": (ONE_PROXY, PROXY, xff("192.168.1.10"), "192.168.1.10",
+                                        None, NON_PUBLIC_ADDRESS),
+    "no peer address at all": (NO_PROXY, None, {}, None, None, NON_PUBLIC_ADDRESS),
+    "peer is not an address (unix socket)": (NO_PROXY, "unix:/run/tsd.sock", {}, None, None,
+                                             NON_PUBLIC_ADDRESS),
+    "lan mode: private ipv4 is a /24": (LAN, "192.168.1.10", {}, "192.168.1.10",
+                                        "192.168.1.0/24", None),
+    "lan mode: loopback": (LAN, "127.0.0.1", {}, "127.0.0.1", "127.0.0.0/24", None),
+    "lan mode: ipv6 unique-local": (LAN, "fd12:3456:789a:1::5", {}, "fd12:3456:789a:1::5",
+                                    "fd12:3456:789a:1::/64", None),
+    "lan mode: public stays a /32": (LAN, "8.8.8.8", {}, "8.8.8.8", "8.8.8.8/32", None),
+    "lan mode does not trust forged headers": (LAN, "192.168.1.10", xff("192.168.1.11"),
+                                               "192.168.1.10", None,
+                                               UNTRUSTED_FORWARDED_HEADER),
+}
+
+
+@pytest.mark.parametrize("settings, peer, environ, client_ip, household, reason",
+                         CASES.values(), ids=CASES.keys())
+def test_resolve(settings, peer, environ, client_ip, household, reason):
+    record = resolve(peer, environ, settings)
+    assert record.client_ip == client_ip
+    assert record.household == household
+    assert record.ineligibility_reason == reason
+    assert record.eligible is (reason is None)
+
+
+NON_PUBLIC = [
+    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.10",  # loopback, RFC 1918
+    "100.64.0.1", "100.127.255.254",  # CGNAT: one address, many households
+    "169.254.10.10", "0.0.0.0", "240.0.0.1", "255.255.255.255", "224.0.0.1",
+    "192.0.2.10", "198.51.100.10", "203.0.113.10", "198.18.0.1",  # documentation, benchmarking
+    "192.88.99.1",  # 6to4 relay anycast
+    "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1",
+    "2001:db8::1", "3fff::1",  # IPv6 documentation (RFC 3849, RFC 9637)
+    "64:ff9b::808:808", "2001::1",  # NAT64, Teredo
+    "::ffff:192.168.1.1",
+]
+
+
+@pytest.mark.parametrize("address", NON_PUBLIC)
+def test_non_public_addresses_are_never_households(address):
+    record = resolve(address, {}, NO_PROXY)
+    assert record.ineligibility_reason == NON_PUBLIC_ADDRESS
+    assert record.household is None and not record.eligible
+
+
+@pytest.mark.parametrize("address", ["100.64.0.1", "169.254.1.1", "192.0.2.10", "2001:db8::1",
+                                     "3fff::1", "fe80::1", "224.0.0.1", "0.0.0.0"])
+def test_lan_mode_accepts_only_lan_ranges(address):
+    record = resolve(address, {}, LAN)
+    assert record.ineligibility_reason == NON_PUBLIC_ADDRESS
+
+
+def test_forwarded_chain_is_recorded_bounded():
+    hops = [f"{i}.{i}.{i}.{i}" for i in range(1, 100)] + ["x" * 500, "9.9.9.9"]
+    record = resolve(PROXY, xff(", ".join(hops)), ONE_PROXY)
+    assert record.client_ip == "9.9.9.9" and record.eligible
+    assert len(record.forwarded_for) == MAX_RECORDED_HOPS
+    assert record.forwarded_for[-1] == "9.9.9.9"
+    assert all(len(hop) <= MAX_HOP_LENGTH for hop in record.forwarded_for)
+
+
+def test_untrusted_record_keeps_the_forged_chain_for_audit():
+    record = resolve("8.8.8.8", xff("1.1.1.1, 9.9.9.9"), NO_PROXY)
+    assert record.peer_ip == "8.8.8.8"
+    assert record.forwarded_for == ("1.1.1.1", "9.9.9.9")
+
+
+# --- the endpoint, through the whole app -------------------------------------------------
+
+PROXIED = {"PROXY_FIX_X_FOR": 1, "PROXY_FIX_X_PROTO": 1, "TRUSTED_PROXIES": f"{PROXY}/32"}
+
+
+@pytest.fixture
+def app_config(request):
+    return getattr(request, "param", {})
+
+
+def ask(client, **environ):
+    response = client.get("/api/v1/client-address", environ_base=environ)
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def test_endpoint_shape_for_a_direct_public_client(client):
+    assert ask(client, REMOTE_ADDR="2001:4860:4860::8888") == {
+        "client_ip": "2001:4860:4860::8888",
+        "peer_ip": "2001:4860:4860::8888",
+        "forwarded_for": [],
+        "household": "2001:4860:4860::/64",
+        "ip_match": {"eligible": True, "reason": None},
+    }
+
+
+def test_endpoint_refuses_forged_header_without_proxy_settings(client):
+    body = ask(client, REMOTE_ADDR="8.8.8.8", HTTP_X_FORWARDED_FOR="1.1.1.1")
+    assert body["client_ip"] == "8.8.8.8"
+    assert body["forwarded_for"] == ["1.1.1.1"]
+    assert body["household"] is None
+    assert body["ip_match"] == {"eligible": False, "reason": UNTRUSTED_FORWARDED_HEADER}
+
+
+ENDPOINT_CASES = {
+    "eligible through the proxy": (
+        {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "1.1.1.1, 9.9.9.9"},
+        "9.9.9.9", "9.9.9.9/32", None),
+    "untrusted peer forging the header": (
+        {"REMOTE_ADDR": "8.8.8.8", "HTTP_X_FORWARDED_FOR": "9.9.9.9"},
+        "8.8.8.8", None, UNTRUSTED_FORWARDED_HEADER),
+    "proxy dropped the header": ({"REMOTE_ADDR": PROXY}, PROXY, None, MISSING_FORWARDED_HEADER),
+    "proxy passed garbage": ({"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "unknown"},
+                             None, None, INVALID_FORWARDED_HEADER),
+    "client is the proxy": ({"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": PROXY},
+                            PROXY, None, PROXY_ADDRESS),
+    "private client": ({"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "192.168.0.7"},
+                       "192.168.0.7", None, NON_PUBLIC_ADDRESS),
+    "documentation address": ({"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "203.0.113.5"},
+                              "203.0.113.5", None, NON_PUBLIC_ADDRESS),
+}
+
+
+@pytest.mark.parametrize("app_config", [PROXIED], indirect=True)
+@pytest.mark.parametrize("environ, client_ip, household, reason", ENDPOINT_CASES.values(),
+                         ids=ENDPOINT_CASES.keys())
+def test_endpoint_reasons_behind_a_proxy(client, environ, client_ip, household, reason):
+    body = ask(client, **environ)
+    assert body["peer_ip"] == environ["REMOTE_ADDR"]
+    assert body["client_ip"] == client_ip
+    assert body["household"] == household
+    assert body["ip_match"] == {"eligible": reason is None, "reason": reason}
+
+
+@pytest.mark.parametrize("app_config", [{"IP_MATCH_ALLOW_PRIVATE": True}], indirect=True)
+def test_endpoint_in_lan_mode(client):
+    body = ask(client, REMOTE_ADDR="192.168.1.23")
+    assert body["household"] == "192.168.1.0/24"
+    assert body["ip_match"]["eligible"] is True
+
+
+def test_untrusted_peer_is_logged_once(client, caplog, monkeypatch):
+    monkeypatch.setattr(client_address, "_warned_peers", OrderedDict())
+    with caplog.at_level(logging.WARNING, logger="tsd_server.client_address"):
+        for forged in ("1.1.1.1", "8.8.8.8", "1.0.0.1"):
+            ask(client, REMOTE_ADDR="9.9.9.9", HTTP_X_FORWARDED_FOR=forged)
+        ask(client, REMOTE_ADDR="2606:4700:4700::1111", HTTP_X_FORWARDED_FOR="1.1.1.1")
+    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.client_address"]
+    assert len(warned) == 2
+    assert "9.9.9.9" in warned[0] and "TSD_TRUSTED_PROXIES" in warned[0]
