@@ -1,0 +1,219 @@
+"""Upgrading from the first release's schema keeps every row, and the app works on the result.
+
+Each test builds its own database at revision 0001 (the oldest schema), writes rows with
+plain SQL the way that release would have stored them, then runs the real migrations.
+Both backends: SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from datetime import UTC, datetime
+
+import pytest
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import inspect, text
+from werkzeug.security import generate_password_hash
+
+from tests.conftest import BACKENDS, UserSession
+from tests.support import db_backends
+
+OLDEST = "0001"
+PASSWORD = "old release password"
+TOKEN = "tsd_at_" + "u" * 43  # the shape tsd_server.auth.tokens issues
+LINKED_AT = datetime(2026, 1, 2, 3, 4, 5)  # stored naive UTC, as UTCDateTime does
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request, tmp_path):
+    """An empty database (no tables at all) on each backend the run selected."""
+    chosen = request.config.getoption("--db")
+    if chosen not in ("both", request.param):
+        pytest.skip(f"--db {chosen}")
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'upgrade.sqlite3'}"
+        return
+    server = db_backends.find_postgres()
+    if server is None:
+        if os.environ.get("TSD_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is not reachable (TSD_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip("PostgreSQL is NOT reachable at 127.0.0.1:5432: upgrade test SKIPPED")
+    name = f"tsd_upgrade_{secrets.token_hex(4)}"
+    url = db_backends.create_postgres_database(server, name)
+    try:
+        yield url
+    finally:
+        db_backends.drop_postgres_database(server, name)
+
+
+@pytest.fixture
+def old_app(fresh_url, tmp_path, monkeypatch):
+    from tsd_server import create_app
+    from tsd_server.extensions import db
+
+    monkeypatch.setenv("TSD_INSTANCE_PATH", str(tmp_path / "instance"))
+    application = create_app({"TESTING": True, "SECRET_KEY": "upgrade-" + secrets.token_hex(8),
+                              "DATABASE_URL": fresh_url, "RATELIMIT_STORAGE_URI": "memory://"})
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def insert_first_release_rows(db) -> dict:
+    """Rows as release 0001 wrote them: a user, a linked and a revoked device, audit rows."""
+    from tsd_server.auth.tokens import token_hash, token_hint
+
+    password_hash = generate_password_hash(PASSWORD)
+    with db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO users (id, email, display_name, password_hash, is_admin, created_at) "
+            "VALUES (1, 'old@example.org', 'Old Timer', :hash, :false, :at), "
+            "(2, 'admin@example.org', 'Admin', :hash, :true, :at)"),
+            {"hash": password_hash, "false": False, "true": True, "at": LINKED_AT})
+        conn.execute(text(
+            "INSERT INTO devices (id, owner_id, device_uid, name, model, linked_via, linked_at, "
+            "linked_from_ip, token_hash, token_hint, revoked_at, needs_relink, last_seen_at) "
+            "VALUES (1, 1, 'printer-old-0001', 'Workshop Mk3', 'Mk3', 'pairing_code', :at, "
+            "'8.8.8.8', :hash, :hint, NULL, :false, NULL), "
+            "(2, 1, 'printer-old-0002', 'Revoked one', NULL, 'ip_match', :at, '1.1.1.1', NULL, "
+            "NULL, :at, :true, :at)"),
+            {"at": LINKED_AT, "hash": token_hash(TOKEN), "hint": token_hint(TOKEN),
+             "false": False, "true": True})
+        conn.execute(text(
+            "INSERT INTO audit_events (id, at, event, actor, user_id, device_id, device_uid, "
+            "strategy, client_ip, peer_ip, forwarded_for, household, outcome, detail) VALUES "
+            "(1, :at, 'link', 'user:1', 1, 1, 'printer-old-0001', 'pairing_code', '8.8.8.8', "
+            "'10.0.0.2', :chain, '8.8.8.8/32', 'ok', NULL), "
+            "(2, :at, 'revocation', 'cli', 1, 2, 'printer-old-0002', 'ip_match', NULL, NULL, "
+            "NULL, NULL, 'ok', 'incident 2026-01')"),
+            {"at": LINKED_AT, "chain": json.dumps(["8.8.8.8"])})
+        if db.engine.dialect.name == "postgresql":
+            # Rows given explicit ids leave the sequences behind; the old release used them.
+            for table in ("users", "devices", "audit_events"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"(SELECT MAX(id) FROM {table}))"))
+    return snapshot(db)
+
+
+def snapshot(db) -> dict:
+    """Every column of the first release's tables, as plain values."""
+    tables = {"users": "id, email, display_name, password_hash, is_admin, created_at",
+              "devices": "id, owner_id, device_uid, name, model, linked_via, linked_at, "
+                         "linked_from_ip, token_hash, token_hint, revoked_at, needs_relink, "
+                         "last_seen_at",
+              "audit_events": "id, at, event, actor, user_id, device_id, device_uid, strategy, "
+                              "client_ip, peer_ip, household, outcome, detail"}
+    with db.engine.connect() as conn:
+        return {table: [tuple(row) for row in conn.execute(
+            text(f"SELECT {columns} FROM {table} ORDER BY id"))]
+            for table, columns in tables.items()}
+
+
+def current_revision(db) -> str | None:
+    with db.engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def head_revision(app) -> str:
+    from alembic.script import ScriptDirectory
+
+    config = app.extensions["migrate"].migrate.get_config()
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def test_upgrade_from_first_release_keeps_data_and_the_app_works(old_app):
+    from tsd_server.extensions import db
+    from tsd_server.models import AuditEvent, Device, User
+
+    with old_app.app_context():
+        upgrade(revision=OLDEST)
+        assert current_revision(db) == OLDEST
+        before = insert_first_release_rows(db)
+        upgrade()
+        assert current_revision(db) == head_revision(old_app)
+        assert snapshot(db) == before
+
+        # Through the models too: aware UTC times, JSON chains, booleans as booleans.
+        user = db.session.get(User, 1)
+        assert user.email == "old@example.org" and user.check_password(PASSWORD)
+        device = db.session.get(Device, 1)
+        assert device.linked_at == LINKED_AT.replace(tzinfo=UTC) and device.is_active
+        assert db.session.get(Device, 2).needs_relink is True
+        assert db.session.get(AuditEvent, 1).forwarded_for == ["8.8.8.8"]
+        db.session.remove()
+
+    browser = UserSession(old_app.test_client(), "old@example.org", PASSWORD,
+                          {"REMOTE_ADDR": "8.8.8.8"})
+    listed = browser.get("/api/v1/devices").get_json()["devices"]
+    assert {d["id"] for d in listed} >= {"printer-old-0001"}
+    me = old_app.test_client().get("/api/v1/device/me",
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+    assert me.status_code == 200, me.get_json()
+    assert me.get_json()["device"]["id"] == "printer-old-0001"
+    assert me.get_json()["owner"]["display_name"] == "Old Timer"
+
+    # New rows after old ones: ids continue, nothing collides with the upgraded data.
+    from tsd_server.auth.accounts import create_user
+
+    with old_app.app_context():
+        assert create_user("new@example.org", "a new password").id == 3
+
+
+def test_upgraded_schema_matches_the_models(old_app):
+    """No drift: upgrading from 0001 gives exactly the tables and columns the code expects."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tsd_server.extensions import db
+
+    with old_app.app_context():
+        upgrade(revision=OLDEST)
+        insert_first_release_rows(db)
+        upgrade()
+        with db.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            differences = compare_metadata(context, db.metadata)
+    assert differences == []
+
+
+def test_downgrade_to_base_and_upgrade_again(old_app):
+    from tsd_server.auth.accounts import authenticate, create_user
+    from tsd_server.extensions import db
+
+    with old_app.app_context():
+        upgrade()
+        head_tables = set(inspect(db.engine).get_table_names())
+        downgrade(revision="base")
+        assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        upgrade()
+        assert set(inspect(db.engine).get_table_names()) == head_tables
+        assert current_revision(db) == head_revision(old_app)
+        create_user("again@example.org", "round trip password")
+        assert authenticate("again@example.org", "round trip password") is not None
+        db.session.remove()
+
+
+def test_each_step_downgrades_and_upgrades(old_app):
+    """Every migration's downgrade undoes its upgrade, one step at a time, with data present."""
+    from alembic.script import ScriptDirectory
+
+    from tsd_server.extensions import db
+
+    with old_app.app_context():
+        config = old_app.extensions["migrate"].migrate.get_config()
+        revisions = [r.revision for r in ScriptDirectory.from_config(config).walk_revisions()]
+        revisions.reverse()  # oldest first
+        assert revisions[0] == OLDEST
+        upgrade(revision=OLDEST)
+        before = insert_first_release_rows(db)
+        for revision in revisions[1:]:
+            tables_before = set(inspect(db.engine).get_table_names())
+            upgrade(revision=revision)
+            downgrade(revision="-1")
+            inspector = inspect(db.engine)
+            assert set(inspector.get_table_names()) == tables_before, revision
+            upgrade(revision=revision)
+        assert snapshot(db) == before
