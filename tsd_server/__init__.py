@@ -24,6 +24,9 @@ class SessionInterface(SecureCookieSessionInterface):
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     instance_path = os.environ.get("TSD_INSTANCE_PATH") or None
+    if instance_path:
+        # Flask insists on an absolute path; "TSD_INSTANCE_PATH=instance" means ./instance.
+        instance_path = os.path.abspath(instance_path)
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     load_config(app, config)
     os.makedirs(app.instance_path, exist_ok=True)

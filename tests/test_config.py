@@ -1,0 +1,207 @@
+"""Configuration layers (defaults, instance/config.py, TSD_* environment, the caller's dict),
+the secret key rules, and settings checked at start-up.
+
+These build apps without touching a database, so they run once, not per backend.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import stat
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from tsd_server import config as config_module
+from tsd_server import create_app
+from tsd_server.config import DEFAULTS, ConfigurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def instance(monkeypatch, tmp_path) -> Path:
+    """A clean environment: no TSD_* variables but an empty instance folder of our own."""
+    for name in list(os.environ):
+        if name.startswith("TSD_"):
+            monkeypatch.delenv(name)
+    path = tmp_path / "instance"
+    monkeypatch.setenv("TSD_INSTANCE_PATH", str(path))
+    return path
+
+
+def test_defaults(instance):
+    app = create_app({"SECRET_KEY": "k" * 32})
+    assert app.instance_path == str(instance)
+    assert app.config["ENV"] == "production"
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'tsd.sqlite3'}"
+    assert app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert app.config["PROXY_FIX_X_FOR"] == 0 and app.config["TRUSTED_PROXIES"] == ""
+    assert app.config["IP_MATCH_ALLOW_PRIVATE"] is False
+    for blueprint in ("system", "api_devices", "auth", "web"):
+        assert blueprint in app.blueprints
+
+
+def test_layers_apply_in_order(instance, monkeypatch):
+    instance.mkdir()
+    (instance / "config.py").write_text(
+        "LOG_LEVEL = 'WARNING'\nMAX_CONTENT_LENGTH = 1000\nREGISTRATION_OPEN = False\n"
+        "BASE_URL = 'https://from-file.example'\n")
+    monkeypatch.setenv("TSD_MAX_CONTENT_LENGTH", "2000")
+    monkeypatch.setenv("TSD_BASE_URL", "https://from-env.example")
+    app = create_app({"SECRET_KEY": "k" * 32, "BASE_URL": "https://from-caller.example"})
+    assert app.config["LOG_LEVEL"] == "WARNING"  # file over default
+    assert app.config["REGISTRATION_OPEN"] is False  # file over default
+    assert app.config["MAX_CONTENT_LENGTH"] == 2000  # environment over file
+    assert app.config["BASE_URL"] == "https://from-caller.example"  # caller over environment
+
+
+def test_database_url_from_environment(instance, monkeypatch):
+    monkeypatch.setenv("TSD_DATABASE_URL", "postgresql+psycopg2://tsd@127.0.0.1/tsd")
+    app = create_app({"SECRET_KEY": "k" * 32})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg2://tsd@127.0.0.1/tsd"
+
+
+def test_relative_instance_path_is_made_absolute(instance, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TSD_INSTANCE_PATH", "here")
+    app = create_app({"SECRET_KEY": "k" * 32})
+    assert app.instance_path == str(tmp_path / "here")
+    assert (tmp_path / "here").is_dir()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("true", True), ("True", True), ("1", True), ("on", True),
+    ("false", False), ("False", False), ("0", False), ("off", False), ("", False),
+])
+def test_boolean_settings_from_environment(instance, monkeypatch, text, expected):
+    # "False" is not JSON, so it arrives as text; it must not switch LAN mode on.
+    monkeypatch.setenv("TSD_IP_MATCH_ALLOW_PRIVATE", text)
+    monkeypatch.setenv("TSD_REGISTRATION_OPEN", text)
+    app = create_app({"SECRET_KEY": "k" * 32})
+    assert app.config["IP_MATCH_ALLOW_PRIVATE"] is expected
+    assert app.config["REGISTRATION_OPEN"] is expected
+    assert app.extensions["tsd.proxy_settings"].allow_private is expected
+
+
+def test_boolean_setting_as_text_in_config_file(instance):
+    instance.mkdir()
+    (instance / "config.py").write_text("IP_MATCH_ALLOW_PRIVATE = 'false'\n")
+    app = create_app({"SECRET_KEY": "k" * 32})
+    assert app.config["IP_MATCH_ALLOW_PRIVATE"] is False
+
+
+def test_integer_settings_from_environment(instance, monkeypatch):
+    monkeypatch.setenv("TSD_PROXY_FIX_X_FOR", "1")
+    monkeypatch.setenv("TSD_PROXY_FIX_X_PROTO", "1")
+    monkeypatch.setenv("TSD_TRUSTED_PROXIES", "127.0.0.1/32, ::1/128")
+    app = create_app({"SECRET_KEY": "k" * 32})
+    settings = app.extensions["tsd.proxy_settings"]
+    assert settings.x_for == 1
+    assert [str(net) for net in settings.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
+
+
+def test_trusted_proxies_as_a_list_in_config_file(instance):
+    instance.mkdir()
+    (instance / "config.py").write_text("TRUSTED_PROXIES = ['10.0.0.0/8', '192.168.0.1']\n")
+    app = create_app({"SECRET_KEY": "k" * 32})
+    nets = app.extensions["tsd.proxy_settings"].trusted_proxies
+    assert [str(net) for net in nets] == ["10.0.0.0/8", "192.168.0.1/32"]
+
+
+@pytest.mark.parametrize("key, value, mentions", [
+    ("IP_MATCH_ALLOW_PRIVATE", "maybe", "TSD_IP_MATCH_ALLOW_PRIVATE"),
+    ("PROXY_FIX_X_FOR", "two", "TSD_PROXY_FIX_X_FOR"),
+    ("PROXY_FIX_X_FOR", "-1", "TSD_PROXY_FIX_X_FOR"),
+    ("MAX_CONTENT_LENGTH", "64k", "TSD_MAX_CONTENT_LENGTH"),
+    ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.lan", "TSD_TRUSTED_PROXIES"),
+    ("IPV6_HOUSEHOLD_PREFIX", "0", "TSD_IPV6_HOUSEHOLD_PREFIX"),
+    ("IPV6_HOUSEHOLD_PREFIX", "129", "TSD_IPV6_HOUSEHOLD_PREFIX"),
+    ("IP_MATCH_PRIVATE_PREFIX_V4", "33", "TSD_IP_MATCH_PRIVATE_PREFIX_V4"),
+])
+def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch, key, value,
+                                                           mentions):
+    monkeypatch.setenv(f"TSD_{key}", value)
+    with pytest.raises(ConfigurationError, match=mentions):
+        create_app({"SECRET_KEY": "k" * 32})
+
+
+def test_every_default_survives_type_checking():
+    """A helper adding a setting with a bool/int default must keep it parseable."""
+    assert set(DEFAULTS) >= {"ENV", "SECRET_KEY", "DATABASE_URL", "MAX_CONTENT_LENGTH"}
+    for key, default in DEFAULTS.items():
+        if isinstance(default, bool):
+            assert config_module.parse_bool(key, default) is default
+        elif isinstance(default, int):
+            assert config_module.parse_int(key, default) == default
+
+
+# --- the secret key ------------------------------------------------------------------------
+
+
+def test_production_requires_a_secret_key(instance):
+    with pytest.raises(ConfigurationError, match="TSD_SECRET_KEY"):
+        create_app()
+    assert not (instance / "secret_key").exists()
+
+
+def test_production_uses_the_given_key(instance, monkeypatch):
+    monkeypatch.setenv("TSD_SECRET_KEY", "0123456789abcdef")
+    app = create_app()
+    assert app.config["SECRET_KEY"] == "0123456789abcdef"
+    assert not (instance / "secret_key").exists()
+
+
+def test_numeric_secret_key_still_signs_sessions(instance, monkeypatch):
+    monkeypatch.setenv("TSD_SECRET_KEY", "12345678901234567890")
+    app = create_app()
+    assert app.config["SECRET_KEY"] == "12345678901234567890"
+    serializer = app.session_interface.get_signing_serializer(app)
+    assert serializer.loads(serializer.dumps({"a": 1})) == {"a": 1}
+
+
+def test_development_key_is_generated_once_and_kept(instance, monkeypatch):
+    monkeypatch.setenv("TSD_ENV", "development")
+    first = create_app()
+    key_file = instance / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert first.config["SECRET_KEY"] == key_file.read_text().strip()
+    assert len(first.config["SECRET_KEY"]) >= 64
+
+    # A restart reads the same key, so a session cookie signed before it is still valid.
+    cookie = first.session_interface.get_signing_serializer(first).dumps({"_user_id": "1"})
+    second = create_app()
+    assert second.config["SECRET_KEY"] == first.config["SECRET_KEY"]
+    assert second.session_interface.get_signing_serializer(second).loads(cookie) == {
+        "_user_id": "1"}
+    assert [p.name for p in instance.iterdir() if "secret" in p.name] == ["secret_key"]
+
+
+def test_development_key_race_reads_the_winner(instance, monkeypatch):
+    """Another worker writes the key between our existence check and our write."""
+    instance.mkdir()
+    (instance / "secret_key").write_text("w" * 64)
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    app = Flask("race", instance_path=str(instance))
+    app.config["ENV"] = "development"
+    assert config_module._development_secret_key(app) == "w" * 64
+    assert sorted(p.name for p in instance.iterdir()) == ["secret_key"]
+
+
+def test_empty_development_key_file_is_refused(instance, monkeypatch):
+    instance.mkdir()
+    (instance / "secret_key").write_text("\n")
+    monkeypatch.setenv("TSD_ENV", "development")
+    with pytest.raises(ConfigurationError, match="secret_key"):
+        create_app()
+
+
+def test_wsgi_exposes_the_app(instance, monkeypatch):
+    monkeypatch.setenv("TSD_SECRET_KEY", "k" * 32)
+    namespace = runpy.run_path(str(ROOT / "wsgi.py"))
+    assert isinstance(namespace["app"], Flask)
+    assert namespace["app"].instance_path == str(instance)
