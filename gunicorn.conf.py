@@ -14,3 +14,9 @@ accesslog = "-"
 # The access log records the path only: tokens are never sent in URLs, and query strings
 # (which might carry a pasted code) are not logged.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
+# Gunicorn on its own believes X-Forwarded-Proto/-Ssl/-Protocol (and SCRIPT_NAME) from
+# 127.0.0.1 and ::1, so any client of a same-host nginx that passes those headers through
+# could make a plain-http request look like https. tsd-server decides which proxies to
+# believe in one place (TSD_TRUSTED_PROXIES and TSD_PROXY_FIX_*), so gunicorn believes none.
+forwarded_allow_ips = ""
+secure_scheme_headers: dict[str, str] = {}
