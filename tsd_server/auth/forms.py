@@ -7,8 +7,13 @@ from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
 
 
+def _strip(value: str | None) -> str | None:
+    """A pasted address often carries a space; it is not part of the address."""
+    return value.strip() if isinstance(value, str) else value
+
+
 class RegisterForm(FlaskForm):
-    email = EmailField("Email", validators=[
+    email = EmailField("Email", filters=[_strip], validators=[
         DataRequired(), Length(max=254), Regexp(EMAIL_PATTERN, message="Enter an email address.")])
     display_name = StringField("Your name (shown to printers you link)",
                                validators=[DataRequired(), Length(max=80)])
@@ -18,5 +23,5 @@ class RegisterForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    email = EmailField("Email", filters=[_strip], validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
