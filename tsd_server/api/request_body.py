@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from tsd_server.api.errors import ApiError
 
@@ -17,6 +18,7 @@ DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
     """The body as a JSON object; anything else is ``invalid_json``."""
     raw = request.get_data(cache=True)
+    _refuse_truncated(raw)
     if not raw.strip():
         if allow_empty:
             return {}
@@ -28,6 +30,14 @@ def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return body
+
+
+def _refuse_truncated(raw: bytes) -> None:
+    """A body without Content-Length (chunked) is cut at MAX_CONTENT_LENGTH by Werkzeug
+    without an error; one that reached the limit is refused, not parsed in part."""
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        raise RequestEntityTooLarge()
 
 
 def string_field(
