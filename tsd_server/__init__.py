@@ -93,6 +93,12 @@ def _register_blueprints(app: Flask) -> None:
     for blueprint in (system.bp, devices.bp, auth_views.bp, dashboard.bp):
         app.register_blueprint(blueprint)
 
+    from tsd_server.discovery import pairing
+    from tsd_server.web import add_printer
+
+    for blueprint in (add_printer.bp, *pairing.shared_blueprints()):
+        app.register_blueprint(blueprint)
+
     from tsd_server.discovery import registry
 
     registry.init_app(app)

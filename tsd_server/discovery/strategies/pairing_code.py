@@ -1,6 +1,11 @@
-"""pairing_code: one-time codes typed by a person, in both directions (RFC 8628 style)."""
+"""pairing_code: one-time codes typed by a person, in both directions (RFC 8628 style).
+
+The behaviour lives in ``tsd_server.discovery.pairing``; this is its entry in the registry.
+"""
 
 from __future__ import annotations
+
+from flask import Blueprint
 
 from tsd_server.discovery.strategy import DiscoveryStrategy
 
@@ -10,6 +15,12 @@ class PairingCode(DiscoveryStrategy):
     title = "Pairing code"
     summary = ("Type a code shown here into the printer, or type the code the printer "
                "shows into this site.")
+    add_printer_endpoint = "pairing_web.add_code"
+
+    def blueprints(self) -> list[Blueprint]:
+        from tsd_server.discovery.pairing import api, web
+
+        return [api.pairing_api_bp, web.pairing_web_bp]
 
 
 STRATEGY = PairingCode()

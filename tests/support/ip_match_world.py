@@ -1,0 +1,396 @@
+"""The incident, replayable: households of people and printers, and scenarios (a) to (e).
+
+A ``World`` is a set of households (loopback addresses 127.0.0.2, 127.0.0.3, ... in LAN
+mode with prefix 32), each with printers (``Printer``: the device agent's announce) and
+people (``Person``: a logged-in browser). How their requests reach the app is the
+``Endpoint``: in-process through the Flask test client with the environ a proxy layout
+would produce, or end-to-end over real sockets bound to the household's source address,
+through real nginx and gunicorn. The scenarios are written once and run both ways.
+
+Every scenario ends by asserting that no printer was linked to an account of another
+household -- the property the incident broke.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+HOUSEHOLDS = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
+PROXY = "127.0.0.1"
+# The outer of two proxies in scenario (e): the address every client seems to have.
+OUTER_PROXY = "127.0.0.50"
+
+LAN_HOUSEHOLDS = {"IP_MATCH_ALLOW_PRIVATE": True, "IP_MATCH_PRIVATE_PREFIX_V4": 32}
+# Behind one proxy at 127.0.0.1 (what docs/deploying-behind-a-proxy.md tells people to set).
+BEHIND_PROXY = {"PROXY_FIX_X_FOR": 1, "PROXY_FIX_X_PROTO": 1, "TRUSTED_PROXIES": "127.0.0.1/32",
+                **LAN_HOUSEHOLDS}
+# No proxy: clients connect to the server directly.
+DIRECT = {"PROXY_FIX_X_FOR": 0, "TRUSTED_PROXIES": "", **LAN_HOUSEHOLDS}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+
+    @property
+    def json(self) -> dict:
+        assert isinstance(self.body, dict), f"not JSON ({self.status}): {str(self.body)[:300]}"
+        return self.body
+
+
+class Endpoint:
+    """One client (own cookie jar) at one household address."""
+
+    def request(self, method: str, path: str, *, json: Any = None, data: Any = None,
+                headers: dict | None = None, forged_for: str | None = None) -> Reply:
+        raise NotImplementedError
+
+
+# --- in-process: the environ each proxy layout would hand the app ------------------------
+
+Layout = Callable[[str, "str | None"], dict]
+
+
+def layout_direct(ip: str, forged_for: str | None) -> dict:
+    environ = {"REMOTE_ADDR": ip}
+    if forged_for:
+        environ["HTTP_X_FORWARDED_FOR"] = forged_for
+    return environ
+
+
+def layout_proxy(ip: str, forged_for: str | None) -> dict:
+    """nginx with ``proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for``."""
+    return {"REMOTE_ADDR": PROXY,
+            "HTTP_X_FORWARDED_FOR": f"{forged_for}, {ip}" if forged_for else ip}
+
+
+def layout_proxy_without_header(ip: str, forged_for: str | None) -> dict:
+    """nginx that does not set X-Forwarded-For (passes a client's own header through)."""
+    environ = {"REMOTE_ADDR": PROXY}
+    if forged_for:
+        environ["HTTP_X_FORWARDED_FOR"] = forged_for
+    return environ
+
+
+def layout_two_proxies(ip: str, forged_for: str | None) -> dict:
+    """Outer proxy at OUTER_PROXY, inner at 127.0.0.1; both append to X-Forwarded-For."""
+    hops = [hop for hop in (forged_for, ip, OUTER_PROXY) if hop]
+    return {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": ", ".join(hops)}
+
+
+class InProcessEndpoint(Endpoint):
+    def __init__(self, app, ip: str, layout: Layout) -> None:
+        self.client = app.test_client()
+        self.ip = ip
+        self.layout = layout
+
+    def request(self, method, path, *, json=None, data=None, headers=None, forged_for=None):
+        response = self.client.open(path, method=method, json=json, data=data,
+                                    headers=headers or {},
+                                    environ_base=self.layout(self.ip, forged_for))
+        body = response.get_json(silent=True)
+        return Reply(response.status_code,
+                     body if body is not None else response.get_data(as_text=True))
+
+
+class HttpEndpoint(Endpoint):
+    """Real HTTP from the household's source address (e.g. through nginx)."""
+
+    def __init__(self, base_url: str, ip: str) -> None:
+        from tests.support.servers import http_session
+
+        self.base_url = base_url
+        self.session = http_session(ip)
+
+    def request(self, method, path, *, json=None, data=None, headers=None, forged_for=None):
+        headers = dict(headers or {})
+        if forged_for:
+            headers["X-Forwarded-For"] = forged_for
+        response = self.session.request(method, self.base_url + path, json=json, data=data,
+                                        headers=headers, allow_redirects=False, timeout=15)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        return Reply(response.status_code, body)
+
+
+# --- the actors ----------------------------------------------------------------------
+
+class Printer:
+    """A device agent: announces with its own device_id and device_secret."""
+
+    def __init__(self, endpoint: Endpoint, home: str, name: str) -> None:
+        self.endpoint = endpoint
+        self.home = home
+        self.name = name
+        self.device_id = f"tsd-{secrets.token_hex(8)}"
+        self.secret = secrets.token_urlsafe(32)
+        self.access_token: str | None = None
+
+    def announce(self, forged_for: str | None = None) -> Reply:
+        reply = self.endpoint.request("POST", "/api/v1/discovery/announce", json={
+            "device_id": self.device_id, "device_secret": self.secret, "name": self.name,
+            "model": "Mk4", "agent_version": "test"}, forged_for=forged_for)
+        if reply.status == 200 and reply.json.get("access_token"):
+            self.access_token = reply.json["access_token"]
+        return reply
+
+
+class Person:
+    """Someone logged in from a browser at ``home``."""
+
+    def __init__(self, endpoint: Endpoint, home: str, user_id: int, email: str,
+                 password: str, display_name: str) -> None:
+        self.endpoint = endpoint
+        self.home = home
+        self.user_id = user_id
+        self.display_name = display_name
+        page = endpoint.request("GET", "/login")
+        token = CSRF_META.search(page.body).group(1)
+        reply = endpoint.request("POST", "/login", data={
+            "email": email, "password": password, "csrf_token": token})
+        assert reply.status == 302, f"login failed: {reply.status} {str(reply.body)[:300]}"
+        self.csrf = CSRF_META.search(endpoint.request("GET", "/").body).group(1)
+
+    def nearby(self, forged_for: str | None = None) -> Reply:
+        return self.endpoint.request("GET", "/api/v1/discovery/nearby", forged_for=forged_for)
+
+    def link(self, device_id: str, forged_for: str | None = None) -> Reply:
+        return self.endpoint.request("POST", f"/api/v1/discovery/nearby/{device_id}/link",
+                                     headers={"X-CSRFToken": self.csrf}, forged_for=forged_for)
+
+    def confirm(self, offer_id: str, code: str, forged_for: str | None = None) -> Reply:
+        return self.endpoint.request("POST", f"/api/v1/discovery/offers/{offer_id}/confirm",
+                                     json={"code": code}, headers={"X-CSRFToken": self.csrf},
+                                     forged_for=forged_for)
+
+    def client_address(self, forged_for: str | None = None) -> Reply:
+        return self.endpoint.request("GET", "/api/v1/client-address", forged_for=forged_for)
+
+
+def listed(reply: Reply) -> list[str]:
+    assert reply.status == 200, f"nearby failed: {reply.status} {reply.body}"
+    return sorted(device["device_id"] for device in reply.json["devices"])
+
+
+def refused_with(reply: Reply, reason: str) -> bool:
+    return (reply.status == 403 and reply.json.get("error") == "ip_match_ineligible"
+            and reply.json.get("reason") == reason)
+
+
+@dataclass
+class World:
+    app: Any
+    make_user: Callable
+    endpoint: Callable[[str], Endpoint]
+    printers: list[Printer] = field(default_factory=list)
+    people: list[Person] = field(default_factory=list)
+
+    def printer(self, home: str, name: str | None = None) -> Printer:
+        printer = Printer(self.endpoint(home), home, name or f"Printer at {home}")
+        self.printers.append(printer)
+        return printer
+
+    def person(self, home: str) -> Person:
+        number = len(self.people) + 1
+        name = f"Person {number} of {home}"
+        user_id, email, password = self.make_user(display_name=name)
+        person = Person(self.endpoint(home), home, user_id, email, password, name)
+        self.people.append(person)
+        return person
+
+    def links(self) -> list[tuple[int, str]]:
+        """(owner id, device_id) of every device ip_match linked."""
+        from tsd_server.extensions import db
+        from tsd_server.models import Device
+
+        with self.app.app_context():
+            rows = db.session.execute(select(Device.owner_id, Device.device_uid)).all()
+            db.session.remove()
+        return [(owner, uid) for owner, uid in rows]
+
+    def cross_household_links(self) -> list[tuple[int, str]]:
+        """Links whose account and printer live in different households (must be none)."""
+        home_of_person = {person.user_id: person.home for person in self.people}
+        home_of_printer = {printer.device_id: printer.home for printer in self.printers}
+        return [(owner, uid) for owner, uid in self.links()
+                if home_of_person.get(owner) != home_of_printer.get(uid)]
+
+    def audit_events(self, event: str) -> list[Any]:
+        from tsd_server.extensions import db
+        from tsd_server.models import AuditEvent
+
+        with self.app.app_context():
+            rows = list(db.session.scalars(select(AuditEvent).where(AuditEvent.event == event)))
+            db.session.remove()
+        return rows
+
+
+def link_and_confirm(person: Person, printer: Printer) -> str:
+    """The honest path: pick the printer, read its code, type it, printer gets its token."""
+    offer = person.link(printer.device_id)
+    assert offer.status == 200 and offer.json["status"] == "awaiting_confirmation", offer.body
+    shown = printer.announce()
+    assert shown.status == 200 and shown.json["status"] == "confirm", shown.body
+    assert shown.json["confirmation"]["account"] == person.display_name
+    confirmed = person.confirm(offer.json["offer_id"], shown.json["confirmation"]["code"])
+    assert confirmed.status == 200 and confirmed.json == {"status": "confirmed"}, confirmed.body
+    linked = printer.announce()
+    assert linked.status == 200 and linked.json["status"] == "linked", linked.body
+    assert linked.json["access_token"].startswith("tsd_at_")
+    return linked.json["access_token"]
+
+
+def wrong(code: str) -> str:
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+# --- the scenarios of issue 4, item 8 ---------------------------------------------------
+
+def scenario_a_proxy_passes_address(world: World) -> None:
+    """(a) nginx passes X-Forwarded-For, x_for=1: each household sees only its own devices."""
+    anna_printer, ben_printer = world.printer(HOUSEHOLDS[0]), world.printer(HOUSEHOLDS[1])
+    anna, ben = world.person(HOUSEHOLDS[0]), world.person(HOUSEHOLDS[1])
+    for printer in world.printers:
+        reply = printer.announce()
+        assert reply.status == 200 and reply.json["status"] == "waiting", reply.body
+    assert listed(anna.nearby()) == [anna_printer.device_id]
+    assert listed(ben.nearby()) == [ben_printer.device_id]
+    assert anna.client_address().json["client_ip"] == anna.home
+    stranger_try = ben.link(anna_printer.device_id)
+    assert stranger_try.status == 404 and stranger_try.json["error"] == "not_found"
+    link_and_confirm(anna, anna_printer)
+    assert world.links() == [(anna.user_id, anna_printer.device_id)]
+    assert world.cross_household_links() == []
+
+
+def scenario_b_proxy_drops_address(world: World) -> None:
+    """(b) the incident: nginx does not pass X-Forwarded-For. Everyone is refused."""
+    printers = [world.printer(home) for home in HOUSEHOLDS[:3]]
+    people = [world.person(home) for home in HOUSEHOLDS[:3]]
+    for printer in printers:
+        assert refused_with(printer.announce(), "missing_forwarded_header")
+    for person in people:
+        reply = person.nearby()
+        assert reply.status == 200
+        assert reply.json["eligible"] is False
+        assert reply.json["reason"] == "missing_forwarded_header"
+        assert reply.json["devices"] == []
+        seen = person.client_address().json
+        assert seen["ip_match"] == {"eligible": False, "reason": "missing_forwarded_header"}
+    for person in people:
+        for printer in printers:
+            assert refused_with(person.link(printer.device_id), "missing_forwarded_header")
+    assert world.links() == []
+    assert world.cross_household_links() == []
+
+
+def scenario_c_forged_header_without_proxy(world: World) -> None:
+    """(c) no proxy configured, the client forges X-Forwarded-For: refused."""
+    anna_printer, ben_printer = world.printer(HOUSEHOLDS[0]), world.printer(HOUSEHOLDS[1])
+    anna, ben = world.person(HOUSEHOLDS[0]), world.person(HOUSEHOLDS[1])
+    assert refused_with(anna_printer.announce(forged_for=ben.home),
+                        "untrusted_forwarded_header")
+    assert ben_printer.announce().status == 200
+    # Anna pretends to be in Ben's household to see and take his printer.
+    posing = anna.nearby(forged_for=ben.home)
+    assert posing.json["eligible"] is False
+    assert posing.json["reason"] == "untrusted_forwarded_header"
+    assert posing.json["devices"] == []
+    assert refused_with(anna.link(ben_printer.device_id, forged_for=ben.home),
+                        "untrusted_forwarded_header")
+    assert anna.client_address(forged_for=ben.home).json["client_ip"] == anna.home
+    # Without the forged header she is just herself, and Ben's printer is not hers to see.
+    assert listed(anna.nearby()) == []
+    assert anna.link(ben_printer.device_id).status == 404
+    assert world.links() == []
+    assert world.cross_household_links() == []
+
+
+def scenario_d_forged_header_through_proxy(world: World) -> None:
+    """(d) forged header through a correctly configured nginx: the real address wins."""
+    anna_printer, ben_printer = world.printer(HOUSEHOLDS[0]), world.printer(HOUSEHOLDS[1])
+    anna, ben = world.person(HOUSEHOLDS[0]), world.person(HOUSEHOLDS[1])
+    assert anna_printer.announce().status == 200
+    # Ben's printer claims to be in Anna's household: it is recorded in Ben's.
+    assert ben_printer.announce(forged_for=anna.home).status == 200
+    assert listed(anna.nearby()) == [anna_printer.device_id]
+    posing = ben.nearby(forged_for=anna.home)
+    assert listed(posing) == [ben_printer.device_id]
+    seen = ben.client_address(forged_for=anna.home).json
+    assert seen["client_ip"] == ben.home and seen["ip_match"]["eligible"] is True
+    assert ben.link(anna_printer.device_id, forged_for=anna.home).status == 404
+    link_and_confirm(ben, ben_printer)
+    assert world.links() == [(ben.user_id, ben_printer.device_id)]
+    assert world.cross_household_links() == []
+
+
+def scenario_e_one_hop_too_few(world: World) -> None:
+    """(e) two proxies, x_for=1: everyone looks like the outer proxy. The breaker trips,
+    and with confirmation no stranger completes a link."""
+    anna_printer, ben_printer = world.printer(HOUSEHOLDS[0]), world.printer(HOUSEHOLDS[1])
+    anna, ben = world.person(HOUSEHOLDS[0]), world.person(HOUSEHOLDS[1])
+    for printer in world.printers:
+        assert printer.announce().status == 200
+    # The misconfiguration: both printers look like one household (the outer proxy's).
+    assert anna.client_address().json["client_ip"] == OUTER_PROXY
+    both = sorted([anna_printer.device_id, ben_printer.device_id])
+    assert listed(anna.nearby()) == both
+    assert listed(ben.nearby()) == both
+
+    # Ben (a stranger to Anna) picks her printer. It shows his name and a code on Anna's
+    # printer; Anna does not tell him the code, so he can only guess, and three wrong
+    # guesses void the offer.
+    offer = ben.link(anna_printer.device_id)
+    assert offer.status == 200, offer.body
+    shown = anna_printer.announce().json
+    assert shown["status"] == "confirm" and shown["confirmation"]["account"] == ben.display_name
+    real = shown["confirmation"]["code"]
+    for attempts_left in (2, 1, 0):
+        guess = ben.confirm(offer.json["offer_id"], wrong(real))
+        assert guess.status == 400 and guess.json["error"] == "wrong_code"
+        assert guess.json["attempts_left"] == attempts_left
+    assert ben.confirm(offer.json["offer_id"], real).status == 404
+    assert anna_printer.announce().json["status"] == "waiting"
+
+    # More accounts than allowed look for printers from "one household": it is blocked.
+    carl, dora = world.person(HOUSEHOLDS[2]), world.person(HOUSEHOLDS[3])
+    assert carl.nearby().json["eligible"] is True  # third account: still within the limit
+    tripped = dora.nearby().json
+    assert tripped["eligible"] is False and tripped["reason"] == "household_blocked"
+    assert tripped["devices"] == []
+    for person in (anna, ben, carl, dora):
+        assert person.nearby().json["reason"] == "household_blocked"
+        assert refused_with(person.link(anna_printer.device_id), "household_blocked")
+    assert refused_with(anna_printer.announce(), "household_blocked")
+    trips = world.audit_events("breaker_trip")
+    assert [(trip.actor, trip.outcome, trip.household) for trip in trips] == [
+        ("auto", "household_blocked", f"{OUTER_PROXY}/32")]
+    assert world.links() == []
+    assert world.cross_household_links() == []
+
+
+SCENARIOS = {
+    "a": (scenario_a_proxy_passes_address, BEHIND_PROXY),
+    "b": (scenario_b_proxy_drops_address, BEHIND_PROXY),
+    "c": (scenario_c_forged_header_without_proxy, DIRECT),
+    "d": (scenario_d_forged_header_through_proxy, BEHIND_PROXY),
+    "e": (scenario_e_one_hop_too_few, BEHIND_PROXY),
+}
+IN_PROCESS_LAYOUTS: dict[str, Layout] = {
+    "a": layout_proxy,
+    "b": layout_proxy_without_header,
+    "c": layout_direct,
+    "d": layout_proxy,
+    "e": layout_two_proxies,
+}

@@ -1,0 +1,206 @@
+"""The device side: announce, bind the device_secret, expire and purge.
+
+A device announces every ``poll_interval`` seconds until it is linked. The first announce
+binds its ``device_secret`` (stored as SHA-256) to its ``device_id``; while that
+announcement lives, another secret gets 409, so nobody else can answer for the device or
+receive its token. An announcement is listed for ``IP_MATCH_ANNOUNCE_TTL`` seconds after
+the last announce; after that it is gone, together with its binding and any offer.
+
+``last_seen_at`` is written at most every ``IP_MATCH_LAST_SEEN_WRITE_INTERVAL`` seconds,
+so it may lag the real last announce by up to that much: a silent device disappears at most
+TTL after its last announce (never later), and a device announcing every ``poll_interval``
+never flickers out (the settings check poll interval + write interval < TTL).
+
+Refused announces of devices the server does not know yet are logged, not audited, so a
+broken proxy cannot flood the audit table; everything that changes state is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from tsd_server import audit, client_address
+from tsd_server.api.errors import ApiError
+from tsd_server.client_address import ClientAddress
+from tsd_server.clock import utcnow
+from tsd_server.discovery.ip_match import breaker, offers
+from tsd_server.discovery.ip_match.eligibility import (
+    HOUSEHOLD_BLOCKED,
+    HOUSEHOLD_LIMIT,
+    STRATEGY,
+    Ineligible,
+)
+from tsd_server.discovery.ip_match.settings import IpMatchSettings, current
+from tsd_server.extensions import db
+from tsd_server.models.ip_match import Announcement, Offer
+
+log = logging.getLogger(__name__)
+
+ACTOR = "device"
+
+
+@dataclass(frozen=True)
+class AnnounceRequest:
+    device_uid: str
+    device_secret: str
+    name: str
+    model: str | None
+    agent_version: str | None
+
+
+def secret_hash(secret: str) -> str:
+    """SHA-256: the secret is long and random (checked on input), so a fast hash is right."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def live_since(settings: IpMatchSettings, now: datetime) -> datetime:
+    """Announcements seen after this moment are live."""
+    return now - settings.announce_ttl
+
+
+def announce(request: AnnounceRequest) -> dict[str, Any]:
+    """Handle one announce and answer the device (waiting / confirm / linked)."""
+    settings, now = current(), utcnow()
+    address = client_address.for_request()
+    if not address.eligible:
+        log.info("ip_match announce of %s refused: %s", request.device_uid,
+                 address.ineligibility_reason)
+        raise Ineligible(address.ineligibility_reason or "")
+    household = address.household
+    assert household is not None
+    if breaker.is_blocked(household, now):
+        raise Ineligible(HOUSEHOLD_BLOCKED)
+
+    row = _live_row(request.device_uid, settings, now)
+    if row is None:
+        try:
+            row = _register(request, address, settings, now)
+        except IntegrityError:
+            # Another process registered this device_id a moment ago: answer as to a repeat.
+            db.session.rollback()
+            row = _live_row(request.device_uid, settings, now)
+            if row is None:
+                raise
+    if not hmac.compare_digest(row.secret_hash, secret_hash(request.device_secret)):
+        audit.record("ip_match_announce", actor=ACTOR, outcome="secret_mismatch",
+                     device_uid=request.device_uid, strategy=STRATEGY, address=address,
+                     detail="another device_secret is bound to this device_id")
+        db.session.commit()
+        raise ApiError(409, "device_id_taken", "Another device is announcing with this "
+                       "device_id. Each device needs its own device_id and device_secret.")
+    _refresh(row, request, address, settings, now)
+    return offers.device_step(row, address, settings, now)
+
+
+def _live_row(device_uid: str, settings: IpMatchSettings, now: datetime) -> Announcement | None:
+    """The device's live announcement; an expired one is deleted (binding and offer too)."""
+    row = db.session.scalar(select(Announcement).where(Announcement.device_uid == device_uid))
+    if row is not None and row.last_seen_at <= live_since(settings, now):
+        db.session.delete(row)
+        db.session.commit()
+        return None
+    return row
+
+
+def _register(request: AnnounceRequest, address: ClientAddress, settings: IpMatchSettings,
+              now: datetime) -> Announcement:
+    """Bind the secret to the device_id; refuse beyond one over the household cap."""
+    household = address.household
+    assert household is not None
+    purge_expired(settings, now)
+    count = live_count(household, settings, now)
+    if count > settings.max_devices_per_household:
+        db.session.commit()
+        log.info("ip_match announce of %s refused: household %s is over its cap",
+                 request.device_uid, household)
+        raise Ineligible(HOUSEHOLD_LIMIT)
+    row = Announcement(device_uid=request.device_uid,
+                       secret_hash=secret_hash(request.device_secret), household=household,
+                       client_ip=address.client_ip, name=request.name, model=request.model,
+                       agent_version=request.agent_version, first_seen_at=now,
+                       last_seen_at=now)
+    db.session.add(row)
+    db.session.flush()
+    audit.record("ip_match_announce", actor=ACTOR, outcome="registered",
+                 device_uid=request.device_uid, strategy=STRATEGY, address=address,
+                 detail=f"name {request.name!r}")
+    if count + 1 > settings.max_devices_per_household:
+        audit.record("ip_match_household_limit", actor="auto", outcome="limit_exceeded",
+                     device_uid=request.device_uid, strategy=STRATEGY, address=address,
+                     detail=f"{count + 1} unlinked devices announcing (limit "
+                            f"{settings.max_devices_per_household}); nearby lists none")
+    db.session.commit()
+    return row
+
+
+def _refresh(row: Announcement, request: AnnounceRequest, address: ClientAddress,
+             settings: IpMatchSettings, now: datetime) -> None:
+    """Record what changed; a quiet repeat within the write interval writes nothing."""
+    changed = False
+    if row.household != address.household:
+        assert address.household is not None
+        if live_count(address.household, settings, now) > settings.max_devices_per_household:
+            raise Ineligible(HOUSEHOLD_LIMIT)
+        if row.offer is not None:
+            offers.end(row.offer, "voided", "the device moved to another household",
+                       address=address)
+        audit.record("ip_match_announce", actor=ACTOR, outcome="household_changed",
+                     device_uid=row.device_uid, strategy=STRATEGY, address=address,
+                     detail=f"from {row.household}")
+        row.household = address.household
+        changed = True
+    for attribute, value in (("client_ip", address.client_ip), ("name", request.name),
+                             ("model", request.model),
+                             ("agent_version", request.agent_version)):
+        if getattr(row, attribute) != value:
+            setattr(row, attribute, value)
+            changed = True
+    if changed or now - row.last_seen_at >= settings.last_seen_write_interval:
+        row.last_seen_at = now
+        db.session.commit()
+
+
+def live_count(household: str, settings: IpMatchSettings, now: datetime) -> int:
+    return db.session.scalar(select(func.count()).select_from(Announcement).where(
+        Announcement.household == household,
+        Announcement.last_seen_at > live_since(settings, now))) or 0
+
+
+def over_household_limit(household: str, settings: IpMatchSettings, now: datetime) -> bool:
+    return live_count(household, settings, now) > settings.max_devices_per_household
+
+
+def live_in_household(household: str, settings: IpMatchSettings,
+                      now: datetime) -> list[Announcement]:
+    return list(db.session.scalars(select(Announcement).where(
+        Announcement.household == household,
+        Announcement.last_seen_at > live_since(settings, now),
+    ).order_by(Announcement.first_seen_at, Announcement.id)))
+
+
+def find_live(device_uid: str, household: str, settings: IpMatchSettings,
+              now: datetime) -> Announcement | None:
+    """The device, only if it is live and announcing from ``household``."""
+    return db.session.scalar(select(Announcement).where(
+        Announcement.device_uid == device_uid, Announcement.household == household,
+        Announcement.last_seen_at > live_since(settings, now)))
+
+
+def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
+    """Delete expired announcements and their offers (the caller commits)."""
+    cutoff = live_since(settings, now)
+    expired = select(Announcement.id).where(Announcement.last_seen_at <= cutoff)
+    unsynchronised = {"synchronize_session": False}
+    db.session.execute(delete(Offer).where(Offer.announcement_id.in_(expired)),
+                       execution_options=unsynchronised)
+    result = db.session.execute(delete(Announcement).where(Announcement.last_seen_at <= cutoff),
+                                execution_options=unsynchronised)
+    return result.rowcount or 0

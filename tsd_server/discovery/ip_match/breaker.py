@@ -1,0 +1,127 @@
+"""The anomaly breaker: too many accounts in one household blocks it; many blocks stop all.
+
+In the incident every user appeared to come from one address. Seen from the server that is
+one "household" in which many unrelated accounts look for devices. So: when more distinct
+accounts than ``IP_MATCH_MAX_ACCOUNTS_PER_HOUSEHOLD`` use ip_match from one household within
+``IP_MATCH_BREAKER_WINDOW``, the household is blocked for ``IP_MATCH_BREAKER_COOLDOWN``; when
+``IP_MATCH_GLOBAL_TRIP_HOUSEHOLDS`` households trip within the window, ip_match is switched
+off for everyone (actor "auto") until an admin switches it on again. The state is in the
+database, so every process counts together and sees the block at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tsd_server import audit
+from tsd_server.discovery import kill_switch
+from tsd_server.discovery.ip_match.settings import IpMatchSettings
+from tsd_server.extensions import db
+from tsd_server.models import StrategyFlag
+from tsd_server.models.ip_match import HouseholdAccount, HouseholdBlock
+
+log = logging.getLogger(__name__)
+
+STRATEGY = "ip_match"
+# An account's sighting in a household is refreshed at most this often (fewer writes).
+SIGHTING_RESOLUTION = timedelta(seconds=60)
+
+
+def is_blocked(household: str, now: datetime) -> bool:
+    until = db.session.scalar(
+        select(HouseholdBlock.blocked_until).where(HouseholdBlock.household == household))
+    return until is not None and until > now
+
+
+def note_account(household: str, user_id: int, settings: IpMatchSettings,
+                 now: datetime) -> bool:
+    """Count ``user_id`` as using ip_match from ``household``; True if it is (now) blocked."""
+    if is_blocked(household, now):
+        return True
+    window_start = now - settings.breaker_window
+    seen = db.session.scalar(select(HouseholdAccount.last_seen_at).where(
+        HouseholdAccount.household == household, HouseholdAccount.user_id == user_id))
+    resolution = min(SIGHTING_RESOLUTION, settings.breaker_window / 10)
+    if seen is None or now - seen >= resolution:
+        if seen is None:
+            # New sightings are what grows the table: drop those outside the window first.
+            db.session.execute(delete(HouseholdAccount).where(
+                HouseholdAccount.last_seen_at <= window_start))
+        _upsert(HouseholdAccount, {"household": household, "user_id": user_id,
+                                   "last_seen_at": now}, ["household", "user_id"])
+        db.session.commit()
+    accounts = db.session.scalar(select(func.count()).select_from(HouseholdAccount).where(
+        HouseholdAccount.household == household,
+        HouseholdAccount.last_seen_at > window_start)) or 0
+    if accounts <= settings.max_accounts_per_household:
+        return False
+    trip(household, accounts, settings, now)
+    return True
+
+
+def trip(household: str, accounts: int, settings: IpMatchSettings, now: datetime) -> None:
+    """Block the household (once, even when several processes trip it at the same moment)."""
+    until = now + settings.breaker_cooldown
+    won = _upsert(HouseholdBlock, {"household": household, "tripped_at": now,
+                                   "blocked_until": until, "accounts": accounts},
+                  ["household"], only_if=HouseholdBlock.blocked_until <= now)
+    if not won:
+        db.session.rollback()
+        return
+    db.session.execute(delete(HouseholdBlock).where(
+        HouseholdBlock.blocked_until <= now,
+        HouseholdBlock.tripped_at <= now - settings.breaker_window))
+    window = int(settings.breaker_window.total_seconds())
+    audit.record("breaker_trip", actor="auto", outcome="household_blocked", strategy=STRATEGY,
+                 detail=f"{accounts} accounts used ip_match from household {household} within "
+                        f"{window} s (limit {settings.max_accounts_per_household}); blocked "
+                        f"until {until.isoformat()}")
+    db.session.commit()
+    log.warning("ip_match breaker tripped for household %s (%d accounts)", household, accounts)
+    _maybe_trip_globally(settings, now)
+
+
+def _maybe_trip_globally(settings: IpMatchSettings, now: datetime) -> None:
+    """Switch ip_match off when enough households tripped since the window (or re-enable)."""
+    since = now - settings.breaker_window
+    reenabled = _last_enabled_at()
+    if reenabled is not None and reenabled > since:
+        since = reenabled
+    tripped = db.session.scalar(select(func.count()).select_from(HouseholdBlock).where(
+        HouseholdBlock.tripped_at >= since)) or 0
+    if tripped < settings.global_trip_households or not kill_switch.is_enabled(
+            STRATEGY, fresh=True):
+        return
+    reason = (f"anomaly breaker: {tripped} households tripped within "
+              f"{int(settings.breaker_window.total_seconds())} s; an admin must switch "
+              "ip_match on again")
+    audit.record("breaker_trip", actor="auto", outcome="global", strategy=STRATEGY,
+                 detail=reason)
+    kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto")
+    log.error("ip_match switched off for everyone: %s", reason)
+
+
+def _last_enabled_at() -> datetime | None:
+    """When an admin last switched ip_match (or all) on: trips before that are forgiven."""
+    return db.session.scalar(select(func.max(StrategyFlag.changed_at)).where(
+        StrategyFlag.strategy.in_((STRATEGY, kill_switch.ALL)),
+        StrategyFlag.enabled.is_(True)))
+
+
+def _upsert(model: Any, values: dict[str, Any], keys: list[str], *, only_if: Any = None) -> bool:
+    """INSERT, or UPDATE the existing row (optionally only where ``only_if`` holds).
+
+    One statement on both backends, so concurrent writers cannot both insert. Returns
+    whether a row was written.
+    """
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(model).values(**values)
+    changes = {key: statement.excluded[key] for key in values if key not in keys}
+    statement = statement.on_conflict_do_update(index_elements=keys, set_=changes,
+                                                where=only_if)
+    return db.session.execute(statement).rowcount > 0

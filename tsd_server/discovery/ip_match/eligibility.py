@@ -1,0 +1,76 @@
+"""May this request use ip_match? Re-checked at every step, failing closed with a reason.
+
+The address part (forwarded headers, trusted proxies, public or LAN addresses, households)
+is decided by ``tsd_server.client_address`` alone. This module adds what only ip_match
+knows: the anomaly breaker and the per-household device cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tsd_server import client_address
+from tsd_server.api.errors import ApiError
+from tsd_server.client_address import ClientAddress
+from tsd_server.discovery.ip_match import breaker
+from tsd_server.discovery.ip_match.settings import IpMatchSettings
+
+STRATEGY = "ip_match"
+
+HOUSEHOLD_BLOCKED = "household_blocked"
+HOUSEHOLD_LIMIT = "household_limit"
+HOUSEHOLD_CHANGED = "household_changed"
+STRATEGY_DISABLED = "strategy_disabled"
+
+REASON_MESSAGES = {
+    **client_address.REASON_MESSAGES,
+    HOUSEHOLD_BLOCKED: "Too many accounts used ip_match from this internet connection "
+    "recently, so it is paused here for a while. Use a pairing code or the QR code instead.",
+    HOUSEHOLD_LIMIT: "More unlinked printers are announcing from this internet connection "
+    "than allowed, so none are listed. Use a pairing code or the QR code instead.",
+    HOUSEHOLD_CHANGED: "This request comes from another internet connection than the one "
+    "the link started from. Start again from 'Printers near you'.",
+    STRATEGY_DISABLED: "Linking by ip_match is switched off on this server.",
+}
+
+
+class Ineligible(ApiError):
+    """403 ``ip_match_ineligible`` with the reason code of DESIGN.md."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(403, "ip_match_ineligible", message_for(reason), reason=reason)
+        self.reason = reason
+
+
+def message_for(reason: str | None) -> str | None:
+    if reason is None:
+        return None
+    return REASON_MESSAGES.get(reason, "ip_match is not available for this request.")
+
+
+@dataclass(frozen=True)
+class UserCheck:
+    """The outcome of the checks for a logged-in user's request."""
+
+    address: ClientAddress
+    reason: str | None
+
+    @property
+    def household(self) -> str | None:
+        return self.address.household if self.reason is None else None
+
+
+def check_user(user_id: int, settings: IpMatchSettings, now: datetime) -> UserCheck:
+    """Address, then breaker (this account counts towards it), then the device cap."""
+    from tsd_server.discovery.ip_match import announcements
+
+    address = client_address.for_request()
+    if not address.eligible:
+        return UserCheck(address, address.ineligibility_reason)
+    assert address.household is not None
+    if breaker.note_account(address.household, user_id, settings, now):
+        return UserCheck(address, HOUSEHOLD_BLOCKED)
+    if announcements.over_household_limit(address.household, settings, now):
+        return UserCheck(address, HOUSEHOLD_LIMIT)
+    return UserCheck(address, None)

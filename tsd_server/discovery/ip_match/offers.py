@@ -1,0 +1,366 @@
+"""Offers: a user asks to link a device; the device shows a code; the link completes.
+
+1. ``link``: a user in the device's household picks it. One offer per device at a time (a
+   unique index, so concurrent requests cannot both win); the same user picking it again
+   gets the same offer, anyone else gets 409 until it ends.
+2. With confirmation on, the device's next announce returns status "confirm", a 6-digit
+   code from ``secrets`` and the account's display name. The code is stored only masked
+   with a key derived from SECRET_KEY, so the database alone does not reveal it, and the
+   server can show it to the device on every announce until the offer ends.
+3. ``confirm``: the user types the code (constant-time compare). Each try first reserves
+   one of ``IP_MATCH_CODE_ATTEMPTS`` in a single UPDATE, so parallel guesses get no more
+   tries; the last wrong one voids the offer.
+4. ``device_step`` completes a confirmed offer (or, with confirmation off, any offer) on
+   the device's next announce, after re-checking household, breaker and cap, through
+   ``link_service.link_device`` -- the only code that creates devices and tokens. The
+   token goes to this announce's answer only: to the holder of the device_secret, once.
+
+Offers expire after ``IP_MATCH_OFFER_TTL``. Every step is audited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime
+from typing import Any
+
+from flask import current_app, session
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tsd_server import audit
+from tsd_server.api.errors import ApiError
+from tsd_server.client_address import ClientAddress
+from tsd_server.clock import utcnow
+from tsd_server.discovery import kill_switch, link_service
+from tsd_server.discovery.ip_match import breaker
+from tsd_server.discovery.ip_match.eligibility import (
+    HOUSEHOLD_CHANGED,
+    STRATEGY,
+    Ineligible,
+    UserCheck,
+    check_user,
+    message_for,
+)
+from tsd_server.discovery.ip_match.settings import IpMatchSettings, current
+from tsd_server.extensions import db
+from tsd_server.models import User
+from tsd_server.models.ip_match import Announcement, Offer
+
+AWAITING_CONFIRMATION = "awaiting_confirmation"
+PENDING_DEVICE = "pending_device"
+CONFIRMED = "confirmed"
+
+CODE_DIGITS = 6
+CODE_SPACE = 10**CODE_DIGITS
+OFFER_ID_BYTES = 24  # 192 bits
+# Session key: what the last audited nearby answer was (see _audit_nearby).
+NEARBY_AUDIT_KEY = "ip_match_nearby_audited"
+
+
+# --- the code --------------------------------------------------------------------------
+
+def _pad(public_id: str) -> int:
+    key = current_app.secret_key
+    key_bytes = key if isinstance(key, bytes) else str(key).encode("utf-8")
+    digest = hmac.new(key_bytes, b"ip_match confirmation code\x00" + public_id.encode("ascii"),
+                      hashlib.sha256).digest()
+    return int.from_bytes(digest, "big") % CODE_SPACE
+
+
+def _mask(code: int, public_id: str) -> int:
+    return (code + _pad(public_id)) % CODE_SPACE
+
+
+def code_of(offer: Offer) -> str | None:
+    """The offer's code as six digits (None when confirmation is off for it)."""
+    if offer.code_masked is None:
+        return None
+    return f"{(offer.code_masked - _pad(offer.public_id)) % CODE_SPACE:0{CODE_DIGITS}d}"
+
+
+def normalise_code(text: str) -> str | None:
+    """Six digits, ignoring spaces and dashes people type; anything else is None."""
+    digits = text.replace(" ", "").replace("-", "")
+    if len(digits) != CODE_DIGITS or not digits.isascii() or not digits.isdigit():
+        return None
+    return digits
+
+
+# --- shared ----------------------------------------------------------------------------
+
+def expires_in(offer: Offer, now: datetime) -> int:
+    return max(0, int((offer.expires_at - now).total_seconds()))
+
+
+def is_live(offer: Offer, now: datetime) -> bool:
+    return offer.expires_at > now
+
+
+def end(offer: Offer, outcome: str, detail: str, *, address: ClientAddress | None = None,
+        actor: str = "auto") -> None:
+    """Delete the offer and audit why (expired / voided); the caller commits."""
+    audit.record("ip_match_offer_ended", actor=actor, outcome=outcome, user_id=offer.user_id,
+                 device_uid=offer.announcement.device_uid, strategy=STRATEGY, address=address,
+                 detail=f"offer {offer.public_id}: {detail}")
+    db.session.delete(offer)
+    # Flushed now, so a new offer for the same device can be inserted in this transaction.
+    db.session.flush()
+
+
+def _refuse(event: str, user: User, check: UserCheck, outcome: str, error: ApiError, *,
+            device_uid: str | None = None, detail: str | None = None) -> ApiError:
+    """Audit a refused user step and return the error to raise."""
+    audit.record(event, actor=f"user:{user.id}", outcome=outcome, user_id=user.id,
+                 device_uid=device_uid, strategy=STRATEGY, address=check.address,
+                 detail=detail or error.message)
+    db.session.commit()
+    return error
+
+
+def _checked_user(event: str, user: User, settings: IpMatchSettings, now: datetime,
+                  device_uid: str | None = None) -> UserCheck:
+    kill_switch.require_enabled(STRATEGY, fresh=True)
+    check = check_user(user.id, settings, now)
+    if check.reason is not None:
+        raise _refuse(event, user, check, check.reason, Ineligible(check.reason),
+                      device_uid=device_uid)
+    return check
+
+
+# --- user side -------------------------------------------------------------------------
+
+def link(user: User, device_uid: str) -> Offer:
+    """Open (or return the user's own open) offer for a device announcing nearby."""
+    settings, now = current(), utcnow()
+    check = _checked_user("link_failed", user, settings, now, device_uid)
+    from tsd_server.discovery.ip_match import announcements
+
+    for _ in range(2):
+        row = announcements.find_live(device_uid, check.household or "", settings, now)
+        if row is None:
+            raise _refuse("link_failed", user, check, "not_found", ApiError(
+                404, "not_found", "No printer with this id is announcing near you."),
+                device_uid=device_uid)
+        existing = row.offer
+        if existing is not None and is_live(existing, now):
+            if existing.user_id == user.id:
+                return existing
+            raise _refuse("link_failed", user, check, "offer_pending", ApiError(
+                409, "offer_pending", "Someone else is linking this printer right now. Try "
+                "again when their offer has ended (at most a few minutes)."),
+                device_uid=device_uid)
+        if existing is not None:
+            end(existing, "expired", "expired before it was used")
+        offer = _new_offer(row, user, check, settings, now)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()  # another request opened an offer first: look again
+            continue
+        return offer
+    raise ApiError(409, "offer_pending", "This printer is being linked right now; try again.")
+
+
+def _new_offer(row: Announcement, user: User, check: UserCheck, settings: IpMatchSettings,
+               now: datetime) -> Offer:
+    public_id = secrets.token_urlsafe(OFFER_ID_BYTES)
+    confirm = settings.require_confirmation
+    offer = Offer(
+        public_id=public_id, announcement_id=row.id, user_id=user.id,
+        household=check.household, status=AWAITING_CONFIRMATION if confirm else PENDING_DEVICE,
+        code_masked=_mask(secrets.randbelow(CODE_SPACE), public_id) if confirm else None,
+        attempts_left=settings.code_attempts, created_at=now,
+        expires_at=now + settings.offer_ttl)
+    db.session.add(offer)
+    db.session.flush()
+    audit.record("ip_match_offer", actor=f"user:{user.id}", outcome=offer.status,
+                 user_id=user.id, device_uid=row.device_uid, strategy=STRATEGY,
+                 address=check.address,
+                 detail=f"offer {public_id} for {row.name!r}, expires "
+                        f"{offer.expires_at.isoformat()}")
+    return offer
+
+
+def owned_offer(user: User, public_id: str) -> Offer | None:
+    """The user's offer with this id, or None (no hint whether someone else's exists)."""
+    if not public_id or len(public_id) > 64:
+        return None
+    offer = db.session.scalar(select(Offer).where(Offer.public_id == public_id))
+    if offer is None or offer.user_id != user.id:
+        return None
+    return offer
+
+
+def confirm(user: User, public_id: str, typed_code: str) -> str:
+    """Check the code the device showed; returns "confirmed" or raises (400 wrong_code...)."""
+    settings, now = current(), utcnow()
+    code = normalise_code(typed_code)
+    if code is None:
+        raise ApiError(400, "invalid_field", "'code' must be the 6 digits the printer shows.",
+                       field="code")
+    check = _checked_user("confirmation", user, settings, now)
+    offer = owned_offer(user, public_id)
+    if offer is None:
+        raise _refuse("confirmation", user, check, "not_found", ApiError(
+            404, "not_found", "No such link offer: it may have ended. Start again from "
+            "'Printers near you'."))
+    device_uid = offer.announcement.device_uid
+    if not is_live(offer, now):
+        end(offer, "expired", "expired before it was confirmed", address=check.address)
+        raise _refuse("confirmation", user, check, "offer_expired", ApiError(
+            410, "offer_expired", "The offer expired. Start again from 'Printers near you'."),
+            device_uid=device_uid)
+    if offer.household != check.household or offer.announcement.household != offer.household:
+        raise _refuse("confirmation", user, check, HOUSEHOLD_CHANGED,
+                      Ineligible(HOUSEHOLD_CHANGED), device_uid=device_uid)
+    if offer.status == CONFIRMED:
+        return CONFIRMED
+    if offer.status != AWAITING_CONFIRMATION:
+        raise ApiError(409, "not_awaiting_confirmation", "This offer needs no code; the "
+                       "printer finishes linking on its next announce.")
+    return _try_code(offer, user, code, check, now)
+
+
+def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: datetime) -> str:
+    device_uid = offer.announcement.device_uid
+    reserved = db.session.execute(
+        update(Offer).where(Offer.id == offer.id, Offer.status == AWAITING_CONFIRMATION,
+                            Offer.attempts_left > 0)
+        .values(attempts_left=Offer.attempts_left - 1),
+        execution_options={"synchronize_session": False}).rowcount
+    expected = code_of(offer)
+    if reserved and expected is not None and hmac.compare_digest(expected, code):
+        db.session.execute(
+            update(Offer).where(Offer.id == offer.id).values(
+                status=CONFIRMED, confirmed_at=now, confirmed_from_ip=check.address.client_ip),
+            execution_options={"synchronize_session": False})
+        audit.record("confirmation", actor=f"user:{user.id}", outcome="ok", user_id=user.id,
+                     device_uid=device_uid, strategy=STRATEGY, address=check.address,
+                     detail=f"offer {offer.public_id}")
+        db.session.commit()
+        return CONFIRMED
+    left = db.session.scalar(select(Offer.attempts_left).where(Offer.id == offer.id)) or 0
+    if left <= 0:
+        end(offer, "voided", "too many wrong codes", address=check.address,
+            actor=f"user:{user.id}")
+    error = ApiError(400, "wrong_code", "That is not the code the printer shows." + (
+        f" {left} {'try' if left == 1 else 'tries'} left." if left else
+        " The offer is void: start again from 'Printers near you'."), attempts_left=left)
+    raise _refuse("confirmation", user, check, "wrong_code", error, device_uid=device_uid,
+                  detail=f"offer {offer.public_id}: wrong code, {left} left")
+
+
+def nearby(user: User) -> dict[str, Any]:
+    """What the user may see: eligibility, and the live devices of their household."""
+    from tsd_server.discovery.ip_match import announcements
+
+    settings, now = current(), utcnow()
+    check = check_user(user.id, settings, now)
+    devices: list[dict[str, Any]] = []
+    if check.reason is None:
+        for row in announcements.live_in_household(check.household or "", settings, now):
+            offer = row.offer if row.offer is not None and is_live(row.offer, now) else None
+            mine = offer is not None and offer.user_id == user.id
+            devices.append({
+                "device_id": row.device_uid, "name": row.name, "model": row.model,
+                "last_seen": row.last_seen_at.isoformat(),
+                "offer": ({"offer_id": offer.public_id, "status": offer.status,
+                           "expires_in": expires_in(offer, now)} if mine and offer else None),
+                "busy": offer is not None and not mine,
+            })
+    _audit_nearby(user, check, devices)
+    return {"eligible": check.reason is None, "reason": check.reason,
+            "message": message_for(check.reason), "household": check.household,
+            "poll_interval": settings.poll_interval, "devices": devices}
+
+
+def _audit_nearby(user: User, check: UserCheck, devices: list[dict[str, Any]]) -> None:
+    """Audit what the user was shown, once per change per login (pages refresh often)."""
+    ids = sorted(device["device_id"] for device in devices)
+    outcome = check.reason or "listed"
+    summary = "|".join([outcome, check.address.household or "", *ids])
+    digest = hashlib.sha256(summary.encode("utf-8")).hexdigest()[:32]
+    if session.get(NEARBY_AUDIT_KEY) == digest:
+        return
+    session[NEARBY_AUDIT_KEY] = digest
+    audit.record("ip_match_nearby", actor=f"user:{user.id}", outcome=outcome, user_id=user.id,
+                 strategy=STRATEGY, address=check.address,
+                 detail=("listed: " + ", ".join(ids)) if ids else "listed nothing")
+    db.session.commit()
+
+
+# --- device side -----------------------------------------------------------------------
+
+def device_step(row: Announcement, address: ClientAddress, settings: IpMatchSettings,
+                now: datetime) -> dict[str, Any]:
+    """The announce answer for a device whose announcement is current and refreshed."""
+    waiting = {"status": "waiting", "poll_interval": settings.poll_interval}
+    offer = row.offer
+    if offer is None:
+        return waiting
+    if not is_live(offer, now):
+        end(offer, "expired", "expired before it completed", address=address)
+        db.session.commit()
+        return waiting
+    if offer.household != row.household:
+        end(offer, "voided", "device and offer are in different households", address=address)
+        db.session.commit()
+        return waiting
+    if offer.status == AWAITING_CONFIRMATION:
+        if offer.code_shown_at is None:
+            offer.code_shown_at = now
+            audit.record("ip_match_code_shown", actor="device", outcome="ok",
+                         user_id=offer.user_id, device_uid=row.device_uid, strategy=STRATEGY,
+                         address=address, detail=f"offer {offer.public_id}")
+            db.session.commit()
+        return {**waiting, "status": "confirm", "confirmation": {
+            "code": code_of(offer), "account": offer.user.display_name,
+            "expires_in": expires_in(offer, now)}}
+    return _complete(row, offer, address, settings, now) or waiting
+
+
+def _complete(row: Announcement, offer: Offer, address: ClientAddress,
+              settings: IpMatchSettings, now: datetime) -> dict[str, Any] | None:
+    """Link the device for the offer's user, once; None when the offer cannot complete."""
+    from tsd_server.discovery.ip_match import announcements
+
+    assert address.household is not None
+    problem = None
+    if offer.user is None:
+        problem = "the account no longer exists"
+    elif breaker.is_blocked(address.household, now):
+        problem = "the household is blocked by the anomaly breaker"
+    elif announcements.over_household_limit(address.household, settings, now):
+        problem = "too many unlinked devices announce from the household"
+    if problem is not None:
+        audit.record("link_failed", actor="auto", outcome="refused", user_id=offer.user_id,
+                     device_uid=row.device_uid, strategy=STRATEGY, address=address,
+                     detail=f"offer {offer.public_id}: {problem}")
+        end(offer, "voided", problem, address=address)
+        db.session.commit()
+        return None
+
+    owner, status, public_id = offer.user, offer.status, offer.public_id
+    uid, name, model = row.device_uid, row.name, row.model
+    confirmed_from = offer.confirmed_from_ip
+    # The gate: exactly one announce deletes the offer in its ready state and goes on.
+    won = db.session.execute(
+        delete(Offer).where(Offer.id == offer.id, Offer.status == status),
+        execution_options={"synchronize_session": False}).rowcount
+    if won != 1:
+        db.session.rollback()
+        return None
+    db.session.execute(delete(Announcement).where(Announcement.id == row.id),
+                       execution_options={"synchronize_session": False})
+    how = (f"confirmed with the code from {confirmed_from}" if status == CONFIRMED
+           else "confirmation off")
+    result = link_service.link_device(
+        owner=owner, device_uid=uid, name=name, model=model, strategy=STRATEGY,
+        actor=f"user:{owner.id}", address=address,
+        detail=f"offer {public_id}; {how}; household {address.household}")
+    return {"status": "linked", "poll_interval": settings.poll_interval,
+            "access_token": result.access_token, "token_type": "Bearer",
+            "device": result.device.to_json()}

@@ -1,0 +1,89 @@
+"""The "Printers near you" pages: the same services as the JSON API, as HTML forms.
+
+Everything works without JavaScript (forms and a Refresh link); static/nearby.js only
+refreshes the list from the JSON API every poll interval.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
+
+from tsd_server.api.errors import ApiError
+from tsd_server.clock import utcnow
+from tsd_server.discovery.ip_match import offers
+from tsd_server.discovery.ip_match.settings import configured_limit
+from tsd_server.extensions import limiter
+from tsd_server.web.forms import ConfirmForm
+
+bp = Blueprint("ip_match_web", __name__, url_prefix="/printers/nearby")
+
+
+class CodeForm(FlaskForm):
+    code = StringField("Code shown on the printer",
+                       validators=[DataRequired(), Length(max=16)])
+
+
+def _nearby_page(error: str | None = None, status: int = 200):
+    return render_template("ip_match/nearby.html", result=offers.nearby(current_user),
+                           link_form=ConfirmForm(), error=error), status
+
+
+@bp.get("")
+@login_required
+@limiter.limit(configured_limit("IP_MATCH_NEARBY_RATE_LIMIT"))
+def nearby():
+    return _nearby_page()
+
+
+@bp.post("/<device_id>/link")
+@login_required
+@limiter.limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"))
+def link(device_id: str):
+    try:
+        offer = offers.link(current_user, device_id[:64])
+    except ApiError as error:
+        return _nearby_page(error.message, error.status)
+    return redirect(url_for("ip_match_web.offer", offer_id=offer.public_id))
+
+
+def _offer_page(offer, form: CodeForm, status: int = 200):
+    return render_template("ip_match/offer.html", offer=offer, form=form,
+                           expires_in=offers.expires_in(offer, utcnow())), status
+
+
+@bp.get("/offers/<offer_id>")
+@login_required
+def offer(offer_id: str):
+    found = offers.owned_offer(current_user, offer_id)
+    if found is None or not offers.is_live(found, utcnow()):
+        flash("That link offer has ended. Printers that finished linking are listed here.")
+        return redirect(url_for("web.dashboard"))
+    return _offer_page(found, CodeForm())
+
+
+@bp.post("/offers/<offer_id>/confirm")
+@login_required
+@limiter.limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"))
+def confirm(offer_id: str):
+    form = CodeForm()
+    found = offers.owned_offer(current_user, offer_id)
+    if found is None:
+        flash("That link offer has ended. Start again from Printers near you.")
+        return redirect(url_for("ip_match_web.nearby"))
+    if not form.validate_on_submit():
+        return _offer_page(found, form, 400)
+    try:
+        offers.confirm(current_user, offer_id, form.code.data or "")
+    except ApiError as error:
+        found = offers.owned_offer(current_user, offer_id)
+        if found is None:
+            flash(error.message)
+            return redirect(url_for("ip_match_web.nearby"))
+        form.code.errors = [error.message]
+        return _offer_page(found, form, error.status)
+    flash("Confirmed. The printer finishes linking on its next check-in.")
+    return redirect(url_for("ip_match_web.offer", offer_id=offer_id))

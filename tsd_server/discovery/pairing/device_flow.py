@@ -1,0 +1,282 @@
+"""The device authorization grant (RFC 8628): the device asks, a person approves, it polls.
+
+1. ``start``: the device gets a device_code (256 bits; only its hash is kept), a user_code
+   (when pairing_code is on) and a QR link token (when qr_code is on), both derived from the
+   device_code (see ``codes``), with ``expires_in`` and ``interval``.
+2. A logged-in person types the user code on /link or opens the QR link, sees the device's
+   details and decides (``decide``). Deciding is a conditional UPDATE of a pending row, so of
+   two simultaneous decisions exactly one wins. Approving re-reads the kill switch.
+3. ``poll``: the device polls with its device_code and gets the RFC 8628 §3.5 errors until
+   the decision, then the access token exactly once. Issuing claims the row with a
+   conditional UPDATE committed together with the link, so two simultaneous polls cannot
+   both get a token. After that the device_code is spent: a further poll is ``invalid_grant``
+   (RFC 6749 §5.2: the grant "is invalid, expired, revoked ..."), not ``expired_token``, which
+   RFC 8628 reserves for a session that timed out undecided or uncollected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from tsd_server import audit
+from tsd_server.api.errors import ApiError
+from tsd_server.client_address import ClientAddress
+from tsd_server.clock import utcnow
+from tsd_server.discovery import kill_switch
+from tsd_server.discovery.link_service import LinkResult, link_device
+from tsd_server.discovery.pairing import codes
+from tsd_server.extensions import db
+from tsd_server.models import DeviceAuthorization, User
+from tsd_server.models.pairing import APPROVED, DENIED, PENDING
+
+PAIRING_CODE = "pairing_code"
+QR_CODE = "qr_code"
+SLOW_DOWN_STEP = 5  # seconds added per slow_down (RFC 8628 §3.5)
+# Polls this much early still count as on time: network jitter is not the device's fault.
+POLL_TOLERANCE = timedelta(seconds=1)
+RETENTION = timedelta(days=1)
+MAX_DRAWS = 8
+
+
+class GrantError(ApiError):
+    """An RFC 8628 §3.5 / RFC 6749 §5.2 token error (always 400)."""
+
+    MESSAGES = {
+        "authorization_pending": "Nobody has approved this device yet; keep polling.",
+        "slow_down": "Polling too fast: wait the returned interval between polls.",
+        "access_denied": "The request to link this device was denied.",
+        "expired_token": "This device code has expired; start again with /device/authorize.",
+        "invalid_grant": "This device code is unknown or has already been used.",
+    }
+
+    def __init__(self, code: str, **extra) -> None:
+        super().__init__(400, code, self.MESSAGES[code], **extra)
+
+
+@dataclass(frozen=True)
+class StartedAuthorization:
+    device_code: str
+    user_code: str | None
+    qr_token: str | None
+    expires_in: int
+    interval: int
+
+
+def strategies_on() -> tuple[bool, bool]:
+    """(pairing_code on, qr_code on): what an authorize answer may offer right now."""
+    return kill_switch.is_enabled(PAIRING_CODE), kill_switch.is_enabled(QR_CODE)
+
+
+def start(*, device_uid: str, name: str, model: str | None,
+          address: ClientAddress | None) -> StartedAuthorization:
+    pairing_on, qr_on = strategies_on()
+    if not (pairing_on or qr_on):
+        raise ApiError(503, "strategy_disabled",
+                       "Linking by pairing code and by QR code are both switched off on this "
+                       "server.", strategy=[PAIRING_CODE, QR_CODE])
+    now = utcnow()
+    ttl = int(current_app.config["DEVICE_FLOW_TTL"])
+    interval = int(current_app.config["DEVICE_FLOW_INTERVAL"])
+    purge(now)
+    for _ in range(MAX_DRAWS):
+        device_code = codes.new_device_code()
+        qr_token = codes.qr_token_for(device_code)
+        user_code = codes.user_code_for(qr_token) if pairing_on else None
+        user_code_hash = codes.code_hash(user_code) if user_code else None
+        if user_code_hash and db.session.scalar(select(DeviceAuthorization.id).where(
+                DeviceAuthorization.user_code_hash == user_code_hash)):
+            continue
+        db.session.add(DeviceAuthorization(
+            device_code_hash=codes.secret_hash(device_code), user_code_hash=user_code_hash,
+            qr_token_hash=codes.secret_hash(qr_token) if qr_on else None,
+            device_uid=device_uid, name=name, model=model, requested_at=now,
+            requested_from_ip=address.client_ip if address else None,
+            expires_at=now + timedelta(seconds=ttl), poll_interval=interval, status=PENDING))
+        audit.record("device_flow_requested", actor="device", device_uid=device_uid,
+                     strategy=PAIRING_CODE if pairing_on else QR_CODE, address=address,
+                     detail=f"{name!r}; user code: {'yes' if pairing_on else 'no'}, "
+                            f"QR link: {'yes' if qr_on else 'no'}")
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            continue
+        return StartedAuthorization(device_code=device_code, user_code=user_code,
+                                    qr_token=qr_token if qr_on else None,
+                                    expires_in=ttl, interval=interval)
+    raise RuntimeError("no free user code after several draws")  # ~never: 2.56e10 codes
+
+
+def by_device_code(text: str | None) -> DeviceAuthorization:
+    """The authorization a device code belongs to, or ``invalid_grant`` (audited)."""
+    row = None
+    if text and codes.looks_like_device_code(text):
+        row = db.session.scalar(select(DeviceAuthorization).where(
+            DeviceAuthorization.device_code_hash == codes.secret_hash(text)))
+    if row is None or not codes.secret_matches(row.device_code_hash, text or ""):
+        audit.record("device_code_invalid", actor="device", outcome="refused",
+                     detail="unknown device code")
+        db.session.commit()
+        raise GrantError("invalid_grant")
+    return row
+
+
+def poll(device_code: str | None) -> LinkResult:
+    """One token request (RFC 8628 §3.4): the access token once, or a ``GrantError``."""
+    row = by_device_code(device_code)
+    now = utcnow()
+    if row.token_issued_at is not None:
+        audit.record("device_code_invalid", actor="device", outcome="refused",
+                     device_uid=row.device_uid, detail="device code already used")
+        db.session.commit()
+        raise GrantError("invalid_grant")
+    if row.expires_at <= now:
+        raise GrantError("expired_token")
+    if row.status == DENIED:
+        raise GrantError("access_denied")
+    if row.status == PENDING:
+        _pending_poll(row, now)
+    return _issue_token(row, now)
+
+
+def _pending_poll(row: DeviceAuthorization, now: datetime) -> None:
+    """Record the poll and raise ``authorization_pending`` or ``slow_down``."""
+    too_fast = (row.last_polled_at is not None and
+                now < row.last_polled_at + timedelta(seconds=row.poll_interval) - POLL_TOLERANCE)
+    values: dict = {"last_polled_at": now}
+    if too_fast:
+        values["poll_interval"] = DeviceAuthorization.poll_interval + SLOW_DOWN_STEP
+    db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == row.id)
+                       .values(**values).execution_options(synchronize_session=False))
+    db.session.commit()
+    if too_fast:
+        interval = db.session.scalar(select(DeviceAuthorization.poll_interval)
+                                     .where(DeviceAuthorization.id == row.id))
+        raise GrantError("slow_down", interval=interval)
+    raise GrantError("authorization_pending")
+
+
+def _issue_token(row: DeviceAuthorization, now: datetime) -> LinkResult:
+    claimed = db.session.execute(
+        update(DeviceAuthorization)
+        .where(DeviceAuthorization.id == row.id, DeviceAuthorization.status == APPROVED,
+               DeviceAuthorization.token_issued_at.is_(None))
+        .values(token_issued_at=now)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    owner = db.session.get(User, row.decided_by_id) if row.decided_by_id else None
+    if not claimed or owner is None:
+        db.session.rollback()
+        raise GrantError("invalid_grant" if not claimed else "access_denied")
+    approver = ClientAddress(client_ip=row.decided_from_ip, peer_ip=row.decided_peer_ip)
+    result = link_device(
+        owner=owner, device_uid=row.device_uid, name=row.name, model=row.model,
+        strategy=row.decided_via or PAIRING_CODE, actor=f"user:{owner.id}", address=approver,
+        detail=f"device flow approved {row.decided_at.isoformat() if row.decided_at else ''}")
+    db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == row.id)
+                       .values(device_id=result.device.id))
+    db.session.commit()
+    return result
+
+
+def live_by_user_code(text: str | None) -> DeviceAuthorization | None:
+    """The pending, unexpired authorization a typed user code names, or None."""
+    code = codes.normalise(text)
+    if code is None:
+        return None
+    row = db.session.scalar(select(DeviceAuthorization).where(
+        DeviceAuthorization.user_code_hash == codes.code_hash(code)))
+    return row if row is not None and is_open(row) else None
+
+
+def open_qr_link(token: str) -> DeviceAuthorization | None:
+    """Spend a QR link: the first open of a live link gets its authorization, later ones None."""
+    if not codes.QR_TOKEN_PATTERN.fullmatch(token):
+        return None
+    row = db.session.scalar(select(DeviceAuthorization).where(
+        DeviceAuthorization.qr_token_hash == codes.secret_hash(token)))
+    if row is None or not is_open(row):
+        return None
+    opened = db.session.execute(
+        update(DeviceAuthorization)
+        .where(DeviceAuthorization.id == row.id, DeviceAuthorization.qr_opened_at.is_(None),
+               DeviceAuthorization.status == PENDING,
+               DeviceAuthorization.expires_at > utcnow())
+        .values(qr_opened_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount == 1
+    db.session.commit()
+    return row if opened else None
+
+
+def qr_token_for_device(device_code: str | None) -> str:
+    """The QR link token for the device holding ``device_code`` (to draw its QR image)."""
+    row = by_device_code(device_code)
+    assert device_code is not None
+    if row.token_issued_at is not None:
+        raise GrantError("invalid_grant")
+    if row.expires_at <= utcnow():
+        raise GrantError("expired_token")
+    if row.qr_token_hash is None:
+        raise ApiError(409, "qr_unavailable", "This request has no QR link (QR linking was "
+                       "switched off when the device asked); use the user code.")
+    if row.qr_opened_at is not None or row.status != PENDING:
+        raise ApiError(409, "qr_link_used", "This QR link has been opened or decided already.")
+    return codes.qr_token_for(device_code)
+
+
+def is_open(row: DeviceAuthorization) -> bool:
+    return row.status == PENDING and row.expires_at > utcnow()
+
+
+def get_open(authorization_id: int) -> DeviceAuthorization | None:
+    row = db.session.get(DeviceAuthorization, authorization_id, populate_existing=True)
+    return row if row is not None and is_open(row) else None
+
+
+def decide(authorization_id: int, *, user: User, approve: bool, via: str,
+           address: ClientAddress | None) -> bool:
+    """Approve or deny a pending authorization; False when it is no longer pending.
+
+    Approving re-reads the kill switch of ``via`` bypassing the cache (``StrategyDisabled``);
+    the link itself happens when the device next polls, through the link service, which
+    reads it once more.
+    """
+    row = db.session.get(DeviceAuthorization, authorization_id)
+    if row is None:
+        return False
+    outcome = APPROVED if approve else DENIED
+    if approve:
+        current = kill_switch.state(via, fresh=True)
+        if not current.enabled:
+            audit.record("device_flow_decision", actor=f"user:{user.id}",
+                         outcome="strategy_disabled", user_id=user.id,
+                         device_uid=row.device_uid, strategy=via, address=address)
+            db.session.commit()
+            raise kill_switch.StrategyDisabled(via, current)
+    now = utcnow()
+    won = db.session.execute(
+        update(DeviceAuthorization)
+        .where(DeviceAuthorization.id == authorization_id,
+               DeviceAuthorization.status == PENDING, DeviceAuthorization.expires_at > now)
+        .values(status=outcome, decided_by_id=user.id, decided_at=now, decided_via=via,
+                decided_from_ip=address.client_ip if address else None,
+                decided_peer_ip=address.peer_ip if address else None)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if not won:
+        db.session.rollback()
+        return False
+    audit.record("device_flow_decision", actor=f"user:{user.id}", outcome=outcome,
+                 user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
+                 detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
+    db.session.commit()
+    return True
+
+
+def purge(now: datetime) -> None:
+    """Forget authorizations that expired more than ``RETENTION`` ago (caller commits)."""
+    db.session.execute(delete(DeviceAuthorization)
+                       .where(DeviceAuthorization.expires_at < now - RETENTION))

@@ -1,0 +1,63 @@
+"""The global failure breaker: a wave of wrong codes switches pairing_code off.
+
+Per-address and per-account limits bound one attacker; many addresses and accounts together
+are bounded only by the total. Every invalid code is an audit row (``code_invalid``), so
+the total over the last minute is one indexed count in the database every process shares.
+When it exceeds ``PAIRING_FAILURE_BREAKER_PER_MINUTE``, pairing_code is switched off with
+actor "auto" (the kill switch audits the toggle; a ``breaker_trip`` row says why) and stays
+off until an admin switches it back on.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from tsd_server import audit
+from tsd_server.clock import utcnow
+from tsd_server.discovery import kill_switch
+from tsd_server.extensions import db
+from tsd_server.models import AuditEvent
+
+log = logging.getLogger(__name__)
+
+STRATEGY = "pairing_code"
+EVENT = "code_invalid"
+WINDOW = timedelta(minutes=1)
+
+
+def record_invalid_code(*, where: str, actor: str, user_id: int | None = None,
+                        device_uid: str | None = None) -> None:
+    """Audit one wrong code (and commit), then trip the breaker if the wave is too big."""
+    audit.record(EVENT, actor=actor, outcome="refused", user_id=user_id,
+                 device_uid=device_uid, strategy=STRATEGY, detail=where)
+    db.session.commit()
+    check()
+
+
+def recent_failures() -> int:
+    since = utcnow() - WINDOW
+    return db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+        AuditEvent.event == EVENT, AuditEvent.strategy == STRATEGY,
+        AuditEvent.at > since)) or 0
+
+
+def check() -> bool:
+    """Trip when the last minute's failures exceed the setting; True when it tripped now."""
+    threshold = int(current_app.config["PAIRING_FAILURE_BREAKER_PER_MINUTE"])
+    if threshold <= 0:
+        return False
+    failures = recent_failures()
+    if failures <= threshold or not kill_switch.is_enabled(STRATEGY, fresh=True):
+        return False
+    reason = (f"failure breaker: {failures} invalid codes within a minute "
+              f"(limit {threshold}); switch pairing_code on again once it is understood")
+    audit.record("breaker_trip", actor="auto", outcome="tripped", strategy=STRATEGY,
+                 detail=reason)
+    db.session.commit()
+    kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto")
+    log.error("pairing_code switched off: %s", reason)
+    return True

@@ -1,0 +1,117 @@
+"""Rate limits of the code routes (Flask-Limiter), keyed so one attacker is one key.
+
+Guessing a typed code is the attack: a device guessing web codes would link itself to a
+stranger's account, and a logged-in person guessing device codes on /link would take over a
+stranger's printer. Every code submission therefore counts (not only failures: counting
+after the answer would let concurrent requests through uncounted) against
+
+* ``PAIRING_GUESS_LIMIT_PER_IP``, one budget per client address shared by
+  ``POST /api/v1/pairing/redeem`` and ``POST /link``, IPv6 keyed by its /64 (one host
+  usually holds the whole /64, so a per-address key would be no limit at all); and
+* ``PAIRING_GUESS_LIMIT_PER_ACCOUNT`` on ``POST /link``, so many addresses do not help a
+  logged-in attacker either.
+
+docs/security.md turns these into the brute-force bound; tests/test_pairing_bound.py checks
+it against the configured defaults. A refusal is 429 ``rate_limited`` with Retry-After and
+is audited (at most once a minute per key and limit, so a flood cannot flood the log too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+
+from flask import current_app, request
+from flask_limiter import RequestLimit
+from flask_login import current_user
+from limits import parse
+from sqlalchemy.exc import SQLAlchemyError
+
+from tsd_server import audit, client_address
+from tsd_server.extensions import db, limiter
+
+log = logging.getLogger(__name__)
+
+GUESS_MESSAGE = "Too many code attempts; wait before trying again (see Retry-After)."
+BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
+AUDIT_THROTTLE = parse("1 per minute")
+
+
+def address_key() -> str:
+    """The client address as a limit key: IPv4 as is, IPv6 as its household prefix."""
+    record = client_address.for_request()
+    address = client_address.parse_ip(record.client_ip or record.peer_ip)
+    if address is None:
+        return "addr:unknown"
+    if address.version == 6:
+        prefix = int(current_app.config["IPV6_HOUSEHOLD_PREFIX"])
+        return "addr:" + str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    return f"addr:{address}"
+
+
+def account_key() -> str:
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return address_key()
+
+
+def setting(name: str) -> Callable[[], str]:
+    return lambda: str(current_app.config[name])
+
+
+def audit_breach(request_limit: RequestLimit) -> None:
+    """Record a refused request, once a minute per limit key at most."""
+    prefix = str(current_app.config.get("RATELIMIT_KEY_PREFIX") or "")
+    try:
+        first = limiter.limiter.hit(AUDIT_THROTTLE, prefix, "tsd-audit-429", request_limit.key)
+    except Exception:  # noqa: BLE001 - the limit stands even if its storage misbehaves here
+        log.exception("rate-limit audit throttle failed")
+        first = True
+    if not first:
+        return None
+    actor = f"user:{current_user.id}" if current_user.is_authenticated else "anonymous"
+    try:
+        audit.record("rate_limited", actor=actor, outcome="refused",
+                     user_id=current_user.id if current_user.is_authenticated else None,
+                     strategy=_strategy_of_endpoint(),
+                     detail=f"{request_limit.limit} on {request.endpoint} "
+                            f"({request_limit.key.rsplit('/', 1)[-1][:80]})")
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("could not audit a rate-limited request")
+    return None
+
+
+def _strategy_of_endpoint() -> str | None:
+    blueprint = request.blueprint or ""
+    if blueprint.startswith("pairing"):
+        return "pairing_code"
+    if blueprint.startswith("qr"):
+        return "qr_code"
+    return None
+
+
+def _guess_limit(name: str, scope: str, key_func: Callable[[], str]):
+    return limiter.shared_limit(setting(name), scope=scope, key_func=key_func,
+                                methods=["POST"], error_message=GUESS_MESSAGE,
+                                on_breach=audit_breach)
+
+
+def busy_limit(name: str, key_func: Callable[[], str] = address_key,
+               methods: list[str] | None = None):
+    """A plain per-route limit for the routes that are not guesses (DoS protection)."""
+    return limiter.limit(setting(name), key_func=key_func, methods=methods,
+                         error_message=BUSY_MESSAGE, on_breach=audit_breach)
+
+
+# One budget per address across both code-entry routes; one per account on /link.
+code_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-guess-address",
+                                      address_key)
+code_guess_per_account = _guess_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
+                                      "pairing-guess-account", account_key)
+# Web codes a user may create, shared by the API and the "Add printer" page.
+code_create_per_account = limiter.shared_limit(
+    setting("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create", key_func=account_key,
+    methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)

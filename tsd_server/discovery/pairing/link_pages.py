@@ -1,0 +1,97 @@
+"""The approval page shared by both ways in (typed code, QR link): approve or deny.
+
+Entering a valid code or opening a QR link binds that device authorization to the user's
+session (the signed session cookie holds its id and how it was reached); the decision is a
+separate POST with the CSRF token. The page shows what the device said about itself and
+where it asked from, and warns (RFC 8628 §5.4) that only a printer in front of the user
+should be approved: someone who sends a code or link is trying to get their own device into
+the user's account.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required
+
+from tsd_server import client_address
+from tsd_server.discovery import kill_switch, registry
+from tsd_server.discovery.pairing import device_flow
+from tsd_server.models import DeviceAuthorization
+from tsd_server.web.forms import ConfirmForm
+
+bp = Blueprint("link_web", __name__)
+
+SESSION_KEY = "tsd_link"
+WAYS = (device_flow.PAIRING_CODE, device_flow.QR_CODE)
+
+
+def bind(row: DeviceAuthorization, *, via: str) -> None:
+    session[SESSION_KEY] = {"id": row.id, "via": via}
+
+
+def _binding() -> tuple[int, str] | None:
+    value = session.get(SESSION_KEY)
+    if not isinstance(value, dict):
+        return None
+    authorization_id, via = value.get("id"), value.get("via")
+    if not isinstance(authorization_id, int) or via not in WAYS:
+        return None
+    return authorization_id, via
+
+
+def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,
+                   status: int = 200):
+    return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
+                           form=ConfirmForm()), status
+
+
+def _switched_off(via: str, current: kill_switch.StrategyState):
+    session.pop(SESSION_KEY, None)
+    return render_template("error.html", status=503,
+                           title=f"{registry.get(via).title} is switched off",
+                           message=f"This way of linking a printer is switched off on this "
+                                   f"server. {current.public_reason}"), 503
+
+
+@bp.get("/link/confirm")
+@login_required
+def confirm():
+    binding = _binding()
+    row = device_flow.get_open(binding[0]) if binding else None
+    if binding is None or row is None:
+        return render_confirm(None, status=404)
+    current = kill_switch.state(binding[1])
+    if not current.enabled:
+        return _switched_off(binding[1], current)
+    return render_confirm(row)
+
+
+@bp.post("/link/confirm")
+@login_required
+def decide():
+    form = ConfirmForm()
+    decision = request.form.get("decision")
+    if not form.validate_on_submit() or decision not in ("approve", "deny"):
+        return render_template("error.html", status=400, title="Choose approve or deny",
+                               message="Use the buttons on the approval page."), 400
+    binding = _binding()
+    if binding is None:
+        return render_confirm(None, status=404)
+    authorization_id, via = binding
+    try:
+        decided = device_flow.decide(authorization_id, user=current_user,
+                                     approve=decision == "approve", via=via,
+                                     address=client_address.for_request())
+    except kill_switch.StrategyDisabled as refused:
+        return _switched_off(via, refused.state)
+    session.pop(SESSION_KEY, None)
+    if not decided:
+        return render_template("error.html", status=409, title="Too late", message=(
+            "This request was decided already or it expired. Start linking again on the "
+            "printer if you still want to link it.")), 409
+    if decision == "approve":
+        flash("Approved. The printer links itself within a few seconds and then shows up "
+              "here.")
+    else:
+        flash("Denied. That device cannot link to your account with this request.")
+    return redirect(url_for("web.dashboard"))

@@ -1,0 +1,125 @@
+"""Pages that belong to one strategy each (the registry answers 503 while it is off).
+
+pairing_code: ``/printers/add/code`` (get a code to type into the printer) and ``/link``
+(type the code the printer shows). qr_code: ``/link/qr/<token>`` (the link inside the QR
+code) and ``/printers/add/qr`` (how it works). Both code paths end on the shared approval
+page (``link_pages``); nothing is approved by typing a code or opening a link alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from werkzeug.exceptions import TooManyRequests
+from wtforms import StringField
+from wtforms.validators import DataRequired, Length
+
+from tsd_server import audit, client_address
+from tsd_server.discovery.pairing import (
+    codes,
+    device_flow,
+    failure_breaker,
+    limits,
+    link_pages,
+    qr,
+    web_codes,
+)
+from tsd_server.extensions import db, limiter
+from tsd_server.web.forms import ConfirmForm
+
+pairing_web_bp = Blueprint("pairing_web", __name__)
+qr_web_bp = Blueprint("qr_web", __name__)
+
+CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, already used or "
+                  "expired. Check the printer's screen and try again.")
+
+
+class CodeEntryForm(FlaskForm):
+    code = StringField("Code shown on the printer", validators=[
+        DataRequired(message="Type the code the printer shows."), Length(max=32)])
+
+
+@pairing_web_bp.get("/printers/add/code")
+@login_required
+def add_code():
+    return render_template("pairing/add_code.html", form=ConfirmForm(), issued=None)
+
+
+@pairing_web_bp.post("/printers/add/code")
+@login_required
+@limits.code_create_per_account
+def create_code():
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        return render_template("pairing/add_code.html", form=form, issued=None), 400
+    issued = web_codes.issue(current_user, client_address.for_request())
+    return render_template("pairing/add_code.html", form=form, issued=issued,
+                           qr_image=qr.data_uri(issued.display))
+
+
+@pairing_web_bp.route("/link", methods=["GET", "POST"])
+@login_required
+@limits.code_guess_per_address
+@limits.code_guess_per_account
+def link():
+    """The verification URI (RFC 8628): type the code the printer shows."""
+    form = CodeEntryForm()
+    if form.validate_on_submit():
+        row = device_flow.live_by_user_code(form.code.data)
+        if row is None:
+            failure_breaker.record_invalid_code(where="link", actor=f"user:{current_user.id}",
+                                                user_id=current_user.id)
+            form.code.errors.append(CODE_NOT_FOUND)
+            return render_template("pairing/link.html", form=form), 400
+        link_pages.bind(row, via=device_flow.PAIRING_CODE)
+        return redirect(url_for("link_web.confirm"))
+    return render_template("pairing/link.html", form=form), 400 if form.errors else 200
+
+
+@pairing_web_bp.errorhandler(TooManyRequests)
+def too_many_attempts(error: TooManyRequests):
+    """A form page, not JSON: the /link form again, saying when to come back."""
+    wait_minutes = _minutes_until_reset()
+    if request.endpoint == "pairing_web.link":
+        form = CodeEntryForm(formdata=None)
+        return render_template("pairing/link.html", form=form, rate_limited=True,
+                               wait_minutes=wait_minutes), 429
+    return render_template("error.html", status=429, title="Too many requests", message=(
+        f"Too many requests from here. Try again in about {wait_minutes} minutes.")), 429
+
+
+def _minutes_until_reset() -> int:
+    current = limiter.current_limit
+    if current is None:
+        return 1
+    return max(1, -(-(current.reset_at - int(time.time())) // 60))
+
+
+@qr_web_bp.get("/printers/add/qr")
+@login_required
+def add_qr():
+    return render_template("pairing/add_qr.html")
+
+
+@qr_web_bp.get("/link/qr/<token>")
+@login_required
+@limits.busy_limit("QR_LINK_LIMIT")
+@limits.busy_limit("QR_LINK_LIMIT", key_func=limits.account_key)
+def open_qr_link(token: str):
+    """The link inside a printer's QR code: leads to the approval page, once."""
+    row = device_flow.open_qr_link(token)
+    if row is None:
+        audit.record("qr_link_invalid", actor=f"user:{current_user.id}", outcome="refused",
+                     user_id=current_user.id, strategy=device_flow.QR_CODE)
+        db.session.commit()
+        return render_template("error.html", status=400, title="This link cannot be used",
+                               message="This QR link is not valid: it was used already or it "
+                                       "has expired. Start linking again on the printer to "
+                                       "get a fresh QR code."), 400
+    link_pages.bind(row, via=device_flow.QR_CODE)
+    # Shown so the person can check it against the printer's screen (RFC 8628 §3.3.1).
+    user_code = codes.display(codes.user_code_for(token)) if row.user_code_hash else None
+    return link_pages.render_confirm(row, user_code=user_code)

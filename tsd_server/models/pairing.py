@@ -1,0 +1,81 @@
+"""One-time codes: codes the web issues, and device authorizations (RFC 8628).
+
+No code or token is stored in the clear: only hashes (see ``discovery/pairing/codes.py``).
+Rows are deleted a while after they expire; the audit log keeps the history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tsd_server.extensions import db
+from tsd_server.models.types import UTCDateTime
+
+PENDING = "pending"
+APPROVED = "approved"
+DENIED = "denied"
+
+
+class PairingCode(db.Model):
+    """A code shown on the web to a logged-in user; a device redeems it once."""
+
+    __tablename__ = "pairing_codes"
+    __table_args__ = (
+        Index("ix_pairing_codes_expires_at", "expires_at"),
+        Index("ix_pairing_codes_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # HMAC of the canonical code; unique over every row kept, so unique among live codes.
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_from_ip: Mapped[str | None] = mapped_column(String(45))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set once, by a conditional UPDATE: the redemption that sets it is the only one.
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+
+
+class DeviceAuthorization(db.Model):
+    """A device asked to be linked (RFC 8628 §3.1); a user approves or denies it."""
+
+    __tablename__ = "device_authorizations"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'approved', 'denied')", name="status"),
+        Index("ix_device_authorizations_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # NULL when pairing_code was off at the request (no user code was issued).
+    user_code_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # NULL when qr_code was off at the request (no QR link was issued).
+    qr_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The QR link is single-use: set by the first open that binds it to a user's session.
+    qr_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    device_uid: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(80))
+    model: Mapped[str | None] = mapped_column(String(80))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    requested_from_ip: Mapped[str | None] = mapped_column(String(45))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Seconds the device must wait between polls; grows by 5 on each slow_down.
+    poll_interval: Mapped[int] = mapped_column(Integer)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    decided_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # pairing_code (typed the user code) or qr_code (opened the QR link).
+    decided_via: Mapped[str | None] = mapped_column(String(32))
+    decided_from_ip: Mapped[str | None] = mapped_column(String(45))
+    decided_peer_ip: Mapped[str | None] = mapped_column(String(45))
+    # Set once when the access token is handed to the device; the device code is spent then.
+    token_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))

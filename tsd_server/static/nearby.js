@@ -1,0 +1,65 @@
+// "Printers near you": refresh the list from the JSON API every poll interval.
+// The page works without this script (forms and a Refresh link); no inline script (CSP).
+"use strict";
+(function () {
+  const section = document.getElementById("nearby");
+  if (!section || !window.fetch) return;
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const list = document.getElementById("nearby-devices");
+  const status = document.getElementById("nearby-status");
+  const empty = document.getElementById("nearby-empty");
+  const url = (template, id) => template.replace("__ID__", encodeURIComponent(id));
+  let last = "";
+
+  function el(tag, props) {
+    return Object.assign(document.createElement(tag), props || {});
+  }
+
+  function item(device) {
+    const li = el("li", { className: "card device" });
+    li.dataset.device = device.device_id;
+    li.append(el("h2", { textContent: device.name }));
+    li.append(el("p", { className: "muted",
+      textContent: [device.model, device.device_id].filter(Boolean).join(" · ") }));
+    if (device.offer) {
+      li.append(el("a", { href: url(section.dataset.offerUrl, device.offer.offer_id),
+        textContent: "Enter the code" }));
+    } else if (device.busy) {
+      li.append(el("p", { className: "muted", textContent: "Someone else is linking this printer." }));
+    } else {
+      const form = el("form", { method: "post", action: url(section.dataset.linkUrl, device.device_id) });
+      form.append(el("input", { type: "hidden", name: "csrf_token", value: csrf }));
+      form.append(el("button", { type: "submit", textContent: "Link this printer" }));
+      li.append(form);
+    }
+    return li;
+  }
+
+  function render(data) {
+    const text = JSON.stringify(data);
+    if (text === last) return;  // unchanged: keep focus and scroll where they are
+    last = text;
+    status.hidden = data.eligible;
+    status.textContent = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
+    empty.hidden = !(data.eligible && data.devices.length === 0);
+    list.replaceChildren(...data.devices.map(item));
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch(section.dataset.api, {
+        credentials: "same-origin", headers: { Accept: "application/json" } });
+      const data = await response.json();
+      if (response.ok) {
+        render(data);
+      } else if (data && data.error) {
+        render({ eligible: false, reason: data.error, message: data.message, devices: [] });
+      }
+    } catch (error) {
+      // Offline or logged out: keep showing the last list until the next try.
+    }
+  }
+
+  const seconds = Math.max(2, Number(section.dataset.poll) || 5);
+  setInterval(refresh, seconds * 1000);
+})();
