@@ -21,6 +21,8 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
      m.EXIT_DISABLED, ["pairing codes", "switched off", "by an administrator"]),
     (server_error(503, "strategy_disabled", strategy="ip_match", disabled_by="deployment"),
      m.EXIT_DISABLED, ["printers-near-you", "deployment settings"]),
+    (server_error(503, "strategy_disabled", strategy=["pairing_code", "qr_code"]),
+     m.EXIT_DISABLED, ["pairing codes (pairing_code) and QR codes (qr_code)"]),
     (server_error(403, "ip_match_ineligible", reason="non_public_address"),
      m.EXIT_INELIGIBLE, ["private or loopback", "TSD_IP_MATCH_ALLOW_PRIVATE", "tsd-agent link"]),
     (server_error(403, "ip_match_ineligible", reason="missing_forwarded_header"),

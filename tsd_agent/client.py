@@ -20,6 +20,7 @@ from tsd_agent import __version__
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30
 USER_AGENT = f"tsd-agent/{__version__}"
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 section 3.4
 
 
 @dataclass
@@ -89,7 +90,8 @@ class Client:
                           {"device_id": device_id, "name": name, "model": model})
 
     def token(self, device_code: str) -> dict[str, Any]:
-        return self._post("/api/v1/device/token", {"device_code": device_code})
+        return self._post("/api/v1/device/token",
+                          {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code})
 
     def me(self, access_token: str) -> dict[str, Any]:
         return self._request("GET", "/api/v1/device/me",

@@ -179,7 +179,9 @@ def link(agent: Agent, timeout: float | None) -> int:
             if error.code == "authorization_pending":
                 continue
             if error.code == "slow_down":
-                interval = min(interval + SLOW_DOWN_STEP, MAX_POLL_INTERVAL)
+                # RFC 8628: add 5 seconds; a server that names a longer interval wins.
+                interval = max(min(interval + SLOW_DOWN_STEP, MAX_POLL_INTERVAL),
+                               interval_from(error.body.get("interval"), default=0.0))
                 continue
             if error.code == "rate_limited" or error.status == 429:
                 agent.sleep(max(rate_limit_wait(agent, error) - interval, 0.0))

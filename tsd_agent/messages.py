@@ -85,6 +85,9 @@ def describe(error: Exception) -> tuple[int, str]:
 
 
 def strategy_words(name: object) -> str:
+    """Words for a strategy name, or for a list of them (the device flow serves two)."""
+    if isinstance(name, list) and name:
+        return " and ".join(strategy_words(item) for item in name)
     return STRATEGY_WORDS.get(str(name), clean(name, 40) or "this way of linking")
 
 

@@ -1,0 +1,363 @@
+"""tsd-agent against a real gunicorn server (SQLite file) on loopback, for every way of linking.
+
+The agent runs for real -- its ``main()`` in a thread, and the installed ``tsd-agent``
+console script as a subprocess -- while the test plays the person's side over HTTP: log in,
+CSRF token, pick the printer / type its code / open its QR link, approve. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import db_backends, servers
+from tests.support.apps import another_app
+from tests.support.ip_match_world import HttpEndpoint, Person
+from tests.support.pairing import LOOSE_LIMITS, switch
+from tsd_agent import messages as m
+from tsd_agent.cli import main
+from tsd_agent.state import AgentState, load, save
+
+AGENT = Path(sys.executable).with_name("tsd-agent")
+WAIT = 30.0
+USER_CODE_LINE = re.compile(r"^ {4}([B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4})$", re.M)
+QR_LINE = re.compile(r"\((http://\S+/link/qr/\S+)\):")
+
+FAST = {
+    **LOOSE_LIMITS,
+    # One box on loopback: the agent and the browser are one LAN household.
+    "IP_MATCH_ALLOW_PRIVATE": True,
+    "IP_MATCH_POLL_INTERVAL": 1,
+    "IP_MATCH_LAST_SEEN_WRITE_INTERVAL": 1,
+    "IP_MATCH_MAX_ACCOUNTS_PER_HOUSEHOLD": 100,
+    "IP_MATCH_MAX_DEVICES_PER_HOUSEHOLD": 100,
+    "IP_MATCH_CLAIM_RATE_LIMIT": "1000 per minute",
+    "DEVICE_FLOW_INTERVAL": 1,
+    "KILL_SWITCH_CACHE_SECONDS": 0,
+}
+# Defaults (no LAN mode) with a tight guess limit, one worker so the limit is one counter.
+STRICT = {"PAIRING_GUESS_LIMIT_PER_IP": "1 per 15 minutes"}
+
+
+class Output(io.TextIOBase):
+    """A stream the agent writes to while the test waits for lines to appear."""
+
+    encoding = "utf-8"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[str] = []
+        self._changed = threading.Condition()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self._changed:
+            self._parts.append(text)
+            self._changed.notify_all()
+        return len(text)
+
+    @property
+    def text(self) -> str:
+        with self._changed:
+            return "".join(self._parts)
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = WAIT) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = pattern.search("".join(self._parts))
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{pattern.pattern!r} never appeared in:\n"
+                                         + "".join(self._parts))
+                self._changed.wait(left)
+
+
+class AgentRun:
+    """One agent command, in-process (a thread running main()) or as a subprocess."""
+
+    def __init__(self, mode: str, server: str, state: Path, *args: str) -> None:
+        self.argv = ["--server", server, "--state", str(state), *args]
+        self.out, self.err = Output(), Output()
+        self.code: int | None = None
+        if mode == "in_process":
+            self.thread = threading.Thread(target=self._main, daemon=True)
+            self.process = None
+        else:
+            assert AGENT.exists(), f"console script not installed at {AGENT}"
+            env = {k: v for k, v in os.environ.items() if not k.startswith("TSD_")}
+            env["HOME"] = str(state.parent)
+            self.process = subprocess.Popen([str(AGENT), *self.argv], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                            text=True, encoding="utf-8", env=env)
+            self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        self.code = main(self.argv, stdout=self.out, stderr=self.err)
+
+    def _pump(self) -> None:
+        assert self.process is not None
+        readers = [threading.Thread(target=self._copy, args=(self.process.stderr, self.err))]
+        readers[0].start()
+        self._copy(self.process.stdout, self.out)
+        readers[0].join()
+        self.code = self.process.wait()
+
+    @staticmethod
+    def _copy(pipe, sink: Output) -> None:
+        for line in pipe:
+            sink.write(line)
+
+    def finish(self, timeout: float = WAIT) -> int:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            if self.process is not None:
+                self.process.kill()
+            raise AssertionError(f"agent still running after {timeout} s:\n{self.out.text}"
+                                 f"\n{self.err.text}")
+        assert self.code is not None
+        return self.code
+
+
+def run_agent(server: str, state: Path, *args: str) -> tuple[int, str, str]:
+    """A short command in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--server", server, "--state", str(state), *args], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def agent_database(tmp_path_factory):
+    """One SQLite file shared by the gunicorn servers and the test's own app instance."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('agent-db') / 'tsd.sqlite3'}"
+    db_backends.migrate(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(agent_database, tmp_path_factory):
+    with servers.gunicorn(tmp_path_factory.mktemp("agent-server"), database_url=agent_database,
+                          settings=FAST) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def strict_server(agent_database, tmp_path_factory):
+    with servers.gunicorn(tmp_path_factory.mktemp("strict-server"), database_url=agent_database,
+                          settings=STRICT, workers=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server_app(agent_database):
+    with another_app(agent_database) as app:
+        yield app
+
+
+@pytest.fixture
+def person(server, server_app):
+    """A new account, logged in over HTTP from 127.0.0.1 (the agent's household too)."""
+    from tsd_server.auth.accounts import create_user
+
+    email, password = f"owner-{secrets.token_hex(4)}@example.org", "correct horse battery"
+    name = f"Owner {secrets.token_hex(2)}"
+    with server_app.app_context():
+        user_id = create_user(email, password, display_name=name).id
+    return Person(HttpEndpoint(server.base_url, "127.0.0.1"), "127.0.0.1", user_id, email,
+                  password, name)
+
+
+def form_post(person: Person, path: str, data: dict):
+    return person.endpoint.request("POST", path, data={**data, "csrf_token": person.csrf})
+
+
+def my_devices(person: Person) -> dict[str, dict]:
+    reply = person.endpoint.request("GET", "/api/v1/devices")
+    assert reply.status == 200, reply.body
+    return {device["id"]: device for device in reply.json["devices"]}
+
+
+def assert_linked(server, state_path: Path, person: Person, name: str, strategy: str) -> None:
+    """The state file holds a token for this server, the owner sees the printer, whoami works."""
+    saved = load(state_path, warn=pytest.fail)
+    assert saved.access_token and saved.access_token.startswith("tsd_at_")
+    assert saved.server == server.base_url
+    device = my_devices(person)[saved.device_id]
+    assert device["name"] == name and device["linked_via"] == strategy
+    code, out, err = run_agent(server.base_url, state_path, "whoami")
+    assert code == m.EXIT_OK, err
+    assert saved.device_id in out and person.display_name in out and strategy in out
+
+
+MODES = ["in_process", "subprocess"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pair_with_a_code_the_website_issued(mode, server, person, tmp_path):
+    issued = person.endpoint.request("POST", "/api/v1/pairing/codes",
+                                     headers={"X-CSRFToken": person.csrf})
+    assert issued.status == 201, issued.body
+    state = tmp_path / "state.json"
+    run = AgentRun(mode, server.base_url, state, "--name", "Bench printer", "pair",
+                   issued.json["code"].lower())
+    assert run.finish() == m.EXIT_OK, run.err.text
+    assert "Linked" in run.out.text
+    assert_linked(server, state, person, "Bench printer", "pairing_code")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_link_by_typing_the_printers_code_on_the_website(mode, server, person, tmp_path):
+    state = tmp_path / "state.json"
+    run = AgentRun(mode, server.base_url, state, "--name", "Garage printer", "--model", "2.4",
+                   "link")
+    user_code = run.out.wait_for(USER_CODE_LINE).group(1)
+    assert f"open {server.base_url}/link " in run.out.text
+    typed = form_post(person, "/link", {"code": user_code})
+    assert typed.status == 302, typed.body
+    approved = form_post(person, "/link/confirm", {"decision": "approve"})
+    assert approved.status == 302, approved.body
+    assert run.finish() == m.EXIT_OK, run.err.text
+    assert_linked(server, state, person, "Garage printer", "pairing_code")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_link_by_scanning_the_qr_code(mode, server, person, tmp_path):
+    from tsd_agent.commands import qr_text
+
+    state = tmp_path / "state.json"
+    run = AgentRun(mode, server.base_url, state, "--name", "Phone-scanned printer", "link")
+    url = run.out.wait_for(QR_LINE).group(1)
+    run.out.wait_for(re.compile("Waiting for approval"))
+    # The terminal drawing is the QR code of exactly that link.
+    assert qr_text(url, run.out) in run.out.text
+    opened = person.endpoint.request("GET", url[len(server.base_url):])
+    assert opened.status in (200, 302), opened.body
+    approved = form_post(person, "/link/confirm", {"decision": "approve"})
+    assert approved.status == 302, approved.body
+    assert run.finish() == m.EXIT_OK, run.err.text
+    assert_linked(server, state, person, "Phone-scanned printer", "qr_code")
+
+
+def wait_until_nearby(person: Person, device_id: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        reply = person.nearby()
+        assert reply.status == 200, reply.body
+        if device_id in {d["device_id"] for d in reply.json["devices"]}:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{device_id} never showed up nearby")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_discover_shows_who_asks_and_the_code_then_links(mode, server, person, tmp_path):
+    state = tmp_path / "state.json"
+    identity = AgentState.new()
+    save(state, identity)
+    run = AgentRun(mode, server.base_url, state, "--name", "Kitchen printer", "discover")
+    wait_until_nearby(person, identity.device_id)
+    offer = person.link(identity.device_id)
+    assert offer.status == 200 and offer.json["status"] == "awaiting_confirmation", offer.body
+    code = run.out.wait_for(re.compile(r"Confirmation code: (\S+)")).group(1)
+    assert f"{person.display_name} wants to link this printer" in run.out.text
+    confirmed = person.confirm(offer.json["offer_id"], code)
+    assert confirmed.status == 200, confirmed.body
+    assert run.finish() == m.EXIT_OK, run.err.text
+    assert_linked(server, state, person, "Kitchen printer", "ip_match")
+    # Linking did not change the printer's identity.
+    assert load(state, warn=pytest.fail).device_secret == identity.device_secret
+
+
+# --- refusals: each one line, each its exit code ------------------------------------------
+
+def test_denied_link_exits_7_and_saves_no_token(server, person, tmp_path):
+    state = tmp_path / "state.json"
+    run = AgentRun("in_process", server.base_url, state, "link", "--no-qr")
+    user_code = run.out.wait_for(USER_CODE_LINE).group(1)
+    assert "█" not in run.out.text and "▀" not in run.out.text
+    assert form_post(person, "/link", {"code": user_code}).status == 302
+    assert form_post(person, "/link/confirm", {"decision": "deny"}).status == 302
+    assert run.finish() == m.EXIT_REFUSED
+    assert "denied" in run.err.text and run.err.text.count("\n") == 1
+    assert load(state, warn=pytest.fail).access_token is None
+
+
+def test_link_gives_up_at_its_timeout(server, tmp_path):
+    code, _, err = run_agent(server.base_url, tmp_path / "s.json", "link", "--timeout", "1",
+                             "--no-qr")
+    assert code == m.EXIT_EXPIRED and "--timeout" in err
+
+
+def test_invalid_code_exits_7(server, tmp_path):
+    code, _, err = run_agent(server.base_url, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_REFUSED
+    assert "not valid" in err and err.count("\n") == 1
+
+
+def test_switched_off_strategy_exits_4_and_says_by_whom(server, server_app, person, tmp_path):
+    issued = person.endpoint.request("POST", "/api/v1/pairing/codes",
+                                     headers={"X-CSRFToken": person.csrf})
+    switch(server_app, "pairing_code", False)
+    try:
+        code, _, err = run_agent(server.base_url, tmp_path / "s.json", "pair",
+                                 issued.json["code"])
+    finally:
+        switch(server_app, "pairing_code", True)
+    assert code == m.EXIT_DISABLED
+    assert "pairing codes (pairing_code) is switched off" in err and "administrator" in err
+
+
+def test_discover_from_a_loopback_address_without_lan_mode_exits_5(strict_server, tmp_path):
+    code, _, err = run_agent(strict_server.base_url, tmp_path / "s.json", "discover",
+                             "--timeout", "5")
+    assert code == m.EXIT_INELIGIBLE
+    assert "private or loopback" in err and "TSD_IP_MATCH_ALLOW_PRIVATE" in err
+
+
+def test_rate_limit_exits_6_with_the_wait(strict_server, tmp_path):
+    state = tmp_path / "s.json"
+    first, _, _ = run_agent(strict_server.base_url, state, "pair", "BCDF-GHJK")
+    second, _, err = run_agent(strict_server.base_url, state, "pair", "BCDF-GHJK")
+    assert first == m.EXIT_REFUSED
+    assert second == m.EXIT_RATE_LIMITED
+    assert re.search(r"retry in \d+ (seconds|minutes)", err), err
+
+
+def test_whoami_after_the_owner_unlinks_exits_9(server, person, tmp_path):
+    issued = person.endpoint.request("POST", "/api/v1/pairing/codes",
+                                     headers={"X-CSRFToken": person.csrf})
+    state = tmp_path / "s.json"
+    assert run_agent(server.base_url, state, "pair", issued.json["code"])[0] == m.EXIT_OK
+    device_id = load(state, warn=pytest.fail).device_id
+    pk = my_devices(person)[device_id]["pk"]
+    unlinked = person.endpoint.request("DELETE", f"/api/v1/devices/{pk}",
+                                       headers={"X-CSRFToken": person.csrf})
+    assert unlinked.status == 200, unlinked.body
+    code, _, err = run_agent(server.base_url, state, "whoami")
+    assert code == m.EXIT_NOT_LINKED and "no longer accepts" in err
+
+
+def test_token_is_never_sent_to_another_server(server, strict_server, person, tmp_path):
+    issued = person.endpoint.request("POST", "/api/v1/pairing/codes",
+                                     headers={"X-CSRFToken": person.csrf})
+    state = tmp_path / "s.json"
+    assert run_agent(server.base_url, state, "pair", issued.json["code"])[0] == m.EXIT_OK
+    log_before = (Path(strict_server.log_path)).read_text(errors="replace")
+    code, _, err = run_agent(strict_server.base_url, state, "whoami")
+    assert code == m.EXIT_NOT_LINKED and f"issued by {server.base_url}" in err
+    assert "/api/v1/device/me" not in Path(strict_server.log_path).read_text(
+        errors="replace")[len(log_before):]
