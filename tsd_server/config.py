@@ -67,6 +67,31 @@ DEFAULTS: dict[str, Any] = {
     # How long a process trusts the runtime kill-switch flags it read (seconds). Every
     # process honours a toggle within this; keep it at or under 1.
     "KILL_SWITCH_CACHE_SECONDS": 0.5,
+    # pairing_code / qr_code (docs/pairing.md, docs/security.md); times in seconds.
+    # A code the web shows (XXXX-XXXX) lives this long and works once.
+    "PAIRING_CODE_TTL": 600,
+    # Code guesses (device redeeming a web code, or a person typing a device's code on
+    # /link) per client address (IPv6: per /64), shared by both, and per account on /link.
+    # tests/test_pairing_bound.py fails if these let one attacker reach a 1e-6 chance of
+    # hitting any of 10,000 live codes within a code's lifetime (docs/security.md).
+    "PAIRING_GUESS_LIMIT_PER_IP": "2 per 15 minutes",
+    "PAIRING_GUESS_LIMIT_PER_ACCOUNT": "2 per 15 minutes",
+    # Global failure breaker: more invalid codes than this within 60 s, from anyone,
+    # switches pairing_code off (actor "auto") until an admin switches it on. 0 = no breaker.
+    "PAIRING_FAILURE_BREAKER_PER_MINUTE": 20,
+    # Web codes a user may create (per account).
+    "PAIRING_CODE_CREATE_LIMIT": "20 per hour",
+    # RFC 8628 device flow: lifetime of device_code/user_code/QR link, and poll interval.
+    "DEVICE_FLOW_TTL": 900,
+    "DEVICE_FLOW_INTERVAL": 5,
+    "DEVICE_FLOW_AUTHORIZE_LIMIT": "10 per 10 minutes",
+    "DEVICE_FLOW_TOKEN_LIMIT": "120 per minute",
+    # Opening QR links (per address and per account) and fetching QR images (per address).
+    "QR_LINK_LIMIT": "20 per 10 minutes",
+    "QR_IMAGE_LIMIT": "30 per 10 minutes",
+    # Flask-Limiter: a moving window counts exactly N in any period (a fixed window lets
+    # 2N through around a window boundary, which the brute-force bound has to allow for).
+    "RATELIMIT_STRATEGY": "moving-window",
     "RATELIMIT_STORAGE_URI": "memory://",
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
