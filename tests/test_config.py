@@ -90,9 +90,11 @@ def test_boolean_settings_from_environment(instance, monkeypatch, text, expected
 
 def test_boolean_setting_as_text_in_config_file(instance):
     instance.mkdir()
-    (instance / "config.py").write_text("IP_MATCH_ALLOW_PRIVATE = 'false'\n")
+    (instance / "config.py").write_text("IP_MATCH_ALLOW_PRIVATE = 'false'\n"
+                                        "MAX_CONTENT_LENGTH = '1000'\n")
     app = create_app({"SECRET_KEY": "k" * 32})
     assert app.config["IP_MATCH_ALLOW_PRIVATE"] is False
+    assert app.config["MAX_CONTENT_LENGTH"] == 1000
 
 
 def test_integer_settings_from_environment(instance, monkeypatch):
@@ -118,6 +120,8 @@ def test_trusted_proxies_as_a_list_in_config_file(instance):
     ("PROXY_FIX_X_FOR", "two", "TSD_PROXY_FIX_X_FOR"),
     ("PROXY_FIX_X_FOR", "-1", "TSD_PROXY_FIX_X_FOR"),
     ("MAX_CONTENT_LENGTH", "64k", "TSD_MAX_CONTENT_LENGTH"),
+    ("MAX_CONTENT_LENGTH", "nan", "TSD_MAX_CONTENT_LENGTH"),
+    ("PROXY_FIX_X_FOR", "1.5", "TSD_PROXY_FIX_X_FOR"),
     ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.lan", "TSD_TRUSTED_PROXIES"),
     ("IPV6_HOUSEHOLD_PREFIX", "0", "TSD_IPV6_HOUSEHOLD_PREFIX"),
     ("IPV6_HOUSEHOLD_PREFIX", "129", "TSD_IPV6_HOUSEHOLD_PREFIX"),
@@ -136,8 +140,8 @@ def test_every_default_survives_type_checking():
     for key, default in DEFAULTS.items():
         if isinstance(default, bool):
             assert config_module.parse_bool(key, default) is default
-        elif isinstance(default, int):
-            assert config_module.parse_int(key, default) == default
+        elif isinstance(default, int | float):
+            assert config_module.parse_number(key, str(default)) == default
 
 
 # --- the secret key ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ where they parse (``TSD_PROXY_FIX_X_FOR=1`` is the integer 1, ``true`` is a bool
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -141,28 +142,30 @@ def parse_bool(key: str, value: Any) -> bool:
     raise ConfigurationError(f"TSD_{key} must be true or false, not {value!r}.")
 
 
-def parse_int(key: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+def parse_number(key: str, value: Any) -> int | float:
+    """A number given as text ("8", "0.5"); anything else is an error."""
+    text = str(value).strip()
+    for kind in (int, float):
         try:
-            return int(value.strip())
+            number = kind(text)
         except ValueError:
-            pass
-    raise ConfigurationError(f"TSD_{key} must be a whole number, not {value!r}.")
+            continue
+        if math.isfinite(number):
+            return number
+    raise ConfigurationError(f"TSD_{key} must be a number, not {value!r}.")
 
 
 def _coerce_to_default_types(config: dict[str, Any]) -> None:
-    """Settings whose default is a bool or an int get that type, or start-up stops.
-
-    Environment values arrive as JSON where they parse and as text otherwise, and
-    instance/config.py may hold strings; ``bool("False")`` would silently be True.
-    """
+    """Text given for a setting whose default is a bool or a number is parsed, or start-up
+    stops. Environment values arrive as JSON where they parse and as text otherwise, and
+    instance/config.py may hold strings; ``bool("False")`` would silently be True."""
     for key, default in DEFAULTS.items():
+        value = config.get(key)
         if isinstance(default, bool):
-            config[key] = parse_bool(key, config[key])
-        elif isinstance(default, int):
-            config[key] = parse_int(key, config[key])
+            if not isinstance(value, bool):
+                config[key] = parse_bool(key, value)
+        elif isinstance(default, int | float) and isinstance(value, str):
+            config[key] = parse_number(key, value)
 
 
 def _development_secret_key(app: Flask) -> str:
