@@ -99,6 +99,12 @@ def _register_blueprints(app: Flask) -> None:
     for blueprint in (add_printer.bp, *pairing.shared_blueprints()):
         app.register_blueprint(blueprint)
 
+    from tsd_server.admin import views as admin_views
+    from tsd_server.api import discovery_status
+
+    app.register_blueprint(discovery_status.bp)
+    app.register_blueprint(admin_views.bp)
+
     from tsd_server.discovery import registry
 
     registry.init_app(app)

@@ -6,6 +6,7 @@ import click
 from flask import Flask
 
 from tsd_server.auth.accounts import AccountError, create_user
+from tsd_server.discovery import cli as discovery_cli
 
 
 @click.command("create-user")
@@ -24,3 +25,4 @@ def create_user_command(email: str, admin: bool, display_name: str | None, passw
 
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_user_command)
+    discovery_cli.register_commands(app)

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit
 from tsd_server.api.errors import ApiError
@@ -256,9 +257,10 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
     emergency stop (the audit row's detail names what it cleared); deployment-level
     switch-offs stay in force regardless. Switching off needs a reason.
 
-    Commits the session: call it with nothing else pending. Two processes creating the same
-    flag row at once collide on its primary key; the loser rolls back and tries once more
-    (then the row exists and is updated).
+    The flag row is written with one INSERT ... ON CONFLICT DO UPDATE, so two processes
+    creating the same row at once cannot collide (the later write wins, both are audited)
+    and whatever the caller has pending (a breaker's own audit row) is committed with it,
+    never rolled back by a retry.
     """
     if target != ALL and target not in known_names():
         raise ValueError(f"unknown strategy {target!r}; expected one of "
@@ -268,40 +270,33 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
         raise ValueError("a reason is required to switch a strategy off")
     if reason is not None and len(reason) > MAX_REASON:
         raise ValueError(f"the reason is longer than {MAX_REASON} characters")
-    for attempt in (1, 2):
-        try:
-            flag = _write_flag(target, enabled=enabled, reason=reason, actor=actor)
-            db.session.commit()
-            break
-        except IntegrityError:
-            db.session.rollback()
-            if attempt == 2:
-                raise
-            log.info("kill switch: flag row for %s created concurrently; retrying", target)
-    forget_cached_flags()
-    return flag
-
-
-def _write_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> StrategyFlag:
     now = utcnow()
-    flag = db.session.get(StrategyFlag, target, populate_existing=True)
-    if flag is None:
-        flag = StrategyFlag(strategy=target)
-        db.session.add(flag)
-    flag.enabled = enabled
-    flag.reason = reason
-    flag.changed_by = actor
-    flag.changed_at = now
-    cleared = []
+    values = {"enabled": enabled, "reason": reason, "changed_by": actor, "changed_at": now}
+    _upsert_flag(target, values)
+    cleared: list[str] = []
     if target == ALL and enabled:
-        for row in db.session.scalars(select(StrategyFlag).where(
-                StrategyFlag.strategy != ALL, StrategyFlag.enabled.is_(False))):
-            row.enabled, row.reason, row.changed_by, row.changed_at = True, reason, actor, now
-            cleared.append(row.strategy)
+        cleared = list(db.session.scalars(select(StrategyFlag.strategy).where(
+            StrategyFlag.strategy != ALL, StrategyFlag.enabled.is_(False))))
+        if cleared:
+            db.session.execute(update(StrategyFlag).where(
+                StrategyFlag.strategy.in_(cleared)).values(**values))
     detail = reason
     if cleared:
         detail = f"{reason or ''} (also cleared: {', '.join(sorted(cleared))})".strip()
     audit.record("flag_toggle", actor=actor, strategy=target,
                  outcome="enabled" if enabled else "disabled", detail=detail)
-    db.session.flush()
+    db.session.commit()
+    forget_cached_flags()
+    flag = db.session.get(StrategyFlag, target, populate_existing=True)
+    assert flag is not None
     return flag
+
+
+def _upsert_flag(target: str, values: dict) -> None:
+    """One statement on both backends: INSERT, or UPDATE the row another process made."""
+    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(StrategyFlag).values(strategy=target, **values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[StrategyFlag.strategy],
+        set_={key: statement.excluded[key] for key in values})
+    db.session.execute(statement)

@@ -1,0 +1,128 @@
+"""The audit log page: newest first, filters, pages; rows written with the change they record."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tsd_server import audit
+from tsd_server.admin import audit_log
+from tsd_server.client_address import ClientAddress
+from tsd_server.extensions import db
+
+START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+ROW_ID = re.compile(r'data-event-id="(\d+)"')
+
+
+@pytest.fixture
+def admin(make_user, login):
+    _, email, password = make_user("root@example.org", is_admin=True)
+    return login(email, password)
+
+
+@pytest.fixture
+def events(app, clock, make_user):
+    """Five events a minute apart; returns their ids oldest first."""
+    alice, _, _ = make_user("Alice@Example.org")
+    address = ClientAddress(client_ip="9.9.9.9", peer_ip="1.1.1.1",
+                            forwarded_for=("9.9.9.9",), household="9.9.9.9/32")
+    specs = [
+        ("link", "ok", f"user:{alice}", alice, "ip_match"),
+        ("link_failed", "strategy_disabled", f"user:{alice}", alice, "qr_code"),
+        ("flag_toggle", "disabled", "admin:1", None, "ip_match"),
+        ("flag_toggle", "enabled", "cli", None, "all"),
+        ("breaker_trip", "ok", "auto", None, "ip_match"),
+    ]
+    ids = []
+    with app.app_context():
+        for index, (event, outcome, actor, user_id, strategy) in enumerate(specs):
+            clock.now = START + timedelta(minutes=index)
+            row = audit.record(event, actor=actor, outcome=outcome, user_id=user_id,
+                               strategy=strategy, address=address, detail=f"detail {index}")
+            db.session.commit()
+            ids.append(row.id)
+    return ids
+
+
+def listed(session, **query) -> list[int]:
+    response = session.get("/admin/audit", query_string=query)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [int(i) for i in ROW_ID.findall(response.get_data(as_text=True))]
+
+
+def test_newest_first_with_every_column(admin, events):
+    assert listed(admin) == list(reversed(events))
+    page = admin.get("/admin/audit").get_data(as_text=True)
+    for value in ("9.9.9.9", "1.1.1.1", "9.9.9.9/32", "alice@example.org", "detail 4",
+                  "2026-06-01 12:04:00"):
+        assert value in page
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ({"event": "flag_toggle"}, [3, 2]),
+    ({"strategy": "ip_match"}, [4, 2, 0]),
+    ({"outcome": "strategy_disabled"}, [1]),
+    ({"actor": "auto"}, [4]),
+    ({"actor": "admin:1"}, [2]),
+    ({"email": "ALICE@example.org "}, [1, 0]),
+    ({"email": "nobody@example.org"}, []),
+    ({"event": "flag_toggle", "actor": "cli"}, [3]),
+    # since inclusive, until exclusive
+    ({"since": "2026-06-01T12:02:00Z"}, [4, 3, 2]),
+    ({"until": "2026-06-01T12:02:00Z"}, [1, 0]),
+    ({"since": "2026-06-01T12:01:00", "until": "2026-06-01T12:01:00.000001"}, [1]),
+    ({"since": "2026-06-01T14:02:00+02:00"}, [4, 3, 2]),
+])
+def test_filters(admin, events, query, expected):
+    assert listed(admin, **query) == [events[i] for i in expected]
+
+
+@pytest.mark.parametrize("query", [
+    {"since": "yesterday"}, {"until": "2026-13-01"}, {"event": "x" * 33},
+])
+def test_bad_filters_are_form_errors_not_500(admin, events, query):
+    response = admin.get("/admin/audit", query_string=query)
+    assert response.status_code == 400
+    assert ROW_ID.findall(response.get_data(as_text=True)) == []
+    assert 'class="error"' in response.get_data(as_text=True)
+
+
+def test_pagination_keeps_filters_and_order(app, admin, clock):
+    total = audit_log.PER_PAGE + 7
+    with app.app_context():
+        for index in range(total):
+            clock.now = START + timedelta(seconds=index)
+            audit.record("link", actor="cli", strategy="qr_code", detail=str(index))
+        audit.record("link", actor="cli", strategy="ip_match")
+        db.session.commit()
+    first = admin.get("/admin/audit", query_string={"strategy": "qr_code"})
+    first_ids = [int(i) for i in ROW_ID.findall(first.get_data(as_text=True))]
+    assert len(first_ids) == audit_log.PER_PAGE
+    html = first.get_data(as_text=True)
+    assert f"{total} event(s), page 1 of 2" in html
+    assert "page=2" in html and "strategy=qr_code" in html
+    second_ids = listed(admin, strategy="qr_code", page="2")
+    assert len(second_ids) == 7
+    assert first_ids + second_ids == sorted(first_ids + second_ids, reverse=True)
+    # Out-of-range and junk page numbers land on a real page.
+    assert listed(admin, strategy="qr_code", page="99") == second_ids
+    assert listed(admin, strategy="qr_code", page="-1") == first_ids
+    assert listed(admin, strategy="qr_code", page="abc") == first_ids
+
+
+def test_attacker_chosen_text_is_escaped(app, admin, clock):
+    with app.app_context():
+        audit.record("link_failed", actor="device:1", outcome="refused",
+                     device_uid="<img src=x onerror=alert(1)>",
+                     detail="<script>alert(1)</script>")
+        db.session.commit()
+    page = admin.get("/admin/audit").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_non_admin_cannot_read_the_audit_log(make_user, login, events):
+    _, email, password = make_user("member@example.org")
+    assert login(email, password).get("/admin/audit").status_code == 403

@@ -1,0 +1,159 @@
+"""The link service: the only way a Device and its token come to exist."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from tests.support.apps import another_app
+from tsd_server.auth.tokens import token_hash
+from tsd_server.client_address import ClientAddress
+from tsd_server.discovery import kill_switch
+from tsd_server.discovery.link_service import link_device
+from tsd_server.extensions import db
+from tsd_server.models import AuditEvent, Device, User
+
+ADDRESS = ClientAddress(client_ip="9.9.9.9", peer_ip="1.1.1.1", forwarded_for=("9.9.9.9",),
+                        household="9.9.9.9/32")
+
+
+def link(owner_id: int, strategy: str = "pairing_code", device_uid: str = "printer-0001",
+         **extra):
+    return link_device(owner=db.session.get(User, owner_id), device_uid=device_uid,
+                       name=extra.pop("name", "Prusa"), model="Mk4", strategy=strategy,
+                       actor=f"user:{owner_id}", address=extra.pop("address", ADDRESS), **extra)
+
+
+def test_link_creates_device_token_and_audit_row_together(app, make_user, clock):
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        result = link(uid, strategy="qr_code")
+        device_pk = result.device.id
+        token = result.access_token
+    with app.app_context():
+        device = db.session.get(Device, device_pk)
+        assert device.token_hash == token_hash(token) and token not in (device.token_hash or "")
+        assert (device.linked_via, device.linked_from_ip, device.linked_at) == \
+            ("qr_code", "9.9.9.9", clock.now)
+        row = db.session.scalar(select(AuditEvent).where(AuditEvent.event == "link"))
+        assert (row.actor, row.user_id, row.device_id, row.strategy) == \
+            (f"user:{uid}", uid, device_pk, "qr_code")
+        assert (row.client_ip, row.peer_ip, row.forwarded_for, row.household) == \
+            ("9.9.9.9", "1.1.1.1", ["9.9.9.9"], "9.9.9.9/32")
+        assert row.at == device.linked_at
+
+
+def test_audit_time_equals_linked_at_with_the_real_clock(app, make_user):
+    """Incident windows read both; they must agree to the microsecond."""
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        device_pk = link(uid).device.id
+    with app.app_context():
+        row = db.session.scalar(select(AuditEvent).where(AuditEvent.event == "link"))
+        assert row.at == db.session.get(Device, device_pk).linked_at
+
+
+def test_relink_replaces_token_and_clears_needs_relink(app, make_user, client):
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        first = link(uid)
+        first.device.needs_relink = True
+        first.device.token_hash = None
+        db.session.commit()
+        second = link(uid, strategy="ip_match")
+        assert second.device.id == first.device.id
+        assert second.device.needs_relink is False
+    assert client.get("/api/v1/device/me", headers={
+        "Authorization": f"Bearer {first.access_token}"}).status_code == 401
+    assert client.get("/api/v1/device/me", headers={
+        "Authorization": f"Bearer {second.access_token}"}).status_code == 200
+
+
+def test_address_defaults_to_the_current_request(app, make_user):
+    uid, _, _ = make_user()
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "8.8.8.8"}):
+        device_pk = link(uid, address=None).device.id
+    with app.app_context():
+        assert db.session.get(Device, device_pk).linked_from_ip == "8.8.8.8"
+        row = db.session.scalar(select(AuditEvent).where(AuditEvent.event == "link"))
+        assert row.client_ip == "8.8.8.8"
+
+
+def test_offer_begun_before_switch_off_cannot_complete_after(app, database, make_user):
+    """The process still has "on" cached; another process switches off; linking refuses."""
+    app.config["KILL_SWITCH_CACHE_SECONDS"] = 600  # this process will not re-read by itself
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        kill_switch.require_enabled("pairing_code")  # the offer/code was handed out: "on"
+    with another_app(database) as other:
+        with other.app_context():
+            kill_switch.set_flag("pairing_code", enabled=False, reason="incident", actor="cli")
+    with app.test_request_context():
+        assert kill_switch.is_enabled("pairing_code"), "cache expired: test proves nothing"
+        with pytest.raises(kill_switch.StrategyDisabled) as refused:
+            link(uid)
+        assert refused.value.status == 503 and refused.value.code == "strategy_disabled"
+    with app.app_context():
+        assert db.session.scalar(select(Device)) is None
+        row = db.session.scalar(select(AuditEvent).where(AuditEvent.event == "link_failed"))
+        assert (row.outcome, row.strategy, row.user_id, row.device_uid, row.actor) == \
+            ("strategy_disabled", "pairing_code", uid, "printer-0001", f"user:{uid}")
+        assert row.detail == "incident" and row.client_ip == "9.9.9.9"
+
+
+def test_refusal_discards_the_callers_pending_changes(app, make_user):
+    """A strategy that marked its code used before linking does not leave that half-done."""
+    uid, _, _ = make_user(display_name="Before")
+    with app.test_request_context():
+        kill_switch.set_flag("qr_code", enabled=False, reason="off", actor="cli")
+        db.session.get(User, uid).display_name = "Pending change"
+        with pytest.raises(kill_switch.StrategyDisabled):
+            link(uid, strategy="qr_code")
+    with app.app_context():
+        assert db.session.get(User, uid).display_name == "Before"
+
+
+def test_callers_pending_changes_commit_with_the_link(app, make_user):
+    uid, _, _ = make_user(display_name="Before")
+    with app.test_request_context():
+        db.session.get(User, uid).display_name = "Committed with the link"
+        link(uid)
+    with app.app_context():
+        assert db.session.get(User, uid).display_name == "Committed with the link"
+
+
+def test_deployment_switch_refuses_links(app, database, make_user):
+    uid, _, _ = make_user()
+    with another_app(database, DISCOVERY_DISABLED="all") as other:
+        with other.test_request_context():
+            kill_switch.set_flag("all", enabled=True, reason="override attempt", actor="cli")
+            for strategy in ("ip_match", "pairing_code", "qr_code"):
+                with pytest.raises(kill_switch.StrategyDisabled) as refused:
+                    link(uid, strategy=strategy)
+                assert refused.value.extra["disabled_by"] == "deployment"
+    with app.app_context():
+        assert db.session.scalar(select(Device)) is None
+
+
+def test_unknown_strategy_name_cannot_link(app, make_user):
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        with pytest.raises(kill_switch.StrategyDisabled):
+            link(uid, strategy="ip-match")
+    with app.app_context():
+        assert db.session.scalar(select(Device)) is None
+
+
+def test_revoked_token_is_refused_by_device_calls(app, make_user, link_device, client):
+    from tsd_server import devices
+
+    uid, _, _ = make_user()
+    device_pk, token = link_device(uid)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/device/me", headers=headers).status_code == 200
+    with app.app_context():
+        devices.revoke_token(db.session.get(Device, device_pk), actor="cli", detail="test",
+                             needs_relink=True)
+        db.session.commit()
+    response = client.get("/api/v1/device/me", headers=headers)
+    assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"

@@ -1,0 +1,1 @@
+"""Admin-only pages: kill switches, the audit log, incident response."""

@@ -1,0 +1,110 @@
+"""Admin pages: kill switches, the audit log, incident response. Thin: parse, call, render."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from tsd_server import incident
+from tsd_server.admin import audit_log
+from tsd_server.admin.access import admin_actor, refuse_non_admins
+from tsd_server.admin.forms import AuditFilterForm, FlagForm, IncidentQueryForm, RevokeForm
+from tsd_server.discovery import kill_switch, registry
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+# Every route of this blueprint, present and future, is admin-only.
+bp.before_request(refuse_non_admins)
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("admin.kill_switches"))
+
+
+@bp.get("/kill-switches")
+def kill_switches():
+    return _kill_switch_page(FlagForm())
+
+
+def _kill_switch_page(form: FlagForm, status: int = 200):
+    flags = kill_switch.runtime_flags()
+    return render_template(
+        "admin/kill_switches.html", form=form, strategies=registry.with_states(fresh=True),
+        setting=kill_switch.deployment_setting(), flags=flags,
+        all_flag=(flags or {}).get(kill_switch.ALL), ALL=kill_switch.ALL), status
+
+
+@bp.post("/kill-switches")
+def toggle_kill_switch():
+    form = FlagForm()
+    if not form.validate_on_submit():
+        return _kill_switch_page(form, 400)
+    enabled = form.action.data == "enable"
+    kill_switch.set_flag(form.target.data, enabled=enabled, reason=form.reason.data,
+                         actor=admin_actor())
+    flash(f"{form.target.data}: switched {'on' if enabled else 'off'} at runtime.")
+    if enabled:
+        states = kill_switch.all_states(fresh=True)
+        names = list(states) if form.target.data == kill_switch.ALL else [form.target.data]
+        for name in names:
+            if not states[name].enabled:
+                flash(f"Warning: {name} is STILL OFF ({states[name].disabled_by}): "
+                      f"{states[name].reason}")
+    return redirect(url_for("admin.kill_switches"))
+
+
+@bp.get("/audit")
+def audit():
+    form = AuditFilterForm(formdata=request.args)
+    page = request.args.get("page", "1")
+    page_number = int(page) if page.isdigit() else 1
+    result = None
+    if form.validate():
+        filters = audit_log.AuditFilters(
+            event=form.event.data or None, strategy=form.strategy.data or None,
+            outcome=form.outcome.data or None, actor=form.actor.data or None,
+            email=form.email.data or None,
+            since=incident.parse_time(form.since.data) if form.since.data else None,
+            until=incident.parse_time(form.until.data) if form.until.data else None)
+        result = audit_log.search(filters, page_number)
+    query = {key: value for key, value in request.args.items() if key != "page" and value}
+    return render_template("admin/audit_log.html", form=form, result=result, query=query,
+                           known_events=audit_log.KNOWN_EVENTS), 200 if result else 400
+
+
+@bp.get("/incident")
+def incident_query():
+    form = IncidentQueryForm(formdata=request.args if request.args else None)
+    rows = window = None
+    status = 200
+    if request.args:
+        if form.validate():
+            window = form.window()
+            rows = incident.affected(window.strategy, window.since, window.until)
+        else:
+            status = 400
+    revoke_form = RevokeForm(formdata=None, data={
+        "strategy": form.strategy.data, "since": form.since.data, "until": form.until.data})
+    return render_template("admin/incident.html", form=form, rows=rows, window=window,
+                           revoke_form=revoke_form,
+                           to_revoke=[row for row in rows or [] if row.will_revoke]), status
+
+
+@bp.post("/incident/revoke")
+def incident_revoke():
+    """First press: a confirmation page. Only its button (``confirm=yes``) revokes."""
+    form = RevokeForm()
+    if not form.validate_on_submit():
+        flash("The incident window was not valid; query it again.")
+        return redirect(url_for("admin.incident_query"))
+    window = form.window()
+    if form.confirm.data != "yes":
+        rows = [row for row in incident.affected(window.strategy, window.since, window.until)
+                if row.will_revoke]
+        confirm_form = RevokeForm(formdata=None, data={
+            "strategy": form.strategy.data, "since": form.since.data,
+            "until": form.until.data, "confirm": "yes"})
+        return render_template("admin/incident_confirm.html", window=window, rows=rows,
+                               form=confirm_form,
+                               notify=incident.people_to_notify(rows))
+    result = incident.revoke(window.strategy, window.since, window.until, actor=admin_actor())
+    return render_template("admin/incident_done.html", window=window, result=result)

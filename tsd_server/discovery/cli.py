@@ -1,0 +1,227 @@
+"""``flask discovery status|enable|disable`` and ``flask incident affected|revoke``.
+
+Exit status of ``discovery enable``: 0 when every named strategy is on afterwards; 3 when
+the runtime flag was recorded but something else still holds a strategy off (the
+deployment setting TSD_DISCOVERY_DISABLED, the runtime "all" switch, an unreadable flag
+store), so ``enable ... && echo on`` never claims a strategy is on when it is not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import datetime
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from tsd_server import incident
+from tsd_server.discovery import kill_switch, registry
+
+CLI_ACTOR = "cli"
+# Exit status when the flag was written but the strategy is still off.
+STILL_OFF = 3
+
+
+discovery_cli = AppGroup("discovery", help="See and toggle the discovery kill switch.")
+incident_cli = AppGroup("incident", help="Find and revoke devices linked during an incident.")
+
+
+def _target(value: str) -> str:
+    value = value.strip().lower()
+    choices = [*registry.names(), kill_switch.ALL]
+    if value not in choices:
+        raise click.BadParameter(f"{value!r} is not one of: {', '.join(choices)}")
+    return value
+
+
+def _describe(name: str, current: kill_switch.StrategyState) -> str:
+    if current.enabled:
+        return f"{name:<14} ON"
+    why = current.reason or ""
+    by = f" by {current.changed_by}" if current.changed_by else ""
+    when = f" at {current.changed_at.isoformat()}" if current.changed_at else ""
+    return f"{name:<14} OFF  [{current.disabled_by}{by}{when}] {why}".rstrip()
+
+
+@discovery_cli.command("status")
+def status_command() -> None:
+    """Each strategy's effective state and what holds it off."""
+    setting = kill_switch.deployment_setting()
+    click.echo("Deployment setting TSD_DISCOVERY_DISABLED: "
+               + (", ".join(sorted(setting.disabled)) or "(none)"))
+    if setting.problem:
+        click.secho(f"  PROBLEM: {setting.problem}; every strategy is off.", fg="red", err=True)
+    flags = kill_switch.runtime_flags()
+    if flags is None:
+        click.secho("Runtime flags: UNREADABLE (every strategy counts as off).", fg="red")
+    else:
+        all_flag = flags.get(kill_switch.ALL)
+        if all_flag is not None and not all_flag.enabled:
+            click.echo(f"Runtime switch 'all': OFF by {all_flag.changed_by}: {all_flag.reason}")
+    for name, current in kill_switch.all_states(fresh=True).items():
+        click.echo(_describe(name, current))
+
+
+@discovery_cli.command("disable")
+@click.argument("target")
+@click.option("--reason", required=True, help="Why (kept in the audit log). Required.")
+def disable_command(target: str, reason: str) -> None:
+    """Switch a strategy (or all) off at runtime, in every process within a second."""
+    target = _target(target)
+    _set(target, enabled=False, reason=reason)
+    click.echo(f"Switched off: {target}.")
+    for name, current in _states_of(target).items():
+        click.echo(_describe(name, current))
+
+
+@discovery_cli.command("enable")
+@click.argument("target")
+@click.option("--reason", default=None, help="Why (kept in the audit log).")
+def enable_command(target: str, reason: str | None) -> None:
+    """Switch a strategy (or all) back on at runtime; deployment settings still win."""
+    target = _target(target)
+    _set(target, enabled=True, reason=reason)
+    click.echo(f"Runtime flag set: {target} on.")
+    still_off = {name: current for name, current in _states_of(target).items()
+                 if not current.enabled}
+    for name, current in _states_of(target).items():
+        click.echo(_describe(name, current))
+    if still_off:
+        for name, current in still_off.items():
+            click.secho(f"WARNING: {name} is STILL OFF: {_holding_it_off(current)}",
+                        fg="red", bold=True, err=True)
+        sys.exit(STILL_OFF)
+
+
+def _holding_it_off(current: kill_switch.StrategyState) -> str:
+    if current.disabled_by == kill_switch.DEPLOYMENT:
+        return ("the deployment setting TSD_DISCOVERY_DISABLED holds it off, and nothing at "
+                "runtime can override that. Change the setting (environment or "
+                "instance/config.py) and restart to switch it on.")
+    if current.disabled_by == kill_switch.RUNTIME:
+        return (f"the runtime switch for 'all' is off ({current.reason}); run "
+                f"'flask discovery enable all' to clear it.")
+    return current.reason or str(current.disabled_by)
+
+
+def _states_of(target: str) -> dict[str, kill_switch.StrategyState]:
+    states = kill_switch.all_states(fresh=True)
+    return states if target == kill_switch.ALL else {target: states[target]}
+
+
+def _set(target: str, *, enabled: bool, reason: str | None) -> None:
+    try:
+        kill_switch.set_flag(target, enabled=enabled, reason=reason, actor=CLI_ACTOR)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+# --- incident ---------------------------------------------------------------------------
+
+def _time(_ctx, param, value: str) -> datetime:
+    try:
+        return incident.parse_time(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param=param) from None
+
+
+def _window_options(command):
+    command = click.option("--until", required=True, callback=_time, help=(
+        "End of the window, EXCLUSIVE (ISO 8601; UTC if no offset)."))(command)
+    command = click.option("--since", required=True, callback=_time, help=(
+        "Start of the window, inclusive (ISO 8601; UTC if no offset)."))(command)
+    return click.option("--strategy", required=True,
+                        help="The strategy that misbehaved, or 'all'.")(command)
+
+
+def _window(strategy: str, since: datetime, until: datetime) -> incident.Window:
+    try:
+        return incident.Window(_target(strategy), since, until)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+
+
+@incident_cli.command("affected")
+@_window_options
+@click.option("--format", "output", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True)
+def affected_command(strategy: str, since: datetime, until: datetime, output: str) -> None:
+    """Accounts and devices linked in [SINCE, UNTIL) by STRATEGY."""
+    window = _window(strategy, since, until)
+    rows = incident.affected(window.strategy, window.since, window.until)
+    click.echo(render(rows, output, window), nl=False)
+
+
+@incident_cli.command("revoke")
+@_window_options
+@click.option("--yes", is_flag=True, help="Really revoke (without it: a dry run).")
+def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -> None:
+    """Revoke the tokens of devices linked in the window and mark them for re-link."""
+    window = _window(strategy, since, until)
+    if not yes:
+        rows = incident.affected(window.strategy, window.since, window.until)
+        click.echo(render(rows, "table", window), nl=False)
+        to_revoke = [row for row in rows if row.will_revoke]
+        click.secho(f"DRY RUN: would revoke {len(to_revoke)} device(s). Nothing changed; "
+                    "add --yes to revoke.", fg="yellow", err=True)
+        click.echo(render_notices(incident.people_to_notify(to_revoke)), nl=False)
+        return
+    result = incident.revoke(window.strategy, window.since, window.until, actor=CLI_ACTOR)
+    click.echo(f"Revoked {len(result.revoked)} device(s); their owners must link them again.")
+    click.echo(render_notices(result.notify), nl=False)
+
+
+def render(rows: list[incident.AffectedDevice], output: str, window: incident.Window) -> str:
+    if output == "json":
+        return json.dumps({"window": window.to_json(),
+                           "affected": [row.to_json() for row in rows]}, indent=2) + "\n"
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(incident.COLUMNS)
+        for row in rows:
+            writer.writerow([_spreadsheet_safe(value) for value in row.cells()])
+        return buffer.getvalue()
+    return _table(rows, window)
+
+
+def _table(rows: list[incident.AffectedDevice], window: incident.Window) -> str:
+    header = (f"Devices linked by {window.strategy} in [{window.since.isoformat()}, "
+              f"{window.until.isoformat()}): {len(rows)}\n")
+    if not rows:
+        return header
+    cells = [list(incident.COLUMNS)] + [[_printable(v) for v in row.cells()] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(incident.COLUMNS))]
+    lines = ["  ".join(value.ljust(width)
+                       for value, width in zip(line, widths, strict=True)).rstrip()
+             for line in cells]
+    return header + "\n".join(lines) + "\n"
+
+
+def render_notices(notices: list[incident.Notice]) -> str:
+    if not notices:
+        return "Nobody to notify.\n"
+    lines = [f"Notify {len(notices)} account(s):"]
+    for notice in notices:
+        names = ", ".join(_printable(name) for name in notice.device_names)
+        lines.append(f"  {_printable(notice.email)}  ({_printable(notice.display_name)}): {names}")
+    return "\n".join(lines) + "\n"
+
+
+def _printable(value: str) -> str:
+    """Device names come from devices: no terminal escape sequences reach the operator."""
+    return "".join(ch if ch.isprintable() else "?" for ch in value)
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """A cell starting with = + - @ would run as a formula when the CSV is opened."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(discovery_cli)
+    app.cli.add_command(incident_cli)

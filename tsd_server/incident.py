@@ -1,0 +1,208 @@
+"""Incident response: which devices were linked while a strategy misbehaved, and revoke them.
+
+The window is half-open: ``since`` inclusive, ``until`` exclusive, so consecutive windows
+([a, b) then [b, c)) neither overlap nor leave a gap. Times are ISO 8601; without an offset
+they mean UTC.
+
+Which links count. The audit log is authoritative: it holds every link ever made (the link
+service writes the row in the same transaction as the device, with the same timestamp),
+while a device row only remembers its latest link -- a device linked by ip_match inside
+the window and re-linked by pairing_code later would be invisible in the device table.
+Device rows whose own ``linked_at`` falls in the window are added as a safety net (a
+device with no audit row for its link is still found).
+
+Which devices are revoked. Those still active whose current token was issued before
+``until``. A device re-linked at or after ``until`` holds a token from a link outside the
+window -- it went through a working strategy afresh -- so it is listed as
+``relinked_after`` and left alone. That also makes ``revoke`` safe to run twice: owners who
+re-linked after the first run are not revoked again. Widen ``until`` if the strategy was
+still broken later.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from tsd_server import audit, devices
+from tsd_server.extensions import db
+from tsd_server.models import AuditEvent, Device, User
+
+ALL = "all"
+
+# What happens to a device found in the window.
+ACTIVE = "active"  # its token is from a link before `until`: revoke revokes it
+RELINKED_AFTER = "relinked_after"  # re-linked at/after `until`: left alone
+NEEDS_RELINK = "needs_relink"  # already revoked by an incident revoke
+REVOKED = "revoked"  # unlinked or revoked otherwise
+
+COLUMNS = ("account_id", "email", "device_pk", "device_uid", "name", "linked_via",
+           "linked_at", "linked_from_ip", "status")
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 (``2026-06-01T12:00``, ``…Z``, ``…+02:00``, ``2026-06-01``); UTC if no offset."""
+    value = (text or "").strip()
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time such as 2026-06-01T12:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A strategy (or "all") and a half-open time window [since, until)."""
+
+    strategy: str
+    since: datetime
+    until: datetime
+
+    def __post_init__(self) -> None:
+        if self.since.tzinfo is None or self.until.tzinfo is None:
+            raise ValueError("window times must carry a time zone")
+        if self.since >= self.until:
+            raise ValueError("--since must be earlier than --until")
+
+    def to_json(self) -> dict:
+        return {"strategy": self.strategy, "since": self.since.isoformat(),
+                "until": self.until.isoformat(), "since_inclusive": True,
+                "until_inclusive": False}
+
+
+@dataclass(frozen=True)
+class AffectedDevice:
+    """One device linked in the window: its owner and the (latest) link in the window."""
+
+    account_id: int
+    email: str
+    display_name: str
+    device_pk: int
+    device_uid: str
+    name: str
+    linked_via: str
+    linked_at: datetime
+    linked_from_ip: str | None
+    status: str
+
+    @property
+    def will_revoke(self) -> bool:
+        return self.status == ACTIVE
+
+    def cells(self) -> list[str]:
+        return [str(self.account_id), self.email, str(self.device_pk), self.device_uid,
+                self.name, self.linked_via, self.linked_at.isoformat(),
+                self.linked_from_ip or "", self.status]
+
+    def to_json(self) -> dict:
+        return {"account_id": self.account_id, "email": self.email,
+                "device_pk": self.device_pk, "device_uid": self.device_uid,
+                "name": self.name, "linked_via": self.linked_via,
+                "linked_at": self.linked_at.isoformat(),
+                "linked_from_ip": self.linked_from_ip, "status": self.status}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Someone to tell: their devices lost access and must be linked again."""
+
+    account_id: int
+    email: str
+    display_name: str
+    device_names: list[str]
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    revoked: list[AffectedDevice]
+    notify: list[Notice]
+
+
+def _status(device: Device, until: datetime) -> str:
+    if device.token_hash is None:
+        return NEEDS_RELINK if device.needs_relink else REVOKED
+    return ACTIVE if device.linked_at < until else RELINKED_AFTER
+
+
+def _find(window: Window, *, lock: bool = False) -> list[tuple[Device, User, datetime, str,
+                                                                 str | None]]:
+    """(device, owner, link time, strategy, client IP) of the latest link in the window."""
+    links = (
+        select(AuditEvent.device_id, AuditEvent.at, AuditEvent.strategy, AuditEvent.client_ip)
+        .where(AuditEvent.event == "link", AuditEvent.device_id.is_not(None),
+               AuditEvent.at >= window.since, AuditEvent.at < window.until)
+    )
+    current = select(Device.id, Device.linked_at, Device.linked_via, Device.linked_from_ip).where(
+        Device.linked_at >= window.since, Device.linked_at < window.until)
+    if window.strategy != ALL:
+        links = links.where(AuditEvent.strategy == window.strategy)
+        current = current.where(Device.linked_via == window.strategy)
+
+    latest: dict[int, tuple[datetime, str, str | None]] = {}
+    for device_id, at, strategy, ip in [*db.session.execute(links), *db.session.execute(current)]:
+        if device_id not in latest or at > latest[device_id][0]:
+            latest[device_id] = (at, strategy, ip)
+    if not latest:
+        return []
+    query = (select(Device, User).join(User, User.id == Device.owner_id)
+             .where(Device.id.in_(list(latest))))
+    if lock:
+        query = query.with_for_update(of=Device)
+    found = []
+    for device, owner in db.session.execute(query):
+        at, strategy, ip = latest[device.id]
+        found.append((device, owner, at, strategy, ip))
+    found.sort(key=lambda item: (item[1].email, item[2], item[0].id))
+    return found
+
+
+def _row(device: Device, owner: User, at: datetime, strategy: str, ip: str | None,
+         until: datetime) -> AffectedDevice:
+    return AffectedDevice(
+        account_id=owner.id, email=owner.email, display_name=owner.display_name,
+        device_pk=device.id, device_uid=device.device_uid, name=device.name,
+        linked_via=strategy, linked_at=at, linked_from_ip=ip, status=_status(device, until))
+
+
+def affected(strategy: str, since: datetime, until: datetime) -> list[AffectedDevice]:
+    """Every device linked by ``strategy`` (or "all") in [since, until), with its owner."""
+    window = Window(strategy, since, until)
+    return [_row(*item, until=until) for item in _find(window)]
+
+
+def people_to_notify(rows: list[AffectedDevice]) -> list[Notice]:
+    by_account: dict[int, list[AffectedDevice]] = defaultdict(list)
+    for row in rows:
+        by_account[row.account_id].append(row)
+    return [Notice(account_id=items[0].account_id, email=items[0].email,
+                   display_name=items[0].display_name,
+                   device_names=[item.name for item in items])
+            for items in sorted(by_account.values(), key=lambda items: items[0].email)]
+
+
+def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> RevokeResult:
+    """Revoke every affected active device in one transaction; returns who to notify.
+
+    The devices are locked (PostgreSQL) while this runs, so an owner re-linking at the same
+    moment either lands first (and is then ``relinked_after``, not revoked) or after.
+    """
+    window = Window(strategy, since, until)
+    span = f"{window.strategy} links in [{since.isoformat()}, {until.isoformat()})"
+    revoked = []
+    for device, owner, at, via, ip in _find(window, lock=True):
+        row = _row(device, owner, at, via, ip, until=until)
+        if not row.will_revoke:
+            continue
+        devices.revoke_token(device, actor=actor, detail=f"incident revoke: {span}",
+                             needs_relink=True)
+        revoked.append(row)
+    notify = people_to_notify(revoked)
+    audit.record("incident_revoke", actor=actor, strategy=window.strategy,
+                 detail=f"{span}: revoked {len(revoked)} device(s) of {len(notify)} account(s)")
+    db.session.commit()
+    return RevokeResult(revoked=revoked, notify=notify)
