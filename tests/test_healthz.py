@@ -1,0 +1,28 @@
+"""GET /healthz answers ok only when the database answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tsd_server import create_app
+
+
+def test_ok_with_a_database(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:////nonexistent-directory/tsd.sqlite3",
+    "postgresql+psycopg2://postgres@127.0.0.1:1/tsd?connect_timeout=2",  # nothing listens on 1
+], ids=["sqlite", "postgresql"])
+def test_unreachable_database_is_503(url, tmp_path, monkeypatch):
+    monkeypatch.setenv("TSD_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATABASE_URL": url})
+    client = app.test_client()
+    for _ in range(2):  # and it stays a clean 503, not a broken session afterwards
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.get_json() == {"status": "error", "database": "unreachable"}
