@@ -7,6 +7,7 @@ from flask import Flask
 
 from tsd_server.auth.accounts import AccountError, create_user
 from tsd_server.discovery import cli as discovery_cli
+from tsd_server.proxy_check import proxy_check_command
 
 
 @click.command("create-user")
@@ -26,3 +27,4 @@ def create_user_command(email: str, admin: bool, display_name: str | None, passw
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_user_command)
     discovery_cli.register_commands(app)
+    app.cli.add_command(proxy_check_command)

@@ -15,10 +15,12 @@ from flask_login import current_user, login_required
 from tsd_server.api.request_body import device_id_field, json_object, string_field
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import announcements, offers
-from tsd_server.discovery.ip_match.settings import configured_limit
+from tsd_server.discovery.ip_match.settings import IpMatchSettings, configured_limit
 from tsd_server.extensions import csrf, limiter
 
 bp = Blueprint("ip_match_api", __name__, url_prefix="/api/v1/discovery")
+# Bad TSD_IP_MATCH_* settings stop start-up instead of failing on the first request.
+bp.record_once(lambda state: IpMatchSettings.from_config(state.app.config))
 
 # At least 128 bits in URL-safe base64 (token_urlsafe(16) is 22 characters).
 DEVICE_SECRET_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=-]{22,128}$")
