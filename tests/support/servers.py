@@ -167,6 +167,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+{http_extra}
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
@@ -177,15 +178,19 @@ http {{
 
 
 @contextmanager
-def nginx(directory: Path, locations: str) -> Iterator[RunningServer]:
-    """Debian's nginx with ``locations`` (one or more location blocks) in its one server."""
+def nginx(directory: Path, locations: str, *, http_extra: str = "") -> Iterator[RunningServer]:
+    """Debian's nginx with ``locations`` (one or more location blocks) in its one server.
+
+    ``http_extra`` goes into the http block before the server (e.g. an ``upstream``).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     # As root, nginx would hand its workers to "nobody", who cannot enter pytest's tmp dirs.
     user = "user root root;" if os.geteuid() == 0 else ""
     conf = directory / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=directory, port=port, user=user,
-                                      locations=_indent(locations, 8)))
+                                      locations=_indent(locations, 8),
+                                      http_extra=_indent(http_extra, 4)))
     check = subprocess.run([NGINX, "-t", "-p", str(directory), "-e", str(directory / "error.log"),
                             "-c", str(conf)], capture_output=True, text=True)
     if check.returncode != 0:
