@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 
 from tsd_server.auth.accounts import AccountError, create_user
 from tsd_server.discovery import cli as discovery_cli
@@ -15,6 +16,7 @@ from tsd_server.proxy_check import proxy_check_command
 @click.option("--admin", is_flag=True, help="Give the account the admin role.")
 @click.option("--name", "display_name", default=None, help="Display name shown to printers.")
 @click.password_option(prompt="Password", help="Prompted twice when not given (or from stdin).")
+@with_appcontext
 def create_user_command(email: str, admin: bool, display_name: str | None, password: str) -> None:
     """Create an account (the only way to make the first admin)."""
     try:

@@ -1,0 +1,79 @@
+"""``flask --app tsd_server create-user EMAIL [--admin]``: password prompted twice (so it can
+come from stdin), the same rules as sign-up, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import ROOT
+from tsd_server.auth.accounts import authenticate
+from tsd_server.extensions import db
+from tsd_server.models import User
+
+PASSWORD = "a long enough password"
+
+
+def run(app, *args: str, stdin: str):
+    return app.test_cli_runner().invoke(args=["create-user", *args], input=stdin)
+
+
+def all_users(app) -> list[tuple[str, bool]]:
+    with app.app_context():
+        return [(u.email, u.is_admin) for u in db.session.scalars(select(User).order_by(User.id))]
+
+
+def test_create_admin_from_stdin(app):
+    result = run(app, "Admin@Example.org", "--admin", stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert "Created admin account admin@example.org" in result.output
+    assert PASSWORD not in result.output  # the prompt does not echo it
+    assert all_users(app) == [("admin@example.org", True)]
+    with app.app_context():
+        assert authenticate("admin@example.org", PASSWORD) is not None
+
+
+def test_create_plain_user_with_name(app):
+    result = run(app, "bob@example.org", "--name", "Bob", stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 0, result.output
+    assert all_users(app) == [("bob@example.org", False)]
+    with app.app_context():
+        assert db.session.scalar(select(User.display_name)) == "Bob"
+
+
+@pytest.mark.parametrize("args, stdin, message", [
+    (["bob@example.org"], "short\nshort\n", "at least 10 characters"),
+    (["not-an-email"], f"{PASSWORD}\n{PASSWORD}\n", "Enter an email address"),
+    (["bob@example.org"], f"{PASSWORD}\n{PASSWORD}x\n", "do not match"),
+    (["bob@example.org"], "", "Aborted"),
+])
+def test_refusals_create_nothing(app, args, stdin, message):
+    result = run(app, *args, stdin=stdin)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert all_users(app) == []
+
+
+def test_existing_email_is_refused(app, make_user):
+    make_user("bob@example.org")
+    result = run(app, "BOB@example.org", "--admin", stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert result.exit_code == 1
+    assert "already exists" in result.output
+    assert all_users(app) == [("bob@example.org", False)]  # not promoted to admin
+
+
+def test_real_command_line(app, database, tmp_path):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
+    env.update(TSD_DATABASE_URL=database, TSD_SECRET_KEY="k" * 32,
+               TSD_INSTANCE_PATH=str(tmp_path / "instance"))
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "tsd_server", "create-user",
+         "ops@example.org", "--admin"],
+        input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, env=env, cwd=ROOT,
+        timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert all_users(app) == [("ops@example.org", True)]
