@@ -1,0 +1,182 @@
+"""Single use under concurrency, on PostgreSQL: of two simultaneous uses exactly one wins.
+
+To make the race certain rather than likely, a separate connection holds the row lock
+(``SELECT ... FOR UPDATE``) while both requests run: each reads the row as unused, then waits
+at its write. The lock is released only when PostgreSQL shows both requests waiting, so both
+have passed every check that could have told them apart. An implementation that checked
+and then wrote (without a conditional UPDATE or a lock) would let both through here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    authorize,
+    decide,
+    enter_code,
+    issue_code,
+    poll,
+    redeem,
+)
+
+
+@pytest.fixture
+def app_config():
+    return dict(LOOSE_LIMITS)
+
+
+@pytest.fixture(autouse=True)
+def postgresql_only(app):
+    if not app.config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("the race is run against the real PostgreSQL database")
+
+
+def _connect(app):
+    url = make_url(app.config["DATABASE_URL"])
+    return psycopg2.connect(host=url.host, port=url.port, user=url.username,
+                            dbname=url.database)
+
+
+@contextmanager
+def row_locked(app, table: str, row_id: int):
+    """Hold the row's lock until the block asks ``release()``."""
+    conn = _connect(app)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", (row_id,))  # noqa: S608
+        assert cur.fetchone() is not None
+
+    def waiting() -> int:
+        with _connect(app) as probe, probe.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'")
+            count = cur.fetchone()[0]
+        probe.close()
+        return count
+
+    def release(after_waiters: int) -> None:
+        deadline = time.monotonic() + 20
+        while waiting() < after_waiters:
+            assert time.monotonic() < deadline, "the requests never reached the locked row"
+            time.sleep(0.02)
+        conn.rollback()
+
+    try:
+        yield release
+    finally:
+        conn.close()
+
+
+def run_together(*calls):
+    """Run the calls in threads; return their results in order."""
+    results: list = [None] * len(calls)
+    errors: list = []
+
+    def worker(index, call):
+        try:
+            results[index] = call()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    return threads, results, errors
+
+
+def join(threads, errors):
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert not errors, errors
+
+
+def only_row_id(app, model) -> int:
+    from tsd_server.extensions import db
+
+    with app.app_context():
+        return db.session.query(model).one().id
+
+
+def test_two_simultaneous_redemptions_of_one_code_exactly_one_wins(app, make_user, login):
+    from tsd_server.models import PairingCode
+
+    uid, email, password = make_user()
+    code = issue_code(login(email, password))["code"]
+    with row_locked(app, "pairing_codes", only_row_id(app, PairingCode)) as release:
+        threads, results, errors = run_together(
+            lambda: redeem(app.test_client(), code, device_id="printer-aaaa", ip="8.8.8.8"),
+            lambda: redeem(app.test_client(), code, device_id="printer-bbbb", ip="9.9.9.9"))
+        release(after_waiters=2)
+        join(threads, errors)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [201, 400], [r.get_json() for r in results]
+    loser = next(r for r in results if r.status_code == 400)
+    assert loser.get_json()["error"] == "invalid_code"
+    assert len(audit_rows(app, "link")) == 1
+
+
+def test_two_simultaneous_approvals_exactly_one_wins(app, make_user, login, clock):
+    from tsd_server.models import DeviceAuthorization
+
+    client = app.test_client()
+    answer = authorize(client).get_json()
+    sessions = []
+    for ip in ("1.1.1.1", "9.9.9.9"):
+        _, email, password = make_user()
+        session = login(email, password, REMOTE_ADDR=ip)
+        assert enter_code(session, answer["user_code"]).status_code == 302
+        sessions.append(session)
+    with row_locked(app, "device_authorizations",
+                    only_row_id(app, DeviceAuthorization)) as release:
+        threads, results, errors = run_together(
+            lambda: decide(sessions[0], "approve"), lambda: decide(sessions[1], "approve"))
+        release(after_waiters=2)
+        join(threads, errors)
+    assert sorted(r.status_code for r in results) == [302, 409]
+    assert [row.outcome for row in audit_rows(app, "device_flow_decision")] == ["approved"]
+
+
+def test_two_simultaneous_token_polls_get_one_token(app, make_user, login, clock):
+    from tsd_server.models import DeviceAuthorization
+
+    client = app.test_client()
+    answer = authorize(client).get_json()
+    _, email, password = make_user()
+    session = login(email, password)
+    enter_code(session, answer["user_code"])
+    decide(session, "approve")
+    with row_locked(app, "device_authorizations",
+                    only_row_id(app, DeviceAuthorization)) as release:
+        threads, results, errors = run_together(
+            lambda: poll(app.test_client(), answer["device_code"]),
+            lambda: poll(app.test_client(), answer["device_code"]))
+        release(after_waiters=2)
+        join(threads, errors)
+    assert sorted(r.status_code for r in results) == [200, 400]
+    assert next(r for r in results if r.status_code == 400).get_json()["error"] == \
+        "invalid_grant"
+    assert len(audit_rows(app, "link")) == 1
+
+
+def test_many_simultaneous_redemptions_of_one_code_one_wins(app, make_user, login):
+    _, email, password = make_user()
+    code = issue_code(login(email, password))["code"]
+    barrier = threading.Barrier(8)
+
+    def attempt(index: int):
+        client = app.test_client()
+        barrier.wait()
+        return redeem(client, code, device_id=f"printer-{index:04d}", ip=f"8.8.4.{index + 1}")
+
+    threads, results, errors = run_together(*(lambda i=i: attempt(i) for i in range(8)))
+    join(threads, errors)
+    assert sorted(r.status_code for r in results) == [201] + [400] * 7

@@ -1,0 +1,220 @@
+"""QR links (qr_code): single-use, lead to the approval page, images drawn by segno."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    authorize,
+    decide,
+    me,
+    poll,
+    switch,
+)
+
+QR_IMAGE = "/api/v1/device/authorize/qr"
+
+
+@pytest.fixture
+def app_config():
+    return dict(LOOSE_LIMITS)
+
+
+@pytest.fixture
+def owner(make_user, login):
+    uid, email, password = make_user(display_name="Grace")
+    return uid, login(email, password, REMOTE_ADDR="2606:4700:4700::1111")
+
+
+def started(client) -> dict:
+    response = authorize(client)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def qr_path(answer: dict) -> str:
+    return "/link/qr/" + answer["verification_uri_complete"].rsplit("/", 1)[1]
+
+
+def test_opening_the_link_shows_the_approval_page_with_the_printer_code(app, client, owner):
+    _, session = owner
+    answer = started(client)
+    page = session.get(qr_path(answer))
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "Voron in the garage" in html and "in front of you" in html
+    # The user code, so the person can compare it with the printer's screen (RFC 8628 3.3.1).
+    assert answer["user_code"] in html
+
+
+def test_scanning_alone_approves_nothing(app, client, owner, clock):
+    _, session = owner
+    answer = started(client)
+    session.get(qr_path(answer))
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
+
+
+def test_approve_via_qr_links_with_strategy_qr_code(app, client, owner, clock):
+    uid, session = owner
+    answer = started(client)
+    session.get(qr_path(answer))
+    assert decide(session, "approve").status_code == 302
+    clock.advance(seconds=5)
+    token = poll(client, answer["device_code"])
+    assert token.status_code == 200, token.get_json()
+    assert token.get_json()["device"]["linked_via"] == "qr_code"
+    assert me(client, token.get_json()["access_token"]).status_code == 200
+    link = audit_rows(app, "link")[-1]
+    assert (link.user_id, link.strategy, link.client_ip) == (
+        uid, "qr_code", "2606:4700:4700::1111")
+
+
+def test_a_used_qr_link_is_refused_on_replay(app, client, owner, make_user, login):
+    _, session = owner
+    answer = started(client)
+    assert session.get(qr_path(answer)).status_code == 200
+    replay = session.get(qr_path(answer))
+    assert replay.status_code == 400 and "cannot be used" in replay.get_data(as_text=True)
+    _, email, password = make_user()
+    stranger = login(email, password, REMOTE_ADDR="9.9.9.9")
+    assert stranger.get(qr_path(answer)).status_code == 400
+    # The stranger's replay bound nothing: deciding approves nothing.
+    assert decide(stranger, "approve").status_code == 404
+    assert len(audit_rows(app, "qr_link_invalid")) == 2
+
+
+def test_unknown_and_malformed_qr_tokens_are_refused(app, owner):
+    _, session = owner
+    assert session.get("/link/qr/" + "A" * 43).status_code == 400
+    assert session.get("/link/qr/short").status_code == 400
+
+
+def test_expired_qr_link_is_refused(app, client, owner, clock):
+    _, session = owner
+    answer = started(client)
+    clock.advance(seconds=901)
+    assert session.get(qr_path(answer)).status_code == 400
+
+
+def test_qr_link_needs_login_then_returns_to_it(app, client):
+    answer = started(client)
+    response = client.get(qr_path(answer))
+    assert response.status_code == 302
+    assert "/login?next=" in response.headers["Location"]
+    # Not spent by the anonymous visit.
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    with app.app_context():
+        assert db.session.query(DeviceAuthorization).one().qr_opened_at is None
+
+
+def test_qr_code_off_drops_verification_uri_complete_and_refuses_the_link(
+        app, client, owner):
+    _, session = owner
+    answer = started(client)
+    switch(app, "qr_code", False)
+    off = started(client)
+    assert "verification_uri_complete" not in off and "user_code" in off
+    page = session.get(qr_path(answer))
+    assert page.status_code == 503
+    image = client.get(QR_IMAGE, headers={"X-Device-Code": answer["device_code"]})
+    assert image.status_code == 503 and image.get_json()["error"] == "strategy_disabled"
+
+
+def test_approval_via_qr_rechecks_the_qr_switch(app, client, owner):
+    _, session = owner
+    answer = started(client)
+    session.get(qr_path(answer))
+    switch(app, "qr_code", False)
+    assert decide(session, "approve").status_code == 503
+    assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
+
+
+def test_device_gets_its_qr_as_svg_and_png(app, client):
+    from tsd_server.discovery.pairing import qr
+
+    answer = started(client)
+    headers = {"X-Device-Code": answer["device_code"]}
+    svg = client.get(QR_IMAGE, headers=headers)
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
+    assert svg.data.startswith(b"<svg")
+    # The image encodes exactly verification_uri_complete (segno is deterministic).
+    assert svg.data == qr.render(answer["verification_uri_complete"], "svg")
+    png = client.get(QR_IMAGE + "?format=png&scale=3", headers=headers)
+    assert png.status_code == 200 and png.mimetype == "image/png"
+    assert png.data == qr.render(answer["verification_uri_complete"], "png", scale=3)
+    assert png.headers["Cache-Control"] == "no-store"
+
+
+def test_qr_image_refuses_a_device_code_in_the_url(app, client):
+    answer = started(client)
+    response = client.get(QR_IMAGE + "?device_code=" + answer["device_code"])
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "device_code_in_url"
+
+
+@pytest.mark.parametrize("headers, query, status, error", [
+    ({}, "", 400, "missing_device_code"),
+    ({"X-Device-Code": "tsd_dc_" + "B" * 43}, "", 400, "invalid_grant"),
+    ({"X-Device-Code": "VALID"}, "?format=gif", 400, "invalid_field"),
+    ({"X-Device-Code": "VALID"}, "?scale=0", 400, "invalid_field"),
+    ({"X-Device-Code": "VALID"}, "?scale=x", 400, "invalid_field"),
+])
+def test_qr_image_errors(app, client, headers, query, status, error):
+    answer = started(client)
+    if headers.get("X-Device-Code") == "VALID":
+        headers = {"X-Device-Code": answer["device_code"]}
+    response = client.get(QR_IMAGE + query, headers=headers)
+    assert response.status_code == status and response.get_json()["error"] == error
+
+
+def test_qr_image_of_an_opened_or_expired_link_is_refused(app, client, owner, clock):
+    _, session = owner
+    answer = started(client)
+    session.get(qr_path(answer))
+    opened = client.get(QR_IMAGE, headers={"X-Device-Code": answer["device_code"]})
+    assert opened.status_code == 409 and opened.get_json()["error"] == "qr_link_used"
+    other = started(client)
+    clock.advance(seconds=901)
+    expired = client.get(QR_IMAGE, headers={"X-Device-Code": other["device_code"]})
+    assert expired.get_json()["error"] == "expired_token"
+
+
+def test_qr_image_of_a_request_made_while_qr_was_off(app, client):
+    switch(app, "qr_code", False)
+    answer = started(client)
+    switch(app, "qr_code", True)
+    response = client.get(QR_IMAGE, headers={"X-Device-Code": answer["device_code"]})
+    assert response.status_code == 409 and response.get_json()["error"] == "qr_unavailable"
+
+
+def test_qr_image_without_a_trustworthy_base_is_refused(app, client):
+    answer = started(client)
+    response = client.get(QR_IMAGE, headers={"X-Device-Code": answer["device_code"],
+                                             "X-Forwarded-Host": "evil.example"})
+    assert response.status_code == 503 and response.get_json()["error"] == "base_url_unknown"
+
+
+def test_web_code_page_shows_the_code_as_a_qr_image(app, owner):
+    _, session = owner
+    page = session.form_post("/printers/add/code", {})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'src="data:image/svg+xml' in html
+
+
+def test_derived_tokens_are_independent_of_each_other(app):
+    """The QR token and user code come from the device code one-way, never the reverse."""
+    from tsd_server.discovery.pairing import codes
+
+    device_code = codes.new_device_code()
+    qr_token = codes.qr_token_for(device_code)
+    assert codes.QR_TOKEN_PATTERN.fullmatch(qr_token)
+    assert qr_token not in device_code and device_code.removeprefix("tsd_dc_") != qr_token
+    user_code = codes.user_code_for(qr_token)
+    assert len(user_code) == 8 and set(user_code) <= set(codes.ALPHABET)
+    assert codes.qr_token_for(codes.new_device_code()) != qr_token

@@ -1,0 +1,212 @@
+"""Rate limits on code guessing (per address, per account, shared), the global failure
+breaker, and Redis storage shared by separate server processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    authorize,
+    enter_code,
+    issue_code,
+    redeem,
+)
+
+WRONG = "BBBB-BBBB"
+
+
+def limited(response) -> None:
+    assert response.status_code == 429, (response.status_code, response.get_data(as_text=True))
+    retry_after = int(response.headers["Retry-After"])
+    assert 0 < retry_after <= 15 * 60
+
+
+class TestDefaultGuessLimits:
+    """The shipped defaults (2 per 15 minutes), as docs/security.md computes with."""
+
+    def test_third_redemption_from_one_address_is_429_with_retry_after(self, app, client):
+        assert redeem(client, WRONG).status_code == 400
+        assert redeem(client, WRONG).status_code == 400
+        third = redeem(client, WRONG)
+        limited(third)
+        assert third.get_json()["error"] == "rate_limited"
+        # Refused before the code is looked at: two failures audited, and the refusal.
+        assert len(audit_rows(app, "code_invalid")) == 2
+        refusal = audit_rows(app, "rate_limited")[-1]
+        assert (refusal.strategy, refusal.client_ip) == ("pairing_code", "8.8.8.8")
+
+    def test_the_budget_counts_attempts_so_even_a_right_code_waits(
+            self, app, client, make_user, login):
+        _, email, password = make_user()
+        code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
+        redeem(client, WRONG)
+        redeem(client, WRONG)
+        limited(redeem(client, code))
+
+    def test_other_addresses_have_their_own_budget(self, app, client):
+        redeem(client, WRONG, ip="8.8.8.8")
+        redeem(client, WRONG, ip="8.8.8.8")
+        assert redeem(client, WRONG, ip="9.9.9.9").status_code == 400
+
+    def test_ipv6_addresses_of_one_64_share_a_budget(self, app, client):
+        redeem(client, WRONG, ip="2001:4860:4860::8888")
+        redeem(client, WRONG, ip="2001:4860:4860::1")
+        limited(redeem(client, WRONG, ip="2001:4860:4860:0:ffff::2"))
+        assert redeem(client, WRONG, ip="2001:4860:4861::1").status_code == 400
+
+    def test_redeem_and_link_share_one_budget_per_address(self, app, client, make_user, login):
+        _, email, password = make_user()
+        session = login(email, password, REMOTE_ADDR="8.8.8.8")
+        redeem(client, WRONG, ip="8.8.8.8")
+        assert enter_code(session, WRONG).status_code == 400
+        page = enter_code(session, WRONG)
+        limited(page)
+        html = page.get_data(as_text=True)
+        assert "Too many codes were tried" in html and "<form" in html
+
+    def test_link_is_limited_per_account_across_addresses(self, app, make_user, login):
+        _, email, password = make_user()
+        at_home = login(email, password, REMOTE_ADDR="1.1.1.1")
+        assert enter_code(at_home, WRONG).status_code == 400
+        assert enter_code(at_home, WRONG).status_code == 400
+        elsewhere = login(email, password, REMOTE_ADDR="9.9.9.9")
+        limited(enter_code(elsewhere, WRONG))
+        # Someone else at the first address is limited by the address budget.
+        _, other_email, other_password = make_user()
+        neighbour = login(other_email, other_password, REMOTE_ADDR="1.1.1.1")
+        limited(enter_code(neighbour, WRONG))
+
+    def test_viewing_the_link_form_costs_nothing(self, app, make_user, login):
+        _, email, password = make_user()
+        session = login(email, password, REMOTE_ADDR="1.1.1.1")
+        for _ in range(5):
+            assert session.get("/link").status_code == 200
+        assert enter_code(session, WRONG).status_code == 400
+
+    def test_refusals_are_audited_at_most_once_a_minute_per_key(self, app, client):
+        for _ in range(6):
+            redeem(client, WRONG)
+        assert len(audit_rows(app, "rate_limited")) == 1
+
+
+class TestFailureBreaker:
+    @pytest.fixture
+    def app_config(self):
+        return {**LOOSE_LIMITS, "PAIRING_FAILURE_BREAKER_PER_MINUTE": 3}
+
+    def test_more_invalid_codes_per_minute_than_the_setting_switch_pairing_code_off(
+            self, app, client, make_user, login):
+        from tsd_server.discovery import kill_switch
+
+        _, email, password = make_user()
+        session = login(email, password, REMOTE_ADDR="1.1.1.1")
+        for ip in ("8.8.8.8", "9.9.9.9"):
+            assert redeem(client, WRONG, ip=ip).status_code == 400
+        assert enter_code(session, WRONG).status_code == 400  # /link failures count too
+        with app.test_request_context():
+            assert kill_switch.is_enabled("pairing_code", fresh=True)
+        assert redeem(client, WRONG, ip="1.0.0.1").status_code == 400  # the fourth
+        with app.test_request_context():
+            state = kill_switch.state("pairing_code", fresh=True)
+            assert not state.enabled and state.changed_by == "auto"
+            assert kill_switch.is_enabled("qr_code", fresh=True)
+        trip = audit_rows(app, "breaker_trip")
+        assert len(trip) == 1 and trip[0].actor == "auto" and "4 invalid codes" in trip[0].detail
+        toggle = audit_rows(app, "flag_toggle")[-1]
+        assert (toggle.actor, toggle.strategy, toggle.outcome) == (
+            "auto", "pairing_code", "disabled")
+        refused = redeem(client, WRONG, ip="1.0.0.2")
+        assert refused.status_code == 503 and refused.get_json()["error"] == "strategy_disabled"
+        # The device flow still works through QR, without a user code.
+        answer = authorize(client).get_json()
+        assert "user_code" not in answer and "verification_uri_complete" in answer
+
+    def test_failures_spread_over_more_than_a_minute_do_not_trip(self, app, client, clock):
+        from tsd_server.discovery import kill_switch
+
+        for _ in range(3):
+            for ip in ("8.8.8.8", "9.9.9.9", "1.0.0.1"):
+                assert redeem(client, WRONG, ip=ip).status_code == 400
+            clock.advance(seconds=61)
+        with app.test_request_context():
+            assert kill_switch.is_enabled("pairing_code", fresh=True)
+        assert audit_rows(app, "breaker_trip") == []
+
+
+class TestBreakerOff:
+    @pytest.fixture
+    def app_config(self):
+        return {**LOOSE_LIMITS, "PAIRING_FAILURE_BREAKER_PER_MINUTE": 0}
+
+    def test_zero_means_no_breaker(self, app, client):
+        for _ in range(5):
+            assert redeem(client, WRONG).status_code == 400
+        assert audit_rows(app, "breaker_trip") == []
+
+
+# --- Redis: the limit is shared by separate server processes -------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ATTEMPTS = """
+import json, sys
+from tsd_server import create_app
+app = create_app({"TESTING": True, "SECRET_KEY": "redis-test-key-" + "x" * 32,
+                  "DATABASE_URL": sys.argv[1], "RATELIMIT_STORAGE_URI": sys.argv[2],
+                  "RATELIMIT_KEY_PREFIX": sys.argv[3]})
+client = app.test_client()
+statuses = [client.post("/api/v1/pairing/redeem",
+                        json={"code": "BBBB-BBBB", "device_id": "printer-0001", "name": "x"},
+                        environ_base={"REMOTE_ADDR": "8.8.8.8"}).status_code
+            for _ in range(int(sys.argv[4]))]
+print(json.dumps(statuses))
+"""
+
+
+def server_process(app, storage: str, prefix: str, attempts: int, tmp_path) -> list[int]:
+    """One more server process (its own interpreter, app and limiter) making attempts."""
+    env = {**os.environ, "TSD_INSTANCE_PATH": str(tmp_path / f"instance-{secrets.token_hex(3)}"),
+           "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", ATTEMPTS, app.config["DATABASE_URL"], storage, prefix,
+         str(attempts)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def redis_prefix():
+    import redis
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    try:
+        connection.ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    prefix = f"tsd-test-{secrets.token_hex(6)}"
+    yield prefix, connection
+    for key in connection.scan_iter(f"*{prefix}*"):
+        connection.delete(key)
+    connection.close()
+
+
+def test_redis_storage_is_shared_by_two_server_processes(app, redis_prefix, tmp_path):
+    prefix, connection = redis_prefix
+    assert server_process(app, REDIS_URL, prefix, 2, tmp_path) == [400, 400]
+    assert any(True for _ in connection.scan_iter(f"*{prefix}*")), "no limit keys in Redis"
+    assert server_process(app, REDIS_URL, prefix, 1, tmp_path) == [429]
+
+
+def test_memory_storage_is_per_process(app, tmp_path):
+    """The control: without Redis the second process knows nothing of the first."""
+    prefix = f"tsd-test-{secrets.token_hex(6)}"
+    assert server_process(app, "memory://", prefix, 2, tmp_path) == [400, 400]
+    assert server_process(app, "memory://", prefix, 1, tmp_path) == [400]
