@@ -11,26 +11,27 @@ import io
 import os
 import re
 import secrets
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import db_backends, servers
+from tests.support.agent_runs import (
+    AGENT,
+    CONFIRMATION_LINE,
+    QR_LINE,
+    USER_CODE_LINE,
+    WAIT,
+    WAITING_LINE,
+    AgentRun,
+)
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
 from tests.support.pairing import LOOSE_LIMITS, switch
 from tsd_agent import messages as m
 from tsd_agent.cli import main
 from tsd_agent.state import AgentState, load, save
-
-AGENT = Path(sys.executable).with_name("tsd-agent")
-WAIT = 30.0
-USER_CODE_LINE = re.compile(r"^ {4}([B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4})$", re.M)
-QR_LINE = re.compile(r"\((http://\S+/link/qr/\S+)\):")
 
 FAST = {
     **LOOSE_LIMITS,
@@ -48,89 +49,15 @@ FAST = {
 STRICT = {"PAIRING_GUESS_LIMIT_PER_IP": "1 per 15 minutes"}
 
 
-class Output(io.TextIOBase):
-    """A stream the agent writes to while the test waits for lines to appear."""
-
-    encoding = "utf-8"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._parts: list[str] = []
-        self._changed = threading.Condition()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        with self._changed:
-            self._parts.append(text)
-            self._changed.notify_all()
-        return len(text)
-
-    @property
-    def text(self) -> str:
-        with self._changed:
-            return "".join(self._parts)
-
-    def wait_for(self, pattern: re.Pattern[str], timeout: float = WAIT) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = pattern.search("".join(self._parts))
-                if found:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{pattern.pattern!r} never appeared in:\n"
-                                         + "".join(self._parts))
-                self._changed.wait(left)
-
-
-class AgentRun:
-    """One agent command, in-process (a thread running main()) or as a subprocess."""
-
-    def __init__(self, mode: str, server: str, state: Path, *args: str) -> None:
-        self.argv = ["--server", server, "--state", str(state), *args]
-        self.out, self.err = Output(), Output()
-        self.code: int | None = None
-        if mode == "in_process":
-            self.thread = threading.Thread(target=self._main, daemon=True)
-            self.process = None
-        else:
-            assert AGENT.exists(), f"console script not installed at {AGENT}"
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TSD_")}
-            env["HOME"] = str(state.parent)
-            self.process = subprocess.Popen([str(AGENT), *self.argv], stdout=subprocess.PIPE,
-                                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                            text=True, encoding="utf-8", env=env)
-            self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        self.code = main(self.argv, stdout=self.out, stderr=self.err)
-
-    def _pump(self) -> None:
-        assert self.process is not None
-        readers = [threading.Thread(target=self._copy, args=(self.process.stderr, self.err))]
-        readers[0].start()
-        self._copy(self.process.stdout, self.out)
-        readers[0].join()
-        self.code = self.process.wait()
-
-    @staticmethod
-    def _copy(pipe, sink: Output) -> None:
-        for line in pipe:
-            sink.write(line)
-
-    def finish(self, timeout: float = WAIT) -> int:
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            if self.process is not None:
-                self.process.kill()
-            raise AssertionError(f"agent still running after {timeout} s:\n{self.out.text}"
-                                 f"\n{self.err.text}")
-        assert self.code is not None
-        return self.code
+def agent(mode: str, server: str, state: Path, *args: str) -> AgentRun:
+    """Start one agent command: main() in a thread, or the installed console script."""
+    argv = ["--server", server, "--state", str(state), *args]
+    if mode == "in_process":
+        return AgentRun.in_process(argv)
+    assert AGENT.exists(), f"console script not installed at {AGENT}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSD_")}
+    env["HOME"] = str(state.parent)
+    return AgentRun.process_of([str(AGENT), *argv], env=env)
 
 
 def run_agent(server: str, state: Path, *args: str) -> tuple[int, str, str]:
@@ -212,7 +139,7 @@ def test_pair_with_a_code_the_website_issued(mode, server, person, tmp_path):
                                      headers={"X-CSRFToken": person.csrf})
     assert issued.status == 201, issued.body
     state = tmp_path / "state.json"
-    run = AgentRun(mode, server.base_url, state, "--name", "Bench printer", "pair",
+    run = agent(mode, server.base_url, state, "--name", "Bench printer", "pair",
                    issued.json["code"].lower())
     assert run.finish() == m.EXIT_OK, run.err.text
     assert "Linked" in run.out.text
@@ -222,7 +149,7 @@ def test_pair_with_a_code_the_website_issued(mode, server, person, tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 def test_link_by_typing_the_printers_code_on_the_website(mode, server, person, tmp_path):
     state = tmp_path / "state.json"
-    run = AgentRun(mode, server.base_url, state, "--name", "Garage printer", "--model", "2.4",
+    run = agent(mode, server.base_url, state, "--name", "Garage printer", "--model", "2.4",
                    "link")
     user_code = run.out.wait_for(USER_CODE_LINE).group(1)
     assert f"open {server.base_url}/link " in run.out.text
@@ -239,9 +166,9 @@ def test_link_by_scanning_the_qr_code(mode, server, person, tmp_path):
     from tsd_agent.commands import qr_text
 
     state = tmp_path / "state.json"
-    run = AgentRun(mode, server.base_url, state, "--name", "Phone-scanned printer", "link")
+    run = agent(mode, server.base_url, state, "--name", "Phone-scanned printer", "link")
     url = run.out.wait_for(QR_LINE).group(1)
-    run.out.wait_for(re.compile("Waiting for approval"))
+    run.out.wait_for(WAITING_LINE)
     # The terminal drawing is the QR code of exactly that link.
     assert qr_text(url, run.out) in run.out.text
     opened = person.endpoint.request("GET", url[len(server.base_url):])
@@ -268,11 +195,11 @@ def test_discover_shows_who_asks_and_the_code_then_links(mode, server, person, t
     state = tmp_path / "state.json"
     identity = AgentState.new()
     save(state, identity)
-    run = AgentRun(mode, server.base_url, state, "--name", "Kitchen printer", "discover")
+    run = agent(mode, server.base_url, state, "--name", "Kitchen printer", "discover")
     wait_until_nearby(person, identity.device_id)
     offer = person.link(identity.device_id)
     assert offer.status == 200 and offer.json["status"] == "awaiting_confirmation", offer.body
-    code = run.out.wait_for(re.compile(r"Confirmation code: (\S+)")).group(1)
+    code = run.out.wait_for(CONFIRMATION_LINE).group(1)
     assert f"{person.display_name} wants to link this printer" in run.out.text
     confirmed = person.confirm(offer.json["offer_id"], code)
     assert confirmed.status == 200, confirmed.body
@@ -286,7 +213,7 @@ def test_discover_shows_who_asks_and_the_code_then_links(mode, server, person, t
 
 def test_denied_link_exits_7_and_saves_no_token(server, person, tmp_path):
     state = tmp_path / "state.json"
-    run = AgentRun("in_process", server.base_url, state, "link", "--no-qr")
+    run = agent("in_process", server.base_url, state, "link", "--no-qr")
     user_code = run.out.wait_for(USER_CODE_LINE).group(1)
     assert "█" not in run.out.text and "▀" not in run.out.text
     assert form_post(person, "/link", {"code": user_code}).status == 302

@@ -14,12 +14,10 @@ the proxy at 127.0.0.1, which the servers trust), so they look like real proxied
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import pytest
 import requests
 
 from tests.support import db_backends, servers
+from tests.support.agent_runs import USER_CODE_LINE, AgentRun
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
 
@@ -36,8 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 REDIS_DB = 5
 TOGGLE_DEADLINE = 1.0  # seconds: every process honours a toggle within this (DESIGN.md)
-WAIT = 30.0
-USER_CODE_LINE = re.compile(r"^ {4}([B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4})$", re.M)
 
 
 def skip_loudly(message: str, require_env: str | None = None) -> None:
@@ -264,32 +261,20 @@ def test_link_begun_on_one_process_finishes_on_the_other(shape, server_app):
 
 def test_the_agent_links_through_nginx_whichever_instance_answers(shape, server_app, tmp_path):
     """tsd-agent's device flow through nginx: its polls alternate between the instances."""
-    import io
-
-    from tsd_agent.cli import main
     from tsd_agent.state import load
 
-    out, err = io.StringIO(), io.StringIO()
     state = tmp_path / "state.json"
-    result: list[int] = []
-    agent = threading.Thread(target=lambda: result.append(main(
-        ["--server", shape.nginx.base_url, "--state", str(state), "--name", "Behind nginx",
-         "link", "--no-qr"], stdout=out, stderr=err)), daemon=True)
-    agent.start()
-    deadline = time.monotonic() + WAIT
-    while not USER_CODE_LINE.search(out.getvalue()):
-        assert time.monotonic() < deadline and agent.is_alive(), out.getvalue() + err.getvalue()
-        time.sleep(0.05)
-    user_code = USER_CODE_LINE.search(out.getvalue()).group(1)
-    assert f"open {shape.nginx.base_url}/link " in out.getvalue()
+    run = AgentRun.in_process(["--server", shape.nginx.base_url, "--state", str(state),
+                               "--name", "Behind nginx", "link", "--no-qr"])
+    user_code = run.out.wait_for(USER_CODE_LINE).group(1)
+    assert f"open {shape.nginx.base_url}/link " in run.out.text
 
     person = make_person(server_app, HttpEndpoint(shape.nginx.base_url, "127.0.0.23"))
     assert person.endpoint.request("POST", "/link", data={
         "code": user_code, "csrf_token": person.csrf}).status == 302
     assert person.endpoint.request("POST", "/link/confirm", data={
         "decision": "approve", "csrf_token": person.csrf}).status == 302
-    agent.join(WAIT)
-    assert result == [0], err.getvalue()
+    assert run.finish() == 0, run.err.text
     assert load(state, warn=pytest.fail).server == shape.nginx.base_url
 
 

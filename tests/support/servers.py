@@ -216,6 +216,26 @@ def caddy(directory: Path, caddyfile: str) -> Iterator[RunningServer]:
         yield server
 
 
+@contextmanager
+def make_run(directory: Path, env: Mapping[str, str]) -> Iterator[RunningServer]:
+    """``make run`` as the README has a new user type it, on a free loopback port.
+
+    Its install step is skipped (``-o install``): the virtualenv it would create is the one
+    running the tests. ``env`` is added to a clean environment (no TSD_* of the caller) and
+    the instance folder (SQLite file, development key) goes to ``directory``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    full_env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
+    full_env["TSD_INSTANCE_PATH"] = str(directory / "instance")
+    full_env.update(env)
+    command = ["make", "--no-print-directory", "-o", "install", "run", f"PORT={port}",
+               f"VENV={sys.prefix}"]
+    with _run("make run", command, port=port, log_path=directory / "make-run.log",
+              probe="/healthz", env=full_env, cwd=ROOT) as server:
+        yield server
+
+
 def _indent(text: str, spaces: int) -> str:
     return "\n".join((" " * spaces + line) if line.strip() else line
                      for line in text.splitlines())
