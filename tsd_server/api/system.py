@@ -22,6 +22,16 @@ def healthz():
     return jsonify({"status": "ok"})
 
 
+@bp.get("/api/v1/ping")
+def ping():
+    """The cheapest JSON answer the app gives: no database, no session, no login.
+
+    It is the ceiling the benchmark measures every hot path against (docs/performance.md),
+    and a liveness probe for the process alone (/healthz also asks the database).
+    """
+    return jsonify({"status": "ok"})
+
+
 @bp.get("/api/v1/client-address")
 def show_client_address():
     """What the server believes about this request's origin, and whether ip_match may use it."""
