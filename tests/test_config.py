@@ -134,6 +134,17 @@ def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch
         create_app({"SECRET_KEY": "k" * 32})
 
 
+@pytest.mark.parametrize("key, weaker", [
+    ("SESSION_COOKIE_HTTPONLY", "false"), ("SESSION_COOKIE_SAMESITE", "None"),
+    ("WTF_CSRF_ENABLED", "false"), ("WTF_CSRF_CHECK_DEFAULT", "false"),
+    ("WTF_CSRF_SSL_STRICT", "false"),
+])
+def test_security_settings_cannot_be_weakened(instance, monkeypatch, key, weaker):
+    monkeypatch.setenv(f"TSD_{key}", weaker)
+    app = create_app({"SECRET_KEY": "k" * 32, key: weaker})
+    assert app.config[key] == config_module.FIXED[key]
+
+
 def test_every_default_survives_type_checking():
     """A helper adding a setting with a bool/int default must keep it parseable."""
     assert set(DEFAULTS) >= {"ENV", "SECRET_KEY", "DATABASE_URL", "MAX_CONTENT_LENGTH"}

@@ -94,10 +94,19 @@ DEFAULTS: dict[str, Any] = {
     # 2N through around a window boundary, which the brute-force bound has to allow for).
     "RATELIMIT_STRATEGY": "moving-window",
     "RATELIMIT_STORAGE_URI": "memory://",
-    "SESSION_COOKIE_HTTPONLY": True,
-    "SESSION_COOKIE_SAMESITE": "Lax",
     # Secure cookies are also set per request whenever it arrives over https.
     "SESSION_COOKIE_SECURE": False,
+}
+
+# Security settings of Flask and Flask-WTF that no layer may change (TSD_WTF_CSRF_ENABLED=false
+# would otherwise switch CSRF off everywhere): session cookies stay HttpOnly and SameSite=Lax,
+# CSRF is checked on every form and cookie-authenticated call, and over https the Referer
+# must be this site. A CSRF token lives as long as the session.
+FIXED: dict[str, Any] = {
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "WTF_CSRF_ENABLED": True,
+    "WTF_CSRF_CHECK_DEFAULT": True,
     "WTF_CSRF_TIME_LIMIT": None,
     "WTF_CSRF_SSL_STRICT": True,
 }
@@ -115,6 +124,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     if overrides:
         app.config.from_mapping(overrides)
     _coerce_to_default_types(app.config)
+    app.config.update(FIXED)
 
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
