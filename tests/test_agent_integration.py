@@ -46,7 +46,9 @@ FAST = {
     "KILL_SWITCH_CACHE_SECONDS": 0,
 }
 # Defaults (no LAN mode) with a tight guess limit, one worker so the limit is one counter.
-STRICT = {"PAIRING_GUESS_LIMIT_PER_IP": "1 per 15 minutes"}
+# Its device flow keeps the default interval (5 s), so polling early earns slow_down.
+STRICT = {"PAIRING_GUESS_LIMIT_PER_IP": "1 per 15 minutes",
+          "DEVICE_FLOW_TOKEN_LIMIT": "2 per minute"}
 
 
 def agent(mode: str, server: str, state: Path, *args: str) -> AgentRun:
@@ -288,3 +290,38 @@ def test_token_is_never_sent_to_another_server(server, strict_server, person, tm
     assert code == m.EXIT_NOT_LINKED and f"issued by {server.base_url}" in err
     assert "/api/v1/device/me" not in Path(strict_server.log_path).read_text(
         errors="replace")[len(log_before):]
+
+
+class Stop(Exception):
+    """Ends an agent loop from its (injected) sleep."""
+
+
+def test_link_loop_backs_off_on_slow_down_and_waits_out_rate_limits(strict_server, tmp_path):
+    """The agent's real loop against the real server; only its clock is the test's.
+
+    The first two waits are skipped, so the second poll comes too early: the server answers
+    slow_down and the agent adds 5 s. The third poll hits the token rate limit: the agent
+    waits what Retry-After says before polling again.
+    """
+    import io
+
+    from tsd_agent import commands
+    from tsd_agent.client import Client
+
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 5:
+            raise Stop
+
+    out, err = io.StringIO(), io.StringIO()
+    state = AgentState.new()
+    agent_ = commands.Agent(client=Client(strict_server.base_url), state=state,
+                            state_path=tmp_path / "s.json", name="Impatient", model=None,
+                            out=out, err=err, sleep=sleep, qr=False)
+    with pytest.raises(Stop):
+        commands.link(agent_, timeout=None)
+    assert waits[:3] == [5, 5, 10], (waits, err.getvalue())
+    retry = int(re.search(r"retry in (\d+) seconds; waiting", err.getvalue()).group(1))
+    assert retry > 10 and sum(waits[3:5]) == retry
