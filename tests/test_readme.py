@@ -52,3 +52,9 @@ def test_the_table_names_no_setting_that_does_not_exist():
     assert not unknown, f"README documents settings the code does not read: {unknown}"
     gunicorn_conf = (ROOT / "gunicorn.conf.py").read_text()
     assert all(name in gunicorn_conf for name in ("TSD_BIND", "TSD_WORKERS"))
+
+
+def test_files_the_readme_names_exist():
+    named = set(re.findall(r"`((?:docs|deploy|tests|instance)/[\w./-]+)`", README))
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"README points at files that do not exist: {missing}"
