@@ -55,6 +55,7 @@ def test_the_table_names_no_setting_that_does_not_exist():
 
 
 def test_files_the_readme_names_exist():
-    named = set(re.findall(r"`((?:docs|deploy|tests|instance)/[\w./-]+)`", README))
+    # instance/ holds what a deployment creates (config.py, the key), so it is not checked.
+    named = set(re.findall(r"`((?:docs|deploy|tests)/[\w./-]+)`", README))
     missing = sorted(path for path in named if not (ROOT / path).exists())
     assert not missing, f"README points at files that do not exist: {missing}"
