@@ -221,18 +221,11 @@ def test_confirmation_form_carries_the_window_it_showed(admin, linked):
 
 
 def test_kill_switch_page_shows_unreadable_store(app, admin):
-    from sqlalchemy import text
+    from tests.support.apps import flags_table_renamed
 
-    with app.app_context():
-        db.session.execute(text("ALTER TABLE strategy_flags RENAME TO strategy_flags_away"))
-        db.session.commit()
-    try:
+    with flags_table_renamed(app):
         response = admin.get("/admin/kill-switches")
         assert response.status_code == 200
         assert "cannot be read" in response.get_data(as_text=True)
-    finally:
-        with app.app_context():
-            db.session.execute(text("ALTER TABLE strategy_flags_away RENAME TO strategy_flags"))
-            db.session.commit()
     with app.app_context():
         assert kill_switch.is_enabled("ip_match", fresh=True)

@@ -8,7 +8,7 @@ import pytest
 from flask import Blueprint, jsonify
 from sqlalchemy import event, select, text
 
-from tests.support.apps import another_app
+from tests.support.apps import another_app, flags_table_renamed
 from tsd_server.discovery import kill_switch, registry
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, StrategyFlag
@@ -169,17 +169,8 @@ def test_bad_cache_setting_stops_start_up(database):
 
 @pytest.fixture
 def flags_table_gone(app):
-    """Rename strategy_flags away for one test (both backends), and back afterwards."""
-    with app.app_context():
-        db.session.execute(text("ALTER TABLE strategy_flags RENAME TO strategy_flags_away"))
-        db.session.commit()
-    try:
+    with flags_table_renamed(app):
         yield
-    finally:
-        with app.app_context():
-            db.session.rollback()
-            db.session.execute(text("ALTER TABLE strategy_flags_away RENAME TO strategy_flags"))
-            db.session.commit()
 
 
 def test_unreadable_flag_store_disables_everything_without_a_500(app, flags_table_gone):
@@ -199,12 +190,9 @@ def test_unreadable_flag_store_disables_everything_without_a_500(app, flags_tabl
 
 
 def test_store_readable_again_brings_strategies_back(app):
-    with app.app_context():
-        db.session.execute(text("ALTER TABLE strategy_flags RENAME TO strategy_flags_away"))
-        db.session.commit()
+    with flags_table_renamed(app), app.app_context():
         assert not kill_switch.is_enabled("qr_code", fresh=True)
-        db.session.execute(text("ALTER TABLE strategy_flags_away RENAME TO strategy_flags"))
-        db.session.commit()
+    with app.app_context():
         assert kill_switch.is_enabled("qr_code", fresh=True)
 
 
@@ -376,3 +364,19 @@ def test_cli_enable_warns_when_the_all_switch_holds_it_off(app):
     run(app, "discovery", "disable", "all", "--reason", "stop")
     result = run(app, "discovery", "enable", "pairing_code")
     assert result.exit_code == 3 and "enable all" in result.output
+
+
+def test_cli_status_with_unreadable_store(app, flags_table_gone):
+    result = run(app, "discovery", "status")
+    assert result.exit_code == 0
+    assert "UNREADABLE" in result.output
+    assert result.output.count("[flag_store_unreadable]") == 3
+
+
+def test_cli_disable_with_database_down_is_a_clear_error():
+    url = "postgresql+psycopg2://nobody@127.0.0.1:1/none"
+    with another_app(url, SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}}) \
+            as application:
+        result = run(application, "discovery", "disable", "all", "--reason", "db down")
+    assert result.exit_code == 1
+    assert "could not write the flag" in result.output and "Traceback" not in result.output

@@ -21,3 +21,22 @@ def another_app(database: str, **config):
         with application.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+@contextmanager
+def flags_table_renamed(application):
+    """The kill-switch flag store made unreadable (on either backend), and restored after."""
+    from sqlalchemy import text
+
+    from tsd_server.extensions import db
+
+    with application.app_context():
+        db.session.execute(text("ALTER TABLE strategy_flags RENAME TO strategy_flags_away"))
+        db.session.commit()
+    try:
+        yield
+    finally:
+        with application.app_context():
+            db.session.rollback()
+            db.session.execute(text("ALTER TABLE strategy_flags_away RENAME TO strategy_flags"))
+            db.session.commit()

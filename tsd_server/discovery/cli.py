@@ -17,6 +17,7 @@ from datetime import datetime
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import incident
 from tsd_server.discovery import kill_switch, registry
@@ -118,6 +119,11 @@ def _set(target: str, *, enabled: bool, reason: str | None) -> None:
         kill_switch.set_flag(target, enabled=enabled, reason=reason, actor=CLI_ACTOR)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    except SQLAlchemyError as error:
+        raise click.ClickException(
+            f"could not write the flag (database error: {type(error).__name__}); if the "
+            "database is down every strategy already counts as off. To hold one off "
+            "regardless, set TSD_DISCOVERY_DISABLED and restart.") from None
 
 
 # --- incident ---------------------------------------------------------------------------
