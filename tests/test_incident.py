@@ -282,3 +282,14 @@ def test_cli_bad_arguments_are_usage_errors_and_change_nothing(app, make_user, l
     assert result.exit_code == 2, result.output
     with app.app_context():
         assert db.session.scalar(select(Device)).token_hash is not None
+
+
+def test_many_devices_are_read_in_chunks_without_losing_any(app, make_user, link_at,
+                                                           monkeypatch):
+    monkeypatch.setattr(incident, "CHUNK", 2)
+    uid, _, _ = make_user()
+    for index in range(5):
+        link_at(uid, SINCE + timedelta(minutes=index), f"dev-{index}")
+    assert [r.device_uid for r in affected(app)] == [f"dev-{i}" for i in range(5)]
+    with app.app_context():
+        assert len(incident.revoke("ip_match", SINCE, UNTIL, actor="cli").revoked) == 5

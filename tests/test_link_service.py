@@ -135,6 +135,20 @@ def test_deployment_switch_refuses_links(app, database, make_user):
         assert db.session.scalar(select(Device)) is None
 
 
+def test_unreadable_flag_store_refuses_links_and_audits_them(app, make_user):
+    from tests.support.apps import flags_table_renamed
+
+    uid, _, _ = make_user()
+    with flags_table_renamed(app), app.test_request_context():
+        with pytest.raises(kill_switch.StrategyDisabled) as refused:
+            link(uid, strategy="qr_code")
+        assert refused.value.extra["disabled_by"] == "flag_store_unreadable"
+    with app.app_context():
+        assert db.session.scalar(select(Device)) is None
+        row = db.session.scalar(select(AuditEvent).where(AuditEvent.event == "link_failed"))
+        assert (row.outcome, row.strategy) == ("strategy_disabled", "qr_code")
+
+
 def test_unknown_strategy_name_cannot_link(app, make_user):
     uid, _, _ = make_user()
     with app.test_request_context():

@@ -39,6 +39,8 @@ RELINKED_AFTER = "relinked_after"  # re-linked at/after `until`: left alone
 NEEDS_RELINK = "needs_relink"  # already revoked by an incident revoke
 REVOKED = "revoked"  # unlinked or revoked otherwise
 
+CHUNK = 500
+
 COLUMNS = ("account_id", "email", "device_pk", "device_uid", "name", "linked_via",
            "linked_at", "linked_from_ip", "status")
 
@@ -147,16 +149,16 @@ def _find(window: Window, *, lock: bool = False) -> list[tuple[Device, User, dat
     for device_id, at, strategy, ip in [*db.session.execute(links), *db.session.execute(current)]:
         if device_id not in latest or at > latest[device_id][0]:
             latest[device_id] = (at, strategy, ip)
-    if not latest:
-        return []
-    query = (select(Device, User).join(User, User.id == Device.owner_id)
-             .where(Device.id.in_(list(latest))))
-    if lock:
-        query = query.with_for_update(of=Device)
+    ids = sorted(latest)
     found = []
-    for device, owner in db.session.execute(query):
-        at, strategy, ip = latest[device.id]
-        found.append((device, owner, at, strategy, ip))
+    for start in range(0, len(ids), CHUNK):  # bounded IN lists (SQLite caps bound parameters)
+        query = (select(Device, User).join(User, User.id == Device.owner_id)
+                 .where(Device.id.in_(ids[start:start + CHUNK])))
+        if lock:
+            query = query.with_for_update(of=Device)
+        for device, owner in db.session.execute(query):
+            at, strategy, ip = latest[device.id]
+            found.append((device, owner, at, strategy, ip))
     found.sort(key=lambda item: (item[1].email, item[2], item[0].id))
     return found
 
