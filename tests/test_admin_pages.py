@@ -69,6 +69,23 @@ def test_admin_role_taken_away_takes_effect_at_once(app, admin):
     assert admin.get("/admin/kill-switches").status_code == 403
 
 
+def test_admin_required_decorator(app, make_user, login):
+    """For admin routes outside the admin blueprint: same rules as the blueprint's guard."""
+    from tsd_server.admin.access import admin_required
+
+    @app.get("/probe-admin-only")
+    @admin_required
+    def probe():
+        return "secret"
+
+    assert app.test_client().get("/probe-admin-only").status_code == 302
+    _, member_email, password = make_user("m2@example.org")
+    assert login(member_email, password).get("/probe-admin-only").status_code == 403
+    _, admin_email, password = make_user("a2@example.org", is_admin=True)
+    response = login(admin_email, password).get("/probe-admin-only")
+    assert response.status_code == 200 and response.get_data(as_text=True) == "secret"
+
+
 @pytest.mark.parametrize("path", PAGES[1:])
 def test_admin_sees_pages(admin, path):
     assert admin.get(path).status_code == 200
