@@ -14,6 +14,7 @@ from tests.support.pairing import (
     enter_code,
     me,
     poll,
+    started,
     switch,
 )
 
@@ -27,12 +28,6 @@ def app_config():
 def owner(make_user, login):
     uid, email, password = make_user(display_name="Ada")
     return uid, login(email, password, REMOTE_ADDR="1.1.1.1")
-
-
-def started(client, **kwargs) -> dict:
-    response = authorize(client, **kwargs)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
 
 
 def error_of(response) -> str:

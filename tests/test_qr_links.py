@@ -7,10 +7,10 @@ import pytest
 from tests.support.pairing import (
     LOOSE_LIMITS,
     audit_rows,
-    authorize,
     decide,
     me,
     poll,
+    started,
     switch,
 )
 
@@ -26,12 +26,6 @@ def app_config():
 def owner(make_user, login):
     uid, email, password = make_user(display_name="Grace")
     return uid, login(email, password, REMOTE_ADDR="2606:4700:4700::1111")
-
-
-def started(client) -> dict:
-    response = authorize(client)
-    assert response.status_code == 200, response.get_json()
-    return response.get_json()
 
 
 def qr_path(answer: dict) -> str:

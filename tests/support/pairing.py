@@ -49,6 +49,13 @@ def authorize(client, *, device_id: str = "printer-0002", name: str = "Voron in 
     return client.post("/api/v1/device/authorize", json=body, **kwargs)
 
 
+def started(client, **kwargs) -> dict:
+    """``authorize`` that must succeed: the RFC 8628 answer as a dict."""
+    response = authorize(client, **kwargs)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
 def poll(client, device_code: str, *, ip: str = DEVICE_IP):
     return client.post(TOKEN_PATH, json={"device_code": device_code},
                        environ_base=device_env(ip))
