@@ -3,6 +3,8 @@
 import multiprocessing
 import os
 
+from gunicorn.glogging import Logger
+
 bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
 # One box: a couple of workers is plenty. Several processes share state through the
 # database (kill switch, breakers) and Redis (rate limits, TSD_RATELIMIT_STORAGE_URI).
@@ -11,8 +13,9 @@ worker_class = "sync"
 timeout = 30
 graceful_timeout = 10
 accesslog = "-"
-# The access log records the path only: tokens are never sent in URLs, and query strings
-# (which might carry a pasted code) are not logged.
+# The access log records the path only: query strings (which might carry a pasted code)
+# are not logged, and the one path that holds a secret -- the QR link's one-time token,
+# /link/qr/<token> -- is logged without it (RedactingLogger below).
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
 # Gunicorn on its own believes X-Forwarded-Proto/-Ssl/-Protocol (and SCRIPT_NAME) from
 # 127.0.0.1 and ::1, so any client of a same-host nginx that passes those headers through
@@ -20,3 +23,22 @@ access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss'
 # believe in one place (TSD_TRUSTED_PROXIES and TSD_PROXY_FIX_*), so gunicorn believes none.
 forwarded_allow_ips = ""
 secure_scheme_headers: dict[str, str] = {}
+
+
+# Paths whose last part is a one-time secret; whoever reads the log must not be able to use it.
+SECRET_PATH_PREFIXES = ("/link/qr/",)
+
+
+class RedactingLogger(Logger):
+    """Access-log lines keep the path but never the one-time token inside it."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        path = atoms.get("U") or ""
+        for prefix in SECRET_PATH_PREFIXES:
+            if path.startswith(prefix):
+                atoms["U"] = prefix + "[redacted]"
+        return atoms
+
+
+logger_class = RedactingLogger

@@ -179,6 +179,18 @@ def test_link_by_scanning_the_qr_code(mode, server, person, tmp_path):
     assert approved.status == 302, approved.body
     assert run.finish() == m.EXIT_OK, run.err.text
     assert_linked(server, state, person, "Phone-scanned printer", "qr_code")
+    # gunicorn.conf.py: the access log shows the visit, never the one-time token.
+    log = wait_for_log(server, "/link/qr/")
+    assert '"GET /link/qr/[redacted]"' in log and url.rsplit("/", 1)[1] not in log
+
+
+def wait_for_log(server, text: str) -> str:
+    """The server's log once ``text`` is in it (access lines are written after answering)."""
+    deadline = time.monotonic() + WAIT
+    while text not in (log := Path(server.log_path).read_text(errors="replace")):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in {server.log_path}"
+        time.sleep(0.1)
+    return log
 
 
 def wait_until_nearby(person: Person, device_id: str) -> None:

@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from tests.support import db_backends, servers
-from tests.support.agent_runs import USER_CODE_LINE, AgentRun
+from tests.support.agent_runs import USER_CODE_LINE, WAIT, AgentRun
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
 
@@ -51,11 +51,20 @@ class Shape:
     b: servers.RunningServer
     nginx: servers.RunningServer
     database_url: str
+    # nginx's access log in deploy/tsd-server.nginx.conf's own format.
+    access_log: Path
 
     def upstream(self, response: requests.Response) -> str:
         """Which gunicorn answered a request made through nginx."""
         port = int(response.headers["X-Upstream"].rsplit(":", 1)[1])
         return {self.a.port: "a", self.b.port: "b"}[port]
+
+
+def site_logging() -> str:
+    """The http-level logging directives of deploy/tsd-server.nginx.conf, as written."""
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    start, end = site.index("# --- logging (http context) ---"), site.index("# --- end logging ---")
+    return site[start:end]
 
 
 def redis_client():
@@ -95,6 +104,7 @@ def shape(tmp_path_factory):
         "PAIRING_GUESS_LIMIT_PER_ACCOUNT": "100 per minute",
         "PAIRING_FAILURE_BREAKER_PER_MINUTE": 1000,
     }
+    logs = tmp_path_factory.mktemp("nginx-logs")
     try:
         db_backends.migrate(url)
         with servers.gunicorn(tmp_path_factory.mktemp("gunicorn-a"), database_url=url,
@@ -105,15 +115,16 @@ def shape(tmp_path_factory):
 location / {{
     include {DEPLOY / "tsd-server-proxy.conf"};
     proxy_pass http://tsd_server;
+    access_log {logs / "tsd-server.access.log"} tsd_path_only;
     # Test only: which instance answered.
     add_header X-Upstream $upstream_addr always;
-}}""", http_extra=f"""
+}}""", http_extra=site_logging() + f"""
 upstream tsd_server {{
     server 127.0.0.1:{a.port};
     server 127.0.0.1:{b.port};
     keepalive 4;
 }}""") as proxy:
-            yield Shape(a, b, proxy, url)
+            yield Shape(a, b, proxy, url, logs / "tsd-server.access.log")
     finally:
         db_backends.drop_postgres_database(pg_user, name)
         client = redis_client()
@@ -295,6 +306,32 @@ def test_forged_forwarding_headers_do_not_get_through_nginx(shape):
                                    "X-Forwarded-Port": "666", "X-Forwarded-Proto": "https"})
     assert started.status_code == 200, started.text
     assert started.json()["verification_uri"] == f"{shape.nginx.base_url}/link"
+
+
+def test_qr_links_are_logged_without_their_token(shape, server_app):
+    """The QR link's one-time token appears in no access log: nginx's nor gunicorn's."""
+    client = servers.http_session("127.0.0.26")
+    started = client.post(shape.nginx.base_url + "/api/v1/device/authorize",
+                          json={"device_id": "printer-e2e-0005", "name": "QR logged"})
+    assert started.status_code == 200, started.text
+    link = started.json()["verification_uri_complete"]
+    token = link.rsplit("/", 1)[1]
+    person = make_person(server_app, HttpEndpoint(shape.nginx.base_url, "127.0.0.26"))
+    opened = person.endpoint.request("GET", link[len(shape.nginx.base_url):])
+    assert opened.status in (200, 302), opened.body
+    paths = (shape.access_log, shape.a.log_path, shape.b.log_path)
+    # Servers write the access line after answering: wait for nginx's and one gunicorn's.
+    deadline = time.monotonic() + WAIT
+    while True:
+        logs = {path: path.read_text(errors="replace") for path in paths}
+        if "/link/qr/" in logs[shape.access_log] and (
+                "/link/qr/" in logs[shape.a.log_path] + logs[shape.b.log_path]):
+            break
+        assert time.monotonic() < deadline, "the QR visit never reached the access logs"
+        time.sleep(0.1)
+    assert '"GET /link/qr/[redacted]"' in logs[shape.access_log]
+    for path, text in logs.items():
+        assert token not in text, f"the QR token is in {path}"
 
 
 def session_cookie_is_secure(response: requests.Response) -> bool:

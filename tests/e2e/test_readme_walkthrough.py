@@ -128,8 +128,10 @@ def test_the_walkthrough_as_written(server, terminal):
     steps = walkthrough()
     person = sign_up_and_log_in(server)
 
-    # 1. A code from the website: Add printer -> Pairing code -> Get a code.
-    assert "Pairing code" in page(person, "/printers/add")
+    # 1. A code from the website: Add printer -> its code page -> Get a code.
+    add_printer = page(person, "/printers/add")
+    for start in ("/printers/add/code", "/link", "/printers/nearby"):
+        assert f'href="{start}"' in add_printer, start
     shown = press(person, "/printers/add/code")
     assert shown.status_code == 200, shown.text
     code = PAIRING_CODE_ON_PAGE.search(shown.text).group(1)
