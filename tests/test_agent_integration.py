@@ -124,7 +124,7 @@ def assert_linked(server, state_path: Path, person: Person, name: str, strategy:
     """The state file holds a token for this server, the owner sees the printer, whoami works."""
     saved = load(state_path, warn=pytest.fail)
     assert saved.access_token and saved.access_token.startswith("tsd_at_")
-    assert saved.server == server.base_url
+    assert saved.server == server.base_url and saved.linked_via == strategy
     device = my_devices(person)[saved.device_id]
     assert device["name"] == name and device["linked_via"] == strategy
     code, out, err = run_agent(server.base_url, state_path, "whoami")

@@ -54,16 +54,21 @@ class Agent:
         self.warn(f"error: {text}")
         return code
 
-    def keep_token(self, token: Any, strategy: str) -> bool:
-        """Save a newly issued token before anything else can go wrong."""
+    def linked(self, answer: dict[str, Any], strategy: str, how: str) -> int:
+        """Save a newly issued token (before anything else can go wrong) and say so."""
+        token = answer.get("access_token")
         if not isinstance(token, str) or not token:
             self.warn("error: the server said the printer is linked but sent no access token.")
-            return False
+            return m.EXIT_FAILURE
+        device = answer.get("device")
+        via = device.get("linked_via") if isinstance(device, dict) else None
         self.state.access_token = token
         self.state.server = self.client.base_url
-        self.state.linked_via = strategy
+        self.state.linked_via = m.clean(via, 32) if isinstance(via, str) else strategy
         save(self.state_path, self.state)
-        return True
+        self.say(f"Linked: \"{self.name}\" ({self.state.device_id}) {how}. "
+                 f"Token saved to {self.state_path}.")
+        return m.EXIT_OK
 
 
 def interval_from(value: Any, default: float = DEFAULT_POLL_INTERVAL) -> float:
@@ -100,11 +105,7 @@ def discover(agent: Agent, timeout: float | None) -> int:
             status = answer.get("status")
             wait = interval_from(answer.get("poll_interval"))
             if status == "linked":
-                if not agent.keep_token(answer.get("access_token"), "ip_match"):
-                    return m.EXIT_FAILURE
-                agent.say(f"Linked: \"{agent.name}\" now belongs to the account that confirmed. "
-                          "Token saved to " + str(agent.state_path) + ".")
-                return m.EXIT_OK
+                return agent.linked(answer, "ip_match", "to the account that confirmed")
             if status == "confirm":
                 confirmation = answer.get("confirmation") or {}
                 code = m.clean(confirmation.get("code", ""), 16)
@@ -138,11 +139,7 @@ def pair(agent: Agent, code: str) -> int:
                                      agent.model)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
-    if not agent.keep_token(answer.get("access_token"), "pairing_code"):
-        return m.EXIT_FAILURE
-    agent.say(f"Linked: \"{agent.name}\" ({agent.state.device_id}) by pairing code. "
-              f"Token saved to {agent.state_path}.")
-    return m.EXIT_OK
+    return agent.linked(answer, "pairing_code", "by pairing code")
 
 
 def link(agent: Agent, timeout: float | None) -> int:
@@ -189,11 +186,7 @@ def link(agent: Agent, timeout: float | None) -> int:
             return agent.fail(error)
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
             return agent.fail(error)
-        if not agent.keep_token(answer.get("access_token"), "device_flow"):
-            return m.EXIT_FAILURE
-        agent.say(f"Linked: \"{agent.name}\" ({agent.state.device_id}). "
-                  f"Token saved to {agent.state_path}.")
-        return m.EXIT_OK
+        return agent.linked(answer, "device_flow", "after approval on the website")
 
 
 def show_instructions(agent: Agent, uri: str, user_code: str, complete: str,
