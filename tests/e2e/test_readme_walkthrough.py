@@ -10,6 +10,7 @@ part -- sign up, log in, the buttons the README names -- is played over HTTP.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -108,14 +109,30 @@ def sign_up_and_log_in(server) -> Person:
 def press(person: Person, path: str, **fields: str) -> requests.Response:
     """Submit a form on a page (each form carries the CSRF token); redirects not followed."""
     endpoint = person.endpoint
-    return endpoint.session.post(endpoint.base_url + path, allow_redirects=False, timeout=15,
-                                 data={**fields, "csrf_token": person.csrf})
+    response = endpoint.session.post(endpoint.base_url + path, allow_redirects=False,
+                                     timeout=15, data={**fields, "csrf_token": person.csrf})
+    SEEN.append(response.text)
+    return response
 
 
 def page(person: Person, path: str) -> str:
     reply = person.endpoint.request("GET", path)
     assert reply.status == 200, f"{path}: {reply.status}"
+    SEEN.append(reply.body)
     return reply.body
+
+
+# Every page the test saw, so the README's button and page names can be checked against them.
+SEEN: list[str] = []
+EMPHASIS = re.compile(r"(?<!\*)\*(?!\*)([^*]+?)(?<!\*)\*(?!\*)")
+
+
+def named_in_the_section() -> list[str]:
+    """The *emphasised* names of pages and buttons in the README's walkthrough section."""
+    text = README.read_text()
+    section = text[text.index("## Link a simulated printer"):]
+    section = section[:section.index("\n## ", 1)]
+    return [" ".join(name.split()) for name in EMPHASIS.findall(section)]
 
 
 def approve_on_confirmation_page(person: Person, printer_name: str) -> None:
@@ -132,6 +149,7 @@ def test_the_walkthrough_as_written(server, terminal):
     add_printer = page(person, "/printers/add")
     for start in ("/printers/add/code", "/link", "/printers/nearby"):
         assert f'href="{start}"' in add_printer, start
+    page(person, "/printers/add/code")
     shown = press(person, "/printers/add/code")
     assert shown.status_code == 200, shown.text
     code = PAIRING_CODE_ON_PAGE.search(shown.text).group(1)
@@ -182,3 +200,10 @@ def test_the_walkthrough_as_written(server, terminal):
     dashboard = page(person, "/")
     for number in range(1, 5):
         assert f"Printer {number}" in dashboard
+
+    # The pages and buttons the README names are the ones the person saw.
+    seen = " ".join(" ".join(html.unescape(body).split()) for body in SEEN)
+    names = named_in_the_section()
+    assert {"Add a printer", "Approve", "Confirm"} <= set(names)
+    for name in names:
+        assert name in seen, f"the README names *{name}*, which no page shows"
