@@ -337,3 +337,19 @@ def test_link_loop_backs_off_on_slow_down_and_waits_out_rate_limits(strict_serve
     assert waits[:3] == [5, 5, 10], (waits, err.getvalue())
     retry = int(re.search(r"retry in (\d+) seconds; waiting", err.getvalue()).group(1))
     assert retry > 10 and sum(waits[3:5]) == retry
+
+
+def test_a_second_printer_with_the_same_id_is_refused(server, tmp_path):
+    """Only the device that bound its secret may answer for its device_id."""
+    first = AgentState.new()
+    impostor = AgentState(device_id=first.device_id, device_secret=AgentState.new().device_secret)
+    save(tmp_path / "first.json", first)
+    save(tmp_path / "impostor.json", impostor)
+    # One announce each: --timeout ends the loop before the next one (poll_interval 1 s).
+    assert run_agent(server.base_url, tmp_path / "first.json", "discover",
+                     "--timeout", "0.5")[0] == m.EXIT_EXPIRED
+    code, _, err = run_agent(server.base_url, tmp_path / "impostor.json", "discover")
+    assert code == m.EXIT_REFUSED and "another device is announcing" in err
+    # The real one still may.
+    assert run_agent(server.base_url, tmp_path / "first.json", "discover",
+                     "--timeout", "0.5")[0] == m.EXIT_EXPIRED

@@ -47,6 +47,8 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
     (server_error(400, "expired_token"), m.EXIT_EXPIRED, ["expired", "tsd-agent link"]),
     (server_error(400, "invalid_field", "'code' has an invalid format."), m.EXIT_REFUSED,
      ["refused", "invalid_field", "'code' has an invalid format."]),
+    (server_error(409, "device_id_taken"), m.EXIT_REFUSED, ["device_id", "own --state"]),
+    (server_error(503, "base_url_unknown"), m.EXIT_FAILURE, ["TSD_BASE_URL"]),
     (server_error(500, "internal_error", "boom"), m.EXIT_FAILURE, ["HTTP 500", "boom"]),
     (ServerError(502, "not_json", "HTTP 502 without a JSON body"), m.EXIT_FAILURE,
      ["HTTP 502", "address of a tsd-server"]),

@@ -138,6 +138,13 @@ def _server_error(error: ServerError) -> tuple[int, str]:
     if code == "expired_token":
         return EXIT_EXPIRED, ("the code expired before anyone approved it; run "
                               "`tsd-agent link` again for a new one.")
+    if code == "device_id_taken":
+        return EXIT_REFUSED, ("another device is announcing with this printer's device_id; if "
+                              "this state file was copied to a second printer, give one of them "
+                              "its own --state file.")
+    if code == "base_url_unknown":
+        return EXIT_FAILURE, ("the server cannot tell its own public address, so it cannot give "
+                              "this printer a link; its operator must set TSD_BASE_URL.")
     if code == "not_json":
         return EXIT_FAILURE, (f"the server answered HTTP {error.status} without JSON; is "
                               "--server the address of a tsd-server?")

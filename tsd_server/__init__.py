@@ -104,6 +104,9 @@ def _register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(discovery_status.bp)
     app.register_blueprint(admin_views.bp)
+    from tsd_server.admin import diagnostics as admin_diagnostics
+
+    app.register_blueprint(admin_diagnostics.bp)
 
     from tsd_server.discovery import registry
 
