@@ -60,6 +60,11 @@ def _init_extensions(app: Flask) -> None:
     from tsd_server.extensions import csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
+    from tsd_server.db_pool import ping_when_idle
+
+    with app.app_context():
+        for engine in db.engines.values():
+            ping_when_idle(engine)
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)

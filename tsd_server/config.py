@@ -129,7 +129,8 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # No pool_pre_ping: a round trip per request; tsd_server/db_pool.py pings idle ones only.
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _development_secret_key(app)
