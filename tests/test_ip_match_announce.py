@@ -28,8 +28,8 @@ def app_config():
 
 
 @pytest.fixture
-def world(app, make_user, clock):
-    return World(app, make_user, lambda home: InProcessEndpoint(app, home, layout_direct))
+def world(app, clock):
+    return World(app, lambda home: InProcessEndpoint(app, home, layout_direct))
 
 
 def rows(app, model):

@@ -26,8 +26,8 @@ def app_config(scenario):
     return dict(SCENARIOS[scenario][1])
 
 
-def test_incident_scenario(app, make_user, scenario):
+def test_incident_scenario(app, scenario):
     run, _settings = SCENARIOS[scenario]
     layout = IN_PROCESS_LAYOUTS[scenario]
-    world = World(app, make_user, lambda home: InProcessEndpoint(app, home, layout))
+    world = World(app, lambda home: InProcessEndpoint(app, home, layout))
     run(world)

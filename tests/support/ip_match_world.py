@@ -191,10 +191,12 @@ def refused_with(reply: Reply, reason: str) -> bool:
 @dataclass
 class World:
     app: Any
-    make_user: Callable
     endpoint: Callable[[str], Endpoint]
     printers: list[Printer] = field(default_factory=list)
     people: list[Person] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.make_user = fast_user_factory(self.app)
 
     def printer(self, home: str, name: str | None = None) -> Printer:
         printer = Printer(self.endpoint(home), home, name or f"Printer at {home}")
@@ -234,6 +236,30 @@ class World:
             rows = list(db.session.scalars(select(AuditEvent).where(AuditEvent.event == event)))
             db.session.remove()
         return rows
+
+
+def fast_user_factory(app) -> Callable:
+    """Accounts with a cheap password hash: these tests log in dozens of people, and the
+    real scrypt cost (tested in test_accounts.py) would make them slow for nothing."""
+    from werkzeug.security import generate_password_hash
+
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    password = "correct horse battery"
+    cheap = generate_password_hash(password, method="pbkdf2:sha256:1000")
+
+    def factory(display_name: str) -> tuple[int, str, str]:
+        email = f"{secrets.token_hex(6)}@example.org"
+        with app.app_context():
+            user = User(email=email, display_name=display_name, password_hash=cheap)
+            db.session.add(user)
+            db.session.commit()
+            user_id = user.id
+            db.session.remove()
+        return user_id, email, password
+
+    return factory
 
 
 def link_and_confirm(person: Person, printer: Printer) -> str:

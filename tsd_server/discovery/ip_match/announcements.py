@@ -45,6 +45,8 @@ from tsd_server.models.ip_match import Announcement, Offer
 log = logging.getLogger(__name__)
 
 ACTOR = "device"
+# For audit rows written on behalf of no request (the purge runs inside another's).
+NOWHERE = ClientAddress(client_ip=None, peer_ip=None)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def _live_row(device_uid: str, settings: IpMatchSettings, now: datetime) -> Anno
     """The device's live announcement; an expired one is deleted (binding and offer too)."""
     row = db.session.scalar(select(Announcement).where(Announcement.device_uid == device_uid))
     if row is not None and row.last_seen_at <= live_since(settings, now):
+        if row.offer is not None:
+            offers.end(row.offer, "expired", "the device stopped announcing")
         db.session.delete(row)
         db.session.commit()
         return None
@@ -198,6 +202,11 @@ def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
     """Delete expired announcements and their offers (the caller commits)."""
     cutoff = live_since(settings, now)
     expired = select(Announcement.id).where(Announcement.last_seen_at <= cutoff)
+    for offer in db.session.scalars(select(Offer).where(Offer.announcement_id.in_(expired))):
+        audit.record("ip_match_offer_ended", actor="auto", outcome="expired",
+                     user_id=offer.user_id, strategy=STRATEGY, address=NOWHERE,
+                     detail=f"offer {offer.public_id} (household {offer.household}): the "
+                            "device stopped announcing")
     unsynchronised = {"synchronize_session": False}
     db.session.execute(delete(Offer).where(Offer.announcement_id.in_(expired)),
                        execution_options=unsynchronised)

@@ -88,12 +88,12 @@ def trip(household: str, accounts: int, settings: IpMatchSettings, now: datetime
 
 def _maybe_trip_globally(settings: IpMatchSettings, now: datetime) -> None:
     """Switch ip_match off when enough households tripped since the window (or re-enable)."""
-    since = now - settings.breaker_window
+    counted = HouseholdBlock.tripped_at >= now - settings.breaker_window
     reenabled = _last_enabled_at()
-    if reenabled is not None and reenabled > since:
-        since = reenabled
-    tripped = db.session.scalar(select(func.count()).select_from(HouseholdBlock).where(
-        HouseholdBlock.tripped_at >= since)) or 0
+    if reenabled is not None and reenabled >= now - settings.breaker_window:
+        counted = HouseholdBlock.tripped_at > reenabled
+    tripped = db.session.scalar(
+        select(func.count()).select_from(HouseholdBlock).where(counted)) or 0
     if tripped < settings.global_trip_households or not kill_switch.is_enabled(
             STRATEGY, fresh=True):
         return

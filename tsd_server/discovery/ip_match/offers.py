@@ -29,6 +29,7 @@ from typing import Any
 from flask import current_app, session
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tsd_server import audit
 from tsd_server.api.errors import ApiError
@@ -100,14 +101,22 @@ def is_live(offer: Offer, now: datetime) -> bool:
 
 
 def end(offer: Offer, outcome: str, detail: str, *, address: ClientAddress | None = None,
-        actor: str = "auto") -> None:
-    """Delete the offer and audit why (expired / voided); the caller commits."""
-    audit.record("ip_match_offer_ended", actor=actor, outcome=outcome, user_id=offer.user_id,
-                 device_uid=offer.announcement.device_uid, strategy=STRATEGY, address=address,
-                 detail=f"offer {offer.public_id}: {detail}")
-    db.session.delete(offer)
-    # Flushed now, so a new offer for the same device can be inserted in this transaction.
-    db.session.flush()
+        actor: str = "auto") -> bool:
+    """Delete the offer and audit why (expired / voided); the caller commits.
+
+    Returns False when another request ended it first (then nothing is audited twice).
+    """
+    announcement = offer.announcement
+    deleted = db.session.execute(delete(Offer).where(Offer.id == offer.id),
+                                 execution_options={"synchronize_session": False}).rowcount
+    db.session.expunge(offer)
+    set_committed_value(announcement, "offer", None)
+    if deleted:
+        audit.record("ip_match_offer_ended", actor=actor, outcome=outcome,
+                     user_id=offer.user_id, device_uid=announcement.device_uid,
+                     strategy=STRATEGY, address=address,
+                     detail=f"offer {offer.public_id}: {detail}")
+    return bool(deleted)
 
 
 def _refuse(event: str, user: User, check: UserCheck, outcome: str, error: ApiError, *,
@@ -226,22 +235,29 @@ def confirm(user: User, public_id: str, typed_code: str) -> str:
 
 def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: datetime) -> str:
     device_uid = offer.announcement.device_uid
+    public_id, expected = offer.public_id, code_of(offer)
+    # Reserve one try first: parallel guesses cannot get more than the configured number.
     reserved = db.session.execute(
         update(Offer).where(Offer.id == offer.id, Offer.status == AWAITING_CONFIRMATION,
                             Offer.attempts_left > 0)
         .values(attempts_left=Offer.attempts_left - 1),
         execution_options={"synchronize_session": False}).rowcount
-    expected = code_of(offer)
-    if reserved and expected is not None and hmac.compare_digest(expected, code):
+    if not reserved:
+        db.session.rollback()
+        raise _refuse("confirmation", user, check, "no_tries_left", ApiError(
+            404, "not_found", "This offer has no tries left and is void. Start again from "
+            "'Printers near you'."), device_uid=device_uid)
+    if expected is not None and hmac.compare_digest(expected, code):
         db.session.execute(
             update(Offer).where(Offer.id == offer.id).values(
                 status=CONFIRMED, confirmed_at=now, confirmed_from_ip=check.address.client_ip),
             execution_options={"synchronize_session": False})
         audit.record("confirmation", actor=f"user:{user.id}", outcome="ok", user_id=user.id,
                      device_uid=device_uid, strategy=STRATEGY, address=check.address,
-                     detail=f"offer {offer.public_id}")
+                     detail=f"offer {public_id}")
         db.session.commit()
         return CONFIRMED
+    # Still in the reserving transaction (its row lock held): void and audit together.
     left = db.session.scalar(select(Offer.attempts_left).where(Offer.id == offer.id)) or 0
     if left <= 0:
         end(offer, "voided", "too many wrong codes", address=check.address,
@@ -250,7 +266,7 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
         f" {left} {'try' if left == 1 else 'tries'} left." if left else
         " The offer is void: start again from 'Printers near you'."), attempts_left=left)
     raise _refuse("confirmation", user, check, "wrong_code", error, device_uid=device_uid,
-                  detail=f"offer {offer.public_id}: wrong code, {left} left")
+                  detail=f"offer {public_id}: wrong code, {left} left")
 
 
 def nearby(user: User) -> dict[str, Any]:
