@@ -105,9 +105,10 @@ def _register_blueprints(app: Flask) -> None:
         app.register_blueprint(blueprint)
 
     from tsd_server.admin import views as admin_views
-    from tsd_server.api import discovery_status
+    from tsd_server.api import discovery_status, openapi
 
     app.register_blueprint(discovery_status.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(admin_views.bp)
     from tsd_server.admin import diagnostics as admin_diagnostics
 

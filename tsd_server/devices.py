@@ -21,8 +21,16 @@ def devices_of(user: User) -> list[Device]:
     return list(db.session.scalars(query))
 
 
+# Ids come from URLs (<int:device_pk> has no upper bound). Rows never get ids past this
+# (PostgreSQL's integer), and SQLite raises OverflowError past 2**63 - 1 instead of
+# finding nothing, which would be a 500.
+MAX_ID = 2**31 - 1
+
+
 def owned_device(user: User, device_pk: int) -> Device | None:
     """The device if ``user`` owns it; None otherwise (no hint whether it exists)."""
+    if not 0 < device_pk <= MAX_ID:
+        return None
     device = db.session.get(Device, device_pk)
     if device is None or device.owner_id != user.id:
         return None

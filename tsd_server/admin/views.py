@@ -56,7 +56,8 @@ def toggle_kill_switch():
 def audit():
     form = AuditFilterForm(formdata=request.args)
     page = request.args.get("page", "1")
-    page_number = int(page) if page.isdigit() else 1
+    # isdigit() alone lets "²" through to int(), and 5000 digits exceed int()'s limit: 500s.
+    page_number = int(page) if page.isascii() and page.isdigit() and len(page) <= 9 else 1
     result = None
     if form.validate():
         filters = audit_log.AuditFilters(

@@ -113,7 +113,9 @@ def authorize_qr():
     if fmt not in qr.FORMATS:
         raise ApiError(400, "invalid_field", "format must be svg or png.", field="format")
     scale = request.args.get("scale", str(qr.DEFAULT_SCALE))
-    if not scale.isdigit() or not 1 <= int(scale) <= qr.MAX_SCALE:
+    # ASCII and short first: int() refuses "²" (a digit to isdigit()) and 5000-digit text.
+    if not (scale.isascii() and scale.isdigit() and len(scale) <= 3) \
+            or not 1 <= int(scale) <= qr.MAX_SCALE:
         raise ApiError(400, "invalid_field", f"scale must be 1 to {qr.MAX_SCALE}.",
                        field="scale")
     device_code = request.headers.get(DEVICE_CODE_HEADER, "").strip()

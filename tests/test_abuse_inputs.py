@@ -1,0 +1,99 @@
+"""Abuse: hostile input on every real JSON route and URL parameter is a 4xx, never a 500.
+
+tests/test_api_errors.py checks the body readers on a probe route; this file sends the same
+kinds of abuse to the routes the server really has, behind their own guards and limits, and
+the URL numbers that reached the database or int() unchecked (fixed with these tests).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from tests.support.pairing import LOOSE_LIMITS
+
+DEVICE_ROUTES = ["/api/v1/discovery/announce", "/api/v1/pairing/redeem",
+                 "/api/v1/device/authorize", "/api/v1/device/token"]
+CONFIRM_ROUTE = "/api/v1/discovery/offers/{}/confirm"
+HUGE_NUMBERS = ["2147483648", "9223372036854775808", "9" * 40]
+
+
+@pytest.fixture
+def app_config():
+    return {**LOOSE_LIMITS, "IP_MATCH_ANNOUNCE_RATE_LIMIT": "1000 per minute",
+            "IP_MATCH_CLAIM_RATE_LIMIT": "1000 per minute"}
+
+
+@pytest.fixture
+def user(make_user, login):
+    _, email, password = make_user()
+    return login(email, password, REMOTE_ADDR="8.8.8.8")
+
+
+def within_limit(app, prefix: bytes, unit: bytes) -> bytes:
+    """As many ``unit`` after ``prefix`` as fit under MAX_CONTENT_LENGTH."""
+    room = app.config["MAX_CONTENT_LENGTH"] - len(prefix) - 16
+    return prefix + unit * (room // len(unit))
+
+
+def bodies(app) -> dict[str, tuple[bytes, int, str]]:
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    return {
+        "nested arrays": (within_limit(app, b"", b"["), 400, "invalid_json"),
+        "nested objects": (within_limit(app, b"", b'{"a":'), 400, "invalid_json"),
+        "nested in a field": (within_limit(app, b'{"device_id": "printer-0001", "name": ',
+                                           b"["), 400, "invalid_json"),
+        "5000-digit number": (b'{"device_id": ' + b"9" * 5000 + b"}", 400, "invalid_json"),
+        "over the limit": (json.dumps({"name": "x" * limit}).encode(), 413,
+                           "payload_too_large"),
+    }
+
+
+def assert_refused(response, status: int, code: str, context: str = "") -> None:
+    assert response.status_code == status, (context, response.get_data(as_text=True)[:300])
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"] == code
+
+
+@pytest.mark.parametrize("path", DEVICE_ROUTES)
+def test_hostile_bodies_on_device_routes_are_refused(app, client, path):
+    for name, (raw, status, code) in bodies(app).items():
+        response = client.post(path, data=raw, content_type="application/json",
+                               environ_base={"REMOTE_ADDR": "8.8.8.8"})
+        assert_refused(response, status, code, name)
+        chunked = client.post(path, input_stream=io.BytesIO(raw), environ_base={
+            "REMOTE_ADDR": "8.8.8.8", "wsgi.input_terminated": True},
+            headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"})
+        assert_refused(chunked, status, code, name)
+
+
+def test_hostile_bodies_on_the_user_confirm_route_are_refused(app, user):
+    for name, (raw, status, code) in bodies(app).items():
+        response = user.post(CONFIRM_ROUTE.format("x" * 32), data=raw,
+                             content_type="application/json")
+        assert_refused(response, status, code, name)
+
+
+@pytest.mark.parametrize("number", HUGE_NUMBERS)
+def test_huge_device_ids_in_urls_are_not_found(app, user, number):
+    assert_refused(user.delete(f"/api/v1/devices/{number}"), 404, "not_found")
+    for action in ("unlink", "rename"):
+        response = user.form_post(f"/printers/{number}/{action}", {"name": "x"})
+        assert response.status_code == 404
+
+
+@pytest.mark.parametrize("scale", ["²", "٣", "9" * 5000, "-1", "0", "21", " 6"])
+def test_odd_qr_scales_are_invalid_fields(app, client, scale):
+    response = client.get("/api/v1/device/authorize/qr", query_string={"scale": scale},
+                          headers={"X-Device-Code": "tsd_dc_" + "A" * 43})
+    assert_refused(response, 400, "invalid_field")
+
+
+@pytest.mark.parametrize("page", ["²", "9" * 5000, "-3", "1e9"])
+def test_odd_audit_log_pages_show_the_first(app, make_user, login, page):
+    _, email, password = make_user(is_admin=True)
+    admin = login(email, password)
+    response = admin.get("/admin/audit", query_string={"page": page})
+    assert response.status_code == 200
