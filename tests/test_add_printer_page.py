@@ -22,7 +22,8 @@ def session(make_user, login):
 
 
 def ways(html: str) -> list[str]:
-    return re.findall(r'data-strategy="([a-z_]+)"', html)
+    """The strategies offered, in page order (pairing_code offers two ways)."""
+    return list(dict.fromkeys(re.findall(r'data-strategy="([a-z_]+)"', html)))
 
 
 def off(html: str) -> list[str]:
@@ -35,8 +36,12 @@ def test_lists_every_enabled_way_with_its_title_summary_and_start_link(app, sess
     html = html_lib.unescape(session.get("/printers/add").get_data(as_text=True))
     assert ways(html) == registry.names()
     for strategy in registry.all_strategies():
-        assert strategy.title in html and strategy.summary in html
-    assert 'href="/printers/add/code"' in html and 'href="/printers/add/qr"' in html
+        for way in strategy.add_printer_ways():
+            assert way.title in html and way.summary in html
+    assert re.findall(r'data-way="([a-z_]+)"', html) == [
+        "ip_match", "pairing_code_show", "pairing_code_enter", "qr_code"]
+    for href in ("/printers/nearby", "/printers/add/code", "/link", "/printers/add/qr"):
+        assert f'href="{href}"' in html
     assert off(html) == []
 
 
@@ -45,7 +50,7 @@ def test_hides_what_is_off_and_says_why(app, session):
     html = session.get("/printers/add").get_data(as_text=True)
     assert "pairing_code" not in ways(html)
     assert off(html) == ["pairing_code"]
-    assert 'href="/printers/add/code"' not in html
+    assert 'href="/printers/add/code"' not in html and 'href="/link"' not in html
     assert "Switched off by an administrator." in html
 
 

@@ -2,7 +2,10 @@
 
 Framing is refused because clickjacking the "Approve" button of a linking page would hand
 a stranger a printer. Pages and API answers may show one-time codes or tokens, so nothing
-dynamic is cached by the browser or a proxy.
+dynamic is cached by the browser or a proxy. Referrer-Policy is "same-origin", not
+"no-referrer": over https Flask-WTF refuses a form post without a same-site Referer
+(WTF_CSRF_SSL_STRICT), and a QR link's token never leaves the site in a Referer.
+tests/test_security_headers.py walks the URL map, so every new page is checked.
 """
 
 from flask import Flask, Response, request

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request, session
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -64,9 +64,15 @@ def register_error_handlers(app: Flask) -> None:
     def handle_csrf_error(error: CSRFError):
         if is_api_request():
             return ApiError(400, "csrf_failed", error.description).response()
-        return render_template("error.html", title="Form expired", message=(
+        page = render_template("error.html", title="Form expired", message=(
             "This form could not be accepted (its security token was missing or stale). "
-            "Go back, reload the page and try again."), status=400), 400
+            "Go back, reload the page and try again."), status=400)
+        if app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+            # A post forged on another site arrives without the SameSite session cookie;
+            # the fresh token this page made must not replace the person's session, or
+            # any site could log them out (tests/browser/test_forged_posts.py).
+            session.modified = False
+        return page, 400
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from flask import Blueprint
+
+
+@dataclass(frozen=True)
+class AddPrinterWay:
+    """One entry of the "Add printer" page: a title, one sentence, the page where it starts."""
+
+    key: str
+    title: str
+    summary: str
+    endpoint: str | None
 
 
 class DiscoveryStrategy:
@@ -20,6 +31,10 @@ class DiscoveryStrategy:
     summary: ClassVar[str]
     # The page where a user starts linking this way (shown on "Add printer" when enabled).
     add_printer_endpoint: ClassVar[str | None] = None
+
+    def add_printer_ways(self) -> list[AddPrinterWay]:
+        """The entries this strategy puts on "Add printer": one, unless it works two ways."""
+        return [AddPrinterWay(self.name, self.title, self.summary, self.add_printer_endpoint)]
 
     def blueprints(self) -> list[Blueprint]:
         """Routes that belong to this strategy alone (503 while it is switched off)."""

@@ -1,9 +1,9 @@
 """The "Add printer" page: the ways of linking a printer that are on right now.
 
-Each strategy contributes its title, one sentence and the page where it starts
-(``add_printer_endpoint``; None or an endpoint this app does not serve means no link).
-Strategies that are off are not offered; they are listed apart with the public reason, so
-nobody wonders where a way went.
+Each strategy contributes its ways (``add_printer_ways()``: a title, one sentence and the
+page where it starts; None or an endpoint this app does not serve means no link). Pairing
+codes give two ways, one per direction. Strategies that are off are not offered; they are
+listed apart with the public reason, so nobody wonders where a way went.
 """
 
 from __future__ import annotations
@@ -21,10 +21,17 @@ bp = Blueprint("add_printer", __name__)
 
 @dataclass(frozen=True)
 class Way:
-    name: str
+    name: str  # the strategy
+    key: str  # the way (a strategy may offer two)
     title: str
     summary: str
     url: str | None
+
+
+@dataclass(frozen=True)
+class Off:
+    name: str
+    title: str
     off_reason: str | None
 
 
@@ -40,10 +47,11 @@ def _url(endpoint: str | None) -> str | None:
 @bp.get("/printers/add")
 @login_required
 def index():
-    ways = [Way(strategy.name, strategy.title, strategy.summary,
-                _url(strategy.add_printer_endpoint) if state.enabled else None,
-                state.public_reason)
-            for strategy, state in registry.with_states()]
-    return render_template("add_printer.html",
-                           enabled=[way for way in ways if way.off_reason is None],
-                           disabled=[way for way in ways if way.off_reason is not None])
+    enabled, disabled = [], []
+    for strategy, state in registry.with_states():
+        if not state.enabled:
+            disabled.append(Off(strategy.name, strategy.title, state.public_reason))
+            continue
+        enabled.extend(Way(strategy.name, way.key, way.title, way.summary, _url(way.endpoint))
+                       for way in strategy.add_printer_ways())
+    return render_template("add_printer.html", enabled=enabled, disabled=disabled)

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from tsd_server import devices
+from tsd_server.discovery import registry
 from tsd_server.web.forms import ConfirmForm, RenameForm
 
 bp = Blueprint("web", __name__)
@@ -15,7 +16,8 @@ bp = Blueprint("web", __name__)
 @login_required
 def dashboard():
     return render_template("dashboard.html", devices=devices.devices_of(current_user),
-                           rename_form=RenameForm(), confirm_form=ConfirmForm())
+                           rename_form=RenameForm(), confirm_form=ConfirmForm(),
+                           way_titles={s.name: s.title for s in registry.all_strategies()})
 
 
 @bp.post("/printers/<int:device_pk>/rename")

@@ -85,5 +85,5 @@ def confirm(offer_id: str):
             return redirect(url_for("ip_match_web.nearby"))
         form.code.errors = [error.message]
         return _offer_page(found, form, error.status)
-    flash("Confirmed. The printer finishes linking on its next check-in.")
+    # The offer page says "Confirmed" itself (and keeps saying it while it refreshes).
     return redirect(url_for("ip_match_web.offer", offer_id=offer_id))

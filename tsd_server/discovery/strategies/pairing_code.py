@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from tsd_server.discovery.strategy import DiscoveryStrategy
+from tsd_server.discovery.strategy import AddPrinterWay, DiscoveryStrategy
 
 
 class PairingCode(DiscoveryStrategy):
@@ -16,6 +16,17 @@ class PairingCode(DiscoveryStrategy):
     summary = ("Type a code shown here into the printer, or type the code the printer "
                "shows into this site.")
     add_printer_endpoint = "pairing_web.add_code"
+
+    def add_printer_ways(self) -> list[AddPrinterWay]:
+        """Both directions are offered apart: a person knows which one the printer wants."""
+        return [
+            AddPrinterWay("pairing_code_show", "Show a code for the printer",
+                          "Get a one-time code here and type it into the printer.",
+                          self.add_printer_endpoint),
+            AddPrinterWay("pairing_code_enter", "Enter the printer's code",
+                          "Type the code the printer shows, check its details and approve.",
+                          "pairing_web.link"),
+        ]
 
     def blueprints(self) -> list[Blueprint]:
         from tsd_server.discovery.pairing import api, web

@@ -1,0 +1,1 @@
+"""Browser tests: Debian chromium driven by Playwright against the live app."""

@@ -1,0 +1,120 @@
+"""Fixtures for the browser tests: Debian's chromium driven by Playwright, the app served live.
+
+Chromium is launched from /usr/bin/chromium (``playwright install`` is never used: it
+downloads browsers). Where it is missing the browser tests are skipped with a loud warning;
+.ci/run installs it. Each test gets a fresh browser context (no cookies), and fails if a
+page broke the Content-Security-Policy or threw a JavaScript error.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.browser.live import PASSWORD, LiveApp, live_app
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
+               "--no-first-run", "--disable-component-update", "--disable-sync"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+         "device_scale_factor": 1}
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+# Playwright waits this long (ms) for an element or a navigation before failing.
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        message = (f"{CHROMIUM} is NOT installed: the browser tests are SKIPPED "
+                   "(apt-get install chromium; .ci/run installs it).")
+        warnings.warn(message, stacklevel=1)
+        pytest.skip(message)
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=LAUNCH_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def live(database: str) -> Iterator[LiveApp]:
+    with live_app(database) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(request: pytest.FixtureRequest) -> None:
+    """Strategies on and no announcements left by an earlier test (tests share a server)."""
+    if "live" in request.fixturenames:
+        request.getfixturevalue("live").reset()
+
+
+class Problems:
+    """CSP violations and uncaught JavaScript errors seen by the pages of one context."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def watch(self, page: Any) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.seen.append(f"JavaScript error: {error}"))
+
+    def _console(self, message: Any) -> None:
+        if "Content Security Policy" in message.text:
+            self.seen.append(f"CSP: {message.text}")
+
+
+@pytest.fixture
+def open_context(browser: Any, live: LiveApp):
+    """``open_context(phone=False)`` → a fresh context (own cookies) on the live app."""
+    contexts: list[tuple[Any, Problems]] = []
+
+    def factory(*, phone: bool = False) -> Any:
+        context = browser.new_context(base_url=live.base_url, **(PHONE if phone else DESKTOP))
+        context.set_default_timeout(TIMEOUT_MS)
+        problems = Problems()
+        context.on("page", problems.watch)
+        contexts.append((context, problems))
+        return context
+
+    yield factory
+    seen = [problem for _, problems in contexts for problem in problems.seen]
+    for context, _ in contexts:
+        context.close()
+    assert seen == [], "pages broke the CSP or threw:\n" + "\n".join(seen)
+
+
+@pytest.fixture
+def page(open_context):
+    return open_context().new_page()
+
+
+def log_in(page: Any, email: str, password: str = PASSWORD) -> None:
+    """Through the login form, as a person would."""
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/login" not in url)
+
+
+@pytest.fixture
+def user(live: LiveApp) -> dict:
+    user_id, email = live.make_user(display_name="Ada")
+    return {"id": user_id, "email": email, "name": "Ada"}
+
+
+@pytest.fixture
+def admin(live: LiveApp) -> dict:
+    user_id, email = live.make_user(is_admin=True, display_name="Root")
+    return {"id": user_id, "email": email, "name": "Root"}

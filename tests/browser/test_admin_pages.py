@@ -1,0 +1,115 @@
+"""The admin in a browser: a kill switch with a reason, the audit log, proxy diagnostics,
+and an incident revoke that leaves the owner's printer marked "needs re-link"."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import log_in
+from tests.browser.live import Printer
+
+REASON = "Incident 42: the load balancer stopped passing X-Forwarded-For"
+
+
+def way(page, key: str):
+    return page.locator(f'li.way[data-way="{key}"]')
+
+
+def test_admin_switches_ip_match_off_and_near_you_disappears(live, open_context, admin, user):
+    member = open_context().new_page()
+    log_in(member, user["email"])
+    member.goto("/printers/add")
+    expect(way(member, "ip_match")).to_be_visible()
+
+    boss = open_context().new_page()
+    log_in(boss, admin["email"])
+    boss.get_by_role("link", name="Admin").click()
+    section = boss.locator('section[data-strategy="ip_match"]')
+    expect(section).to_contain_text("On")
+    section.get_by_label("Reason to disable ip_match").fill(REASON)
+    section.get_by_role("button", name="Switch off").click()
+    expect(boss.get_by_role("status")).to_contain_text("ip_match: switched off")
+    expect(section).to_contain_text(f"by admin:{admin['id']}")
+    expect(section).to_contain_text(REASON)
+
+    # The very next page the member loads no longer offers it, and says why.
+    member.reload()
+    expect(way(member, "ip_match")).to_have_count(0)
+    expect(member.locator('[data-strategy-off="ip_match"]')).to_contain_text(
+        "Switched off by an administrator.")
+    expect(member.locator('[data-strategy-off="ip_match"]')).not_to_contain_text(REASON)
+    expect(way(member, "pairing_code_show")).to_be_visible()
+    assert member.goto("/printers/nearby").status == 503
+
+    # The toggle is in the audit log with who and why.
+    boss.get_by_role("link", name="Audit log").click()
+    boss.get_by_label("Event").fill("flag_toggle")
+    boss.get_by_label("Actor").fill(f"admin:{admin['id']}")
+    boss.get_by_role("button", name="Filter").click()
+    rows = boss.locator("table.audit tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(REASON)
+    expect(rows.first).to_contain_text("ip_match")
+
+    boss.get_by_role("link", name="Kill switches").click()
+    section.get_by_label("Reason to enable ip_match").fill("Proxy fixed")
+    section.get_by_role("button", name="Switch on").click()
+    expect(boss.get_by_role("status")).to_contain_text("ip_match: switched on")
+    member.goto("/printers/add")
+    expect(way(member, "ip_match")).to_be_visible()
+
+
+def test_proxy_diagnostics_shows_this_browsers_request(live, page, admin):
+    log_in(page, admin["email"])
+    page.goto("/admin/")
+    page.get_by_role("link", name="Proxy diagnostics").click()
+    expect(page.locator('[data-field="client_ip"]').first).to_have_text("127.0.0.1")
+    expect(page.locator('[data-field="household"]').first).to_have_text("127.0.0.1/32")
+    expect(page.locator("[data-verdict]").first).to_have_attribute("data-verdict", "works")
+    page.get_by_label("Direct peer (IP address)").fill("127.0.0.1")
+    page.get_by_label("X-Forwarded-For (optional)").fill("8.8.8.8")
+    page.get_by_role("button", name="Show").click()
+    example = page.locator("[data-example]")
+    expect(example.locator("[data-verdict]")).to_have_attribute(
+        "data-verdict", "untrusted_forwarded_header")
+
+
+def test_incident_listing_and_revoke_mark_the_printer_for_relink(live, open_context, admin,
+                                                                 user):
+    from tsd_server.clock import utcnow
+    from tsd_server.discovery.link_service import link_device
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    printer = Printer(live.base_url, "Linked during the incident")
+    with live.app.test_request_context():
+        result = link_device(owner=db.session.get(User, user["id"]),
+                             device_uid=printer.device_id, name=printer.name, model="MK4",
+                             strategy="ip_match", actor=f"user:{user['id']}", address=None)
+        printer.access_token = result.access_token
+        now = utcnow()
+    assert printer.me().status == 200
+
+    boss = open_context().new_page()
+    log_in(boss, admin["email"])
+    boss.goto("/admin/incident")
+    boss.get_by_label("Strategy").select_option("ip_match")
+    boss.get_by_label("Since").fill((now - timedelta(minutes=5)).isoformat())
+    boss.get_by_label("Until").fill((now + timedelta(minutes=5)).isoformat())
+    boss.get_by_role("button", name="Show affected devices").click()
+    row = boss.locator(f'table.incident tr:has-text("{printer.device_id}")')
+    expect(row).to_contain_text(user["email"])
+    expect(row).to_have_attribute("data-status", "active")
+
+    boss.get_by_role("button", name="Revoke").click()
+    expect(boss.locator("ul.notify")).to_contain_text(user["email"])
+    boss.get_by_role("button", name="Yes, revoke").click()
+    expect(boss.get_by_role("heading", name="Revoked")).to_contain_text("Revoked")
+    assert printer.me().status == 401
+
+    member = open_context().new_page()
+    log_in(member, user["email"])
+    card = member.locator(f'li.device[data-device="{printer.device_id}"]')
+    expect(card).to_contain_text("Needs re-link")

@@ -1,0 +1,93 @@
+"""Forged cross-origin form posts (CSRF) are refused, in a real browser with real cookies.
+
+The hostile page is served from another origin and posts a form to the app as soon as it
+loads, while the person is logged in. Two origins: 127.0.0.2 is another site (the browser
+withholds the SameSite=Lax session cookie as well), and 127.0.0.1 on another port is the
+same site (the cookie IS sent, like from a sibling subdomain): only the CSRF token stops it.
+Each attack is also tried as the real page's button, to show the action would have worked.
+"""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import log_in
+from tests.browser.live import OtherSite, Printer, forged_form_page, serving
+
+ORIGINS = {"cross-site": "127.0.0.2", "same-site": "127.0.0.1"}
+
+
+@pytest.fixture(params=list(ORIGINS))
+def hostile(request):
+    site = OtherSite()
+    with serving(site, ORIGINS[request.param]) as base_url:
+        site.base_url = base_url
+        yield site
+
+
+def visit_forgery(page, hostile: OtherSite, action: str, fields: dict[str, str]) -> None:
+    """The person opens the hostile page; it posts to the app and the browser follows."""
+    hostile.pages["/win"] = forged_form_page(action, fields)
+    page.goto(hostile.base_url + "/win")
+    page.wait_for_url(action)
+    expect(page.get_by_role("heading", name="Form expired")).to_be_visible()
+
+
+def test_forged_unlink_is_refused(live, page, user, hostile):
+    from tsd_server.discovery.link_service import link_device
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    printer = Printer(live.base_url, "Target")
+    with live.app.test_request_context():
+        result = link_device(owner=db.session.get(User, user["id"]),
+                             device_uid=printer.device_id, name=printer.name, model=None,
+                             strategy="pairing_code", actor="cli", address=None)
+        printer.access_token, device_pk = result.access_token, result.device.id
+    log_in(page, user["email"])
+    action = live.url(f"/printers/{device_pk}/unlink")
+    for forged_token in ("", "forged-token"):
+        visit_forgery(page, hostile, action, {"csrf_token": forged_token})
+    assert printer.me().status == 200
+    [device] = live.devices_of(user["id"])
+    assert device.token_hash is not None
+
+    # The same action from the app's own page works: the forgery was refused, not broken,
+    # and the person is still logged in (the refusal did not replace their session).
+    page.goto("/")
+    expect(page.get_by_role("heading", name="My printers")).to_be_visible()
+    page.get_by_role("button", name="Unlink").click()
+    expect(page.get_by_role("status")).to_contain_text("is unlinked")
+    assert printer.me().status == 401
+
+
+def test_forged_approval_of_a_waiting_printer_is_refused(live, page, user, hostile):
+    """The person typed a printer's code and sees the approval page; a forged post tries to
+    press Approve for them."""
+    printer = Printer(live.base_url, "Stranger's printer")
+    started = printer.authorize()
+    log_in(page, user["email"])
+    page.goto("/link")
+    page.get_by_label("Code shown on the printer").fill(started["user_code"])
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+
+    visit_forgery(page, hostile, live.url("/link/confirm"), {"decision": "approve"})
+    assert printer.poll(started["device_code"]).json["error"] in ("authorization_pending",
+                                                                  "slow_down")
+    assert live.devices_of(user["id"]) == []
+
+    page.goto("/link/confirm")
+    page.get_by_role("button", name="Deny").click()
+    assert printer.poll(started["device_code"]).json["error"] == "access_denied"
+
+
+def test_forged_kill_switch_toggle_is_refused(live, page, admin, hostile):
+    from tsd_server.discovery import kill_switch
+
+    log_in(page, admin["email"])
+    visit_forgery(page, hostile, live.url("/admin/kill-switches"),
+                  {"target": "all", "action": "disable", "reason": "forged"})
+    with live.app.app_context():
+        assert kill_switch.state("ip_match", fresh=True).enabled

@@ -1,0 +1,201 @@
+"""The three ways of linking a printer, end to end: a person in chromium, a printer on HTTP.
+
+Each journey starts where a person starts (the dashboard or "Add printer"), uses only what
+the pages show, and ends with the printer holding a working token and the dashboard
+listing it. Sign-up, log-in, log-out and the dashboard's own actions come last.
+"""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import log_in
+from tests.browser.live import PASSWORD, Printer
+
+GRANT_PENDING = "authorization_pending"
+
+
+def device_card(page, printer: Printer):
+    return page.locator(f'li.device[data-device="{printer.device_id}"]')
+
+
+def start_from_add_printer(page, way: str) -> None:
+    page.goto("/")
+    page.get_by_role("link", name="Add a printer").click()
+    page.get_by_role("link", name=way).click()
+
+
+def assert_linked(live, page, printer: Printer, user: dict, via_title: str) -> None:
+    """The printer's token works and names the owner; My printers lists it."""
+    me = printer.me()
+    assert me.status == 200, me.body
+    assert me.json["device"]["id"] == printer.device_id
+    page.goto("/")
+    card = device_card(page, printer)
+    expect(card.get_by_role("heading")).to_have_text(printer.name)
+    expect(card.locator("[data-linked-via]")).to_have_text(via_title)
+    expect(card).to_contain_text("from 127.0.0.1")
+    [device] = [d for d in live.devices_of(user["id"]) if d.device_uid == printer.device_id]
+    assert device.token_hash is not None
+
+
+def test_printers_near_you_confirmed_with_the_code_the_printer_shows(live, page, user):
+    log_in(page, user["email"])
+    start_from_add_printer(page, "Printers near you")
+    expect(page.get_by_role("heading", name="Printers near you")).to_be_visible()
+
+    # The printer starts announcing after the page is open: the list updates by itself.
+    printer = Printer(live.base_url, name="Prusa near you")
+    assert printer.announce().json["status"] == "waiting"
+    card = device_card(page, printer)
+    expect(card).to_be_visible()
+    card.get_by_role("button", name="Link this printer").click()
+    expect(page.get_by_role("heading", name="Link “Prusa near you”")).to_be_visible()
+
+    shown = printer.announce().json
+    assert shown["status"] == "confirm" and shown["confirmation"]["account"] == user["name"]
+    page.get_by_label("Code shown on the printer").fill(shown["confirmation"]["code"])
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_text("Confirmed.")).to_be_visible()
+
+    linked = printer.announce().json
+    assert linked["status"] == "linked" and linked["access_token"]
+    # The waiting page checks again by itself and ends on My printers.
+    page.wait_for_url(live.url("/"))
+    assert_linked(live, page, printer, user, "Printers near you")
+
+
+def test_code_shown_on_the_web_typed_into_the_printer(live, page, user):
+    log_in(page, user["email"])
+    start_from_add_printer(page, "Show a code for the printer")
+    page.get_by_role("button", name="Get a code").click()
+    code = page.locator("[data-pairing-code]").inner_text()
+    assert re.fullmatch(r"[B-DF-HJ-NP-TV-XZ]{4}-[B-DF-HJ-NP-TV-XZ]{4}", code)
+    expect(page.locator(".countdown")).to_contain_text(re.compile(r"\d+:\d\d left\."))
+
+    printer = Printer(live.base_url, name="Voron in the garage", model="2.4")
+    typed_sloppily = code.lower().replace("-", " ")
+    assert printer.redeem(typed_sloppily).status == 201
+    assert printer.redeem(code).status == 400  # once only
+    assert_linked(live, page, printer, user, "Pairing code")
+
+
+def test_code_shown_by_the_printer_typed_at_link_and_approved(live, page, user):
+    printer = Printer(live.base_url, name="Ender in the hall", model="3 V2")
+    started = printer.authorize()
+    assert printer.poll(started["device_code"]).json["error"] == GRANT_PENDING
+
+    log_in(page, user["email"])
+    start_from_add_printer(page, "Enter the printer's code")
+    page.get_by_label("Code shown on the printer").fill(started["user_code"])
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Link this printer to your account?")).to_be_visible()
+    expect(page.locator("#device-heading")).to_have_text("Ender in the hall")
+    expect(page.get_by_text("3 V2")).to_be_visible()
+    # Nothing is linked by typing the code alone.
+    assert printer.poll(started["device_code"]).json["error"] in (GRANT_PENDING, "slow_down")
+
+    page.get_by_role("button", name="Approve").click()
+    page.wait_for_url(live.url("/"))
+    expect(page.get_by_role("status")).to_contain_text("Approved.")
+    assert printer.poll(started["device_code"]).status == 200
+    assert_linked(live, page, printer, user, "Pairing code")
+
+
+def test_qr_link_opened_on_a_phone_and_approved(live, open_context, user):
+    printer = Printer(live.base_url, name="Bambu on the shelf", model="P1S")
+    started = printer.authorize()
+    phone = open_context(phone=True).new_page()
+
+    # The phone is not logged in yet: log in, and come back to the link.
+    phone.goto(started["verification_uri_complete"])
+    expect(phone).to_have_url(re.compile(r"/login\?next="))
+    phone.get_by_label("Email").fill(user["email"])
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Log in").tap()
+    expect(phone.get_by_role("heading", name="Link this printer to your account?")).to_be_visible()
+    expect(phone.locator("dd.code")).to_have_text(started["user_code"])
+    assert fits_the_screen(phone)
+
+    phone.get_by_role("button", name="Approve").tap()
+    phone.wait_for_url(live.url("/"))
+    expect(phone.get_by_role("status")).to_contain_text("Approved.")
+    assert printer.poll(started["device_code"]).status == 200
+    assert_linked(live, phone, printer, user, "Scan the printer's QR code")
+    assert fits_the_screen(phone)
+    # The link was for one use.
+    again = phone.goto(started["verification_uri_complete"])
+    assert again.status == 400
+
+
+def fits_the_screen(page) -> bool:
+    """No sideways scrolling: the page is no wider than the viewport."""
+    return page.evaluate(
+        "document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
+def test_sign_up_log_in_and_log_out(live, page):
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.get_by_role("link", name="Sign up").first.click()
+    page.get_by_label("Email").fill("grace@example.org")
+    page.get_by_label("Your name").fill("Grace")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Repeat password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.get_by_role("status")).to_contain_text("Account created")
+
+    page.get_by_label("Email").fill("grace@example.org")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Email or password is not right.")
+    log_in(page, "grace@example.org")
+    expect(page.get_by_role("heading", name="My printers")).to_be_visible()
+    expect(page.get_by_text("No printers linked yet.")).to_be_visible()
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("status")).to_contain_text("You are logged out.")
+    page.goto("/printers/add")
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_dashboard_shows_details_renames_unlinks_and_asks_for_a_relink(live, page, user):
+    from tsd_server import devices
+    from tsd_server.discovery.link_service import link_device
+    from tsd_server.extensions import db
+    from tsd_server.models import Device, User
+
+    kept, lost = Printer(live.base_url, "Kept"), Printer(live.base_url, "Lost")
+    with live.app.test_request_context(environ_base={"REMOTE_ADDR": "1.1.1.1"}):
+        owner = db.session.get(User, user["id"])
+        for printer, strategy in ((kept, "qr_code"), (lost, "ip_match")):
+            result = link_device(owner=owner, device_uid=printer.device_id, name=printer.name,
+                                 model="MK4", strategy=strategy, actor=f"user:{owner.id}",
+                                 address=None)
+            printer.access_token = result.access_token
+        # An incident revoke took the second printer's token.
+        lost_row = db.session.scalars(db.select(Device).where(
+            Device.device_uid == lost.device_id)).one()
+        devices.revoke_token(lost_row, actor="admin:1", detail="incident", needs_relink=True)
+        db.session.commit()
+    assert kept.me().status == 200  # the printer uses its token: last seen is now
+
+    log_in(page, user["email"])
+    kept_card, lost_card = device_card(page, kept), device_card(page, lost)
+    expect(kept_card.locator("[data-linked-via]")).to_have_text("Scan the printer's QR code")
+    expect(kept_card).to_contain_text("MK4")
+    expect(kept_card.locator("dd").last).not_to_have_text("never")
+    expect(lost_card).to_contain_text("Needs re-link")
+    expect(lost_card.get_by_role("button")).to_have_count(0)
+
+    kept_card.get_by_label("New name").fill("Kept, renamed")
+    kept_card.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("status")).to_contain_text("Renamed to Kept, renamed.")
+    expect(kept_card.get_by_role("heading")).to_have_text("Kept, renamed")
+
+    kept_card.get_by_role("button", name="Unlink").click()
+    expect(page.get_by_role("status")).to_contain_text("is unlinked")
+    expect(kept_card).to_have_count(0)
+    assert kept.me().status == 401

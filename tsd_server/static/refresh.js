@@ -1,0 +1,10 @@
+// Waiting pages: reload every few seconds until the server has news (for example, the
+// printer finished linking). Without JavaScript the page offers a Refresh link instead.
+// Loaded as a file, never inline (the Content-Security-Policy forbids inline script).
+"use strict";
+(function () {
+  const holder = document.querySelector("[data-refresh-seconds]");
+  if (!holder) return;
+  const seconds = Math.max(2, Number(holder.dataset.refreshSeconds) || 5);
+  window.setTimeout(function () { window.location.reload(); }, seconds * 1000);
+})();
