@@ -292,7 +292,8 @@ def scenario_a_proxy_passes_address(world: World) -> None:
         assert reply.status == 200 and reply.json["status"] == "waiting", reply.body
     assert listed(anna.nearby()) == [anna_printer.device_id]
     assert listed(ben.nearby()) == [ben_printer.device_id]
-    assert anna.client_address().json["client_ip"] == anna.home
+    seen = anna.client_address().json
+    assert (seen["client_ip"], seen["peer_ip"]) == (anna.home, PROXY)
     stranger_try = ben.link(anna_printer.device_id)
     assert stranger_try.status == 404 and stranger_try.json["error"] == "not_found"
     link_and_confirm(anna, anna_printer)
