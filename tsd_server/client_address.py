@@ -97,7 +97,7 @@ class ProxySettings:
         """Read and check the settings; a bad value stops start-up with ``ConfigurationError``."""
         try:
             trusted = parse_networks(config["TRUSTED_PROXIES"])
-        except ValueError as error:
+        except (TypeError, ValueError) as error:  # TypeError: TSD_TRUSTED_PROXIES=true or 5
             raise ConfigurationError(f"TSD_TRUSTED_PROXIES: {error}") from None
         return cls(
             x_for=_int_setting(config, "PROXY_FIX_X_FOR", 0, 10),
