@@ -40,6 +40,7 @@ DIRECT = {"PROXY_FIX_X_FOR": 0, "TRUSTED_PROXIES": "", **LAN_HOUSEHOLDS}
 class Reply:
     status: int
     body: Any
+    headers: dict = field(default_factory=dict)
 
     @property
     def json(self) -> dict:
@@ -99,7 +100,8 @@ class InProcessEndpoint(Endpoint):
                                     environ_base=self.layout(self.ip, forged_for))
         body = response.get_json(silent=True)
         return Reply(response.status_code,
-                     body if body is not None else response.get_data(as_text=True))
+                     body if body is not None else response.get_data(as_text=True),
+                     dict(response.headers))
 
 
 class HttpEndpoint(Endpoint):
@@ -121,7 +123,7 @@ class HttpEndpoint(Endpoint):
             body: Any = response.json()
         except ValueError:
             body = response.text
-        return Reply(response.status_code, body)
+        return Reply(response.status_code, body, dict(response.headers))
 
 
 # --- the actors ----------------------------------------------------------------------

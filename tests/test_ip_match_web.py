@@ -1,0 +1,128 @@
+"""The "Printers near you" pages: work without JavaScript, escape what devices send."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.support.ip_match_world import InProcessEndpoint, World, layout_direct
+
+HOME_A, HOME_B = "8.8.8.8", "1.1.1.1"
+OFFER_PATH = re.compile(r"^/printers/nearby/offers/([A-Za-z0-9_-]{32,})$")
+
+
+@pytest.fixture
+def app_config():
+    return {"IP_MATCH_CLAIM_RATE_LIMIT": "1000 per minute"}
+
+
+@pytest.fixture
+def world(app, clock):
+    return World(app, lambda home: InProcessEndpoint(app, home, layout_direct))
+
+
+def page(person, path="/printers/nearby"):
+    reply = person.endpoint.request("GET", path)
+    return reply.status, reply.body
+
+
+def form_post(person, path, **fields):
+    return person.endpoint.request("POST", path, data={"csrf_token": person.csrf, **fields})
+
+
+def test_the_page_lists_printers_with_a_link_form_and_escapes_their_names(world):
+    printer = world.printer(HOME_A, '<script>alert("x")</script> Mk4')
+    anna = world.person(HOME_A)
+    printer.announce()
+    status, html = page(anna)
+    assert status == 200
+    assert "&lt;script&gt;alert(" in html and '<script>alert("x")' not in html
+    assert f'action="/printers/nearby/{printer.device_id}/link"' in html
+    assert 'name="csrf_token"' in html
+    assert re.search(r'<script src="/static/nearby\.js[^"]*" defer></script>', html)
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "no inline scripts (CSP)"
+
+
+def test_the_page_says_why_when_ip_match_cannot_work_here(world):
+    lan = world.person("192.168.1.20")
+    status, html = page(lan)
+    assert status == 200
+    assert "non_public_address" in html and "not a public internet address" in html
+    assert "Link this printer" not in html
+
+
+def test_linking_and_confirming_with_plain_forms(app, world):
+    printer, anna = world.printer(HOME_A, "Anna's Mk4"), world.person(HOME_A)
+    printer.announce()
+    picked = form_post(anna, f"/printers/nearby/{printer.device_id}/link")
+    assert picked.status == 302
+    offer_id = OFFER_PATH.match(picked.headers["Location"]).group(1)
+    status, html = page(anna, f"/printers/nearby/offers/{offer_id}")
+    assert status == 200
+    assert anna.display_name in html and 'name="code"' in html
+    code = printer.announce().json["confirmation"]["code"]
+    wrong = form_post(anna, f"/printers/nearby/offers/{offer_id}/confirm",
+                      code=f"{(int(code) + 1) % 1_000_000:06d}")
+    assert wrong.status == 400 and "2 tries left" in wrong.body
+    right = form_post(anna, f"/printers/nearby/offers/{offer_id}/confirm", code=code)
+    assert right.status == 302
+    status, html = page(anna, f"/printers/nearby/offers/{offer_id}")
+    assert status == 200 and "Confirmed" in html
+    assert printer.announce().json["status"] == "linked"
+    status, _ = page(anna, f"/printers/nearby/offers/{offer_id}")
+    assert status == 302  # the offer ended with the link: on to My printers
+    assert world.links() == [(anna.user_id, printer.device_id)]
+
+
+def test_a_refused_link_shows_the_page_with_the_reason_and_status(world):
+    printer, ben = world.printer(HOME_A), world.person(HOME_B)
+    printer.announce()
+    refused = form_post(ben, f"/printers/nearby/{printer.device_id}/link")
+    assert refused.status == 404 and "No printer with this id" in refused.body
+
+
+def test_forms_without_the_csrf_token_change_nothing(app, world):
+    printer, anna = world.printer(HOME_A), world.person(HOME_A)
+    printer.announce()
+    forged = anna.endpoint.request("POST", f"/printers/nearby/{printer.device_id}/link")
+    assert forged.status == 400
+    assert anna.nearby().json["devices"][0]["offer"] is None
+
+
+def test_someone_elses_offer_page_is_not_shown(world):
+    printer, anna = world.printer(HOME_A), world.person(HOME_A)
+    printer.announce()
+    offer_id = anna.link(printer.device_id).json["offer_id"]
+    carl = world.person(HOME_A)
+    status, _ = page(carl, f"/printers/nearby/offers/{offer_id}")
+    assert status == 302
+    posted = form_post(carl, f"/printers/nearby/offers/{offer_id}/confirm", code="123456")
+    assert posted.status == 302
+
+
+def test_the_page_is_refused_while_ip_match_is_off(app, world):
+    from tsd_server.discovery import kill_switch
+
+    anna = world.person(HOME_A)
+    with app.test_request_context():
+        kill_switch.set_flag("ip_match", enabled=False, reason="test", actor="cli")
+    status, _ = page(anna)
+    assert status == 503
+
+
+def test_the_script_builds_the_list_without_html_injection(client):
+    reply = client.get("/static/nearby.js")
+    assert reply.status_code == 200
+    script = reply.get_data(as_text=True)
+    assert "textContent" in script and "innerHTML" not in script
+    assert "/api/v1/discovery/nearby" not in script  # the URL comes from the page
+
+
+def test_the_strategy_points_the_add_printer_page_here(app):
+    from flask import url_for
+
+    from tsd_server.discovery import registry
+
+    with app.test_request_context():
+        assert url_for(registry.get("ip_match").add_printer_endpoint) == "/printers/nearby"
