@@ -24,7 +24,8 @@ bp = Blueprint("ip_match_web", __name__, url_prefix="/printers/nearby")
 
 class CodeForm(FlaskForm):
     code = StringField("Code shown on the printer",
-                       validators=[DataRequired(), Length(max=16)])
+                       validators=[DataRequired(), Length(max=16)],
+                       render_kw={"inputmode": "numeric", "autocomplete": "off"})
 
 
 def _nearby_page(error: str | None = None, status: int = 200):

@@ -39,7 +39,9 @@ CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, alr
 
 class CodeEntryForm(FlaskForm):
     code = StringField("Code shown on the printer", validators=[
-        DataRequired(message="Type the code the printer shows."), Length(max=32)])
+        DataRequired(message="Type the code the printer shows."), Length(max=32)],
+        render_kw={"autocomplete": "off", "autocapitalize": "characters",
+                   "spellcheck": "false"})
 
 
 @pairing_web_bp.get("/printers/add/code")
