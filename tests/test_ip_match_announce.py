@@ -7,29 +7,18 @@ import hashlib
 import pytest
 from sqlalchemy import event, func, select
 
+from tests.support import ip_match_fixtures
 from tests.support.ip_match_world import (
-    InProcessEndpoint,
     Printer,
-    World,
-    layout_direct,
     link_and_confirm,
     listed,
     refused_with,
 )
 
+app_config = ip_match_fixtures.app_config
+world = ip_match_fixtures.world
+
 HOME_A, HOME_B, HOME_C = "8.8.8.8", "1.1.1.1", "9.9.9.9"
-
-
-@pytest.fixture
-def app_config():
-    return {"IP_MATCH_ANNOUNCE_RATE_LIMIT": "1000 per minute",
-            "IP_MATCH_NEARBY_RATE_LIMIT": "1000 per minute",
-            "IP_MATCH_CLAIM_RATE_LIMIT": "1000 per minute"}
-
-
-@pytest.fixture
-def world(app, clock):
-    return World(app, lambda home: InProcessEndpoint(app, home, layout_direct))
 
 
 def rows(app, model):

@@ -7,29 +7,18 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from tests.support import ip_match_fixtures
 from tests.support.ip_match_world import (
-    InProcessEndpoint,
-    World,
-    layout_direct,
     link_and_confirm,
     listed,
     refused_with,
     wrong,
 )
 
+app_config = ip_match_fixtures.app_config
+world = ip_match_fixtures.world
+
 HOME_A, HOME_B = "8.8.8.8", "1.1.1.1"
-
-
-@pytest.fixture
-def app_config():
-    return {"IP_MATCH_ANNOUNCE_RATE_LIMIT": "1000 per minute",
-            "IP_MATCH_NEARBY_RATE_LIMIT": "1000 per minute",
-            "IP_MATCH_CLAIM_RATE_LIMIT": "1000 per minute"}
-
-
-@pytest.fixture
-def world(app, clock):
-    return World(app, lambda home: InProcessEndpoint(app, home, layout_direct))
 
 
 def db_value(app, statement):

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import re
 
-import pytest
+from tests.support import ip_match_fixtures
 
-from tests.support.ip_match_world import InProcessEndpoint, World, layout_direct
+app_config = ip_match_fixtures.app_config
+world = ip_match_fixtures.world
 
 HOME_A, HOME_B = "8.8.8.8", "1.1.1.1"
 OFFER_PATH = re.compile(r"^/printers/nearby/offers/([A-Za-z0-9_-]{32,})$")
-
-
-@pytest.fixture
-def app_config():
-    return {"IP_MATCH_CLAIM_RATE_LIMIT": "1000 per minute"}
-
-
-@pytest.fixture
-def world(app, clock):
-    return World(app, lambda home: InProcessEndpoint(app, home, layout_direct))
 
 
 def page(person, path="/printers/nearby"):
