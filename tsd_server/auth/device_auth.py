@@ -9,12 +9,13 @@ from typing import TypeVar
 
 from flask import g, request
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from tsd_server.api.errors import ApiError
 from tsd_server.auth.tokens import hashes_match, looks_like_access_token, token_hash
 from tsd_server.clock import utcnow
 from tsd_server.extensions import db
-from tsd_server.models import Device
+from tsd_server.models import Device, User
 
 F = TypeVar("F", bound=Callable)
 
@@ -37,7 +38,11 @@ def authenticate_device() -> Device:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or not looks_like_access_token(token):
         raise _invalid("A valid 'Authorization: Bearer <token>' header is required.")
-    device = db.session.scalar(select(Device).where(Device.token_hash == token_hash(token)))
+    # The owner's display name comes in the same query (device/me shows it): one round trip
+    # per device call, and the rest of the user row (password hash...) is never read.
+    device = db.session.scalar(
+        select(Device).where(Device.token_hash == token_hash(token))
+        .options(joinedload(Device.owner).load_only(User.display_name)))
     if device is None or not hashes_match(device.token_hash, token):
         raise _invalid("The access token is unknown or has been revoked.")
     now = utcnow()
