@@ -310,14 +310,16 @@ def test_offer_ids_are_long_random_and_distinct(world):
     assert len(ids) == 3 and all(len(offer_id) >= 32 for offer_id in ids)
 
 
-def test_a_deleted_account_cannot_complete(app, world):
+@pytest.mark.parametrize("confirmed", [True, False])
+def test_a_deleted_account_cannot_complete(app, world, confirmed):
     from tsd_server.extensions import db
     from tsd_server.models import User
 
     printer, anna, offer_id, code = pending(world)
-    anna.confirm(offer_id, code)
+    if confirmed:
+        anna.confirm(offer_id, code)
     with app.app_context():
         db.session.delete(db.session.get(User, anna.user_id))
         db.session.commit()
-    assert printer.announce().json["status"] == "waiting"
+    assert printer.announce().json == {"status": "waiting", "poll_interval": 5}
     assert device_count(app) == 0

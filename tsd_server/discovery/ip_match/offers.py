@@ -321,8 +321,13 @@ def device_step(row: Announcement, address: ClientAddress, settings: IpMatchSett
         end(offer, "expired", "expired before it completed", address=address)
         db.session.commit()
         return waiting
+    problem = None
     if offer.household != row.household:
-        end(offer, "voided", "device and offer are in different households", address=address)
+        problem = "device and offer are in different households"
+    elif offer.user is None:
+        problem = "the account no longer exists"
+    if problem is not None:
+        end(offer, "voided", problem, address=address)
         db.session.commit()
         return waiting
     if offer.status == AWAITING_CONFIRMATION:
@@ -345,9 +350,7 @@ def _complete(row: Announcement, offer: Offer, address: ClientAddress,
 
     assert address.household is not None
     problem = None
-    if offer.user is None:
-        problem = "the account no longer exists"
-    elif breaker.is_blocked(address.household, now):
+    if breaker.is_blocked(address.household, now):
         problem = "the household is blocked by the anomaly breaker"
     elif announcements.over_household_limit(address.household, settings, now):
         problem = "too many unlinked devices announce from the household"
