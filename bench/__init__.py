@@ -1,0 +1,1 @@
+"""Benchmarks of the hot paths against the app's own ceiling (docs/performance.md)."""

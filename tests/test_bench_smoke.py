@@ -1,0 +1,54 @@
+"""The benchmark still runs (bench/run.py --quick), and its ceiling route stays trivial.
+
+No timing is asserted: the smoke run checks that every path answered the way the bench
+means it to (a bench whose requests rot would measure error pages), not how fast.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from bench import loadgen, scenarios
+from tsd_server.extensions import db
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ping_answers_ok_without_touching_the_database(app, client):
+    statements: list[str] = []
+
+    def keep(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        answer = client.get("/api/v1/ping")
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert answer.status_code == 200
+    assert answer.get_json() == {"status": "ok"}
+    assert statements == []
+
+
+@pytest.mark.skipif(not loadgen.wrk_available(), reason="wrk is not installed (apt install wrk)")
+def test_the_bench_runs_end_to_end_on_sqlite(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    reports = list(tmp_path.glob("*.md"))
+    assert len(reports) == 1
+    report = reports[0].read_text()
+    for path in scenarios.ALL_PATHS:
+        rows = [line for line in report.splitlines() if line.startswith(f"| {path.title} |")]
+        assert len(rows) == 1, path.title
+        assert "unexpected answers" not in rows[0], rows[0]
+        columns = [cell.strip() for cell in rows[0].split("|")]
+        assert float(columns[3].replace(",", "")) > 0, rows[0]  # req/s: it answered
