@@ -76,11 +76,12 @@ class Problems:
 
 @pytest.fixture
 def open_context(browser: Any, live: LiveApp):
-    """``open_context(phone=False)`` → a fresh context (own cookies) on the live app."""
+    """``open_context(phone=False, javascript=True)`` → a fresh context (own cookies)."""
     contexts: list[tuple[Any, Problems]] = []
 
-    def factory(*, phone: bool = False) -> Any:
-        context = browser.new_context(base_url=live.base_url, **(PHONE if phone else DESKTOP))
+    def factory(*, phone: bool = False, javascript: bool = True) -> Any:
+        context = browser.new_context(base_url=live.base_url, java_script_enabled=javascript,
+                                      **(PHONE if phone else DESKTOP))
         context.set_default_timeout(TIMEOUT_MS)
         problems = Problems()
         context.on("page", problems.watch)

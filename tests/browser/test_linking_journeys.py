@@ -45,6 +45,7 @@ def test_printers_near_you_confirmed_with_the_code_the_printer_shows(live, page,
     log_in(page, user["email"])
     start_from_add_printer(page, "Printers near you")
     expect(page.get_by_role("heading", name="Printers near you")).to_be_visible()
+    expect(page.locator("[data-without-script]")).to_be_hidden()  # nearby.js runs
 
     # The printer starts announcing after the page is open: the list updates by itself.
     printer = Printer(live.base_url, name="Prusa near you")
@@ -59,6 +60,7 @@ def test_printers_near_you_confirmed_with_the_code_the_printer_shows(live, page,
     page.get_by_label("Code shown on the printer").fill(shown["confirmation"]["code"])
     page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_text("Confirmed.")).to_be_visible()
+    expect(page.locator("[data-without-script]")).to_be_hidden()  # refresh.js runs
 
     linked = printer.announce().json
     assert linked["status"] == "linked" and linked["access_token"]

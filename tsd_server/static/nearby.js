@@ -60,6 +60,8 @@
     }
   }
 
+  // The "use Refresh" note is for browsers where this script does not run.
+  document.querySelectorAll("[data-without-script]").forEach((note) => { note.hidden = true; });
   const seconds = Math.max(2, Number(section.dataset.poll) || 5);
   setInterval(refresh, seconds * 1000);
 })();

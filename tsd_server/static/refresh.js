@@ -5,6 +5,8 @@
 (function () {
   const holder = document.querySelector("[data-refresh-seconds]");
   if (!holder) return;
+  // The "use Refresh" note is for pages where this script does not run.
+  document.querySelectorAll("[data-without-script]").forEach(function (el) { el.hidden = true; });
   const seconds = Math.max(2, Number(holder.dataset.refreshSeconds) || 5);
   window.setTimeout(function () { window.location.reload(); }, seconds * 1000);
 })();
