@@ -37,11 +37,13 @@ def create_user(email: str, password: str, *, display_name: str | None = None,
         raise AccountError("Enter an email address.")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
-    if find_user(email) is not None:
-        raise EmailTaken("An account with this email already exists.")
     user = User(email=email, display_name=(display_name or email.split("@")[0])[:80],
                 is_admin=is_admin)
+    # Hashed before the check, so a taken email costs the same slow hash as a new one and
+    # sign-up timing does not tell who has an account (docs/security.md).
     user.set_password(password)
+    if find_user(email) is not None:
+        raise EmailTaken("An account with this email already exists.")
     db.session.add(user)
     db.session.commit()
     return user
