@@ -42,8 +42,10 @@ DEFAULTS: dict[str, Any] = {
     # long after the device's last announce; devices are told to announce every POLL_INTERVAL.
     "IP_MATCH_ANNOUNCE_TTL": 30,
     "IP_MATCH_POLL_INTERVAL": 5,
-    # last_seen is written at most this often per device, so announces are mostly reads.
-    "IP_MATCH_LAST_SEEN_WRITE_INTERVAL": 5,
+    # last_seen is written at most this often per device, so announces are mostly reads:
+    # longer than POLL_INTERVAL, or every announce writes (2 of 3 are reads at 15 and 5;
+    # docs/performance.md). POLL_INTERVAL + this must stay below ANNOUNCE_TTL.
+    "IP_MATCH_LAST_SEEN_WRITE_INTERVAL": 15,
     # More unlinked devices than this in one household: nearby lists none (household_limit).
     "IP_MATCH_MAX_DEVICES_PER_HOUSEHOLD": 3,
     # Anomaly breaker: more accounts than this using ip_match from one household within
