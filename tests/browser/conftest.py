@@ -18,8 +18,11 @@ import pytest
 from tests.browser.live import PASSWORD, LiveApp, live_app
 
 CHROMIUM = "/usr/bin/chromium"
+# No network beyond loopback (no updates, sync or background fetches); root in CI needs
+# --no-sandbox; containers often have a tiny /dev/shm, which crashes chromium's renderers.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-               "--no-first-run", "--disable-component-update", "--disable-sync"]
+               "--no-first-run", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage"]
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
          "device_scale_factor": 1}
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
