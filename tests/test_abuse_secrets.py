@@ -17,13 +17,15 @@ import re
 import runpy
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import select
 
 from tests.support import servers
 from tests.support.ip_match_world import (
-    DIRECT,
     CSRF_META,
+    DIRECT,
     HttpEndpoint,
     InProcessEndpoint,
     World,
@@ -214,3 +216,35 @@ def test_csrf_meta_is_the_only_token_a_page_carries(app, make_user, login):
     page = session.get("/").get_data(as_text=True)
     assert CSRF_META.search(page)
     assert "tsd_at_" not in page and "tsd_dc_" not in page
+
+
+def test_a_used_qr_link_is_refused_on_replay_by_anyone(app, client, make_user, login):
+    """Whoever copies a QR link after its first use (from a screen, a photo, a history)
+    gets nothing: not the approval page, not a binding, not the QR image again."""
+    from tsd_server.extensions import db
+    from tsd_server.models import AuditEvent
+
+    device = {"REMOTE_ADDR": "8.8.8.8"}
+    started = client.post("/api/v1/device/authorize", environ_base=device, json={
+        "device_id": "printer-qr-replay", "name": "QR printer"}).get_json()
+    link = urlsplit(started["verification_uri_complete"]).path
+    (_, owner_email, password), (_, thief_email, _) = make_user(), make_user()
+    owner, thief = login(owner_email, password), login(thief_email, password)
+
+    assert owner.get(link).status_code == 200
+    for replayer in (thief, owner):
+        assert replayer.get(link).status_code == 400
+    assert thief.get("/link/confirm").status_code == 404  # nothing bound to the thief
+    image = client.get("/api/v1/device/authorize/qr", environ_base=device,
+                       headers={"X-Device-Code": started["device_code"]})
+    assert image.status_code == 409 and image.get_json()["error"] == "qr_link_used"
+
+    assert owner.form_post("/link/confirm", {"decision": "approve"}).status_code == 302
+    assert thief.get(link).status_code == 400
+    assert client.post("/api/v1/device/token", environ_base=device, json={
+        "device_code": started["device_code"]}).status_code == 200
+    with app.app_context():
+        refused = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.event == "qr_link_invalid")).all()
+        assert len(refused) == 3
+        db.session.remove()
