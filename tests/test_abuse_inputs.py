@@ -97,3 +97,42 @@ def test_odd_audit_log_pages_show_the_first(app, make_user, login, page):
     admin = login(email, password)
     response = admin.get("/admin/audit", query_string={"page": page})
     assert response.status_code == 200
+
+
+NUL_PATHS = [
+    ("POST", "/api/v1/discovery/nearby/printer%00-0001/link"),
+    ("POST", "/api/v1/discovery/offers/offer%00id/confirm"),
+    ("POST", "/printers/nearby/printer%00-0001/link"),
+    ("GET", "/printers/nearby/offers/offer%00id"),
+    ("POST", "/printers/nearby/offers/offer%00id/confirm"),
+]
+
+
+def test_nul_characters_in_paths_are_not_found(app, user):
+    """PostgreSQL refuses text with NUL in a query: these were 500s there."""
+    for method, path in NUL_PATHS:
+        response = user.client.open(path, method=method, json={"code": "123456"},
+                                     headers={"X-CSRFToken": user.csrf})
+        assert response.status_code == 404, (method, path, response.status_code)
+
+
+def test_nul_characters_in_forms_and_queries_are_bad_requests(app, client, make_user, login):
+    from tests.support.ip_match_world import CSRF_META
+
+    token = CSRF_META.search(client.get("/login").get_data(as_text=True)).group(1)
+    for path, form in (
+            ("/login", {"email": "a\x00b@example.org", "password": "x" * 12}),
+            ("/register", {"email": "a\x00b@example.org", "display_name": "Nul\x00",
+                           "password": "x" * 12, "confirm": "x" * 12})):
+        response = client.post(path, data={**form, "csrf_token": token})
+        assert response.status_code == 400, path
+    _, email, password = make_user(is_admin=True)
+    admin = login(email, password)
+    for field in ("actor", "event", "email", "outcome", "strategy"):
+        response = admin.get("/admin/audit", query_string={field: "a\x00b"})
+        assert response.status_code == 400, field
+    assert admin.form_post("/admin/kill-switches", {
+        "strategy": "ip_match", "action": "disable", "reason": "a\x00b"}).status_code == 400
+    api = client.get("/api/v1/device/authorize/qr", query_string={"format": "\x00"},
+                     headers={"X-Device-Code": "x"})
+    assert api.status_code == 400 and api.get_json()["error"] == "bad_request"

@@ -10,11 +10,10 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from werkzeug import security
 
-from tests.support.ip_match_world import fast_user_factory
+from tests.support.ip_match_world import CSRF_META, fast_user_factory
 from tests.support.pairing import LOOSE_LIMITS, authorize, poll
 from tsd_server.api import openapi
 
-CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 HOST = "localhost"
 

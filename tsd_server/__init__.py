@@ -36,11 +36,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _init_extensions(app)
     _register_blueprints(app)
 
-    from tsd_server import security_headers
+    from tsd_server import request_guard, security_headers
     from tsd_server.api.errors import register_error_handlers
 
     register_error_handlers(app)
     security_headers.register(app)
+    request_guard.register(app)
 
     from tsd_server.cli import register_commands
 
