@@ -48,7 +48,7 @@ def create_code():
 
 @pairing_api_bp.post("/pairing/redeem")
 @csrf.exempt
-@limits.code_guess_per_address
+@limits.redeem_guess_per_address
 def redeem_code():
     """The device turns the code into its access token (once)."""
     body = json_object()

@@ -5,9 +5,12 @@ stranger's account, and a logged-in person guessing device codes on /link would 
 stranger's printer. Every code submission therefore counts (not only failures: counting
 after the answer would let concurrent requests through uncounted) against
 
-* ``PAIRING_GUESS_LIMIT_PER_IP``, one budget per client address shared by
-  ``POST /api/v1/pairing/redeem`` and ``POST /link``, IPv6 keyed by its /64 (one host
-  usually holds the whole /64, so a per-address key would be no limit at all); and
+* ``PAIRING_GUESS_LIMIT_PER_IP`` per client address, IPv6 keyed by its /64 (one host
+  usually holds the whole /64, so a per-address key would be no limit at all), once for
+  ``POST /api/v1/pairing/redeem`` and once for ``POST /link``. The two routes guess disjoint
+  sets of codes (web codes vs. device user codes), so separate budgets give the same bound
+  as one shared budget, and a household's printer redeeming a code does not use up the
+  budget its owner needs to type another printer's code; and
 * ``PAIRING_GUESS_LIMIT_PER_ACCOUNT`` on ``POST /link``, so many addresses do not help a
   logged-in attacker either.
 
@@ -106,8 +109,10 @@ def busy_limit(name: str, key_func: Callable[[], str] = address_key,
                          error_message=BUSY_MESSAGE, on_breach=audit_breach)
 
 
-# One budget per address across both code-entry routes; one per account on /link.
-code_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-guess-address",
+# One budget per address for each code-entry route; one per account on /link.
+redeem_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-redeem-address",
+                                        address_key)
+link_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-link-address",
                                       address_key)
 code_guess_per_account = _guess_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
                                       "pairing-guess-account", account_key)

@@ -64,7 +64,7 @@ def create_code():
 
 @pairing_web_bp.route("/link", methods=["GET", "POST"])
 @login_required
-@limits.code_guess_per_address
+@limits.link_guess_per_address
 @limits.code_guess_per_account
 def link():
     """The verification URI (RFC 8628): type the code the printer shows."""
