@@ -276,3 +276,26 @@ def test_clients_behind_a_trusted_proxy_have_their_own_limits(app):
                         ).status_code == 429
     assert failed_login(app.test_client(), REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR="9.9.9.9"
                         ).status_code == 400
+
+
+def test_addresses_of_one_ipv6_64_share_the_login_limit(app, client):
+    # One host usually holds a whole /64: rotating the interface id must not reset the limit.
+    statuses = [failed_login(client, REMOTE_ADDR=f"2001:4860:4860::{i:x}").status_code
+                for i in range(1, 22)]
+    assert statuses[:20] == [400] * 20
+    assert statuses[20] == 429
+    # The neighbouring /64 is someone else.
+    assert failed_login(app.test_client(), REMOTE_ADDR="2001:4860:4861::1").status_code == 400
+
+
+def test_a_service_error_on_a_page_is_an_html_page(app, client):
+    from tsd_server.api.errors import ApiError
+
+    @app.get("/raise-api-error-on-a-page")
+    def raising_page():
+        raise ApiError(429, "rate_limited", "Wait a minute.", retry_after=60)
+
+    response = client.get("/raise-api-error-on-a-page")
+    assert response.status_code == 429
+    assert response.mimetype == "text/html"
+    assert "Wait a minute." in response.get_data(as_text=True)

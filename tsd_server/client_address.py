@@ -269,9 +269,16 @@ def for_request() -> ClientAddress:
 
 
 def client_ip_for_limits() -> str:
-    """Rate-limit key: the resolved client address, falling back to the direct peer."""
+    """Rate-limit key: the resolved client address (IPv6 as its household prefix, since one
+    host usually holds a whole /64), falling back to the direct peer."""
     record = for_request()
-    return record.client_ip or record.peer_ip or "unknown"
+    address = parse_ip(record.client_ip or record.peer_ip)
+    if address is None:
+        return "unknown"
+    if address.version == 6:
+        prefix = current_app.extensions["tsd.proxy_settings"].ipv6_household_prefix
+        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+    return str(address)
 
 
 _warned_peers: OrderedDict[str, None] = OrderedDict()

@@ -58,7 +58,12 @@ def is_api_request() -> bool:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
-        return error.response()
+        if is_api_request():
+            return error.response()
+        # A service raised on a page (e.g. a rate limit inside a form post): an HTML answer.
+        return render_template("error.html", title=error.code.replace("_", " ").capitalize(),
+                               message=error.message, status=error.status), error.status, \
+            error.headers
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(error: CSRFError):

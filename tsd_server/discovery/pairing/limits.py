@@ -21,7 +21,6 @@ is audited (at most once a minute per key and limit, so a flood cannot flood the
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 
@@ -43,14 +42,7 @@ AUDIT_THROTTLE = parse("1 per minute")
 
 def address_key() -> str:
     """The client address as a limit key: IPv4 as is, IPv6 as its household prefix."""
-    record = client_address.for_request()
-    address = client_address.parse_ip(record.client_ip or record.peer_ip)
-    if address is None:
-        return "addr:unknown"
-    if address.version == 6:
-        prefix = int(current_app.config["IPV6_HOUSEHOLD_PREFIX"])
-        return "addr:" + str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
-    return f"addr:{address}"
+    return "addr:" + client_address.client_ip_for_limits()
 
 
 def account_key() -> str:
