@@ -25,7 +25,7 @@ run: install
 	$(BIN)/gunicorn --config gunicorn.conf.py --bind $(HOST):$(PORT) wsgi:app
 
 lint: install-test
-	$(BIN)/ruff check tsd_server tests
+	$(BIN)/ruff check tsd_server tsd_agent tests bench
 
 # Runs on SQLite and on PostgreSQL (a fresh database per run on 127.0.0.1:5432).
 test: install-test lint

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.support import db_backends
+from tests.support.skips import skip_loudly
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -48,10 +48,7 @@ def database(request, tmp_path_factory):
     if server is None:
         message = ("PostgreSQL is NOT reachable at 127.0.0.1:5432 as root or postgres: "
                    "the PostgreSQL half of the test suite is SKIPPED.")
-        if os.environ.get("TSD_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(message + " (TSD_TEST_REQUIRE_POSTGRES=1)")
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
+        skip_loudly(message, "TSD_TEST_REQUIRE_POSTGRES")
     name = f"tsd_test_{secrets.token_hex(4)}"
     url = db_backends.create_postgres_database(server, name)
     try:

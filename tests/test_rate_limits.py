@@ -20,6 +20,7 @@ from tests.support.pairing import (
     issue_code,
     redeem,
 )
+from tests.support.skips import skip_loudly
 
 WRONG = "BBBB-BBBB"
 
@@ -196,7 +197,8 @@ def redis_prefix():
     try:
         connection.ping()
     except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        skip_loudly("Redis is NOT reachable at 127.0.0.1:6379: the shared-storage rate-limit "
+                    "tests are SKIPPED")
     prefix = f"tsd-test-{secrets.token_hex(6)}"
     yield prefix, connection
     for key in connection.scan_iter(f"*{prefix}*"):

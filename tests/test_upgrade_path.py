@@ -8,7 +8,6 @@ Both backends: SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from datetime import UTC, datetime
 
@@ -19,6 +18,7 @@ from werkzeug.security import generate_password_hash
 
 from tests.conftest import BACKENDS, UserSession
 from tests.support import db_backends
+from tests.support.skips import skip_loudly
 
 OLDEST = "0001"
 PASSWORD = "old release password"
@@ -37,9 +37,8 @@ def fresh_url(request, tmp_path):
         return
     server = db_backends.find_postgres()
     if server is None:
-        if os.environ.get("TSD_TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail("PostgreSQL is not reachable (TSD_TEST_REQUIRE_POSTGRES=1)")
-        pytest.skip("PostgreSQL is NOT reachable at 127.0.0.1:5432: upgrade test SKIPPED")
+        skip_loudly("PostgreSQL is NOT reachable at 127.0.0.1:5432: upgrade test SKIPPED",
+                    "TSD_TEST_REQUIRE_POSTGRES")
     name = f"tsd_upgrade_{secrets.token_hex(4)}"
     url = db_backends.create_postgres_database(server, name)
     try:

@@ -9,13 +9,13 @@ page broke the Content-Security-Policy or threw a JavaScript error.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.browser.live import PASSWORD, LiveApp, live_app
+from tests.support.skips import skip_loudly
 
 CHROMIUM = "/usr/bin/chromium"
 # No network beyond loopback (no updates, sync or background fetches); root in CI needs
@@ -35,8 +35,7 @@ def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
         message = (f"{CHROMIUM} is NOT installed: the browser tests are SKIPPED "
                    "(apt-get install chromium; .ci/run installs it).")
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
+        skip_loudly(message)
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)

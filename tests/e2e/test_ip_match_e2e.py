@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import socket
-import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
@@ -25,15 +24,11 @@ from tests.support.ip_match_world import (
     HttpEndpoint,
     World,
 )
+from tests.support.skips import skip_loudly
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "deploying-behind-a-proxy.md"
 DOC_UPSTREAM = "127.0.0.1:5000"
 XFF_LINE = "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
-
-
-def skip_loudly(message: str) -> None:
-    warnings.warn(message, stacklevel=2)
-    pytest.skip(message)
 
 
 @pytest.fixture(autouse=True)

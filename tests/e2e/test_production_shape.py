@@ -13,20 +13,18 @@ the proxy at 127.0.0.1, which the servers trust), so they look like real proxied
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support import db_backends, servers
+from tests.support import db_backends, servers, skips
 from tests.support.agent_runs import USER_CODE_LINE, WAIT, AgentRun
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
@@ -38,11 +36,7 @@ TOGGLE_DEADLINE = 1.0  # seconds: every process honours a toggle within this (DE
 
 
 def skip_loudly(message: str, require_env: str | None = None) -> None:
-    message += ": production-shape end-to-end test SKIPPED"
-    if require_env and os.environ.get(require_env) == "1":
-        pytest.fail(f"{message} ({require_env}=1)")
-    warnings.warn(message, stacklevel=2)
-    pytest.skip(message)
+    skips.skip_loudly(message + ": production-shape end-to-end test SKIPPED", require_env)
 
 
 @dataclass
