@@ -203,6 +203,9 @@ def test_next_never_leaves_the_site(app, payload):
     _, email, password = fast_user_factory(app)("Redirected")
     client = app.test_client()
     response = log_in(client, email, password, query_string={"next": payload})
+    if "\x00" in payload:  # refused before the view (tsd_server/request_guard.py)
+        assert response.status_code == 400 and "Location" not in response.headers
+        return
     assert response.status_code == 302
     assert browser_target(response.headers["Location"]) == ("http", HOST)
 
