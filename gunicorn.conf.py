@@ -12,6 +12,9 @@ workers = int(os.environ.get("TSD_WORKERS", min(4, multiprocessing.cpu_count() *
 worker_class = "sync"
 timeout = 30
 graceful_timeout = 10
+# gunicorn 25+ opens a control socket at one fixed path per user (~/.gunicorn/gunicorn.ctl),
+# which several instances on one machine would share; tsd-server does not use it.
+control_socket_disable = True
 accesslog = "-"
 # The access log records the path only: query strings (which might carry a pasted code)
 # are not logged, and the one path that holds a secret -- the QR link's one-time token,

@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 REQUIRED = ["flask", "flask-sqlalchemy", "flask-login", "flask-wtf", "flask-migrate",
             "werkzeug", "itsdangerous", "psycopg2-binary", "gunicorn", "sqlalchemy",
             "flask-limiter"]
-RUNTIME_SUFFIXES = {".py", ".html", ".css", ".js", ".ini", ".mako", ".svg", ".png", ".ico"}
+RUNTIME_SUFFIXES = {".py", ".html", ".css", ".js", ".json", ".ini", ".mako", ".svg", ".png", ".ico"}
 
 
 def requirement_names(lines: list[str]) -> set[str]:
