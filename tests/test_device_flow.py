@@ -209,6 +209,22 @@ def test_link_page_warns_to_approve_only_a_printer_in_front_of_you(app, owner):
     assert "in front of you" in html
 
 
+def test_approval_page_says_which_of_my_printers_a_same_id_device_replaces(
+        app, client, owner, link_device, clock):
+    # A device asking under the id of one of my printers would take that printer's place
+    # (its access stops): the page must say so before I approve.
+    uid, session = owner
+    link_device(uid, device_uid="printer-0002", name="Prusa in the study")
+    answer = started(client, device_id="printer-0002")
+    enter_code(session, answer["user_code"])
+    html = session.get("/link/confirm").get_data(as_text=True)
+    assert 'id="replaces-notice"' in html and "Prusa in the study" in html
+
+    other = started(client, device_id="printer-0003")
+    enter_code(session, other["user_code"])
+    assert 'id="replaces-notice"' not in session.get("/link/confirm").get_data(as_text=True)
+
+
 def test_wrong_code_on_link_is_a_form_error_and_audited(app, owner):
     uid, session = owner
     response = enter_code(session, "BBBB-BBBB")

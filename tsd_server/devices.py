@@ -37,6 +37,13 @@ def owned_device(user: User, device_pk: int) -> Device | None:
     return device
 
 
+def active_device_with_uid(user: User, device_uid: str) -> Device | None:
+    """The user's active printer a new link under ``device_uid`` would replace, if any."""
+    return db.session.scalar(
+        select(Device).where(Device.owner_id == user.id, Device.device_uid == device_uid,
+                             Device.token_hash.is_not(None)).limit(1))
+
+
 def rename(device: Device, name: str) -> None:
     device.name = name
     db.session.commit()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from tsd_server import client_address
+from tsd_server import client_address, devices
 from tsd_server.discovery import kill_switch, registry
 from tsd_server.discovery.pairing import device_flow
 from tsd_server.models import DeviceAuthorization
@@ -41,8 +41,11 @@ def _binding() -> tuple[int, str] | None:
 
 def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,
                    status: int = 200):
+    # Approving re-links in place a printer of the user's with the same id: say so, since
+    # that printer's current access would stop working.
+    replaces = devices.active_device_with_uid(current_user, row.device_uid) if row else None
     return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
-                           form=ConfirmForm()), status
+                           replaces=replaces, form=ConfirmForm()), status
 
 
 def _switched_off(via: str, current: kill_switch.StrategyState):
