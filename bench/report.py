@@ -24,8 +24,11 @@ def results_table(summaries: list[Summary], backend: str) -> list[str]:
     for summary in summaries:
         path = scenarios.BY_NAME[summary.path]
         verdict = []
-        if path.target is not None and summary.ratio is not None and backend == "postgresql":
-            verdict.append("ok" if summary.ratio >= path.target else "BELOW TARGET")
+        if path.target is not None and summary.ratio is not None:
+            if backend == "postgresql":
+                verdict.append("ok" if summary.ratio >= path.target else "BELOW TARGET")
+            elif summary.ratio < path.target:
+                verdict.append("below the PostgreSQL target")
         if summary.p99_ms is not None and summary.p99_ms >= P99_LIMIT_MS:
             verdict.append("p99 ≥ 25 ms")
         if summary.unexpected:

@@ -75,6 +75,9 @@ def log_in(base_url: str) -> str:
         "email": USER_EMAIL, "password": USER_PASSWORD, "csrf_token": token.group(1)})
     if answer.status_code != 302 or "session" not in session.cookies:
         raise RuntimeError(f"bench login failed: {answer.status_code}")
+    # A browser keeps the cookie nearby updates (it notes what was audited, so a refresh
+    # that shows the same list writes nothing); replaying the login cookie would not.
+    session.get(base_url + "/api/v1/discovery/nearby", timeout=10)
     return f"session={session.cookies['session']}"
 
 
