@@ -98,13 +98,8 @@ def database(backend: str, directory: Path) -> Iterator[str]:
     role = db_backends.find_postgres()
     if role is None:
         raise RuntimeError("PostgreSQL is not reachable on 127.0.0.1:5432")
-    name = f"tsd_bench_{secrets.token_hex(4)}"
-    url = db_backends.create_postgres_database(role, name)
-    try:
-        db_backends.migrate(url)
+    with db_backends.migrated_postgres_database(role, "tsd_bench") as url:
         yield url
-    finally:
-        db_backends.drop_postgres_database(role, name)
 
 
 @contextmanager

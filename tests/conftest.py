@@ -49,13 +49,8 @@ def database(request, tmp_path_factory):
         message = ("PostgreSQL is NOT reachable at 127.0.0.1:5432 as root or postgres: "
                    "the PostgreSQL half of the test suite is SKIPPED.")
         skip_loudly(message, "TSD_TEST_REQUIRE_POSTGRES")
-    name = f"tsd_test_{secrets.token_hex(4)}"
-    url = db_backends.create_postgres_database(server, name)
-    try:
-        db_backends.migrate(url)
+    with db_backends.migrated_postgres_database(server, "tsd_test") as url:
         yield url
-    finally:
-        db_backends.drop_postgres_database(server, name)
 
 
 @pytest.fixture

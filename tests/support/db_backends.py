@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy import text
@@ -48,6 +52,18 @@ def drop_postgres_database(user: str, name: str) -> None:
             cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     finally:
         conn.close()
+
+
+@contextmanager
+def migrated_postgres_database(role: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database built by ``flask db upgrade``, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    url = create_postgres_database(role, name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        drop_postgres_database(role, name)
 
 
 def migrate(url: str) -> None:
