@@ -78,7 +78,8 @@ def app(database, app_config, tmp_path):
     yield application
     with application.app_context():
         db.session.remove()
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 @pytest.fixture

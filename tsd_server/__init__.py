@@ -57,9 +57,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from tsd_server import models  # noqa: F401 - registers the tables
+    from tsd_server import (
+        models,  # noqa: F401 - registers the tables
+        single_statement,
+    )
     from tsd_server.extensions import csrf, db, limiter, login_manager, migrate
 
+    single_statement.configure(app)
     db.init_app(app)
     from tsd_server.db_pool import ping_when_idle
 

@@ -20,7 +20,8 @@ def another_app(database: str, **config):
     finally:
         with application.app_context():
             db.session.remove()
-            db.engine.dispose()
+            for engine in db.engines.values():
+                engine.dispose()
 
 
 @contextmanager

@@ -76,7 +76,8 @@ def migrate(url: str) -> None:
     app = create_app({"TESTING": True, "SECRET_KEY": "migrate", "DATABASE_URL": url})
     with app.app_context():
         upgrade()
-        db.engine.dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 def empty_all_tables(db) -> None:

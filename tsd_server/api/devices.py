@@ -19,7 +19,7 @@ bp = Blueprint("api_devices", __name__, url_prefix="/api/v1")
 def device_me():
     device = g.device
     return jsonify({"device": device.to_json(),
-                    "owner": {"display_name": device.owner.display_name}})
+                    "owner": {"display_name": device.owner_display_name}})
 
 
 @bp.get("/devices")

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import TypeVar
 
 from flask import g, request
-from sqlalchemy import select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, or_, select, update
 
+from tsd_server import single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.auth.tokens import hashes_match, looks_like_access_token, token_hash
 from tsd_server.clock import utcnow
-from tsd_server.extensions import db
 from tsd_server.models import Device, User
+from tsd_server.models.device import public_json
 
 F = TypeVar("F", bound=Callable)
 
@@ -29,7 +30,35 @@ def _invalid(message: str) -> ApiError:
     return error
 
 
-def authenticate_device() -> Device:
+@dataclass(frozen=True)
+class AuthenticatedDevice:
+    """The calling device, as device calls need it: its row and its owner's display name."""
+
+    pk: int
+    owner_id: int
+    device_uid: str
+    name: str
+    model: str | None
+    linked_via: str
+    linked_at: datetime
+    owner_display_name: str
+
+    def to_json(self) -> dict:
+        return public_json(self)
+
+
+_DEVICES, _USERS = Device.__table__, User.__table__
+# One statement, outside any transaction (single_statement): a device call is one round trip.
+# Only what device calls show is read; the owner's password hash and the like never are.
+_BY_TOKEN_HASH = (
+    select(_DEVICES.c.id, _DEVICES.c.owner_id, _DEVICES.c.device_uid, _DEVICES.c.name,
+           _DEVICES.c.model, _DEVICES.c.linked_via, _DEVICES.c.linked_at,
+           _DEVICES.c.token_hash, _DEVICES.c.last_seen_at, _USERS.c.display_name)
+    .join(_USERS, _USERS.c.id == _DEVICES.c.owner_id)
+    .where(_DEVICES.c.token_hash == bindparam("token_hash")))
+
+
+def authenticate_device() -> AuthenticatedDevice:
     """The active device that presented the bearer token, or 401 ``invalid_token``."""
     if "access_token" in request.args:
         raise _invalid("Tokens are accepted only in the Authorization header, never in URLs.")
@@ -38,18 +67,20 @@ def authenticate_device() -> Device:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or not looks_like_access_token(token):
         raise _invalid("A valid 'Authorization: Bearer <token>' header is required.")
-    # The owner's display name comes in the same query (device/me shows it): one round trip
-    # per device call, and the rest of the user row (password hash...) is never read.
-    device = db.session.scalar(
-        select(Device).where(Device.token_hash == token_hash(token))
-        .options(joinedload(Device.owner).load_only(User.display_name)))
-    if device is None or not hashes_match(device.token_hash, token):
+    row = single_statement.first(_BY_TOKEN_HASH, {"token_hash": token_hash(token)})
+    if row is None or not hashes_match(row.token_hash, token):
         raise _invalid("The access token is unknown or has been revoked.")
     now = utcnow()
-    if device.last_seen_at is None or now - device.last_seen_at >= LAST_SEEN_RESOLUTION:
-        device.last_seen_at = now
-        db.session.commit()
-    return device
+    if row.last_seen_at is None or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
+        # Conditional, so concurrent calls of one device write it once.
+        single_statement.rowcount(
+            update(Device).where(Device.id == row.id, or_(
+                Device.last_seen_at.is_(None),
+                Device.last_seen_at <= now - LAST_SEEN_RESOLUTION)).values(last_seen_at=now))
+    return AuthenticatedDevice(
+        pk=row.id, owner_id=row.owner_id, device_uid=row.device_uid, name=row.name,
+        model=row.model, linked_via=row.linked_via, linked_at=row.linked_at,
+        owner_display_name=row.display_name)
 
 
 def device_required(view: F) -> F:

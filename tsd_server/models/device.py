@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -43,10 +44,15 @@ class Device(db.Model):
         return self.token_hash is not None
 
     def to_json(self) -> dict:
-        return {
-            "id": self.device_uid,
-            "name": self.name,
-            "model": self.model,
-            "linked_via": self.linked_via,
-            "linked_at": self.linked_at.isoformat(),
-        }
+        return public_json(self)
+
+
+def public_json(device: Device | Any) -> dict:
+    """What a device and its owner are shown about it (also for rows read without the ORM)."""
+    return {
+        "id": device.device_uid,
+        "name": device.name,
+        "model": device.model,
+        "linked_via": device.linked_via,
+        "linked_at": device.linked_at.isoformat(),
+    }
