@@ -105,6 +105,29 @@ class TestDefaultGuessLimits:
         assert len(audit_rows(app, "rate_limited")) == 1
 
 
+def test_an_answer_under_the_limit_asks_the_storage_once(app, client, monkeypatch):
+    """One trip to the limit storage per limit: the hit. The window figures are read only to
+    refuse (for Retry-After); reading them on every answer doubled the storage round trips
+    of every rate-limited hot path."""
+    from tsd_server.extensions import limiter
+
+    storage = limiter.limiter.storage
+    calls: list[str] = []
+    for name in ("acquire_entry", "get_moving_window"):
+        original = getattr(storage, name)
+        monkeypatch.setattr(storage, name, lambda *a, _o=original, _n=name, **k: (
+            calls.append(_n), _o(*a, **k))[1])
+    answer = redeem(client, WRONG)
+    assert answer.status_code == 400
+    assert "X-RateLimit-Remaining" not in answer.headers
+    assert calls == ["acquire_entry"]
+    redeem(client, WRONG)
+    calls.clear()
+    refused = redeem(client, WRONG)
+    limited(refused)
+    assert "get_moving_window" in calls
+
+
 class TestFailureBreaker:
     @pytest.fixture
     def app_config(self):

@@ -133,7 +133,9 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
     # No pool_pre_ping: a round trip per request; tsd_server/db_pool.py pings idle ones only.
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
-    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    # No X-RateLimit-* headers: on every answer they cost a second trip to the limit storage.
+    # A refusal still says when to come back (Retry-After, tsd_server/api/errors.py).
+    app.config["RATELIMIT_HEADERS_ENABLED"] = False
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _development_secret_key(app)
     # TSD_SECRET_KEY=12345 parses as JSON to an int; a key is always text.

@@ -7,9 +7,12 @@ unexpected exceptions under /api are turned into the same shape here, in one pla
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request, session
+from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -55,6 +58,25 @@ def is_api_request() -> bool:
     return request.path.startswith(API_PREFIX)
 
 
+def retry_after_seconds() -> int:
+    """Seconds until the limit this request breached lets one through again (at least 1).
+
+    Asked of the limit storage only when refusing, so an answer under the limit costs one
+    trip to the storage (the hit), not two.
+    """
+    from tsd_server.extensions import limiter
+
+    breached = limiter.current_limit
+    if breached is None:
+        return 1
+    try:
+        reset_at = breached.window[0]  # when the oldest counted hit leaves the window
+    except Exception:  # noqa: BLE001 - the refusal stands even if its storage misbehaves here
+        log.exception("could not read the rate-limit window for Retry-After")
+        return int(breached.limit.get_expiry())
+    return max(1, math.ceil(reset_at - time.time()))
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
@@ -82,15 +104,17 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
         status = error.code or 500
+        headers = {name: value for name, value in error.get_headers()
+                   if name.lower() in ("allow", "retry-after")}
+        if isinstance(error, RateLimitExceeded):
+            headers["Retry-After"] = str(retry_after_seconds())
         if is_api_request():
             code = HTTP_ERROR_CODES.get(status, "http_error")
             api_error = ApiError(status, code, error.description or error.name)
-            for name, value in error.get_headers():
-                if name.lower() in ("allow", "retry-after"):
-                    api_error.headers[name] = value
+            api_error.headers.update(headers)
             return api_error.response()
         return render_template("error.html", title=error.name, message=error.description,
-                               status=status), status
+                               status=status), status, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

@@ -8,8 +8,6 @@ page (``link_pages``); nothing is approved by typing a code or opening a link al
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -18,6 +16,7 @@ from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
 from tsd_server import audit, client_address
+from tsd_server.api.errors import retry_after_seconds
 from tsd_server.discovery.pairing import (
     codes,
     device_flow,
@@ -27,7 +26,7 @@ from tsd_server.discovery.pairing import (
     qr,
     web_codes,
 )
-from tsd_server.extensions import db, limiter
+from tsd_server.extensions import db
 from tsd_server.web.forms import ConfirmForm
 
 pairing_web_bp = Blueprint("pairing_web", __name__)
@@ -84,22 +83,16 @@ def link():
 @pairing_web_bp.errorhandler(TooManyRequests)
 def too_many_attempts(error: TooManyRequests):
     """A form page, not JSON: the /link form again, saying when to come back."""
-    wait_minutes = _minutes_until_reset()
+    retry_after = retry_after_seconds()
+    wait_minutes = max(1, -(-retry_after // 60))
+    headers = {"Retry-After": str(retry_after)}
     if request.endpoint == "pairing_web.link":
         form = CodeEntryForm(formdata=None)
         return render_template("pairing/link.html", form=form, rate_limited=True,
-                               wait_minutes=wait_minutes), 429
+                               wait_minutes=wait_minutes), 429, headers
     return render_template("error.html", status=429, title="Too many requests", message=(
-        f"Too many requests from here. Try again in about {wait_minutes} minutes.")), 429
-
-
-def _minutes_until_reset() -> int:
-    current = limiter.current_limit
-    if current is None:
-        return 1
-    return max(1, -(-(current.reset_at - int(time.time())) // 60))
-
-
+        f"Too many requests from here. Try again in about {wait_minutes} minutes.")), 429, \
+        headers
 @qr_web_bp.get("/printers/add/qr")
 @login_required
 def add_qr():
