@@ -50,11 +50,14 @@ class AuthenticatedDevice:
 _DEVICES, _USERS = Device.__table__, User.__table__
 # One statement, outside any transaction (single_statement): a device call is one round trip.
 # Only what device calls show is read; the owner's password hash and the like never are.
+# The owner's name is a scalar subquery, not a join: PostgreSQL plans it in a third of the
+# time, and planning was most of this statement's cost (docs/performance.md).
+_OWNER_NAME = (select(_USERS.c.display_name).where(_USERS.c.id == _DEVICES.c.owner_id)
+               .scalar_subquery())
 _BY_TOKEN_HASH = (
     select(_DEVICES.c.id, _DEVICES.c.owner_id, _DEVICES.c.device_uid, _DEVICES.c.name,
            _DEVICES.c.model, _DEVICES.c.linked_via, _DEVICES.c.linked_at,
-           _DEVICES.c.token_hash, _DEVICES.c.last_seen_at, _USERS.c.display_name)
-    .join(_USERS, _USERS.c.id == _DEVICES.c.owner_id)
+           _DEVICES.c.token_hash, _DEVICES.c.last_seen_at, _OWNER_NAME.label("display_name"))
     .where(_DEVICES.c.token_hash == bindparam("token_hash")))
 
 
