@@ -299,3 +299,49 @@ def test_a_service_error_on_a_page_is_an_html_page(app, client):
     assert response.status_code == 429
     assert response.mimetype == "text/html"
     assert "Wait a minute." in response.get_data(as_text=True)
+
+
+def test_the_session_user_is_read_without_opening_a_transaction(app, make_user):
+    """Flask-Login's loader reads the user in one statement on its own; the ORM session
+    holds it as loaded without touching its connection, and changes are still written."""
+    from sqlalchemy import event
+
+    from tsd_server import single_statement
+    from tsd_server.auth.accounts import session_user
+
+    user_id, email, _ = make_user(display_name="Alice")
+    sent: list[str] = []
+    with app.test_request_context():
+        engines = {"session": db.engine, "alone": db.engines[single_statement.BIND]}
+        listeners = {name: (lambda *args, _name=name: sent.append(_name))
+                     for name in engines}
+        # "begin" on the session's engine only: the autocommit one has no BEGIN to send.
+        event.listen(db.engine, "begin", listeners["session"])
+        for name, engine in engines.items():
+            event.listen(engine, "before_cursor_execute", listeners[name])
+        try:
+            user = session_user(str(user_id))
+            assert session_user(str(user_id)) is user  # the identity map answers again
+            db.session.remove()
+        finally:
+            event.remove(db.engine, "begin", listeners["session"])
+            for name, engine in engines.items():
+                event.remove(engine, "before_cursor_execute", listeners[name])
+        assert user is not None and user.email == email and user.display_name == "Alice"
+        assert sent == ["alone"]
+    with app.test_request_context():
+        user = session_user(str(user_id))
+        assert user in db.session and user not in db.session.dirty
+        user.display_name = "Alice B."
+        db.session.commit()
+    with app.app_context():
+        assert db.session.get(User, user_id).display_name == "Alice B."
+
+
+@pytest.mark.parametrize("user_id", ["0", "999999", "12a", "", "-1", "9" * 40])
+def test_no_session_user_for_unknown_or_malformed_ids(app, make_user, user_id):
+    from tsd_server.auth.accounts import session_user
+
+    make_user()
+    with app.test_request_context():
+        assert session_user(user_id) is None

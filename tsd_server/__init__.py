@@ -78,11 +78,9 @@ def _init_extensions(app: Flask) -> None:
     login_manager.login_message = "Log in to continue."
     login_manager.session_protection = "basic"
 
-    @login_manager.user_loader
-    def load_user(user_id: str):
-        from tsd_server.models import User
+    from tsd_server.auth.accounts import session_user
 
-        return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    login_manager.user_loader(session_user)
 
     @login_manager.unauthorized_handler
     def unauthorized():
