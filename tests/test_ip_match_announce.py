@@ -14,6 +14,7 @@ from tests.support.ip_match_world import (
     listed,
     refused_with,
 )
+from tests.support.sent_statements import SESSION, SINGLE, sent_statements
 
 app_config = ip_match_fixtures.app_config
 world = ip_match_fixtures.world
@@ -297,3 +298,41 @@ def test_unusable_ip_match_settings_stop_start_up(database, bad):
 
     with pytest.raises(ConfigurationError, match="TSD_IP_MATCH_"):
         create_app({"TESTING": True, "SECRET_KEY": "x" * 32, "DATABASE_URL": database, **bad})
+
+
+def test_a_quiet_repeat_is_answered_from_one_statement(app, world):
+    printer = world.printer(HOME_A)
+    assert printer.announce().status == 200
+    with sent_statements(app) as sent:
+        assert printer.announce().json == {"status": "waiting", "poll_interval": 5}
+    assert sent == {SESSION: [], SINGLE: ["SELECT"]}
+
+
+def test_a_repeat_that_differs_only_in_the_secret_still_gets_409_and_is_audited(app, world):
+    """The quiet repeat never answers for another secret: the full way refuses and audits."""
+    from tsd_server.models.ip_match import Announcement
+
+    printer = world.printer(HOME_A, "Anna's Mk4")
+    assert printer.announce().status == 200
+    impostor = impostor_of(printer, world.endpoint(HOME_A), printer.name)
+    reply = impostor.announce()
+    assert reply.status == 409 and reply.json["error"] == "device_id_taken"
+    [row] = rows(app, Announcement)
+    assert row.secret_hash == hashlib.sha256(printer.secret.encode()).hexdigest()
+    mismatch = world.audit_events("ip_match_announce")[-1]
+    assert (mismatch.outcome, mismatch.device_uid, mismatch.household) == (
+        "secret_mismatch", printer.device_id, "8.8.8.8/32")
+    assert printer.announce().json["status"] == "waiting"
+
+
+def test_a_change_within_the_write_interval_is_written_at_once(app, world, clock):
+    from tsd_server.models.ip_match import Announcement
+
+    printer, anna = world.printer(HOME_A, "Old name"), world.person(HOME_A)
+    printer.announce()
+    clock.advance(seconds=1)
+    printer.name = "New name"
+    assert printer.announce().json["status"] == "waiting"
+    [row] = rows(app, Announcement)
+    assert (row.name, row.last_seen_at) == ("New name", clock())
+    assert [device["name"] for device in anna.nearby().json["devices"]] == ["New name"]

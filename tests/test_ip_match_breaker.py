@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from tests.support import ip_match_fixtures
@@ -12,6 +14,7 @@ from tests.support.ip_match_world import (
     listed,
     refused_with,
 )
+from tests.support.sent_statements import SESSION, SINGLE, sent_statements
 
 app_config = ip_match_fixtures.app_config
 world = ip_match_fixtures.world
@@ -188,3 +191,45 @@ def test_an_honest_family_of_three_is_fine(world):
         assert listed(person.nearby()) == [printer.device_id]
     link_and_confirm(family[1], printer)
     assert world.links() == [(family[1].user_id, printer.device_id)]
+
+
+def test_nearby_reads_the_breaker_at_once_and_notes_the_account_only_when_due(app, world,
+                                                                              clock):
+    printer, anna = world.printer(HOMES[0]), world.person(HOMES[0])
+    printer.announce()
+    assert listed(anna.nearby()) == [printer.device_id]
+    clock.advance(seconds=59)
+    printer.announce()
+    with sent_statements(app) as sent:
+        assert listed(anna.nearby()) == [printer.device_id]
+    # Flask-Login's user load; then the breaker's and the cap's reads, and the list.
+    assert sent == {SESSION: ["BEGIN", "SELECT"], SINGLE: ["SELECT", "SELECT"]}
+    [sighting] = household_accounts(app)
+    assert sighting.last_seen_at == clock() - timedelta(seconds=59)
+    clock.advance(seconds=1)
+    with sent_statements(app) as sent:
+        assert listed(anna.nearby()) == [printer.device_id]
+    assert "INSERT" in sent[SESSION] and "COMMIT" not in sent[SINGLE]
+    [sighting] = household_accounts(app)
+    assert (sighting.user_id, sighting.last_seen_at) == (anna.user_id, clock())
+    assert len(world.audit_events("ip_match_nearby")) == 1  # the same answer: audited once
+
+
+def test_returning_accounts_count_again_once_their_sightings_left_the_window(world, clock):
+    people, _ = crowd(world, HOMES[0], 3)
+    clock.advance(seconds=901)
+    assert all(person.nearby().json["eligible"] for person in people)
+    newcomer = world.person(HOMES[0])
+    assert newcomer.nearby().json["reason"] == "household_blocked"
+    [trip] = world.audit_events("breaker_trip")
+    assert "4 accounts" in trip.detail
+
+
+def household_accounts(app):
+    from tsd_server.extensions import db
+    from tsd_server.models.ip_match import HouseholdAccount
+
+    with app.app_context():
+        found = list(db.session.scalars(select(HouseholdAccount)))
+        db.session.remove()
+    return found

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, ScalarSelect, bindparam, delete, exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from tsd_server import audit, client_address
+from tsd_server import audit, client_address, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
@@ -79,6 +79,8 @@ def announce(request: AnnounceRequest) -> dict[str, Any]:
         raise Ineligible(address.ineligibility_reason or "")
     household = address.household
     assert household is not None
+    if _quiet_repeat(request, address, settings, now):
+        return offers.waiting(settings)
     if breaker.is_blocked(household, now):
         raise Ineligible(HOUSEHOLD_BLOCKED)
 
@@ -101,6 +103,35 @@ def announce(request: AnnounceRequest) -> dict[str, Any]:
                        "device_id. Each device needs its own device_id and device_secret.")
     _refresh(row, request, address, settings, now)
     return offers.device_step(row, address, settings, now)
+
+
+_ANNOUNCEMENTS = Announcement.__table__
+# A quiet repeat in one statement (single_statement): the columns an announce may change,
+# whether an offer waits, and the household's block.
+_QUIET_REPEAT = select(
+    _ANNOUNCEMENTS.c.secret_hash, _ANNOUNCEMENTS.c.household, _ANNOUNCEMENTS.c.client_ip,
+    _ANNOUNCEMENTS.c.name, _ANNOUNCEMENTS.c.model, _ANNOUNCEMENTS.c.agent_version,
+    _ANNOUNCEMENTS.c.last_seen_at,
+    exists().where(Offer.announcement_id == _ANNOUNCEMENTS.c.id).label("has_offer"),
+    breaker.blocked_until(bindparam("household")).label("blocked_until"),
+).where(_ANNOUNCEMENTS.c.device_uid == bindparam("device_uid"))
+
+
+def _quiet_repeat(request: AnnounceRequest, address: ClientAddress,
+                  settings: IpMatchSettings, now: datetime) -> bool:
+    """Is this the common announce that changes nothing? Then "waiting" is the whole answer.
+
+    Anything else (unknown or expired device, another secret, a change, a due last_seen
+    write, an offer, a blocked household) goes the full way, which re-reads and handles it.
+    """
+    row = single_statement.first(_QUIET_REPEAT, {"device_uid": request.device_uid,
+                                                 "household": address.household})
+    return (row is not None and not row.has_offer
+            and not breaker.blocks(row.blocked_until, now)
+            and row.last_seen_at > live_since(settings, now)
+            and not _last_seen_due(row.last_seen_at, settings, now)
+            and not _changes(row, request, address)
+            and hmac.compare_digest(row.secret_hash, secret_hash(request.device_secret)))
 
 
 def _live_row(device_uid: str, settings: IpMatchSettings, now: datetime) -> Announcement | None:
@@ -148,11 +179,23 @@ def _register(request: AnnounceRequest, address: ClientAddress, settings: IpMatc
     return row
 
 
+def _changes(row: Any, request: AnnounceRequest, address: ClientAddress) -> dict[str, Any]:
+    """The announcement's columns this announce changes (``row``: a model or a Core row)."""
+    sent = {"household": address.household, "client_ip": address.client_ip,
+            "name": request.name, "model": request.model,
+            "agent_version": request.agent_version}
+    return {column: value for column, value in sent.items() if getattr(row, column) != value}
+
+
+def _last_seen_due(last_seen_at: datetime, settings: IpMatchSettings, now: datetime) -> bool:
+    return now - last_seen_at >= settings.last_seen_write_interval
+
+
 def _refresh(row: Announcement, request: AnnounceRequest, address: ClientAddress,
              settings: IpMatchSettings, now: datetime) -> None:
     """Record what changed; a quiet repeat within the write interval writes nothing."""
-    changed = False
-    if row.household != address.household:
+    changes = _changes(row, request, address)
+    if "household" in changes:
         assert address.household is not None
         if live_count(address.household, settings, now) > settings.max_devices_per_household:
             raise Ineligible(HOUSEHOLD_LIMIT)
@@ -162,37 +205,44 @@ def _refresh(row: Announcement, request: AnnounceRequest, address: ClientAddress
         audit.record("ip_match_announce", actor=ACTOR, outcome="household_changed",
                      device_uid=row.device_uid, strategy=STRATEGY, address=address,
                      detail=f"from {row.household}")
-        row.household = address.household
-        changed = True
-    for attribute, value in (("client_ip", address.client_ip), ("name", request.name),
-                             ("model", request.model),
-                             ("agent_version", request.agent_version)):
-        if getattr(row, attribute) != value:
-            setattr(row, attribute, value)
-            changed = True
-    if changed or now - row.last_seen_at >= settings.last_seen_write_interval:
+    for column, value in changes.items():
+        setattr(row, column, value)
+    if changes or _last_seen_due(row.last_seen_at, settings, now):
         row.last_seen_at = now
         db.session.commit()
 
 
-def live_count(household: str, settings: IpMatchSettings, now: datetime) -> int:
-    return db.session.scalar(select(func.count()).select_from(Announcement).where(
+def live_devices(household: Any, since: Any) -> ScalarSelect:
+    """How many announcements of the household are live (seen after ``since``)."""
+    return select(func.count()).select_from(Announcement).where(
         Announcement.household == household,
-        Announcement.last_seen_at > live_since(settings, now))) or 0
+        Announcement.last_seen_at > since).scalar_subquery()
+
+
+def live_count(household: str, settings: IpMatchSettings, now: datetime) -> int:
+    return db.session.scalar(select(live_devices(household, live_since(settings, now)))) or 0
 
 
 def over_household_limit(household: str, settings: IpMatchSettings, now: datetime) -> bool:
     return live_count(household, settings, now) > settings.max_devices_per_household
 
 
-def live_in_household(household: str, settings: IpMatchSettings,
-                      now: datetime) -> list[Announcement]:
-    # With their offers in the same query (nearby shows them): not one query per device.
-    return list(db.session.scalars(select(Announcement).where(
-        Announcement.household == household,
-        Announcement.last_seen_at > live_since(settings, now),
-    ).order_by(Announcement.first_seen_at, Announcement.id)
-        .options(joinedload(Announcement.offer))))
+_OFFERS = Offer.__table__
+# What nearby shows of each live device, with its offer (if any) in the same statement.
+_LIVE_IN_HOUSEHOLD = (
+    select(_ANNOUNCEMENTS.c.device_uid, _ANNOUNCEMENTS.c.name, _ANNOUNCEMENTS.c.model,
+           _ANNOUNCEMENTS.c.last_seen_at, _OFFERS.c.public_id, _OFFERS.c.status,
+           _OFFERS.c.user_id, _OFFERS.c.expires_at)
+    .outerjoin(_OFFERS, _OFFERS.c.announcement_id == _ANNOUNCEMENTS.c.id)
+    .where(_ANNOUNCEMENTS.c.household == bindparam("household"),
+           _ANNOUNCEMENTS.c.last_seen_at > bindparam("live_since"))
+    .order_by(_ANNOUNCEMENTS.c.first_seen_at, _ANNOUNCEMENTS.c.id))
+
+
+def live_in_household(household: str, settings: IpMatchSettings, now: datetime) -> list[Row]:
+    """The household's live devices and their offers' columns (NULL without), read-only."""
+    return single_statement.all_rows(_LIVE_IN_HOUSEHOLD, {
+        "household": household, "live_since": live_since(settings, now)})
 
 
 def find_live(device_uid: str, household: str, settings: IpMatchSettings,

@@ -12,10 +12,11 @@ database, so every process counts together and sees the block at once.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ScalarSelect, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tsd_server import audit
@@ -32,32 +33,65 @@ STRATEGY = "ip_match"
 SIGHTING_RESOLUTION = timedelta(seconds=60)
 
 
-def is_blocked(household: str, now: datetime) -> bool:
-    until = db.session.scalar(
-        select(HouseholdBlock.blocked_until).where(HouseholdBlock.household == household))
+def blocked_until(household: Any) -> ScalarSelect:
+    """The household's block end (NULL when none), as a scalar subquery to fold into reads."""
+    return select(HouseholdBlock.blocked_until).where(
+        HouseholdBlock.household == household).scalar_subquery()
+
+
+def blocks(until: datetime | None, now: datetime) -> bool:
     return until is not None and until > now
 
 
-def note_account(household: str, user_id: int, settings: IpMatchSettings,
+def is_blocked(household: str, now: datetime) -> bool:
+    return blocks(db.session.scalar(select(blocked_until(household))), now)
+
+
+def sighting(household: Any, user_id: Any) -> ScalarSelect:
+    """When this account was last counted in the household (NULL: never, or purged)."""
+    return select(HouseholdAccount.last_seen_at).where(
+        HouseholdAccount.household == household,
+        HouseholdAccount.user_id == user_id).scalar_subquery()
+
+
+def accounts_seen(household: Any, window_start: Any) -> ScalarSelect:
+    """How many accounts were counted in the household since ``window_start``."""
+    return select(func.count()).select_from(HouseholdAccount).where(
+        HouseholdAccount.household == household,
+        HouseholdAccount.last_seen_at > window_start).scalar_subquery()
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the breaker read about a household, in the caller's one statement."""
+
+    blocked_until: datetime | None
+    # This account's sighting, and the accounts counted within the window.
+    sighting: datetime | None
+    accounts: int
+
+
+def note_account(household: str, user_id: int, seen: Seen, settings: IpMatchSettings,
                  now: datetime) -> bool:
-    """Count ``user_id`` as using ip_match from ``household``; True if it is (now) blocked."""
-    if is_blocked(household, now):
+    """Count ``user_id`` as using ip_match from ``household``; True if it is (now) blocked.
+
+    ``seen`` was read before; only when the sighting is due (every ``SIGHTING_RESOLUTION``)
+    is it written, committed, and the accounts counted again (with it and any concurrent).
+    """
+    if blocks(seen.blocked_until, now):
         return True
     window_start = now - settings.breaker_window
-    seen = db.session.scalar(select(HouseholdAccount.last_seen_at).where(
-        HouseholdAccount.household == household, HouseholdAccount.user_id == user_id))
     resolution = min(SIGHTING_RESOLUTION, settings.breaker_window / 10)
-    if seen is None or now - seen >= resolution:
-        if seen is None:
+    accounts = seen.accounts
+    if seen.sighting is None or now - seen.sighting >= resolution:
+        if seen.sighting is None:
             # New sightings are what grows the table: drop those outside the window first.
             db.session.execute(delete(HouseholdAccount).where(
                 HouseholdAccount.last_seen_at <= window_start))
         _upsert(HouseholdAccount, {"household": household, "user_id": user_id,
                                    "last_seen_at": now}, ["household", "user_id"])
         db.session.commit()
-    accounts = db.session.scalar(select(func.count()).select_from(HouseholdAccount).where(
-        HouseholdAccount.household == household,
-        HouseholdAccount.last_seen_at > window_start)) or 0
+        accounts = db.session.scalar(select(accounts_seen(household, window_start))) or 0
     if accounts <= settings.max_accounts_per_household:
         return False
     trip(household, accounts, settings, now)

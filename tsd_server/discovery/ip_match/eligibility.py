@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 
-from tsd_server import client_address
+from sqlalchemy import Select, bindparam, select
+
+from tsd_server import client_address, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.discovery.ip_match import breaker
@@ -61,16 +64,41 @@ class UserCheck:
         return self.address.household if self.reason is None else None
 
 
+@cache
+def _household_reads() -> Select:
+    """What the breaker and the cap read, as one statement; built on first use (the
+    announcements module imports this one)."""
+    from tsd_server.discovery.ip_match import announcements
+
+    household = bindparam("household")
+    return select(
+        breaker.blocked_until(household).label("blocked_until"),
+        breaker.sighting(household, bindparam("user_id")).label("sighting"),
+        breaker.accounts_seen(household, bindparam("window_start")).label("accounts"),
+        announcements.live_devices(household, bindparam("live_since")).label("devices"))
+
+
 def check_user(user_id: int, settings: IpMatchSettings, now: datetime) -> UserCheck:
-    """Address, then breaker (this account counts towards it), then the device cap."""
+    """Address, then breaker (this account counts towards it), then the device cap.
+
+    Their reads are one statement outside the session's transaction (no caller has written
+    yet); the breaker writes in the session only when a sighting is due or it trips.
+    """
     from tsd_server.discovery.ip_match import announcements
 
     address = client_address.for_request()
     if not address.eligible:
         return UserCheck(address, address.ineligibility_reason)
-    assert address.household is not None
-    if breaker.note_account(address.household, user_id, settings, now):
+    household = address.household
+    assert household is not None
+    read = single_statement.first(_household_reads(), {
+        "household": household, "user_id": user_id,
+        "window_start": now - settings.breaker_window,
+        "live_since": announcements.live_since(settings, now)})
+    assert read is not None  # no FROM: always one row
+    seen = breaker.Seen(read.blocked_until, read.sighting, read.accounts)
+    if breaker.note_account(household, user_id, seen, settings, now):
         return UserCheck(address, HOUSEHOLD_BLOCKED)
-    if announcements.over_household_limit(address.household, settings, now):
+    if read.devices > settings.max_devices_per_household:
         return UserCheck(address, HOUSEHOLD_LIMIT)
     return UserCheck(address, None)

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, session
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -92,11 +92,11 @@ def normalise_code(text: str) -> str | None:
 
 # --- shared ----------------------------------------------------------------------------
 
-def expires_in(offer: Offer, now: datetime) -> int:
+def expires_in(offer: Offer | Row, now: datetime) -> int:
     return max(0, int((offer.expires_at - now).total_seconds()))
 
 
-def is_live(offer: Offer, now: datetime) -> bool:
+def is_live(offer: Offer | Row, now: datetime) -> bool:
     return offer.expires_at > now
 
 
@@ -278,14 +278,15 @@ def nearby(user: User) -> dict[str, Any]:
     devices: list[dict[str, Any]] = []
     if check.reason is None:
         for row in announcements.live_in_household(check.household or "", settings, now):
-            offer = row.offer if row.offer is not None and is_live(row.offer, now) else None
-            mine = offer is not None and offer.user_id == user.id
+            # The row carries the offer's columns (NULL when the device has none).
+            offered = row.public_id is not None and is_live(row, now)
+            mine = offered and row.user_id == user.id
             devices.append({
                 "device_id": row.device_uid, "name": row.name, "model": row.model,
                 "last_seen": row.last_seen_at.isoformat(),
-                "offer": ({"offer_id": offer.public_id, "status": offer.status,
-                           "expires_in": expires_in(offer, now)} if mine and offer else None),
-                "busy": offer is not None and not mine,
+                "offer": ({"offer_id": row.public_id, "status": row.status,
+                           "expires_in": expires_in(row, now)} if mine else None),
+                "busy": offered and not mine,
             })
     _audit_nearby(user, check, devices)
     return {"eligible": check.reason is None, "reason": check.reason,
@@ -310,17 +311,22 @@ def _audit_nearby(user: User, check: UserCheck, devices: list[dict[str, Any]]) -
 
 # --- device side -----------------------------------------------------------------------
 
+def waiting(settings: IpMatchSettings) -> dict[str, Any]:
+    """The announce answer while nobody links the device."""
+    return {"status": "waiting", "poll_interval": settings.poll_interval}
+
+
 def device_step(row: Announcement, address: ClientAddress, settings: IpMatchSettings,
                 now: datetime) -> dict[str, Any]:
     """The announce answer for a device whose announcement is current and refreshed."""
-    waiting = {"status": "waiting", "poll_interval": settings.poll_interval}
+    idle = waiting(settings)
     offer = row.offer
     if offer is None:
-        return waiting
+        return idle
     if not is_live(offer, now):
         end(offer, "expired", "expired before it completed", address=address)
         db.session.commit()
-        return waiting
+        return idle
     problem = None
     if offer.household != row.household:
         problem = "device and offer are in different households"
@@ -329,7 +335,7 @@ def device_step(row: Announcement, address: ClientAddress, settings: IpMatchSett
     if problem is not None:
         end(offer, "voided", problem, address=address)
         db.session.commit()
-        return waiting
+        return idle
     if offer.status == AWAITING_CONFIRMATION:
         if offer.code_shown_at is None:
             offer.code_shown_at = now
@@ -337,10 +343,10 @@ def device_step(row: Announcement, address: ClientAddress, settings: IpMatchSett
                          user_id=offer.user_id, device_uid=row.device_uid, strategy=STRATEGY,
                          address=address, detail=f"offer {offer.public_id}")
             db.session.commit()
-        return {**waiting, "status": "confirm", "confirmation": {
+        return {**idle, "status": "confirm", "confirmation": {
             "code": code_of(offer), "account": offer.user.display_name,
             "expires_in": expires_in(offer, now)}}
-    return _complete(row, offer, address, settings, now) or waiting
+    return _complete(row, offer, address, settings, now) or idle
 
 
 def _complete(row: Announcement, offer: Offer, address: ClientAddress,
