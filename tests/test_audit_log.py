@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from tsd_server import audit
 from tsd_server.admin import audit_log
@@ -126,3 +127,30 @@ def test_attacker_chosen_text_is_escaped(app, admin, clock):
 def test_non_admin_cannot_read_the_audit_log(make_user, login, events):
     _, email, password = make_user("member@example.org")
     assert login(email, password).get("/admin/audit").status_code == 403
+
+
+@pytest.mark.parametrize("explicit_address", [True, False])
+def test_record_now_writes_the_row_record_adds(app, clock, make_user, explicit_address):
+    """``record_now`` (one statement, committed at once) keeps ``record``'s every field:
+    the address given or the request's, the owner, and the detail cut to MAX_DETAIL."""
+    from tsd_server.models import AuditEvent
+
+    user_id, _, _ = make_user()
+    address = ClientAddress(client_ip="9.9.9.9", peer_ip="1.1.1.1",
+                            forwarded_for=("9.9.9.9",), household="9.9.9.9/32")
+    fields = dict(actor=f"user:{user_id}", outcome="refused", user_id=user_id,
+                  device_uid="printer-0001", strategy="pairing_code",
+                  address=address if explicit_address else None,
+                  detail="x" * (audit.MAX_DETAIL + 10))
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "8.8.4.4"}):
+        audit.record("probe", **fields)
+        db.session.commit()
+        audit.record_now("probe", **fields)
+        first, second = [
+            {column: getattr(row, column) for column in AuditEvent.__table__.columns.keys()
+             if column != "id"}
+            for row in db.session.scalars(select(AuditEvent).where(AuditEvent.event == "probe")
+                                          .order_by(AuditEvent.id))]
+    assert first == second
+    assert first["client_ip"] == ("9.9.9.9" if explicit_address else "8.8.4.4")
+    assert len(first["detail"]) == audit.MAX_DETAIL and first["at"] == clock()

@@ -88,6 +88,26 @@ def test_polling_too_fast_is_slow_down_and_the_interval_grows_by_five_and_stays(
         assert db.session.scalars(select(DeviceAuthorization.poll_interval)).one() == 15
 
 
+def test_a_poll_that_read_the_row_before_another_poll_wrote_is_slow_down(
+        app, client, clock, monkeypatch):
+    """Polls sent together: only the first write lands as on time; one that read the row
+    before it (so did not wait the interval) gets slow_down and a longer interval."""
+    from tsd_server.discovery.pairing import device_flow
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    code = started(client)["device_code"]
+    clock.advance(seconds=30)
+    with app.app_context():
+        stale = device_flow.by_device_code(code)
+    assert error_of(poll(client, code)) == "authorization_pending"
+    monkeypatch.setattr(device_flow, "by_device_code", lambda text: stale)
+    late = poll(client, code)
+    assert error_of(late) == "slow_down" and late.get_json()["interval"] == 10
+    with app.app_context():
+        assert db.session.scalars(select(DeviceAuthorization.poll_interval)).one() == 10
+
+
 def test_full_flow_typed_code_approve_then_token_exactly_once(app, client, owner, clock):
     uid, session = owner
     answer = started(client)

@@ -109,6 +109,26 @@ def test_unknown_used_expired_and_malformed_codes_get_one_identical_answer(
     assert {row.client_ip for row in failures} == {"8.8.8.8"}
 
 
+AUDIT_FIELDS = ("event", "actor", "outcome", "user_id", "device_id", "device_uid", "strategy",
+                "client_ip", "peer_ip", "forwarded_for", "household", "detail")
+
+
+def test_an_invalid_code_is_audited_with_the_fields_audit_record_writes(app, client):
+    """The refusal's row is written on its own now; it must say what the session's did."""
+    from tsd_server import audit
+    from tsd_server.models import AuditEvent
+
+    assert redeem(client, "BBBB-BBBB", device_id="printer-0004").status_code == 400
+    [written] = audit_rows(app, "code_invalid")
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "8.8.8.8"}):
+        expected: AuditEvent = audit.record(
+            "code_invalid", actor="device", outcome="refused", device_uid="printer-0004",
+            strategy="pairing_code", detail="redeem")
+    assert [getattr(written, f) for f in AUDIT_FIELDS] == \
+        [getattr(expected, f) for f in AUDIT_FIELDS]
+    assert written.client_ip == "8.8.8.8" and written.device_uid == "printer-0004"
+
+
 def test_code_still_works_just_before_expiry(app, user, client, clock):
     _, session = user
     code = issue_code(session)["code"]

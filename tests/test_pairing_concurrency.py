@@ -106,6 +106,20 @@ def only_row_id(app, model) -> int:
         return db.session.query(model).one().id
 
 
+def two_polls_at_once(app, device_code: str) -> list:
+    """Two token polls that both read the row before either writes it."""
+    from tsd_server.models import DeviceAuthorization
+
+    with row_locked(app, "device_authorizations",
+                    only_row_id(app, DeviceAuthorization)) as release:
+        threads, results, errors = run_together(
+            lambda: poll(app.test_client(), device_code),
+            lambda: poll(app.test_client(), device_code))
+        release(after_waiters=2)
+        join(threads, errors)
+    return results
+
+
 def test_two_simultaneous_redemptions_of_one_code_exactly_one_wins(app, make_user, login):
     from tsd_server.models import PairingCode
 
@@ -146,25 +160,27 @@ def test_two_simultaneous_approvals_exactly_one_wins(app, make_user, login, cloc
 
 
 def test_two_simultaneous_token_polls_get_one_token(app, make_user, login, clock):
-    from tsd_server.models import DeviceAuthorization
-
     client = app.test_client()
     answer = authorize(client).get_json()
     _, email, password = make_user()
     session = login(email, password)
     enter_code(session, answer["user_code"])
     decide(session, "approve")
-    with row_locked(app, "device_authorizations",
-                    only_row_id(app, DeviceAuthorization)) as release:
-        threads, results, errors = run_together(
-            lambda: poll(app.test_client(), answer["device_code"]),
-            lambda: poll(app.test_client(), answer["device_code"]))
-        release(after_waiters=2)
-        join(threads, errors)
+    results = two_polls_at_once(app, answer["device_code"])
     assert sorted(r.status_code for r in results) == [200, 400]
     assert next(r for r in results if r.status_code == 400).get_json()["error"] == \
         "invalid_grant"
     assert len(audit_rows(app, "link")) == 1
+
+
+def test_two_simultaneous_pending_polls_one_is_on_time_the_other_slow_down(app, clock):
+    """Both read the row as never polled; only one on-time write can land (RFC 8628 §3.5:
+    the other did not wait the interval)."""
+    client = app.test_client()
+    answer = authorize(client).get_json()
+    results = two_polls_at_once(app, answer["device_code"])
+    answers = sorted((r.get_json()["error"], r.get_json().get("interval")) for r in results)
+    assert answers == [("authorization_pending", None), ("slow_down", answer["interval"] + 5)]
 
 
 def test_many_simultaneous_redemptions_of_one_code_one_wins(app, make_user, login):

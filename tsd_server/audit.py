@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context
+from sqlalchemy import insert
 
+from tsd_server import single_statement
 from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models.audit import AuditEvent
@@ -30,24 +32,55 @@ def record(
     detail: str | None = None,
 ) -> AuditEvent:
     """Add an audit row to the session. ``address`` defaults to the current request's record."""
+    row = AuditEvent(**_fields(event, actor=actor, outcome=outcome, user_id=user_id,
+                               device=device, device_uid=device_uid, strategy=strategy,
+                               address=address, detail=detail))
+    db.session.add(row)
+    return row
+
+
+def record_now(
+    event: str,
+    *,
+    actor: str,
+    outcome: str = "ok",
+    user_id: int | None = None,
+    device_uid: str | None = None,
+    strategy: str | None = None,
+    address: ClientAddress | None = None,
+    detail: str | None = None,
+) -> None:
+    """Write the row ``record`` would add, committed at once as one statement of its own.
+
+    For a request whose only write is its audit row (a refused code): one round trip instead
+    of a transaction. Never call it while the session holds uncommitted writes
+    (see ``single_statement``).
+    """
+    single_statement.rowcount(insert(AuditEvent).values(**_fields(
+        event, actor=actor, outcome=outcome, user_id=user_id, device=None,
+        device_uid=device_uid, strategy=strategy, address=address, detail=detail)))
+
+
+def _fields(event: str, *, actor: str, outcome: str, user_id: int | None,
+            device: Device | None, device_uid: str | None, strategy: str | None,
+            address: ClientAddress | None, detail: str | None) -> dict[str, Any]:
+    """The row's columns; ``address`` defaults to the current request's record."""
     if address is None and has_request_context():
         from tsd_server.client_address import for_request
 
         address = for_request()
-    row = AuditEvent(
-        at=utcnow(),
-        event=event,
-        actor=actor,
-        outcome=outcome,
-        user_id=user_id if user_id is not None else (device.owner_id if device else None),
-        device_id=device.id if device is not None else None,
-        device_uid=device_uid or (device.device_uid if device is not None else None),
-        strategy=strategy,
-        client_ip=address.client_ip if address else None,
-        peer_ip=address.peer_ip if address else None,
-        forwarded_for=list(address.forwarded_for) if address else None,
-        household=address.household if address else None,
-        detail=detail[:MAX_DETAIL] if detail else None,
-    )
-    db.session.add(row)
-    return row
+    return {
+        "at": utcnow(),
+        "event": event,
+        "actor": actor,
+        "outcome": outcome,
+        "user_id": user_id if user_id is not None else (device.owner_id if device else None),
+        "device_id": device.id if device is not None else None,
+        "device_uid": device_uid or (device.device_uid if device is not None else None),
+        "strategy": strategy,
+        "client_ip": address.client_ip if address else None,
+        "peer_ip": address.peer_ip if address else None,
+        "forwarded_for": list(address.forwarded_for) if address else None,
+        "household": address.household if address else None,
+        "detail": detail[:MAX_DETAIL] if detail else None,
+    }

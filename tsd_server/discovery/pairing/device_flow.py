@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tsd_server import audit
+from tsd_server import audit, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
@@ -112,16 +113,31 @@ def start(*, device_uid: str, name: str, model: str | None,
     raise RuntimeError("no free user code after several draws")  # ~never: 2.56e10 codes
 
 
-def by_device_code(text: str | None) -> DeviceAuthorization:
-    """The authorization a device code belongs to, or ``invalid_grant`` (audited)."""
+_AUTHORIZATIONS = DeviceAuthorization.__table__
+_A = _AUTHORIZATIONS.c
+# What a token poll or the QR image needs, read by one statement on its own
+# (single_statement): a pending poll is this read and one UPDATE, with no transaction.
+# Issuing the token does not rest on this read: its claim is conditional, in the session.
+_BY_DEVICE_CODE_HASH = (
+    select(_A.id, _A.device_code_hash, _A.qr_token_hash, _A.qr_opened_at, _A.device_uid,
+           _A.name, _A.model, _A.expires_at, _A.poll_interval, _A.last_polled_at, _A.status,
+           _A.decided_by_id, _A.decided_at, _A.decided_via, _A.decided_from_ip,
+           _A.decided_peer_ip, _A.token_issued_at)
+    .where(_A.device_code_hash == bindparam("device_code_hash")))
+
+
+def by_device_code(text: str | None) -> Row:
+    """The authorization a device code belongs to, or ``invalid_grant`` (audited).
+
+    Called with no uncommitted writes in the session: the audit row is written at once.
+    """
     row = None
     if text and codes.looks_like_device_code(text):
-        row = db.session.scalar(select(DeviceAuthorization).where(
-            DeviceAuthorization.device_code_hash == codes.secret_hash(text)))
+        row = single_statement.first(_BY_DEVICE_CODE_HASH,
+                                     {"device_code_hash": codes.secret_hash(text)})
     if row is None or not codes.secret_matches(row.device_code_hash, text or ""):
-        audit.record("device_code_invalid", actor="device", outcome="refused",
-                     detail="unknown device code")
-        db.session.commit()
+        audit.record_now("device_code_invalid", actor="device", outcome="refused",
+                         detail="unknown device code")
         raise GrantError("invalid_grant")
     return row
 
@@ -131,9 +147,8 @@ def poll(device_code: str | None) -> LinkResult:
     row = by_device_code(device_code)
     now = utcnow()
     if row.token_issued_at is not None:
-        audit.record("device_code_invalid", actor="device", outcome="refused",
-                     device_uid=row.device_uid, detail="device code already used")
-        db.session.commit()
+        audit.record_now("device_code_invalid", actor="device", outcome="refused",
+                         device_uid=row.device_uid, detail="device code already used")
         raise GrantError("invalid_grant")
     if row.expires_at <= now:
         raise GrantError("expired_token")
@@ -144,24 +159,29 @@ def poll(device_code: str | None) -> LinkResult:
     return _issue_token(row, now)
 
 
-def _pending_poll(row: DeviceAuthorization, now: datetime) -> None:
-    """Record the poll and raise ``authorization_pending`` or ``slow_down``."""
-    too_fast = (row.last_polled_at is not None and
-                now < row.last_polled_at + timedelta(seconds=row.poll_interval) - POLL_TOLERANCE)
-    values: dict = {"last_polled_at": now}
-    if too_fast:
-        values["poll_interval"] = DeviceAuthorization.poll_interval + SLOW_DOWN_STEP
-    db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == row.id)
-                       .values(**values).execution_options(synchronize_session=False))
-    db.session.commit()
-    if too_fast:
-        interval = db.session.scalar(select(DeviceAuthorization.poll_interval)
-                                     .where(DeviceAuthorization.id == row.id))
-        raise GrantError("slow_down", interval=interval)
-    raise GrantError("authorization_pending")
+def _pending_poll(row: Row, now: datetime) -> NoReturn:
+    """Record the poll and raise ``authorization_pending`` or ``slow_down``.
+
+    The on-time write applies only if the poll time is still the one read, so of polls sent
+    together one is on time and the others, which did not wait, get slow_down. slow_down adds
+    5 s for this and later polls (RFC 8628 §3.5) in the same UPDATE, which returns the sum.
+    """
+    on_time = (row.last_polled_at is None or
+               now >= row.last_polled_at + timedelta(seconds=row.poll_interval) - POLL_TOLERANCE)
+    if on_time and single_statement.rowcount(
+            update(_AUTHORIZATIONS)
+            .where(_A.id == row.id, _A.last_polled_at.is_not_distinct_from(row.last_polled_at))
+            .values(last_polled_at=now)) == 1:
+        raise GrantError("authorization_pending")
+    slowed = single_statement.first(
+        update(_AUTHORIZATIONS).where(_A.id == row.id)
+        .values(last_polled_at=now, poll_interval=_A.poll_interval + SLOW_DOWN_STEP)
+        .returning(_A.poll_interval))
+    assert slowed is not None  # rows are purged a day after expiry, and this one is live
+    raise GrantError("slow_down", interval=slowed.poll_interval)
 
 
-def _issue_token(row: DeviceAuthorization, now: datetime) -> LinkResult:
+def _issue_token(row: Row, now: datetime) -> LinkResult:
     claimed = db.session.execute(
         update(DeviceAuthorization)
         .where(DeviceAuthorization.id == row.id, DeviceAuthorization.status == APPROVED,

@@ -14,9 +14,9 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
-from tsd_server import audit
+from tsd_server import audit, single_statement
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
 from tsd_server.extensions import db
@@ -31,18 +31,25 @@ WINDOW = timedelta(minutes=1)
 
 def record_invalid_code(*, where: str, actor: str, user_id: int | None = None,
                         device_uid: str | None = None) -> None:
-    """Audit one wrong code (and commit), then trip the breaker if the wave is too big."""
-    audit.record(EVENT, actor=actor, outcome="refused", user_id=user_id,
-                 device_uid=device_uid, strategy=STRATEGY, detail=where)
-    db.session.commit()
+    """Audit one wrong code, then trip the breaker if the wave is too big.
+
+    The row is written at once on its own (``audit.record_now``): a refused code changes
+    nothing else. So the caller's session must hold no uncommitted writes.
+    """
+    audit.record_now(EVENT, actor=actor, outcome="refused", user_id=user_id,
+                     device_uid=device_uid, strategy=STRATEGY, detail=where)
     check()
 
 
+_RECENT = select(func.count()).select_from(AuditEvent).where(
+    AuditEvent.event == EVENT, AuditEvent.strategy == STRATEGY,
+    AuditEvent.at > bindparam("since"))
+
+
 def recent_failures() -> int:
-    since = utcnow() - WINDOW
-    return db.session.scalar(select(func.count()).select_from(AuditEvent).where(
-        AuditEvent.event == EVENT, AuditEvent.strategy == STRATEGY,
-        AuditEvent.at > since)) or 0
+    """Invalid codes in the last minute: one statement on its own, outside any transaction."""
+    row = single_statement.first(_RECENT, {"since": utcnow() - WINDOW})
+    return row[0] if row else 0
 
 
 def check() -> bool:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tsd_server import audit
+from tsd_server import audit, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
@@ -83,16 +83,24 @@ def issue(user: User, address: ClientAddress | None) -> IssuedCode:
     raise RuntimeError("no free pairing code after several draws")  # ~never: 2.56e10 codes
 
 
+_CODES = PairingCode.__table__
+# The lookup is one statement on its own (single_statement): a wrong code, the common case
+# under guessing, then costs this read and its audit row, with no transaction around them.
+# Single use rests on the conditional claim in the session, not on this read.
+_BY_CODE_HASH = (select(_CODES.c.id, _CODES.c.user_id, _CODES.c.created_at,
+                        _CODES.c.expires_at, _CODES.c.used_at)
+                 .where(_CODES.c.code_hash == bindparam("code_hash")))
+
+
 def redeem(text: str, *, device_uid: str, name: str, model: str | None) -> LinkResult:
     """Link the device to the code's owner and spend the code, or raise ``InvalidCode``."""
     now = utcnow()
     code = codes.normalise(text)
     row = None
     if code is not None:
-        row = db.session.scalar(
-            select(PairingCode).where(PairingCode.code_hash == codes.code_hash(code)))
+        row = single_statement.first(_BY_CODE_HASH, {"code_hash": codes.code_hash(code)})
     if row is None or row.used_at is not None or row.expires_at <= now or not _claim(row, now):
-        db.session.rollback()
+        db.session.rollback()  # a lost claim's transaction ends before the audit write
         failure_breaker.record_invalid_code(where="redeem", actor="device",
                                             device_uid=device_uid)
         raise InvalidCode()
@@ -107,7 +115,7 @@ def redeem(text: str, *, device_uid: str, name: str, model: str | None) -> LinkR
     return result
 
 
-def _claim(row: PairingCode, now: datetime) -> bool:
+def _claim(row: Row, now: datetime) -> bool:
     """The single-use gate: True for exactly one caller, even on concurrent redemptions."""
     result = db.session.execute(
         update(PairingCode)
