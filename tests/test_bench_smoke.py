@@ -26,12 +26,14 @@ def test_ping_answers_ok_without_touching_the_database(app, client):
         statements.append(statement)
 
     with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", keep)
+        engines = list(db.engines.values())  # the session's and single_statement's
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", keep)
     try:
         answer = client.get("/api/v1/ping")
     finally:
-        event.remove(engine, "before_cursor_execute", keep)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", keep)
     assert answer.status_code == 200
     assert answer.get_json() == {"status": "ok"}
     assert statements == []
@@ -52,3 +54,20 @@ def test_the_bench_runs_end_to_end_on_sqlite(tmp_path):
         assert "unexpected answers" not in rows[0], rows[0]
         columns = [cell.strip() for cell in rows[0].split("|")]
         assert float(columns[3].replace(",", "")) > 0, rows[0]  # req/s: it answered
+
+
+def test_the_statement_bench_runs_on_postgresql():
+    from tests.support import db_backends
+    from tests.support.skips import skip_loudly
+
+    if db_backends.find_postgres() is None:
+        skip_loudly("PostgreSQL is NOT reachable: bench/statements.py was not run.",
+                    "TSD_TEST_REQUIRE_POSTGRES")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "statements.py"),
+                           "--repeat", "5", "--rounds", "1"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| group")]
+    assert len(rows) == 8, done.stdout
+    assert all(float(row.split("|")[3].replace(",", "")) > 0 for row in rows), done.stdout
