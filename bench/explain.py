@@ -2,8 +2,9 @@
 
 The statements are not written out by hand: one request of each path is made in-process
 (the app's test client, with the bench settings, against the world's database) and every
-statement SQLAlchemy sends is captured with its parameters, then explained with ANALYZE in
-a transaction that is rolled back (so explaining an UPDATE changes nothing).
+statement SQLAlchemy sends, through the session's engine or the ``single_statement`` one,
+is captured with its parameters, then explained with ANALYZE in a transaction that is
+rolled back (so explaining an UPDATE or INSERT changes nothing).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def explain_hot_paths(world: World) -> list[Explained]:
     captured: list[tuple[str, object]] = []
     results: list[Explained] = []
     with app.app_context():
-        engine = db.engine
+        engine = db.engine  # explains in a transaction; the autocommit one could not undo
+        engines = list(db.engines.values())
 
     def keep(conn, cursor, statement, parameters, context, executemany):
         if not executemany and statement.lstrip().upper().startswith(SQL_VERBS):
@@ -59,7 +61,8 @@ def explain_hot_paths(world: World) -> list[Explained]:
     assert token is not None
     client.post("/login", headers=login_headers, environ_base=base, data={
         "email": USER_EMAIL, "password": USER_PASSWORD, "csrf_token": token.group(1)})
-    event.listen(engine, "before_cursor_execute", keep)
+    for each in engines:
+        event.listen(each, "before_cursor_execute", keep)
     try:
         for path in scenarios.HOT_PATHS:
             request = scenarios.explain_request(path.name, world)
@@ -75,8 +78,9 @@ def explain_hot_paths(world: World) -> list[Explained]:
                 results.append(Explained(path.name, short(statement),
                                          _explain(engine, statement, parameters)))
     finally:
-        event.remove(engine, "before_cursor_execute", keep)
-        engine.dispose()
+        for each in engines:
+            event.remove(each, "before_cursor_execute", keep)
+            each.dispose()
     return results
 
 

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="100,100000",
                         help="rows of devices/announcements/audit per world (default 100,100000)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; medians reported")
     parser.add_argument("--memory-requests", type=int, default=100_000,
                         help="requests of the memory run on the largest PostgreSQL world "
                              "(0 skips it)")
