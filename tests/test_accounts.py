@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import CSRF_META
+from tests.support.sent_statements import SESSION, SINGLE, sent_statements
 from tsd_server.auth.views import LOGIN_FAILED
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, User
@@ -304,31 +305,15 @@ def test_a_service_error_on_a_page_is_an_html_page(app, client):
 def test_the_session_user_is_read_without_opening_a_transaction(app, make_user):
     """Flask-Login's loader reads the user in one statement on its own; the ORM session
     holds it as loaded without touching its connection, and changes are still written."""
-    from sqlalchemy import event
-
-    from tsd_server import single_statement
     from tsd_server.auth.accounts import session_user
 
     user_id, email, _ = make_user(display_name="Alice")
-    sent: list[str] = []
-    with app.test_request_context():
-        engines = {"session": db.engine, "alone": db.engines[single_statement.BIND]}
-        listeners = {name: (lambda *args, _name=name: sent.append(_name))
-                     for name in engines}
-        # "begin" on the session's engine only: the autocommit one has no BEGIN to send.
-        event.listen(db.engine, "begin", listeners["session"])
-        for name, engine in engines.items():
-            event.listen(engine, "before_cursor_execute", listeners[name])
-        try:
-            user = session_user(str(user_id))
-            assert session_user(str(user_id)) is user  # the identity map answers again
-            db.session.remove()
-        finally:
-            event.remove(db.engine, "begin", listeners["session"])
-            for name, engine in engines.items():
-                event.remove(engine, "before_cursor_execute", listeners[name])
-        assert user is not None and user.email == email and user.display_name == "Alice"
-        assert sent == ["alone"]
+    with app.test_request_context(), sent_statements(app) as sent:
+        user = session_user(str(user_id))
+        assert session_user(str(user_id)) is user  # the identity map answers again
+        db.session.remove()
+    assert user is not None and user.email == email and user.display_name == "Alice"
+    assert sent == {SESSION: [], SINGLE: ["SELECT"]}
     with app.test_request_context():
         user = session_user(str(user_id))
         assert user in db.session and user not in db.session.dirty

@@ -11,32 +11,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
 
 from bench import loadgen, scenarios
-from tsd_server.extensions import db
+from tests.support.sent_statements import SESSION, SINGLE, sent_statements
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ping_answers_ok_without_touching_the_database(app, client):
-    statements: list[str] = []
-
-    def keep(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    with app.app_context():
-        engines = list(db.engines.values())  # the session's and single_statement's
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", keep)
-    try:
+    with sent_statements(app) as sent:
         answer = client.get("/api/v1/ping")
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", keep)
     assert answer.status_code == 200
     assert answer.get_json() == {"status": "ok"}
-    assert statements == []
+    assert sent == {SESSION: [], SINGLE: []}
 
 
 @pytest.mark.skipif(not loadgen.wrk_available(), reason="wrk is not installed (apt install wrk)")
