@@ -56,9 +56,13 @@ def record_now(
     of a transaction. Never call it while the session holds uncommitted writes
     (see ``single_statement``).
     """
-    single_statement.rowcount(insert(AuditEvent).values(**_fields(
+    single_statement.rowcount(_INSERT, _fields(
         event, actor=actor, outcome=outcome, user_id=user_id, device=None,
-        device_uid=device_uid, strategy=strategy, address=address, detail=detail)))
+        device_uid=device_uid, strategy=strategy, address=address, detail=detail))
+
+
+# Built once: the row's values come as parameters, so each call skips building a statement.
+_INSERT = insert(AuditEvent)
 
 
 def _fields(event: str, *, actor: str, outcome: str, user_id: int | None,

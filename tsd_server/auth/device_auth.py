@@ -59,6 +59,12 @@ _BY_TOKEN_HASH = (
            _DEVICES.c.model, _DEVICES.c.linked_via, _DEVICES.c.linked_at,
            _DEVICES.c.token_hash, _DEVICES.c.last_seen_at, _OWNER_NAME.label("display_name"))
     .where(_DEVICES.c.token_hash == bindparam("token_hash")))
+# Conditional, so concurrent calls of one device write it once.
+_SEEN = (update(_DEVICES)
+         .where(_DEVICES.c.id == bindparam("device_pk"), or_(
+             _DEVICES.c.last_seen_at.is_(None),
+             _DEVICES.c.last_seen_at <= bindparam("seen_before")))
+         .values(last_seen_at=bindparam("seen_at", type_=_DEVICES.c.last_seen_at.type)))
 
 
 def authenticate_device() -> AuthenticatedDevice:
@@ -75,11 +81,9 @@ def authenticate_device() -> AuthenticatedDevice:
         raise _invalid("The access token is unknown or has been revoked.")
     now = utcnow()
     if row.last_seen_at is None or now - row.last_seen_at >= LAST_SEEN_RESOLUTION:
-        # Conditional, so concurrent calls of one device write it once.
-        single_statement.rowcount(
-            update(Device).where(Device.id == row.id, or_(
-                Device.last_seen_at.is_(None),
-                Device.last_seen_at <= now - LAST_SEEN_RESOLUTION)).values(last_seen_at=now))
+        single_statement.rowcount(_SEEN, {"device_pk": row.id,
+                                          "seen_before": now - LAST_SEEN_RESOLUTION,
+                                          "seen_at": now})
     return AuthenticatedDevice(
         pk=row.id, owner_id=row.owner_id, device_uid=row.device_uid, name=row.name,
         model=row.model, linked_via=row.linked_via, linked_at=row.linked_at,

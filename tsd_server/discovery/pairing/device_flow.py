@@ -159,6 +159,19 @@ def poll(device_code: str | None) -> LinkResult:
     return _issue_token(row, now)
 
 
+# The two writes of a pending poll, built once (bindparams): a poll runs one of them.
+_POLLED_ON_TIME = (
+    update(_AUTHORIZATIONS)
+    .where(_A.id == bindparam("authorization_id"),
+           _A.last_polled_at.is_not_distinct_from(bindparam("polled_before")))
+    .values(last_polled_at=bindparam("polled_at", type_=_A.last_polled_at.type)))
+_POLLED_TOO_SOON = (
+    update(_AUTHORIZATIONS).where(_A.id == bindparam("authorization_id"))
+    .values(last_polled_at=bindparam("polled_at", type_=_A.last_polled_at.type),
+            poll_interval=_A.poll_interval + SLOW_DOWN_STEP)
+    .returning(_A.poll_interval))
+
+
 def _pending_poll(row: Row, now: datetime) -> NoReturn:
     """Record the poll and raise ``authorization_pending`` or ``slow_down``.
 
@@ -168,15 +181,12 @@ def _pending_poll(row: Row, now: datetime) -> NoReturn:
     """
     on_time = (row.last_polled_at is None or
                now >= row.last_polled_at + timedelta(seconds=row.poll_interval) - POLL_TOLERANCE)
-    if on_time and single_statement.rowcount(
-            update(_AUTHORIZATIONS)
-            .where(_A.id == row.id, _A.last_polled_at.is_not_distinct_from(row.last_polled_at))
-            .values(last_polled_at=now)) == 1:
+    if on_time and single_statement.rowcount(_POLLED_ON_TIME, {
+            "authorization_id": row.id, "polled_before": row.last_polled_at,
+            "polled_at": now}) == 1:
         raise GrantError("authorization_pending")
-    slowed = single_statement.first(
-        update(_AUTHORIZATIONS).where(_A.id == row.id)
-        .values(last_polled_at=now, poll_interval=_A.poll_interval + SLOW_DOWN_STEP)
-        .returning(_A.poll_interval))
+    slowed = single_statement.first(_POLLED_TOO_SOON,
+                                    {"authorization_id": row.id, "polled_at": now})
     assert slowed is not None  # rows are purged a day after expiry, and this one is live
     raise GrantError("slow_down", interval=slowed.poll_interval)
 
