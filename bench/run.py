@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "to tsd_server/, side by side (before/after the fixes)")
     parser.add_argument("--profile", metavar="PATH", choices=[p.name for p in scenarios.ALL_PATHS],
                         help="py-spy both workers while PATH is under load (PostgreSQL, 100 rows)")
+    parser.add_argument("--cpu-split", action="store_true",
+                        help="CPU per answer by process (workers, PostgreSQL, Redis, wrk, "
+                             "idle) for every path, on the first backend's 100-row world")
+    parser.add_argument("--no-rate-limits", action="store_true",
+                        help="with --cpu-split: RATELIMIT_ENABLED=false, to show the "
+                             "limiter's share")
     args = parser.parse_args(argv)
     if args.quick:
         args.backends, args.sizes, args.seconds, args.rounds = "sqlite", "100", 1.0, 1
@@ -222,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
         soak.run(args)
     elif args.profile:
         profile(args)
+    elif args.cpu_split:
+        from bench import cpu_split
+
+        cpu_split.run(args, server_settings)
     else:
         benchmark(args)
 

@@ -1,4 +1,4 @@
-"""The benchmark still runs (bench/run.py --quick), and its ceiling route stays trivial.
+"""The benchmark still runs (bench/run.py --quick, --cpu-split), and its ceiling stays trivial.
 
 No timing is asserted: the smoke run checks that every path answered the way the bench
 means it to (a bench whose requests rot would measure error pages), not how fast.
@@ -41,6 +41,21 @@ def test_the_bench_runs_end_to_end_on_sqlite(tmp_path):
         assert "unexpected answers" not in rows[0], rows[0]
         columns = [cell.strip() for cell in rows[0].split("|")]
         assert float(columns[3].replace(",", "")) > 0, rows[0]  # req/s: it answered
+
+
+@pytest.mark.skipif(not loadgen.wrk_available(), reason="wrk is not installed (apt install wrk)")
+def test_the_cpu_split_charges_every_path_to_its_workers(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--cpu-split",
+                           "--backends", "sqlite", "--rounds", "1", "--seconds", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = next(tmp_path.glob("cpu-split-*.md")).read_text()
+    for path in scenarios.ALL_PATHS:
+        rows = [line for line in report.splitlines() if line.startswith(f"| {path.title} |")]
+        assert len(rows) == 1, report
+        worker = rows[0].split("|")[4].split("(")[0]
+        assert float(worker.replace(",", "")) > 0, rows[0]  # the workers did the work
 
 
 def test_the_statement_bench_runs_on_postgresql():
