@@ -107,6 +107,65 @@ def test_a_tampered_session_cookie_is_ignored(app, make_user):
         assert not logged_in(forged)
 
 
+# --- logout --------------------------------------------------------------------------------
+
+def log_out(client) -> None:
+    answer = client.post("/logout", data={"csrf_token": csrf_of(client, "/")})
+    assert answer.status_code == 302
+
+
+def test_a_copied_session_cookie_is_refused_after_logout(app, make_user):
+    """Whoever copied the cookie (a shared computer, a leaked backup) loses it at logout."""
+    _, email, password = make_user()
+    owner = app.test_client()
+    log_in(owner, email, password)
+    stolen = cookie(owner)
+    thief = app.test_client()
+    thief.set_cookie("session", stolen)
+    assert logged_in(thief)
+
+    log_out(owner)
+    thief.set_cookie("session", stolen)
+    assert not logged_in(thief)
+    page = thief.get("/")
+    assert page.status_code == 302 and page.location.startswith("/login")
+    refused = thief.get("/api/v1/discovery/nearby")
+    assert refused.status_code == 401 and refused.get_json()["error"] == "login_required"
+
+
+def test_logging_out_ends_every_session_of_the_account_and_a_new_login_works(app, make_user):
+    _, email, password = make_user()
+    _, other_email, other_password = make_user()
+    laptop, phone, someone_else = app.test_client(), app.test_client(), app.test_client()
+    for client, (address, secret) in ((laptop, (email, password)), (phone, (email, password)),
+                                      (someone_else, (other_email, other_password))):
+        assert log_in(client, address, secret).status_code == 302
+    old_phone_cookie = cookie(phone)
+
+    log_out(laptop)
+    assert not logged_in(laptop) and not logged_in(phone)
+    assert logged_in(someone_else)  # another account's sessions are untouched
+
+    assert log_in(phone, email, password).status_code == 302
+    assert logged_in(phone)
+    replay = app.test_client()
+    replay.set_cookie("session", old_phone_cookie)
+    assert not logged_in(replay)  # logging in again does not revive the old cookie
+
+
+def test_a_session_cookie_from_before_session_epochs_logs_nobody_in(app, make_user):
+    """A cookie signed with the right key but naming the bare user id (the format before
+    migration 0005) is not a session: after that upgrade everyone logs in once more."""
+    user_id, email, password = make_user()
+    client = app.test_client()
+    log_in(client, email, password)
+    current = session_of(app, cookie(client))
+    assert current["_user_id"] == f"{user_id}:0"
+    serializer = app.session_interface.get_signing_serializer(app)
+    client.set_cookie("session", serializer.dumps({**current, "_user_id": str(user_id)}))
+    assert not logged_in(client)
+
+
 # --- stale CSRF tokens --------------------------------------------------------------------
 
 def test_approving_with_a_stale_csrf_token_is_refused(app, client, make_user, login):

@@ -309,13 +309,13 @@ def test_the_session_user_is_read_without_opening_a_transaction(app, make_user):
 
     user_id, email, _ = make_user(display_name="Alice")
     with app.test_request_context(), sent_statements(app) as sent:
-        user = session_user(str(user_id))
-        assert session_user(str(user_id)) is user  # the identity map answers again
+        user = session_user(f"{user_id}:0")
+        assert session_user(f"{user_id}:0") is user  # the identity map answers again
         db.session.remove()
     assert user is not None and user.email == email and user.display_name == "Alice"
     assert sent == {SESSION: [], SINGLE: ["SELECT"]}
     with app.test_request_context():
-        user = session_user(str(user_id))
+        user = session_user(f"{user_id}:0")
         assert user in db.session and user not in db.session.dirty
         user.display_name = "Alice B."
         db.session.commit()
@@ -323,10 +323,16 @@ def test_the_session_user_is_read_without_opening_a_transaction(app, make_user):
         assert db.session.get(User, user_id).display_name == "Alice B."
 
 
-@pytest.mark.parametrize("user_id", ["0", "999999", "12a", "", "-1", "9" * 40])
-def test_no_session_user_for_unknown_or_malformed_ids(app, make_user, user_id):
+@pytest.mark.parametrize("session_id", [
+    "0:0", "999999:0", "12a:0", "", ":", "-1:0", "9" * 40 + ":0",
+    "{id}", "{id}:", "{id}:x", "{id}:-1", "{id}:1", "{id}:0:0", "{id}:" + "0" * 40])
+def test_no_session_user_for_unknown_or_malformed_ids(app, make_user, session_id):
+    """Unknown users, junk, a cookie of the release before epochs ("{id}" alone), and an
+    epoch other than the account's current one (0 for a new account) log nobody in."""
     from tsd_server.auth.accounts import session_user
 
-    make_user()
+    user_id, _, _ = make_user()
     with app.test_request_context():
-        assert session_user(user_id) is None
+        assert session_user(f"{user_id}:0") is not None
+        db.session.remove()
+        assert session_user(session_id.format(id=user_id)) is None

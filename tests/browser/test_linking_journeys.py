@@ -157,10 +157,23 @@ def test_sign_up_log_in_and_log_out(live, page):
     expect(page.get_by_role("heading", name="My printers")).to_be_visible()
     expect(page.get_by_text("No printers linked yet.")).to_be_visible()
 
+    copied = [c for c in page.context.cookies() if c["name"] == "session"]
+    assert copied
     page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("status")).to_contain_text("You are logged out.")
+    expect(page.get_by_role("status")).to_contain_text(
+        "You are logged out, on every browser where you were logged in.")
     page.goto("/printers/add")
     expect(page).to_have_url(re.compile(r"/login"))
+
+    # A copy of the cookie taken before the logout logs nobody in elsewhere either.
+    elsewhere = page.context.browser.new_context()
+    try:
+        elsewhere.add_cookies(copied)
+        other = elsewhere.new_page()
+        other.goto(live.base_url + "/printers/add")
+        expect(other).to_have_url(re.compile(r"/login"))
+    finally:
+        elsewhere.close()
 
 
 def test_dashboard_shows_details_renames_unlinks_and_asks_for_a_relink(live, page, user):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -31,8 +31,12 @@ def normalise_email(email: str) -> str:
 _USER_BY_ID = select(User.__table__).where(User.__table__.c.id == bindparam("user_id"))
 
 
-def session_user(user_id: str) -> User | None:
-    """The logged-in user of a request (Flask-Login's user loader).
+def session_user(session_id: str) -> User | None:
+    """The logged-in user of a request (Flask-Login's user loader), or None.
+
+    ``session_id`` is ``User.get_id()``: the user's id and session epoch. A cookie whose
+    epoch is not the account's current one was issued before a logout (``end_sessions``),
+    so it logs nobody in, even though its signature is good.
 
     Every logged-in request needs its user. Read through the ORM session, that one SELECT
     also costs a BEGIN and a ROLLBACK round trip, even when the request reads nothing else.
@@ -40,19 +44,33 @@ def session_user(user_id: str) -> User | None:
     session as already loaded (SQLAlchemy's ``make_transient_to_detached``). Views use it
     like any user the session loaded, and changes to it are flushed as usual.
     """
-    if not user_id.isdigit() or len(user_id) > 18:
-        return None
+    user_id, _, epoch = session_id.partition(":")
+    if not (user_id.isdigit() and epoch.isdigit() and len(user_id) <= 18 and len(epoch) <= 18):
+        return None  # also a cookie of a release before epochs: its holder logs in again
     key = db.session.identity_key(User, int(user_id))
-    loaded = db.session.identity_map.get(key)
-    if loaded is not None:
-        return loaded  # type: ignore[return-value]
-    row = single_statement.first(_USER_BY_ID, {"user_id": int(user_id)})
-    if row is None:
-        return None
-    user = User(**row._mapping)
-    make_transient_to_detached(user)
-    db.session.add(user)
-    return user
+    user = db.session.identity_map.get(key)
+    if user is None:
+        row = single_statement.first(_USER_BY_ID, {"user_id": int(user_id)})
+        if row is None:
+            return None
+        user = User(**row._mapping)
+        make_transient_to_detached(user)
+        db.session.add(user)
+    return user if user.session_epoch == int(epoch) else None  # type: ignore[union-attr]
+
+
+_NEXT_EPOCH = (update(User.__table__).where(User.__table__.c.id == bindparam("user_id"))
+               .values(session_epoch=User.__table__.c.session_epoch + 1))
+
+
+def end_sessions(user: User) -> None:
+    """Log the account out everywhere: every session cookie issued so far stops working.
+
+    Flask's session lives in the cookie, so forgetting it in one browser leaves any copy
+    of it valid; raising the epoch is what makes a logout hold. Committed at once.
+    """
+    db.session.execute(_NEXT_EPOCH, {"user_id": user.id})
+    db.session.commit()
 
 
 def find_user(email: str) -> User | None:

@@ -14,10 +14,16 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import login_required, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
 
 from tsd_server import audit
-from tsd_server.auth.accounts import AccountError, EmailTaken, authenticate, create_user
+from tsd_server.auth.accounts import (
+    AccountError,
+    EmailTaken,
+    authenticate,
+    create_user,
+    end_sessions,
+)
 from tsd_server.auth.forms import LoginForm, RegisterForm
 from tsd_server.extensions import db, limiter
 
@@ -82,8 +88,10 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    """Ends every session of the account, not only this browser's (see ``end_sessions``)."""
+    end_sessions(current_user)
     logout_user()
     session.clear()
-    flash("You are logged out.")
+    flash("You are logged out, on every browser where you were logged in.")
     return redirect(url_for("auth.login"))
 
