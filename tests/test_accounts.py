@@ -325,7 +325,8 @@ def test_the_session_user_is_read_without_opening_a_transaction(app, make_user):
 
 @pytest.mark.parametrize("session_id", [
     "0:0", "999999:0", "12a:0", "", ":", "-1:0", "9" * 40 + ":0",
-    "{id}", "{id}:", "{id}:x", "{id}:-1", "{id}:1", "{id}:0:0", "{id}:" + "0" * 40])
+    "{id}", "{id}:", "{id}:x", "{id}:-1", "{id}:\u00b2", "\u00b9:0", "{id}:1", "{id}:0:0",
+    "{id}:" + "0" * 40])
 def test_no_session_user_for_unknown_or_malformed_ids(app, make_user, session_id):
     """Unknown users, junk, a cookie of the release before epochs ("{id}" alone), and an
     epoch other than the account's current one (0 for a new account) log nobody in."""

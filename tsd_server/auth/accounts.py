@@ -45,7 +45,8 @@ def session_user(session_id: str) -> User | None:
     like any user the session loaded, and changes to it are flushed as usual.
     """
     user_id, _, epoch = session_id.partition(":")
-    if not (user_id.isdigit() and epoch.isdigit() and len(user_id) <= 18 and len(epoch) <= 18):
+    if not all(part.isascii() and part.isdigit() and len(part) <= 18
+               for part in (user_id, epoch)):
         return None  # also a cookie of a release before epochs: its holder logs in again
     key = db.session.identity_key(User, int(user_id))
     user = db.session.identity_map.get(key)
