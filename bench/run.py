@@ -7,8 +7,10 @@ this machine's loopback: wrk for each path's maximum rate, the open-loop generat
 of it for p50/p99. Every hot path is reported as a share of GET /api/v1/ping measured in the
 same round on the same server. Then the worker memory over 100,000 requests, EXPLAIN
 ANALYZE of every hot statement, and the generators' own ceiling. docs/performance.md says
-how to read the report; ``--soak`` is the 10-minute announce run (bench/soak.py) and
-``--profile PATH`` samples the workers with py-spy while one path is under load.
+how to read the report; ``--soak`` is the 10-minute announce run (bench/soak.py),
+``--profile PATH`` samples the workers with py-spy while one path is under load, and
+``--cpu-split`` charges each path's CPU per answer to the processes that spent it
+(bench/cpu_split.py).
 """
 
 from __future__ import annotations
