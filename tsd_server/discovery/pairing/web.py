@@ -90,9 +90,11 @@ def too_many_attempts(error: TooManyRequests):
         form = CodeEntryForm(formdata=None)
         return render_template("pairing/link.html", form=form, rate_limited=True,
                                wait_minutes=wait_minutes), 429, headers
-    return render_template("error.html", status=429, title="Too many requests", message=(
-        f"Too many requests from here. Try again in about {wait_minutes} minutes.")), 429, \
-        headers
+    page = render_template("error.html", status=429, title="Too many requests", message=(
+        f"Too many requests from here. Try again in about {wait_minutes} minutes."))
+    return page, 429, headers
+
+
 @qr_web_bp.get("/printers/add/qr")
 @login_required
 def add_qr():
