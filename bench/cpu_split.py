@@ -40,15 +40,17 @@ def _process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def _pids_named(*names: str) -> list[int]:
-    pids = []
+def _pids_by_name(*names: str) -> dict[str, list[int]]:
+    """The processes of each name (``/proc/<pid>/comm``), from one walk of /proc."""
+    pids: dict[str, list[int]] = {name: [] for name in names}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() in names:
-                    pids.append(int(entry.name))
+                name = (entry / "comm").read_text().strip()
             except OSError:
                 continue
+            if name in pids:
+                pids[name].append(int(entry.name))
     return pids
 
 
@@ -60,11 +62,12 @@ def _machine_seconds() -> tuple[float, float]:
 
 
 def _snapshot(workers: list[int]) -> dict[str, float]:
+    named = _pids_by_name("postgres", "redis-server")
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy, idle = _machine_seconds()
     return {"worker": sum(_process_seconds(pid) for pid in workers),
-            "postgres": sum(_process_seconds(pid) for pid in _pids_named("postgres")),
-            "redis": sum(_process_seconds(pid) for pid in _pids_named("redis-server")),
+            "postgres": sum(_process_seconds(pid) for pid in named["postgres"]),
+            "redis": sum(_process_seconds(pid) for pid in named["redis-server"]),
             "wrk": children.ru_utime + children.ru_stime, "busy": busy, "idle": idle}
 
 
