@@ -48,6 +48,7 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
     (server_error(400, "invalid_field", "'code' has an invalid format."), m.EXIT_REFUSED,
      ["refused", "invalid_field", "'code' has an invalid format."]),
     (server_error(409, "device_id_taken"), m.EXIT_REFUSED, ["device_id", "own --state"]),
+    (server_error(409, "link_conflict"), m.EXIT_REFUSED, ["nothing was linked", "again"]),
     (server_error(503, "base_url_unknown"), m.EXIT_FAILURE, ["TSD_BASE_URL"]),
     (server_error(500, "internal_error", "boom"), m.EXIT_FAILURE, ["HTTP 500", "boom"]),
     (ServerError(502, "not_json", "HTTP 502 without a JSON body"), m.EXIT_FAILURE,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from tests.support.apps import another_app
+from tests.support.link_race import TWIN_TOKEN, twin_committed_before_the_insert
 from tsd_server.auth.tokens import token_hash
 from tsd_server.client_address import ClientAddress
+from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
-from tsd_server.discovery.link_service import link_device
+from tsd_server.discovery.link_service import LinkConflict, link_device
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, Device, User
 
@@ -171,3 +174,49 @@ def test_revoked_token_is_refused_by_device_calls(app, make_user, link_device, c
         db.session.commit()
     response = client.get("/api/v1/device/me", headers=headers)
     assert response.status_code == 401 and response.get_json()["error"] == "invalid_token"
+
+
+# One row per printer and account ------------------------------------------------------------
+
+
+def test_the_database_refuses_a_second_row_for_one_printer_of_one_account(app, make_user):
+    """The unique index itself, so no code path (bulk tools, a future strategy) can add one."""
+    uid, _, _ = make_user()
+    other, _, _ = make_user()
+    with app.test_request_context():
+        link(uid)
+        link(other)  # the same device id under another account is another printer
+        db.session.add(Device(owner_id=uid, device_uid="printer-0001", name="Twin",
+                              linked_via="qr_code", linked_at=utcnow()))
+        with pytest.raises(IntegrityError):
+            db.session.flush()
+        db.session.rollback()
+        assert db.session.scalar(select(func.count()).select_from(Device)) == 2
+
+
+def test_a_row_that_appears_between_read_and_insert_is_a_conflict_and_audited(app, make_user):
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        with twin_committed_before_the_insert(uid, "printer-0001") as inserted:
+            with pytest.raises(LinkConflict) as refused:
+                link(uid, strategy="pairing_code")
+        assert inserted, "the twin was never written: the test proved nothing"
+        assert (refused.value.status, refused.value.code) == (409, "link_conflict")
+    with app.app_context():
+        rows = db.session.scalars(select(Device)).all()
+        assert [(d.name, d.token_hash) for d in rows] == [("Twin", token_hash(TWIN_TOKEN))]
+        failed = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.event == "link_failed")).all()
+        assert [(r.outcome, r.strategy, r.user_id, r.device_uid) for r in failed] == \
+            [("conflict", "pairing_code", uid, "printer-0001")]
+        assert db.session.scalar(select(AuditEvent).where(AuditEvent.event == "link")) is None
+
+
+def test_linking_a_printer_again_keeps_one_row_and_one_working_token(app, make_user, client):
+    uid, _, _ = make_user()
+    with app.test_request_context():
+        tokens = [link(uid, strategy=s).access_token for s in ("pairing_code", "qr_code")]
+        assert db.session.scalar(select(func.count()).select_from(Device)) == 1
+    answers = [client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {t}"})
+               for t in tokens]
+    assert [a.status_code for a in answers] == [401, 200]

@@ -1,4 +1,5 @@
-"""Single use under concurrency, on PostgreSQL: of two simultaneous uses exactly one wins.
+"""Single use under concurrency, on PostgreSQL: of two simultaneous uses exactly one wins;
+and of two simultaneous links of one printer to one account, one links and one re-links.
 
 To make the race certain rather than likely, a separate connection holds the row lock
 (``SELECT ... FOR UPDATE``) while both requests run: each reads the row as unused, then waits
@@ -17,6 +18,7 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.support.link_race import TWIN_TOKEN, twin_committed_before_the_insert
 from tests.support.pairing import (
     LOOSE_LIMITS,
     audit_rows,
@@ -24,6 +26,7 @@ from tests.support.pairing import (
     decide,
     enter_code,
     issue_code,
+    me,
     poll,
     redeem,
 )
@@ -196,3 +199,54 @@ def test_many_simultaneous_redemptions_of_one_code_one_wins(app, make_user, logi
     threads, results, errors = run_together(*(lambda i=i: attempt(i) for i in range(8)))
     join(threads, errors)
     assert sorted(r.status_code for r in results) == [201] + [400] * 7
+
+
+# One row per printer and account, under concurrency ----------------------------------------
+
+
+def test_two_links_of_one_printer_to_one_account_at_once_end_as_link_and_relink(
+        app, make_user, login):
+    """Two codes of one account redeemed by the same printer at once: both wait at the
+    owner's lock, then one links and the other re-links the same row. Without the lock both
+    would insert, and the unique index would refuse the second (409)."""
+    from tsd_server.extensions import db
+    from tsd_server.models import Device
+
+    uid, email, password = make_user()
+    session = login(email, password)
+    first, second = issue_code(session)["code"], issue_code(session)["code"]
+    with row_locked(app, "users", uid) as release:
+        threads, results, errors = run_together(
+            lambda: redeem(app.test_client(), first, device_id="printer-twin", ip="8.8.8.8"),
+            lambda: redeem(app.test_client(), second, device_id="printer-twin", ip="9.9.9.9"))
+        release(after_waiters=2)
+        join(threads, errors)
+    assert [r.status_code for r in results] == [201, 201], [r.get_json() for r in results]
+    tokens = [r.get_json()["access_token"] for r in results]
+    assert sorted(me(app.test_client(), token).status_code for token in tokens) == [200, 401]
+    with app.app_context():
+        assert [(d.owner_id, d.device_uid) for d in db.session.query(Device)] == \
+            [(uid, "printer-twin")]
+    assert len(audit_rows(app, "link")) == 2 and audit_rows(app, "link_failed") == []
+
+
+def test_a_conflicting_link_answers_409_and_leaves_the_code_unused(app, make_user, login):
+    """The index's refusal as the device sees it: a JSON 409, the code not spent, the
+    attempt audited; trying again re-links the printer's one row."""
+    from tsd_server.extensions import db
+    from tsd_server.models import Device
+
+    uid, email, password = make_user()
+    code = issue_code(login(email, password))["code"]
+    with twin_committed_before_the_insert(uid, "printer-twin") as inserted:
+        refused = redeem(app.test_client(), code, device_id="printer-twin")
+    assert inserted
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["error"] == "link_conflict"
+    assert [r.outcome for r in audit_rows(app, "link_failed")] == ["conflict"]
+    again = redeem(app.test_client(), code, device_id="printer-twin")
+    assert again.status_code == 201, again.get_json()
+    assert me(app.test_client(), TWIN_TOKEN).status_code == 401
+    assert me(app.test_client(), again.get_json()["access_token"]).status_code == 200
+    with app.app_context():
+        assert db.session.query(Device).count() == 1

@@ -216,3 +216,56 @@ def test_each_step_downgrades_and_upgrades(old_app):
             assert set(inspector.get_table_names()) == tables_before, revision
             upgrade(revision=revision)
         assert snapshot(db) == before
+
+
+def test_upgrade_0006_merges_duplicate_printers_into_their_newest_row(old_app):
+    """Rows a concurrent double link could leave before 0006: the newest of each printer
+    stays, references follow it, and a removed row's working token stops working."""
+    from sqlalchemy.exc import IntegrityError
+
+    from tsd_server.auth.tokens import token_hash, token_hint
+    from tsd_server.extensions import db
+
+    newer = "tsd_at_" + "n" * 43
+    with old_app.app_context():
+        upgrade(revision=OLDEST)
+        insert_first_release_rows(db)  # devices 1 (token TOKEN) and 2 (revoked) of user 1
+        upgrade(revision="0005")
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO devices (id, owner_id, device_uid, name, model, linked_via, "
+                "linked_at, linked_from_ip, token_hash, token_hint, revoked_at, needs_relink) "
+                "VALUES (3, 1, 'printer-old-0001', 'Workshop Mk3', 'Mk3', 'qr_code', :at, "
+                "'8.8.8.8', :hash, :hint, NULL, :false), "
+                "(4, 1, 'printer-old-0002', 'Revoked one', NULL, 'ip_match', :at, NULL, NULL, "
+                "NULL, :at, :true), "
+                "(5, 2, 'printer-old-0001', 'Admin printer', NULL, 'qr_code', :at, NULL, NULL, "
+                "NULL, NULL, :false)"),
+                {"at": LINKED_AT, "hash": token_hash(newer), "hint": token_hint(newer),
+                 "false": False, "true": True})
+        upgrade()
+        with db.engine.connect() as conn:
+            devices = conn.execute(text(
+                "SELECT id, owner_id, device_uid FROM devices ORDER BY id")).all()
+            audit = conn.execute(text(
+                "SELECT id, event, device_id, device_uid, user_id, actor, detail "
+                "FROM audit_events ORDER BY id")).all()
+        assert [tuple(d) for d in devices] == \
+            [(3, 1, "printer-old-0001"), (4, 1, "printer-old-0002"), (5, 2, "printer-old-0001")]
+        # The old rows' audit trail follows the printer to its kept row.
+        assert [(a.id, a.device_id) for a in audit[:2]] == [(1, 3), (2, 4)]
+        # Device 1's token worked, so its removal is a revocation; device 2's had none.
+        revocations = audit[2:]
+        assert [(a.event, a.device_id, a.device_uid, a.user_id, a.actor) for a in revocations] \
+            == [("revocation", 3, "printer-old-0001", 1, "cli")]
+        assert "duplicate row 1" in revocations[0].detail
+        with pytest.raises(IntegrityError), db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO devices (owner_id, device_uid, name, linked_via, linked_at, "
+                "needs_relink) VALUES (1, 'printer-old-0001', 'Again', 'qr_code', :at, :false)"),
+                {"at": LINKED_AT, "false": False})
+
+    client = old_app.test_client()
+    me_old = client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {TOKEN}"})
+    me_new = client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {newer}"})
+    assert (me_old.status_code, me_new.status_code) == (401, 200)

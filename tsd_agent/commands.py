@@ -173,7 +173,9 @@ def link(agent: Agent, timeout: float | None) -> int:
         try:
             answer = agent.client.token(device_code)
         except ServerError as error:
-            if error.code == "authorization_pending":
+            # link_conflict: the same printer was being linked to the same account at that
+            # moment; the token was not handed out, so the next poll collects it.
+            if error.code in ("authorization_pending", "link_conflict"):
                 continue
             if error.code == "slow_down":
                 # RFC 8628: add 5 seconds; a server that names a longer interval wins.

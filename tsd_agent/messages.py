@@ -142,6 +142,10 @@ def _server_error(error: ServerError) -> tuple[int, str]:
         return EXIT_REFUSED, ("another device is announcing with this printer's device_id; if "
                               "this state file was copied to a second printer, give one of them "
                               "its own --state file.")
+    if code == "link_conflict":
+        return EXIT_REFUSED, ("this printer was being linked to the same account by another "
+                              "request at that moment; nothing was linked. Run the command "
+                              "again.")
     if code == "base_url_unknown":
         return EXIT_FAILURE, ("the server cannot tell its own public address, so it cannot give "
                               "this printer a link; its operator must set TSD_BASE_URL.")

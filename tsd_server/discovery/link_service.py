@@ -12,6 +12,13 @@ link attempt that *starts* after the toggle committed is refused.
 
 The audit row carries exactly the device's ``linked_at``, so the incident commands find the
 same links whether they read the devices or the audit log.
+
+A printer has one row per account (a unique index on owner and device id): linking it again
+re-links that row, and the old token stops working. Links of one owner are serialised on the
+owner's row (PostgreSQL; SQLite serialises writers anyway), so two links of the same printer
+at once end as a link and a re-link. Should the index still refuse a row (a writer that got
+past the lock, or SQLite's two deferred transactions), the attempt is audited and answered
+409 ``link_conflict``; nothing of it is kept, so the device can simply try again.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from dataclasses import dataclass
 
 from flask import has_request_context
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tsd_server import audit
+from tsd_server.api.errors import ApiError
 from tsd_server.auth.tokens import new_access_token, token_hash, token_hint
 from tsd_server.client_address import ClientAddress, for_request
 from tsd_server.clock import utcnow
@@ -32,6 +40,13 @@ from tsd_server.extensions import db
 from tsd_server.models import Device, User
 
 log = logging.getLogger(__name__)
+
+
+class LinkConflict(ApiError):
+    def __init__(self) -> None:
+        super().__init__(409, "link_conflict",
+                         "This printer is being linked to the same account by another "
+                         "request at this moment. Nothing was linked; try again.")
 
 
 @dataclass(frozen=True)
@@ -52,29 +67,34 @@ def link_device(
     address: ClientAddress | None,
     detail: str | None = None,
 ) -> LinkResult:
-    """Link (or re-link) a device to ``owner`` and commit, or raise ``StrategyDisabled``.
+    """Link (or re-link) a device to ``owner`` and commit; or raise ``StrategyDisabled`` or
+    ``LinkConflict``.
 
     ``address`` is where the linking request came from (recorded on the device and in the
     audit row). A device the owner already has under the same ``device_uid`` is re-linked
     in place: its old token stops working and an incident's "needs re-link" is cleared.
     On refusal, the caller's pending changes are rolled back and the attempt is audited
-    (``link_failed``, outcome ``strategy_disabled``). ``address`` None means the current
-    request's, when there is one.
+    (``link_failed``, outcome ``strategy_disabled`` or ``conflict``). ``address`` None means
+    the current request's, when there is one.
     """
+    owner_id = owner.id  # still readable after a failed flush expired ``owner``
     if address is None and has_request_context():
         address = for_request()
     current = kill_switch.state(strategy, fresh=True)
     if not current.enabled:
-        _audit_refusal(owner.id, device_uid, strategy, actor, address, current)
+        _audit_refusal(owner_id, device_uid, strategy, actor, address, "strategy_disabled",
+                       current.reason)
         raise kill_switch.StrategyDisabled(strategy, current)
 
+    # FOR NO KEY UPDATE: waits for the owner's other links, not for rows that merely
+    # reference the owner (audit rows, codes).
+    db.session.execute(select(User.id).where(User.id == owner_id)
+                       .with_for_update(key_share=True))
     device = db.session.scalar(
-        select(Device).where(Device.owner_id == owner.id, Device.device_uid == device_uid)
-        .order_by(Device.id.desc()).limit(1)
-    )
+        select(Device).where(Device.owner_id == owner_id, Device.device_uid == device_uid))
     relink = device is not None
     if device is None:
-        device = Device(owner_id=owner.id, device_uid=device_uid)
+        device = Device(owner_id=owner_id, device_uid=device_uid)
         db.session.add(device)
     token = new_access_token()
     device.name = name
@@ -87,8 +107,15 @@ def link_device(
     device.token_hint = token_hint(token)
     device.revoked_at = None
     device.needs_relink = False
-    db.session.flush()
-    event = audit.record("link", actor=actor, user_id=owner.id, device=device,
+    try:
+        db.session.flush()
+    except IntegrityError:
+        log.warning("link of %s to user %s refused: the printer was linked to that account "
+                    "at the same moment", device_uid, owner_id)
+        _audit_refusal(owner_id, device_uid, strategy, actor, address, "conflict",
+                       "linked to the same account by another request at the same moment")
+        raise LinkConflict() from None
+    event = audit.record("link", actor=actor, user_id=owner_id, device=device,
                          strategy=strategy, address=address,
                          detail=detail or ("re-linked" if relink else None))
     event.at = now
@@ -97,18 +124,17 @@ def link_device(
 
 
 def _audit_refusal(owner_id: int, device_uid: str, strategy: str, actor: str,
-                   address: ClientAddress | None, current: kill_switch.StrategyState) -> None:
-    """Drop the caller's pending work and record the refused attempt.
+                   address: ClientAddress | None, outcome: str, detail: str | None) -> None:
+    """Drop the caller's pending work and record the refused attempt (``link_failed``).
 
     When the database itself is failing (the usual reason the flag store is unreadable) the
     row cannot be written either; the refusal stands and the failure is logged.
     """
     db.session.rollback()
     try:
-        audit.record("link_failed", actor=actor, outcome="strategy_disabled",
-                     user_id=owner_id, device_uid=device_uid, strategy=strategy,
-                     address=address, detail=current.reason)
+        audit.record("link_failed", actor=actor, outcome=outcome, user_id=owner_id,
+                     device_uid=device_uid, strategy=strategy, address=address, detail=detail)
         db.session.commit()
     except SQLAlchemyError:
         db.session.rollback()
-        log.exception("could not audit a refused %s link (%s)", strategy, current.disabled_by)
+        log.exception("could not audit a refused %s link (%s)", strategy, outcome)

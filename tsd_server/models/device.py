@@ -18,11 +18,14 @@ class Device(db.Model):
     __table_args__ = (
         Index("ix_devices_linked_via_linked_at", "linked_via", "linked_at"),
         Index("ix_devices_owner_id", "owner_id"),
+        # One row per printer and account: a new link of the same printer replaces the
+        # old one in place (link_service), so its old token cannot outlive it.
+        Index("uq_devices_owner_id_device_uid", "owner_id", "device_uid", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    # The agent's own identifier (client-chosen, so unique per owner only).
+    # The agent's own identifier: client-chosen, so unique per owner only.
     device_uid: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(80))
     model: Mapped[str | None] = mapped_column(String(80))
