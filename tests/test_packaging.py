@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 REQUIRED = ["flask", "flask-sqlalchemy", "flask-login", "flask-wtf", "flask-migrate",
             "werkzeug", "itsdangerous", "psycopg2-binary", "gunicorn", "sqlalchemy",
-            "flask-limiter"]
+            "flask-limiter", "limits"]
 RUNTIME_SUFFIXES = {".py", ".html", ".css", ".js", ".json", ".ini", ".mako", ".svg", ".png", ".ico"}
 
 

@@ -10,6 +10,8 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 
+# Registers the pruning storage for memory:// before the Limiter builds its storage.
+import tsd_server.rate_limit_storage  # noqa: F401
 from tsd_server.client_address import client_ip_for_limits
 
 # Named constraints so Alembic migrations are the same on SQLite and PostgreSQL.
