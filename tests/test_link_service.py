@@ -215,8 +215,13 @@ def test_a_row_that_appears_between_read_and_insert_is_a_conflict_and_audited(ap
 def test_linking_a_printer_again_keeps_one_row_and_one_working_token(app, make_user, client):
     uid, _, _ = make_user()
     with app.test_request_context():
-        tokens = [link(uid, strategy=s).access_token for s in ("pairing_code", "qr_code")]
+        tokens = [link(uid, strategy="pairing_code", detail="redeemed a code").access_token,
+                  link(uid, strategy="qr_code", detail="approved by QR").access_token]
         assert db.session.scalar(select(func.count()).select_from(Device)) == 1
+        # The strategy's own detail stays, and the audit trail says a token was replaced.
+        assert [row.detail for row in db.session.scalars(select(AuditEvent).where(
+            AuditEvent.event == "link").order_by(AuditEvent.id))] == \
+            ["redeemed a code", "approved by QR; re-linked: the previous token stopped working"]
     answers = [client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {t}"})
                for t in tokens]
     assert [a.status_code for a in answers] == [401, 200]

@@ -227,7 +227,9 @@ def test_two_links_of_one_printer_to_one_account_at_once_end_as_link_and_relink(
     with app.app_context():
         assert [(d.owner_id, d.device_uid) for d in db.session.query(Device)] == \
             [(uid, "printer-twin")]
-    assert len(audit_rows(app, "link")) == 2 and audit_rows(app, "link_failed") == []
+    links = audit_rows(app, "link")
+    assert sorted("re-linked" in (row.detail or "") for row in links) == [False, True]
+    assert audit_rows(app, "link_failed") == []
 
 
 def test_a_conflicting_link_answers_409_and_leaves_the_code_unused(app, make_user, login):

@@ -115,9 +115,11 @@ def link_device(
         _audit_refusal(owner_id, device_uid, strategy, actor, address, "conflict",
                        "linked to the same account by another request at the same moment")
         raise LinkConflict() from None
+    notes = [detail] if detail else []
+    if relink:  # the audit trail says when a link replaced a working (or revoked) token
+        notes.append("re-linked: the previous token stopped working")
     event = audit.record("link", actor=actor, user_id=owner_id, device=device,
-                         strategy=strategy, address=address,
-                         detail=detail or ("re-linked" if relink else None))
+                         strategy=strategy, address=address, detail="; ".join(notes) or None)
     event.at = now
     db.session.commit()
     return LinkResult(device=device, access_token=token)
