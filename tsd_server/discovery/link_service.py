@@ -15,10 +15,11 @@ same links whether they read the devices or the audit log.
 
 A printer has one row per account (a unique index on owner and device id): linking it again
 re-links that row, and the old token stops working. Links of one owner are serialised on the
-owner's row (PostgreSQL; SQLite serialises writers anyway), so two links of the same printer
-at once end as a link and a re-link. Should the index still refuse a row (a writer that got
-past the lock, or SQLite's two deferred transactions), the attempt is audited and answered
-409 ``link_conflict``; nothing of it is kept, so the device can simply try again.
+owner's row (PostgreSQL; SQLite has one writer at a time, and every strategy writes its
+claim before linking), so two links of the same printer at once end as a link and a
+re-link. Should the index still refuse a row (a writer that does not take the lock), the
+attempt is audited and answered 409 ``link_conflict``; nothing of it is kept, so the device
+can simply try again.
 """
 
 from __future__ import annotations
