@@ -79,6 +79,40 @@ def test_register_taken_email_looks_like_success(app, client, make_user):
     assert log_in(client, "alice@example.org", "the real password 1").status_code == 302
 
 
+def test_the_same_email_signing_up_at_the_same_moment_is_no_500(app, client):
+    """Both sign-ups find the email free; the unique index lets one in. The other gets the
+    answer a taken email gets (not a 500), and nothing of it is kept."""
+    from sqlalchemy import event, insert
+    from sqlalchemy.orm import Session
+    from werkzeug.security import generate_password_hash
+
+    from tsd_server.clock import utcnow
+
+    def first_sign_up_lands(session, _context, _instances) -> None:
+        if inserted or not any(isinstance(o, User) for o in session.new):
+            return
+        inserted.append(True)
+        with db.engine.connect() as conn:
+            conn.execute(insert(User).values(
+                email="alice@example.org", display_name="First", is_admin=False,
+                password_hash=generate_password_hash("the first password"),
+                created_at=utcnow()))
+            conn.commit()
+
+    inserted: list[bool] = []
+    fresh = register(client, email="bob@example.org")
+    event.listen(Session, "before_flush", first_sign_up_lands)
+    try:
+        second = register(client, email="alice@example.org", password="the second password")
+    finally:
+        event.remove(Session, "before_flush", first_sign_up_lands)
+    assert inserted
+    assert (second.status_code, second.location) == (fresh.status_code, fresh.location)
+    assert sorted(u.email for u in users(app)) == ["alice@example.org", "bob@example.org"]
+    assert log_in(client, "alice@example.org", "the second password").status_code == 400
+    assert log_in(client, "alice@example.org", "the first password").status_code == 302
+
+
 @pytest.mark.parametrize("email, password, confirm", [
     ("alice@example.org", "short", "short"),
     ("alice@example.org", PASSWORD, PASSWORD + "x"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -93,7 +94,13 @@ def create_user(email: str, password: str, *, display_name: str | None = None,
     if find_user(email) is not None:
         raise EmailTaken("An account with this email already exists.")
     db.session.add(user)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same email signed up at the same moment (a double-clicked form): the unique
+        # index decided, and this one lost.
+        db.session.rollback()
+        raise EmailTaken("An account with this email already exists.") from None
     return user
 
 
