@@ -1,4 +1,5 @@
-"""Owner-side device rules: list, rename, revoke. Creating devices is the link service's job."""
+"""Owner-side device rules: list, rename, revoke (one, or all of an account). Creating devices
+is the link service's job."""
 
 from __future__ import annotations
 
@@ -63,3 +64,32 @@ def unlink(device: Device, user: User) -> None:
     revoke_token(device, actor=f"user:{user.id}", detail="unlinked by owner")
     device.needs_relink = False
     db.session.commit()
+
+
+def lock_links_of(owner_id: int) -> None:
+    """Wait for the account's other links and revocations to finish (PostgreSQL; SQLite has
+    one writer at a time). FOR NO KEY UPDATE on the account's row: rows that merely refer
+    to the account (audit rows, codes) are not held up."""
+    db.session.execute(select(User.id).where(User.id == owner_id)
+                       .with_for_update(key_share=True))
+
+
+def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = False) -> list[Device]:
+    """Revoke every working token of the account at once, one audit row per printer; the
+    caller commits. Returns the printers revoked. A link landing at the same moment comes
+    either before (and is revoked too) or after."""
+    lock_links_of(user.id)
+    active = list(db.session.scalars(
+        select(Device).where(Device.owner_id == user.id, Device.token_hash.is_not(None))
+        .order_by(Device.id)))
+    for device in active:
+        revoke_token(device, actor=actor, detail=detail, needs_relink=needs_relink)
+    return active
+
+
+def unlink_all(user: User) -> list[Device]:
+    """The owner removes every printer (a leaked token, a printer that should not be there):
+    none keeps access."""
+    unlinked = revoke_all(user, actor=f"user:{user.id}", detail="unlinked by owner (all)")
+    db.session.commit()
+    return unlinked

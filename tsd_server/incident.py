@@ -17,6 +17,10 @@ window -- it went through a working strategy afresh -- so it is listed as
 ``relinked_after`` and left alone. That also makes ``revoke`` safe to run twice: owners who
 re-linked after the first run are not revoked again. Widen ``until`` if the strategy was
 still broken later.
+
+One account (``revoke_account``): when the incident is an account rather than a strategy
+(its password leaked, say), every printer token of that account is revoked and marked for
+re-link, whenever and however it was linked.
 """
 
 from __future__ import annotations
@@ -208,3 +212,14 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
                  detail=f"{span}: revoked {len(revoked)} device(s) of {len(notify)} account(s)")
     db.session.commit()
     return RevokeResult(revoked=revoked, notify=notify)
+
+
+def revoke_account(user: User, *, actor: str, reason: str) -> list[Device]:
+    """Every working token of one account (say, a compromised one), marked for re-link, in
+    one transaction: a ``revocation`` row per printer and an ``incident_revoke`` row."""
+    revoked = devices.revoke_all(user, actor=actor, detail=f"account revoke: {reason}",
+                                 needs_relink=True)
+    audit.record("incident_revoke", actor=actor, user_id=user.id,
+                 detail=f"account {user.email}: revoked {len(revoked)} device(s): {reason}")
+    db.session.commit()
+    return revoked

@@ -57,9 +57,28 @@ def test_forged_unlink_is_refused(live, page, user, hostile):
     # and the person is still logged in (the refusal did not replace their session).
     page.goto("/")
     expect(page.get_by_role("heading", name="My printers")).to_be_visible()
-    page.get_by_role("button", name="Unlink").click()
+    page.get_by_role("button", name="Unlink", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("is unlinked")
     assert printer.me().status == 401
+
+
+def test_forged_unlink_all_is_refused(live, page, user, hostile):
+    """The box is ticked in the forged form too: only the CSRF token stops it."""
+    from tsd_server.discovery.link_service import link_device
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    printer = Printer(live.base_url, "Target")
+    with live.app.test_request_context():
+        printer.access_token = link_device(
+            owner=db.session.get(User, user["id"]), device_uid=printer.device_id,
+            name=printer.name, model=None, strategy="pairing_code", actor="cli",
+            address=None).access_token
+    log_in(page, user["email"])
+    for forged_token in ("", "forged-token"):
+        visit_forgery(page, hostile, live.url("/printers/unlink-all"),
+                      {"csrf_token": forged_token, "confirm": "y"})
+    assert printer.me().status == 200
 
 
 def test_forged_approval_of_a_waiting_printer_is_refused(live, page, user, hostile):

@@ -210,7 +210,39 @@ def test_dashboard_shows_details_renames_unlinks_and_asks_for_a_relink(live, pag
     expect(page.get_by_role("status")).to_contain_text("Renamed to Kept, renamed.")
     expect(kept_card.get_by_role("heading")).to_have_text("Kept, renamed")
 
-    kept_card.get_by_role("button", name="Unlink").click()
+    kept_card.get_by_role("button", name="Unlink", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("is unlinked")
     expect(kept_card).to_have_count(0)
     assert kept.me().status == 401
+
+
+def test_unlink_all_needs_the_box_ticked_then_cuts_off_every_printer(live, page, user):
+    from tsd_server.discovery.link_service import link_device
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    printers = [Printer(live.base_url, name) for name in ("First", "Second")]
+    with live.app.test_request_context():
+        owner = db.session.get(User, user["id"])
+        for printer in printers:
+            printer.access_token = link_device(
+                owner=owner, device_uid=printer.device_id, name=printer.name, model=None,
+                strategy="pairing_code", actor=f"user:{owner.id}", address=None).access_token
+
+    log_in(page, user["email"])
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    unlink_all = page.get_by_role("button", name="Unlink all printers")
+    box = page.get_by_label("Yes, unlink all my printers")
+    unlink_all.click()  # the box is not ticked: the browser does not send the form
+    assert box.evaluate("element => element.validity.valueMissing") is True
+    assert [printer.me().status for printer in printers] == [200, 200]
+
+    box.check()
+    unlink_all.click()
+    expect(page.get_by_role("status")).to_contain_text("Unlinked 2 printers")
+    # Only the ticked submission was ever sent (a first one would have been logged first).
+    assert [url.rsplit("/", 2)[-2:] for url in posts] == [["printers", "unlink-all"]]
+    expect(page.get_by_text("No printers linked yet.")).to_be_visible()
+    expect(page.get_by_role("button", name="Unlink all printers")).to_have_count(0)
+    assert [printer.me().status for printer in printers] == [401, 401]

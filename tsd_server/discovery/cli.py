@@ -1,4 +1,4 @@
-"""``flask discovery status|enable|disable`` and ``flask incident affected|revoke``.
+"""``flask discovery status|enable|disable`` and ``flask incident affected|revoke|revoke-account``.
 
 Exit status of ``discovery enable``: 0 when every named strategy is on afterwards; 3 when
 the runtime flag was recorded but something else still holds a strategy off (the
@@ -19,7 +19,8 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import incident
+from tsd_server import devices, incident
+from tsd_server.auth import accounts
 from tsd_server.discovery import kill_switch, registry
 
 CLI_ACTOR = "cli"
@@ -179,6 +180,36 @@ def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -
     result = incident.revoke(window.strategy, window.since, window.until, actor=CLI_ACTOR)
     click.echo(f"Revoked {len(result.revoked)} device(s); their owners must link them again.")
     click.echo(render_notices(result.notify), nl=False)
+
+
+@incident_cli.command("revoke-account")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.option("--yes", is_flag=True, help="Really revoke (without it: a dry run).")
+def revoke_account_command(email: str, reason: str, yes: bool) -> None:
+    """Revoke every printer token of the account EMAIL and mark them for re-link."""
+    reason = reason.strip()
+    if not reason:
+        raise click.UsageError("--reason must say why")
+    user = accounts.find_user(email)
+    if user is None:
+        raise click.ClickException(f"no account has the email {_printable(email)!r}")
+    if not yes:
+        active = [device for device in devices.devices_of(user) if device.is_active]
+        click.echo(f"Printers of {_printable(user.email)} with a working token: {len(active)}")
+        for device in active:
+            click.echo(f"  {_printable(device.name)}  ({_printable(device.device_uid)}, "
+                       f"{device.linked_via}, linked {device.linked_at.isoformat()})")
+        click.secho(f"DRY RUN: would revoke {len(active)} device(s). Nothing changed; add "
+                    "--yes to revoke.", fg="yellow", err=True)
+        return
+    revoked = incident.revoke_account(user, actor=CLI_ACTOR, reason=reason)
+    click.echo(f"Revoked {len(revoked)} device(s) of {_printable(user.email)}; they must be "
+               "linked again.")
+    if revoked:
+        click.echo(render_notices([incident.Notice(
+            account_id=user.id, email=user.email, display_name=user.display_name,
+            device_names=[device.name for device in revoked])]), nl=False)
 
 
 def render(rows: list[incident.AffectedDevice], output: str, window: incident.Window) -> str:

@@ -31,7 +31,7 @@ from flask import has_request_context
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from tsd_server import audit
+from tsd_server import audit, devices
 from tsd_server.api.errors import ApiError
 from tsd_server.auth.tokens import new_access_token, token_hash, token_hint
 from tsd_server.client_address import ClientAddress, for_request
@@ -87,10 +87,7 @@ def link_device(
                        current.reason)
         raise kill_switch.StrategyDisabled(strategy, current)
 
-    # FOR NO KEY UPDATE: waits for the owner's other links, not for rows that merely
-    # reference the owner (audit rows, codes).
-    db.session.execute(select(User.id).where(User.id == owner_id)
-                       .with_for_update(key_share=True))
+    devices.lock_links_of(owner_id)
     device = db.session.scalar(
         select(Device).where(Device.owner_id == owner_id, Device.device_uid == device_uid))
     relink = device is not None

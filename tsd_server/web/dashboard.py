@@ -1,4 +1,4 @@
-"""The dashboard: my printers, rename, unlink."""
+"""The dashboard: my printers, rename, unlink one or all."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 
 from tsd_server import devices
 from tsd_server.discovery import registry
-from tsd_server.web.forms import ConfirmForm, RenameForm
+from tsd_server.web.forms import ConfirmForm, RenameForm, UnlinkAllForm
 
 bp = Blueprint("web", __name__)
 
@@ -17,6 +17,7 @@ bp = Blueprint("web", __name__)
 def dashboard():
     return render_template("dashboard.html", devices=devices.devices_of(current_user),
                            rename_form=RenameForm(), confirm_form=ConfirmForm(),
+                           unlink_all_form=UnlinkAllForm(),
                            way_titles={s.name: s.title for s in registry.all_strategies()})
 
 
@@ -41,4 +42,16 @@ def unlink(device_pk: int):
         abort(404)
     devices.unlink(device, current_user)
     flash(f"{device.name} is unlinked; its token no longer works.")
+    return redirect(url_for("web.dashboard"))
+
+
+@bp.post("/printers/unlink-all")
+@login_required
+def unlink_all():
+    if not UnlinkAllForm().validate_on_submit():
+        flash("Tick the box to confirm; nothing was unlinked.")
+        return redirect(url_for("web.dashboard"))
+    unlinked = devices.unlink_all(current_user)
+    flash(f"Unlinked {len(unlinked)} printer{'' if len(unlinked) == 1 else 's'}; "
+          "their tokens no longer work.")
     return redirect(url_for("web.dashboard"))

@@ -1,7 +1,7 @@
 """Small forms of the dashboard (each one carries the CSRF token)."""
 
 from flask_wtf import FlaskForm
-from wtforms import StringField
+from wtforms import BooleanField, StringField
 from wtforms.validators import DataRequired, Length
 
 
@@ -11,3 +11,9 @@ class RenameForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A form with nothing but its CSRF token: for buttons such as Unlink."""
+
+
+class UnlinkAllForm(FlaskForm):
+    """Unlinking every printer takes a ticked box as well as the button."""
+
+    confirm = BooleanField("Yes, unlink all my printers", validators=[DataRequired()])

@@ -1,0 +1,135 @@
+"""Revoking every printer token of one account: the owner's "Unlink all printers" and the
+operator's ``flask incident revoke-account`` (DESIGN.md: tokens are revocable one by one,
+per account, or in bulk by incident query)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from tsd_server.extensions import db
+from tsd_server.models import AuditEvent, Device
+
+
+def me(client, token: str) -> int:
+    return client.get("/api/v1/device/me",
+                      headers={"Authorization": f"Bearer {token}"}).status_code
+
+
+@pytest.fixture
+def two_accounts(make_user, link_device):
+    """Mine: three printers; a stranger's: one, under the same device id as one of mine.
+    Returns my id, email, password and every printer's (pk, token) by name."""
+    mine, email, password = make_user("owner@example.org", display_name="Owner")
+    stranger, _, _ = make_user("stranger@example.org")
+    printers = {name: link_device(mine, device_uid=name, name=name)
+                for name in ("printer-a", "printer-b", "printer-gone")}
+    printers["stranger"] = link_device(stranger, device_uid="printer-a", name="Not mine")
+    return mine, email, password, printers
+
+
+def revocations(app) -> list[tuple[str, str, str]]:
+    with app.app_context():
+        return [(row.device_uid, row.actor, row.detail) for row in db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "revocation").order_by(AuditEvent.id))]
+
+
+def test_unlink_all_cuts_off_every_printer_of_mine_and_no_one_elses(
+        app, client, login, two_accounts):
+    mine, email, password, printers = two_accounts
+    tokens = {name: token for name, (_, token) in printers.items()}
+    session = login(email, password)
+    session.form_post(f"/printers/{printers['printer-gone'][0]}/unlink", {})
+    assert me(client, tokens["printer-gone"]) == 401
+
+    page = session.get("/").get_data(as_text=True)
+    assert 'id="unlink-all"' in page
+    answer = session.form_post("/printers/unlink-all", {"confirm": "y"})
+    assert answer.status_code == 302
+    assert "Unlinked 2 printers" in session.get("/").get_data(as_text=True)
+    assert [me(client, tokens[name]) for name in ("printer-a", "printer-b", "stranger")] == \
+        [401, 401, 200]
+    assert revocations(app)[1:] == [
+        ("printer-a", f"user:{mine}", "unlinked by owner (all)"),
+        ("printer-b", f"user:{mine}", "unlinked by owner (all)")]
+    with app.app_context():
+        mine_rows = db.session.scalars(select(Device).where(Device.owner_id == mine)).all()
+        assert {(d.device_uid, d.token_hash, d.needs_relink) for d in mine_rows} == {
+            ("printer-a", None, False), ("printer-b", None, False),
+            ("printer-gone", None, False)}
+    # Nothing left to unlink: the form is gone.
+    assert 'id="unlink-all"' not in session.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("fields", [{}, {"confirm": ""}])
+def test_unlink_all_without_the_ticked_box_changes_nothing(
+        app, client, login, two_accounts, fields):
+    _, email, password, printers = two_accounts
+    tokens = [token for _, token in printers.values()]
+    session = login(email, password)
+    answer = session.form_post("/printers/unlink-all", fields)
+    assert answer.status_code == 302
+    assert "nothing was unlinked" in session.get("/").get_data(as_text=True)
+    assert all(me(client, token) == 200 for token in tokens)
+    assert revocations(app) == []
+
+
+def test_unlink_all_without_the_csrf_token_or_a_session_is_refused(
+        app, client, login, two_accounts):
+    _, email, password, printers = two_accounts
+    tokens = [token for _, token in printers.values()]
+    session = login(email, password)
+    assert session.client.post("/printers/unlink-all",
+                               data={"confirm": "y"}).status_code == 400
+    # Without a session there is no CSRF token to send either: refused just the same.
+    assert client.post("/printers/unlink-all", data={"confirm": "y"}).status_code == 400
+    assert all(me(client, token) == 200 for token in tokens)
+
+
+def run(app, *args):
+    return app.test_cli_runner().invoke(args=["incident", "revoke-account", *args])
+
+
+def test_cli_revoke_account_dry_run_lists_and_changes_nothing(app, client, two_accounts):
+    tokens = [token for _, token in two_accounts[3].values()]
+    dry = run(app, "Owner@Example.org", "--reason", "password leaked")
+    assert dry.exit_code == 0, dry.output
+    assert "printer-a" in dry.output and "printer-b" in dry.output
+    assert "DRY RUN: would revoke 3" in dry.output
+    assert all(me(client, token) == 200 for token in tokens)
+
+
+def test_cli_revoke_account_revokes_marks_for_relink_and_audits(
+        app, client, login, two_accounts):
+    mine, email, password, printers = two_accounts
+    tokens = {name: token for name, (_, token) in printers.items()}
+    real = run(app, "owner@example.org", "--reason", "password leaked", "--yes")
+    assert real.exit_code == 0, real.output
+    assert "Revoked 3 device(s) of owner@example.org" in real.output
+    assert "Notify 1 account(s)" in real.output and "printer-b" in real.output
+    assert [me(client, tokens[name]) for name in
+            ("printer-a", "printer-b", "printer-gone", "stranger")] == [401, 401, 401, 200]
+    assert [row[1:] for row in revocations(app)] == \
+        [("cli", "account revoke: password leaked")] * 3
+    with app.app_context():
+        summary = db.session.scalar(select(AuditEvent).where(
+            AuditEvent.event == "incident_revoke"))
+        assert (summary.user_id, summary.actor) == (mine, "cli")
+        assert "revoked 3 device(s): password leaked" in summary.detail
+    # The owner sees which printers to link again.
+    dashboard = login(email, password).get("/").get_data(as_text=True)
+    assert dashboard.count("Needs re-link") == 3
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["nobody@example.org", "--reason", "x", "--yes"], 1, "no account has the email"),
+    (["owner@example.org", "--reason", "  ", "--yes"], 2, "--reason must say why"),
+    (["owner@example.org", "--yes"], 2, "Missing option '--reason'"),
+])
+def test_cli_revoke_account_bad_arguments_change_nothing(
+        app, client, two_accounts, args, code, words):
+    tokens = [token for _, token in two_accounts[3].values()]
+    result = run(app, *args)
+    assert result.exit_code == code, result.output
+    assert words in result.output
+    assert all(me(client, token) == 200 for token in tokens)
