@@ -176,6 +176,35 @@ def test_sign_up_log_in_and_log_out(live, page):
         elsewhere.close()
 
 
+def test_change_the_password_and_another_browser_is_logged_out(live, page, user):
+    log_in(page, user["email"])
+    elsewhere = page.context.browser.new_context(base_url=live.base_url)
+    try:
+        other = elsewhere.new_page()
+        log_in(other, user["email"])
+
+        page.get_by_role("link", name="Password").click()
+        page.get_by_label("Current password").fill("not it")
+        page.get_by_label("New password", exact=True).fill("a new passphrase here")
+        page.get_by_label("Repeat new password").fill("a new passphrase here")
+        page.get_by_role("button", name="Change password").click()
+        expect(page.get_by_role("alert")).to_contain_text("The current password is not right.")
+
+        page.get_by_label("Current password").fill(PASSWORD)
+        page.get_by_label("New password", exact=True).fill("a new passphrase here")
+        page.get_by_label("Repeat new password").fill("a new passphrase here")
+        page.get_by_role("button", name="Change password").click()
+        expect(page.get_by_role("status")).to_contain_text("Password changed")
+        expect(page.get_by_role("heading", name="My printers")).to_be_visible()
+
+        other.goto("/printers/add")
+        expect(other).to_have_url(re.compile(r"/login"))
+        log_in(other, user["email"], "a new passphrase here")
+        expect(other.get_by_role("heading", name="My printers")).to_be_visible()
+    finally:
+        elsewhere.close()
+
+
 def test_dashboard_shows_details_renames_unlinks_and_asks_for_a_relink(live, page, user):
     from tsd_server import devices
     from tsd_server.discovery.link_service import link_device

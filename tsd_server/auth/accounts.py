@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from tsd_server import single_statement
+from tsd_server import audit, single_statement
 from tsd_server.extensions import db
 from tsd_server.models import User
 
@@ -23,6 +23,10 @@ class AccountError(ValueError):
 
 class EmailTaken(AccountError):
     """The email belongs to an account already (the web does not reveal this)."""
+
+
+class WrongPassword(AccountError):
+    """The current password given to change it is not the account's."""
 
 
 def normalise_email(email: str) -> str:
@@ -72,6 +76,29 @@ def end_sessions(user: User) -> None:
     of it valid; raising the epoch is what makes a logout hold. Committed at once.
     """
     db.session.execute(_NEXT_EPOCH, {"user_id": user.id})
+    db.session.commit()
+
+
+def change_password(user: User, current: str, new: str) -> None:
+    """Replace the password after checking the current one, audited and committed.
+
+    Every session issued so far ends with it (the session epoch goes up), so whoever got in
+    with the old password, or holds a copy of a cookie, is out; the caller logs the current
+    browser in again. A wrong current password is audited (``password_change_failed``) and
+    changes nothing.
+    """
+    actor = f"user:{user.id}"
+    if not user.check_password(current):
+        audit.record("password_change_failed", actor=actor, outcome="refused",
+                     user_id=user.id)
+        db.session.commit()
+        raise WrongPassword("The current password is not right.")
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
+    user.set_password(new)
+    user.session_epoch = User.session_epoch + 1  # type: ignore[assignment]
+    audit.record("password_changed", actor=actor, user_id=user.id,
+                 detail="every session of the account ended")
     db.session.commit()
 
 

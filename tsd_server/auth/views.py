@@ -1,4 +1,4 @@
-"""Sign up, log in, log out."""
+"""Sign up, log in, log out, change the password."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from tsd_server import audit
 from tsd_server.auth.accounts import (
     AccountError,
     EmailTaken,
+    WrongPassword,
     authenticate,
+    change_password,
     create_user,
     end_sessions,
 )
-from tsd_server.auth.forms import LoginForm, RegisterForm
+from tsd_server.auth.forms import LoginForm, PasswordChangeForm, RegisterForm
 from tsd_server.extensions import db, limiter
 
 bp = Blueprint("auth", __name__)
@@ -95,3 +97,33 @@ def logout():
     flash("You are logged out, on every browser where you were logged in.")
     return redirect(url_for("auth.login"))
 
+
+
+def _account_key() -> str:
+    return f"user:{current_user.id}" if current_user.is_authenticated else "anonymous"
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+# Guesses at the current password from a stolen session: few per account.
+@limiter.limit("10 per hour", methods=["POST"], key_func=_account_key)
+@login_required
+def password():
+    form = PasswordChangeForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        try:
+            change_password(user, form.current.data, form.password.data)
+        except WrongPassword as error:
+            form.current.errors.append(str(error))
+            return render_template("auth/password.html", form=form), 400
+        except AccountError as error:
+            form.password.errors.append(str(error))
+            return render_template("auth/password.html", form=form), 400
+        # The change ended every session, this one too: a fresh one for this browser.
+        session.clear()
+        login_user(user)
+        flash("Password changed. Every other browser where you were logged in is logged "
+              "out.")
+        return redirect(url_for("web.dashboard"))
+    status = 400 if form.errors else 200
+    return render_template("auth/password.html", form=form), status
