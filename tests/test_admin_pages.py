@@ -237,6 +237,53 @@ def test_confirmation_form_carries_the_window_it_showed(admin, linked):
     assert hidden == WINDOW
 
 
+ACCOUNT = {"email": "Stranger@Example.org", "reason": "password leaked"}
+
+
+def test_account_revoke_needs_a_confirmation_step(app, admin, linked):
+    first = admin.form_post("/admin/incident/revoke-account", ACCOUNT)
+    assert first.status_code == 200
+    page = first.get_data(as_text=True)
+    assert "Revoke 1 device(s) of stranger@example.org?" in page and "Name dev-in" in page
+    assert "Name dev-out" not in page  # another account's printer
+    assert 'name="confirm" type="hidden" value="yes"' in page
+    hidden = dict(re.findall(r'name="(email|reason)"[^>]* type="hidden" value="([^"]*)"',
+                             page))
+    assert hidden == {"email": "stranger@example.org", "reason": "password leaked"}
+    assert active(app, linked["dev-in"]), "the first press must not revoke anything"
+
+    done = admin.form_post("/admin/incident/revoke-account", {**hidden, "confirm": "yes"})
+    assert done.status_code == 302
+    assert "Revoked 1 device(s) of stranger@example.org" in \
+        admin.get("/admin/incident").get_data(as_text=True)
+    assert not active(app, linked["dev-in"]) and active(app, linked["dev-out"])
+    with app.app_context():
+        rows = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.event.in_(["revocation", "incident_revoke"]))).all()
+        assert db.session.get(Device, linked["dev-in"]).needs_relink is True
+    assert {r.actor for r in rows} == {f"admin:{admin.uid}"} and len(rows) == 2
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"email": "nobody@example.org", "reason": "x"}, "No account has that email"),
+    ({"email": "stranger@example.org", "reason": "  "}, "Say why"),
+    ({"email": "", "reason": "x"}, "Give the email of the account"),
+])
+def test_account_revoke_with_bad_fields_changes_nothing(app, admin, linked, fields, words):
+    response = admin.form_post("/admin/incident/revoke-account", {**fields, "confirm": "yes"})
+    assert response.status_code == 302
+    assert words in admin.get("/admin/incident").get_data(as_text=True)
+    assert active(app, linked["dev-in"])
+
+
+def test_account_revoke_needs_an_admin_and_the_csrf_token(app, admin, member, linked):
+    assert member.form_post("/admin/incident/revoke-account",
+                            {**ACCOUNT, "confirm": "yes"}).status_code == 403
+    assert admin.client.post("/admin/incident/revoke-account",
+                             data={**ACCOUNT, "confirm": "yes"}).status_code == 400
+    assert active(app, linked["dev-in"])
+
+
 def test_kill_switch_page_shows_unreadable_store(app, admin):
     from tests.support.apps import flags_table_renamed
 

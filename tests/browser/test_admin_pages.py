@@ -1,5 +1,6 @@
 """The admin in a browser: a kill switch with a reason, the audit log, proxy diagnostics,
-and an incident revoke that leaves the owner's printer marked "needs re-link"."""
+an incident revoke that leaves the owner's printer marked "needs re-link", and revoking one
+account's printers."""
 
 from __future__ import annotations
 
@@ -113,3 +114,30 @@ def test_incident_listing_and_revoke_mark_the_printer_for_relink(live, open_cont
     log_in(member, user["email"])
     card = member.locator(f'li.device[data-device="{printer.device_id}"]')
     expect(card).to_contain_text("Needs re-link")
+
+
+def test_revoking_one_account_lists_its_printers_first(live, open_context, admin, user):
+    from tsd_server.discovery.link_service import link_device
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    printer = Printer(live.base_url, "Linked with a leaked password")
+    with live.app.test_request_context():
+        printer.access_token = link_device(
+            owner=db.session.get(User, user["id"]), device_uid=printer.device_id,
+            name=printer.name, model=None, strategy="pairing_code",
+            actor=f"user:{user['id']}", address=None).access_token
+
+    boss = open_context().new_page()
+    log_in(boss, admin["email"])
+    boss.goto("/admin/incident")
+    boss.get_by_label("Account email").fill(user["email"])
+    boss.get_by_label("Reason").fill("password leaked")
+    boss.get_by_role("button", name="Show the account's printers").click()
+    expect(boss.get_by_role("heading", name="Revoke 1 device(s)")).to_be_visible()
+    expect(boss.locator("table.incident")).to_contain_text(printer.device_id)
+    assert printer.me().status == 200  # nothing happens before the confirmation
+
+    boss.get_by_role("button", name="Yes, revoke 1 device(s)").click()
+    expect(boss.get_by_role("status")).to_contain_text(f"Revoked 1 device(s) of {user['email']}")
+    assert printer.me().status == 401

@@ -95,6 +95,17 @@ class RevokeForm(WindowFields, FlaskForm):
             raise ValidationError("Unknown strategy.")
 
 
+class AccountRevokeForm(FlaskForm):
+    """Every printer token of one account; ``confirm`` is set only by the confirmation page."""
+
+    email = StringField("Account email", filters=[_strip], validators=[
+        DataRequired("Give the email of the account."), Length(max=254)])
+    reason = StringField("Reason", filters=[_strip], validators=[
+        DataRequired("Say why (it goes to the audit log)."),
+        Length(max=kill_switch.MAX_REASON)])
+    confirm = HiddenField()
+
+
 class AuditFilterForm(FlaskForm):
     class Meta:
         csrf = False

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from tsd_server import incident
+from tsd_server import devices, incident
 from tsd_server.admin import audit_log
 from tsd_server.admin.access import admin_actor, refuse_non_admins
-from tsd_server.admin.forms import AuditFilterForm, FlagForm, IncidentQueryForm, RevokeForm
+from tsd_server.admin.forms import (
+    AccountRevokeForm,
+    AuditFilterForm,
+    FlagForm,
+    IncidentQueryForm,
+    RevokeForm,
+)
+from tsd_server.auth import accounts
 from tsd_server.discovery import kill_switch, registry
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -86,7 +93,7 @@ def incident_query():
     revoke_form = RevokeForm(formdata=None, data={
         "strategy": form.strategy.data, "since": form.since.data, "until": form.until.data})
     return render_template("admin/incident.html", form=form, rows=rows, window=window,
-                           revoke_form=revoke_form,
+                           revoke_form=revoke_form, account_form=AccountRevokeForm(formdata=None),
                            to_revoke=[row for row in rows or [] if row.will_revoke]), status
 
 
@@ -109,3 +116,28 @@ def incident_revoke():
                                notify=incident.people_to_notify(rows))
     result = incident.revoke(window.strategy, window.since, window.until, actor=admin_actor())
     return render_template("admin/incident_done.html", window=window, result=result)
+
+
+@bp.post("/incident/revoke-account")
+def incident_revoke_account():
+    """Every printer token of one account. First press: a confirmation page listing them;
+    only its button (``confirm=yes``) revokes."""
+    form = AccountRevokeForm()
+    if not form.validate_on_submit():
+        flash(" ".join(error for errors in form.errors.values() for error in errors)
+              + " Nothing was revoked.")
+        return redirect(url_for("admin.incident_query"))
+    user = accounts.find_user(form.email.data)
+    if user is None:
+        flash("No account has that email. Nothing was revoked.")
+        return redirect(url_for("admin.incident_query"))
+    if form.confirm.data != "yes":
+        active = [device for device in devices.devices_of(user) if device.is_active]
+        confirm_form = AccountRevokeForm(formdata=None, data={
+            "email": user.email, "reason": form.reason.data, "confirm": "yes"})
+        return render_template("admin/account_revoke_confirm.html", account=user,
+                               devices=active, reason=form.reason.data, form=confirm_form)
+    revoked = incident.revoke_account(user, actor=admin_actor(), reason=form.reason.data)
+    flash(f"Revoked {len(revoked)} device(s) of {user.email}; they must be linked again. "
+          f"Tell {user.email} why.")
+    return redirect(url_for("admin.incident_query"))
