@@ -27,6 +27,7 @@ from tsd_server.auth.accounts import (
     end_sessions,
 )
 from tsd_server.auth.forms import LoginForm, PasswordChangeForm, RegisterForm
+from tsd_server.client_address import client_ip_for_limits
 from tsd_server.extensions import db, limiter
 
 bp = Blueprint("auth", __name__)
@@ -98,9 +99,11 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
-
 def _account_key() -> str:
-    return f"user:{current_user.id}" if current_user.is_authenticated else "anonymous"
+    """Per account; a request without a session (sent to log in) counts per address."""
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return client_ip_for_limits()
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
