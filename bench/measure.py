@@ -2,7 +2,10 @@
 
 Worlds of one backend are measured interleaved: within a round, each path is measured on
 every world before the next path starts, and every round measures the ceiling again, so
-a ratio (or a growth figure) always compares numbers taken moments apart in one run.
+a ratio (or a growth figure) always compares numbers taken moments apart in one run. The
+worlds take turns going first (``round_order``): the first measurement of a path follows
+the previous one's load, whose after-effects (PostgreSQL flushing the WAL of a write path,
+say) would otherwise always fall on the same world.
 """
 
 from __future__ import annotations
@@ -66,12 +69,19 @@ class Sample:
     wal_bytes_per_request: float | None
 
 
+def round_order(targets: list[Target], number: int) -> list[Target]:
+    """The worlds in the order round ``number`` (from 1) measures them: rotated by one each
+    round, so each goes first equally often over a whole number of turns."""
+    shift = (number - 1) % len(targets) if targets else 0
+    return targets[shift:] + targets[:shift]
+
+
 def measure(targets: list[Target], *, rounds: int, seconds: float, half_load: bool = True,
             progress=print) -> list[Sample]:
     samples: list[Sample] = []
     for number in range(1, rounds + 1):
         for path in scenarios.ALL_PATHS:
-            for target in targets:
+            for target in round_order(targets, number):
                 before = target.wal_position()
                 peak = loadgen.wrk_run(target.server.base_url, target.files[path.name],
                                        seconds=seconds)
