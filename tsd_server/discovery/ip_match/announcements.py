@@ -197,7 +197,7 @@ def _refresh(row: Announcement, request: AnnounceRequest, address: ClientAddress
     changes = _changes(row, request, address)
     if "household" in changes:
         assert address.household is not None
-        if live_count(address.household, settings, now) > settings.max_devices_per_household:
+        if over_household_limit(address.household, settings, now):
             raise Ineligible(HOUSEHOLD_LIMIT)
         if row.offer is not None:
             offers.end(row.offer, "voided", "the device moved to another household",
