@@ -69,13 +69,17 @@ _NEXT_EPOCH = (update(User.__table__).where(User.__table__.c.id == bindparam("us
                .values(session_epoch=User.__table__.c.session_epoch + 1))
 
 
-def end_sessions(user: User) -> None:
-    """Log the account out everywhere: every session cookie issued so far stops working.
+def _raise_epoch(user: User) -> None:
+    """Every session cookie of the account issued so far stops working once this commits.
 
     Flask's session lives in the cookie, so forgetting it in one browser leaves any copy
-    of it valid; raising the epoch is what makes a logout hold. Committed at once.
-    """
+    of it valid; raising the epoch is what makes a logout (or a new password) hold."""
     db.session.execute(_NEXT_EPOCH, {"user_id": user.id})
+
+
+def end_sessions(user: User) -> None:
+    """Log the account out everywhere. Committed at once."""
+    _raise_epoch(user)
     db.session.commit()
 
 
@@ -96,7 +100,7 @@ def change_password(user: User, current: str, new: str) -> None:
     if len(new) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
     user.set_password(new)
-    user.session_epoch = User.session_epoch + 1  # type: ignore[assignment]
+    _raise_epoch(user)
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
     db.session.commit()
