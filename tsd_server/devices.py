@@ -74,14 +74,19 @@ def lock_links_of(owner_id: int) -> None:
                        .with_for_update(key_share=True))
 
 
+def active_devices_of(user: User) -> list[Device]:
+    """The account's printers whose token works: what revoking the account would revoke."""
+    return list(db.session.scalars(
+        select(Device).where(Device.owner_id == user.id, Device.token_hash.is_not(None))
+        .order_by(Device.id)))
+
+
 def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = False) -> list[Device]:
     """Revoke every working token of the account at once, one audit row per printer; the
     caller commits. Returns the printers revoked. A link landing at the same moment comes
     either before (and is revoked too) or after."""
     lock_links_of(user.id)
-    active = list(db.session.scalars(
-        select(Device).where(Device.owner_id == user.id, Device.token_hash.is_not(None))
-        .order_by(Device.id)))
+    active = active_devices_of(user)
     for device in active:
         revoke_token(device, actor=actor, detail=detail, needs_relink=needs_relink)
     return active

@@ -132,7 +132,7 @@ def incident_revoke_account():
         flash("No account has that email. Nothing was revoked.")
         return redirect(url_for("admin.incident_query"))
     if form.confirm.data != "yes":
-        active = [device for device in devices.devices_of(user) if device.is_active]
+        active = devices.active_devices_of(user)
         confirm_form = AccountRevokeForm(formdata=None, data={
             "email": user.email, "reason": form.reason.data, "confirm": "yes"})
         return render_template("admin/account_revoke_confirm.html", account=user,

@@ -195,7 +195,7 @@ def revoke_account_command(email: str, reason: str, yes: bool) -> None:
     if user is None:
         raise click.ClickException(f"no account has the email {_printable(email)!r}")
     if not yes:
-        active = [device for device in devices.devices_of(user) if device.is_active]
+        active = devices.active_devices_of(user)
         click.echo(f"Printers of {_printable(user.email)} with a working token: {len(active)}")
         for device in active:
             click.echo(f"  {_printable(device.name)}  ({_printable(device.device_uid)}, "
