@@ -27,8 +27,8 @@ from tsd_server.auth.accounts import (
     end_sessions,
 )
 from tsd_server.auth.forms import LoginForm, PasswordChangeForm, RegisterForm
-from tsd_server.client_address import client_ip_for_limits
 from tsd_server.extensions import db, limiter
+from tsd_server.rate_limit_keys import account_key
 
 bp = Blueprint("auth", __name__)
 
@@ -99,16 +99,9 @@ def logout():
     return redirect(url_for("auth.login"))
 
 
-def _account_key() -> str:
-    """Per account; a request without a session (sent to log in) counts per address."""
-    if current_user.is_authenticated:
-        return f"user:{current_user.id}"
-    return client_ip_for_limits()
-
-
 @bp.route("/account/password", methods=["GET", "POST"])
 # Guesses at the current password from a stolen session: few per account.
-@limiter.limit("10 per hour", methods=["POST"], key_func=_account_key)
+@limiter.limit("10 per hour", methods=["POST"], key_func=account_key)
 @login_required
 def password():
     form = PasswordChangeForm()

@@ -30,25 +30,15 @@ from flask_login import current_user
 from limits import parse
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import audit, client_address
+from tsd_server import audit
 from tsd_server.extensions import db, limiter
+from tsd_server.rate_limit_keys import account_key, address_key
 
 log = logging.getLogger(__name__)
 
 GUESS_MESSAGE = "Too many code attempts; wait before trying again (see Retry-After)."
 BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
 AUDIT_THROTTLE = parse("1 per minute")
-
-
-def address_key() -> str:
-    """The client address as a limit key: IPv4 as is, IPv6 as its household prefix."""
-    return "addr:" + client_address.client_ip_for_limits()
-
-
-def account_key() -> str:
-    if current_user.is_authenticated:
-        return f"user:{current_user.id}"
-    return address_key()
 
 
 def setting(name: str) -> Callable[[], str]:

@@ -27,6 +27,7 @@ from tsd_server.discovery.pairing import (
     web_codes,
 )
 from tsd_server.extensions import db
+from tsd_server.rate_limit_keys import account_key
 from tsd_server.web.forms import ConfirmForm
 
 pairing_web_bp = Blueprint("pairing_web", __name__)
@@ -104,7 +105,7 @@ def add_qr():
 @qr_web_bp.get("/link/qr/<token>")
 @login_required
 @limits.busy_limit("QR_LINK_LIMIT")
-@limits.busy_limit("QR_LINK_LIMIT", key_func=limits.account_key)
+@limits.busy_limit("QR_LINK_LIMIT", key_func=account_key)
 def open_qr_link(token: str):
     """The link inside a printer's QR code: leads to the approval page, once."""
     row = device_flow.open_qr_link(token)
