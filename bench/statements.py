@@ -10,11 +10,17 @@ device/me query (docs/performance.md):
   bind's own pool, whose connections stay in autocommit;
 - the owner's name by a join against a scalar subquery (what PostgreSQL spends planning);
 - a one-row UPDATE committed with and without ``synchronous_commit`` (the WAL flush that
-  every durable write waits for).
+  every durable write waits for);
+- the device/me read through SQLAlchemy Core against the same SQL on a raw psycopg2 cursor,
+  plain and prepared on the server (``PREPARE``/``EXECUTE``): what SQLAlchemy's execution
+  layer costs the client, and what parsing and planning cost PostgreSQL.
 
 Variants run interleaved, in rounds; the report gives the median microseconds per call and
 each variant's ratio to the first of its group. Wall time of a single client: it includes
 PostgreSQL's own work and the loopback round trips, which is what a request waits for.
+Beside it, CPU time per call: the client's thread, and PostgreSQL's backends of the bench
+database (``/proc/<pid>/schedstat``; "–" where PostgreSQL is not on this host). Under load,
+CPU is what the hot paths compete for (docs/performance.md, "Where the time goes").
 """
 
 from __future__ import annotations
@@ -24,27 +30,55 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import bindparam, select, text  # noqa: E402
+from sqlalchemy import bindparam, create_engine, event, select, text  # noqa: E402
 from sqlalchemy.orm import joinedload  # noqa: E402
 
 from bench.world import world  # noqa: E402
 
 
-def _timed(call: Callable[[], object], repeat: int) -> float:
+@dataclass(frozen=True)
+class Sample:
+    """Microseconds per call: wall time, the client's CPU, PostgreSQL's CPU (None: unknown)."""
+
+    wall: float
+    client_cpu: float
+    server_cpu: float | None
+
+
+def _server_cpu_seconds(pids: list[int]) -> float | None:
+    """CPU time the given PostgreSQL backends have used so far (None if not readable here)."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+                   for pid in pids) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _timed(call: Callable[[], object], repeat: int, backends: list[int]) -> Sample:
+    server_before = _server_cpu_seconds(backends)
+    cpu_before = time.thread_time()
     started = time.perf_counter()
     for _ in range(repeat):
         call()
-    return (time.perf_counter() - started) / repeat * 1e6
+    wall = time.perf_counter() - started
+    cpu = time.thread_time() - cpu_before
+    server_after = _server_cpu_seconds(backends)
+    server = (None if server_before is None or server_after is None
+              else (server_after - server_before) / repeat * 1e6)
+    return Sample(wall / repeat * 1e6, cpu / repeat * 1e6, server)
 
 
 def variants(w, held: list) -> dict[str, dict[str, Callable[[], object]]]:
-    """The groups of variants to compare (inside the app context); connections the
-    variants hold open are appended to ``held`` for the caller to close."""
+    """The groups of variants to compare (inside the app context); what closes the
+    connections and pools the variants hold open is appended to ``held``."""
     from tsd_server import single_statement
+    from tsd_server.auth.device_auth import _BY_TOKEN_HASH
     from tsd_server.auth.tokens import token_hash
     from tsd_server.extensions import db
     from tsd_server.models import Device, User
@@ -83,11 +117,12 @@ def variants(w, held: list) -> dict[str, dict[str, Callable[[], object]]]:
     def update(synchronous: str):
         # A connection of its own, held for the run: the setting is made once, not per call.
         connection = own_pool.connect()
-        held.append(connection)
+        held.append(connection.close)
         connection.execute(text(f"SET synchronous_commit = {synchronous}"))
         return lambda: connection.execute(text("UPDATE bench_probe SET at = now() WHERE id = 1"))
 
     return {
+        **_device_me_read(w, digest, own_pool, _BY_TOKEN_HASH, held),
         "device read": {
             "ORM, in the session's transaction": orm_session,
             "Core, on the autocommit bind": core_on(own_pool, joined),
@@ -107,6 +142,59 @@ def variants(w, held: list) -> dict[str, dict[str, Callable[[], object]]]:
     }
 
 
+def _device_me_read(w, digest: str, own_pool, statement, held: list):
+    """device/me's own statement: through Core as the app sends it, and the same SQL on a
+    raw psycopg2 cursor, plain and prepared. The raw cursors come from a one-connection pool
+    of their own, on which the statement is prepared as each connection opens."""
+    sql = str(statement.compile(dialect=own_pool.dialect))
+    parameters = {"token_hash": digest}
+    raw_pool = create_engine(w.url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    held.append(raw_pool.dispose)
+
+    @event.listens_for(raw_pool, "connect")
+    def prepare(dbapi_connection, record) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("PREPARE device_by_token (text) AS "
+                           + sql.replace("%(token_hash)s", "$1"))
+
+    def core():
+        with own_pool.connect() as connection:
+            return tuple(connection.execute(statement, parameters).first())
+
+    def raw(query: str):
+        def call():
+            connection = raw_pool.raw_connection()
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(query, parameters)
+                    return cursor.fetchone()
+            finally:
+                connection.close()
+        return call
+
+    plain, prepared = raw(sql), raw("EXECUTE device_by_token (%(token_hash)s)")
+    # The same row each way, so the same work (the app's UTC type adds the zone).
+    expected = tuple(v.replace(tzinfo=None) if isinstance(v, datetime) else v for v in core())
+    for call in (plain, prepared):
+        if call() != expected:
+            raise RuntimeError(f"the raw cursor read {call()!r}, Core {expected!r}")
+    return {"device/me read": {
+        "Core, on the autocommit bind": core,
+        "raw psycopg2 cursor": plain,
+        "raw psycopg2 cursor, prepared": prepared,
+    }}
+
+
+def _backend_pids(engine) -> list[int]:
+    with engine.connect() as connection:
+        return list(connection.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars())
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2000, help="calls per measurement")
@@ -122,20 +210,32 @@ def main(argv: list[str] | None = None) -> None:
             groups = variants(w, held)
             samples: dict[tuple[str, str], list[float]] = {}
             for call in (c for group in groups.values() for c in group.values()):
-                _timed(call, 100)  # warm up: connections, statement caches
+                for _ in range(100):  # warm up: connections, statement caches
+                    call()
+            # Every connection is open now: the backends whose CPU the calls use.
+            from tsd_server.extensions import db
+
+            backends = _backend_pids(db.engine)
             for _ in range(args.rounds):
                 for group, calls in groups.items():
                     for name, call in calls.items():
-                        samples.setdefault((group, name), []).append(_timed(call, args.repeat))
+                        samples.setdefault((group, name), []).append(
+                            _timed(call, args.repeat, backends))
             print(f"median µs per call, {args.rounds} rounds of {args.repeat} (PostgreSQL)\n")
-            print("| group | variant | µs per call | ratio |\n|---|---|---:|---:|")
+            print("| group | variant | µs per call | ratio | client CPU µs | PostgreSQL CPU µs |"
+                  "\n|---|---|---:|---:|---:|---:|")
             for group, calls in groups.items():
-                first = statistics.median(samples[(group, next(iter(calls)))])
+                first = statistics.median(s.wall for s in samples[(group, next(iter(calls)))])
                 for name in calls:
-                    value = statistics.median(samples[(group, name)])
-                    print(f"| {group} | {name} | {value:,.0f} | {value / first:.2f} |")
-            for connection in held:
-                connection.close()
+                    runs = samples[(group, name)]
+                    wall = statistics.median(s.wall for s in runs)
+                    client = statistics.median(s.client_cpu for s in runs)
+                    server = (None if any(s.server_cpu is None for s in runs)
+                              else statistics.median(s.server_cpu for s in runs))
+                    print(f"| {group} | {name} | {wall:,.0f} | {wall / first:.2f} | "
+                          f"{client:,.0f} | {_cell(server)} |")
+            for close in held:
+                close()
 
 
 if __name__ == "__main__":

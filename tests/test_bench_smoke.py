@@ -71,18 +71,87 @@ def test_the_cpu_split_charges_every_path_to_its_workers(tmp_path):
         assert float(worker.replace(",", "")) > 0, rows[0]  # the workers did the work
 
 
-def test_the_statement_bench_runs_on_postgresql():
+def _run_on_postgresql(script: str, *arguments: str) -> list[list[str]]:
+    """Run a one-process bench script on PostgreSQL; the cells of its table's rows."""
     from tests.support import db_backends
     from tests.support.skips import skip_loudly
 
     if db_backends.find_postgres() is None:
-        skip_loudly("PostgreSQL is NOT reachable: bench/statements.py was not run.",
+        skip_loudly(f"PostgreSQL is NOT reachable: bench/{script} was not run.",
                     "TSD_TEST_REQUIRE_POSTGRES")
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "statements.py"),
-                           "--repeat", "5", "--rounds", "1"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *arguments],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines()
-            if line.startswith("| ") and not line.startswith("| group")]
-    assert len(rows) == 8, done.stdout
-    assert all(float(row.split("|")[3].replace(",", "")) > 0 for row in rows), done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert lines, done.stdout
+    return [line.split("|") for line in lines[1:]]  # after the header row
+
+
+def test_the_request_cpu_bench_runs_on_postgresql():
+    rows = {cells[1].strip(): cells
+            for cells in _run_on_postgresql("request_cpu.py", "--repeat", "20", "--rounds", "1")}
+    expected = {path.title: path.expected for path in scenarios.ALL_PATHS}
+    expected["GET /api/v1/device/me, its statement answered from memory"] = ("200",)
+    expected["GET /api/v1/device/me, its statement on a raw psycopg2 cursor"] = ("200",)
+    assert rows.keys() == expected.keys(), rows
+    for title, cells in rows.items():
+        answered = dict(part.split(": ") for part in cells[4].strip().split(", "))
+        assert answered and set(answered) <= set(expected[title]), (title, cells[4])
+        assert float(cells[2].replace(",", "")) > 0, cells
+
+
+def test_the_statement_bench_runs_on_postgresql():
+    rows = _run_on_postgresql("statements.py", "--repeat", "5", "--rounds", "1")
+    assert len(rows) == 11, rows
+    assert all(float(cells[3].replace(",", "")) > 0 for cells in rows), rows
+    # PostgreSQL runs on this host in the test setup, so its CPU is read, not "–".
+    assert all(cells[6].strip().replace(",", "").isdigit() for cells in rows), rows
+
+
+def test_device_me_with_its_statement_from_memory_answers_the_same_and_sends_nothing(
+        app, client, make_user, link_device):
+    """bench/request_cpu.py splits device/me's CPU into its statement and the rest by
+    answering the statement from memory: that must leave the answer as it was and send no
+    statement, or the split would measure something else."""
+    from bench.request_cpu import statement_from_memory
+    from tsd_server import single_statement
+
+    owner_id, _, _ = make_user()
+    _, token = link_device(owner_id)
+    headers = {"Authorization": f"Bearer {token}"}
+    with sent_statements(app) as sent:
+        expected = client.get("/api/v1/device/me", headers=headers)
+    assert expected.status_code == 200
+    assert sent[SINGLE], "the real call reads the device"
+    real = single_statement.first
+    answers = []
+    call = statement_from_memory(
+        app, [token], lambda: answers.append(client.get("/api/v1/device/me", headers=headers)))
+    with sent_statements(app) as sent:
+        call()
+    assert answers[0].status_code == 200
+    assert answers[0].get_json() == expected.get_json()
+    assert sent == {SESSION: [], SINGLE: []}
+    assert single_statement.first is real
+
+
+def test_device_me_with_its_statement_on_a_raw_cursor_answers_the_same(
+        app, client, make_user, link_device):
+    """The raw-cursor variant must do device/me's work (the same answer, the UTC datetimes
+    included), and an unknown token must still be refused."""
+    if not app.config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("PostgreSQL only: the bench's raw cursor sends psycopg2's paramstyle")
+    from bench.request_cpu import statement_on_raw_cursor
+
+    owner_id, _, _ = make_user()
+    _, token = link_device(owner_id)
+    headers = {"Authorization": f"Bearer {token}"}
+    expected = client.get("/api/v1/device/me", headers=headers)
+    assert expected.status_code == 200
+    answers = []
+    for presented in (token, token[:-4] + "AAAA"):
+        statement_on_raw_cursor(app, lambda presented=presented: answers.append(client.get(
+            "/api/v1/device/me", headers={"Authorization": f"Bearer {presented}"})))()
+    assert answers[0].status_code == 200
+    assert answers[0].get_json() == expected.get_json()
+    assert answers[1].status_code == 401
