@@ -123,7 +123,10 @@ def test_cli_revoke_account_revokes_marks_for_relink_and_audits(
 
 @pytest.mark.parametrize("args, code, words", [
     (["nobody@example.org", "--reason", "x", "--yes"], 1, "no account has the email"),
-    (["owner@example.org", "--reason", "  ", "--yes"], 2, "--reason must say why"),
+    (["owner@example.org", "--reason", "  ", "--yes"], 2, "--reason: the reason must say why"),
+    (["owner@example.org", "--reason", "x" * 501, "--yes"], 2,
+     "--reason: the reason is longer than 500 characters"),
+    (["owner@example.org", "--reason", "x" * 501], 2, "longer than 500"),  # the dry run too
     (["owner@example.org", "--yes"], 2, "Missing option '--reason'"),
 ])
 def test_cli_revoke_account_bad_arguments_change_nothing(

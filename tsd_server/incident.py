@@ -44,6 +44,8 @@ NEEDS_RELINK = "needs_relink"  # already revoked by an incident revoke
 REVOKED = "revoked"  # unlinked or revoked otherwise
 
 CHUNK = 500
+# An account revoke's reason: at most as long as a kill switch's, in the CLI and the admin form.
+MAX_REASON = 500
 
 COLUMNS = ("account_id", "email", "device_pk", "device_uid", "name", "linked_via",
            "linked_at", "linked_from_ip", "status")
@@ -214,9 +216,22 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
     return RevokeResult(revoked=revoked, notify=notify)
 
 
+def checked_reason(reason: str | None) -> str:
+    """The reason for revoking an account, stripped; ValueError, before anything is revoked,
+    when it is empty or longer than ``MAX_REASON``: the CLI holds to what the admin form
+    allows."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValueError("the reason must say why")
+    if len(reason) > MAX_REASON:
+        raise ValueError(f"the reason is longer than {MAX_REASON} characters")
+    return reason
+
+
 def revoke_account(user: User, *, actor: str, reason: str) -> list[Device]:
     """Every working token of one account (say, a compromised one), marked for re-link, in
     one transaction: a ``revocation`` row per printer and an ``incident_revoke`` row."""
+    reason = checked_reason(reason)
     revoked = devices.revoke_all(user, actor=actor, detail=f"account revoke: {reason}",
                                  needs_relink=True)
     audit.record("incident_revoke", actor=actor, user_id=user.id,

@@ -102,7 +102,7 @@ class AccountRevokeForm(FlaskForm):
         DataRequired("Give the email of the account."), Length(max=254)])
     reason = StringField("Reason", filters=[_strip], validators=[
         DataRequired("Say why (it goes to the audit log)."),
-        Length(max=kill_switch.MAX_REASON)])
+        Length(max=incident.MAX_REASON)])
     confirm = HiddenField()
 
 

@@ -188,9 +188,10 @@ def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -
 @click.option("--yes", is_flag=True, help="Really revoke (without it: a dry run).")
 def revoke_account_command(email: str, reason: str, yes: bool) -> None:
     """Revoke every printer token of the account EMAIL and mark them for re-link."""
-    reason = reason.strip()
-    if not reason:
-        raise click.UsageError("--reason must say why")
+    try:
+        reason = incident.checked_reason(reason)
+    except ValueError as error:
+        raise click.UsageError(f"--reason: {error}") from None
     user = accounts.find_user(email)
     if user is None:
         raise click.ClickException(f"no account has the email {_printable(email)!r}")
