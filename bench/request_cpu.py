@@ -10,6 +10,8 @@ process competing. It answers what the load figures cannot separate:
 - for device/me, how much of that is its one statement: the same requests again with
   ``single_statement.first`` answering from rows read beforehand, so everything else
   (the bearer token's checks, the JSON answer) still runs;
+- how much of that is spent inside the statement's call, and how much is the rest of the
+  request running slower after it (a round trip leaves the CPU caches cold);
 - and what sending that statement on a raw psycopg2 cursor, bypassing SQLAlchemy's
   execution layer, would save inside a request (bench/statements.py measures it alone).
 
@@ -49,6 +51,7 @@ from bench.world import (  # noqa: E402
 
 FROM_MEMORY = "device_me_from_memory"
 RAW_CURSOR = "device_me_raw_cursor"
+TIMED = "device_me_timed"
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
@@ -145,6 +148,28 @@ def statement_from_memory(app, tokens: list[str],
     return _with_first(from_memory, call)
 
 
+def statement_timed(call: Callable[[], None], spent: list[float]) -> Callable[[], None]:
+    """``call``, adding the thread's CPU time inside device/me's ``single_statement.first``
+    to ``spent`` (seconds, calls): the statement's own cost, without what it does to the
+    rest of the request."""
+    from tsd_server import single_statement
+    from tsd_server.auth import device_auth
+
+    real = single_statement.first
+
+    def timed(statement, parameters=None):
+        if statement is not device_auth._BY_TOKEN_HASH:
+            return real(statement, parameters)
+        started = time.thread_time()
+        try:
+            return real(statement, parameters)
+        finally:
+            spent[0] += time.thread_time() - started
+            spent[1] += 1
+
+    return _with_first(timed, call)
+
+
 def statement_on_raw_cursor(app, call: Callable[[], None]) -> Callable[[], None]:
     """``call``, with device/me's read sent as the same SQL on a raw psycopg2 cursor from the
     same pool: what bypassing SQLAlchemy's execution layer would save in a request. The
@@ -205,19 +230,28 @@ def main(argv: list[str] | None = None) -> None:
         answers[FROM_MEMORY] = Counter()
         calls[FROM_MEMORY] = statement_from_memory(app, w.working.tokens, caller(
             app, scenarios.requests_for("device_me", w), answers[FROM_MEMORY]))
+        answers[TIMED] = Counter()
+        spent = [0.0, 0]
+        calls[TIMED] = statement_timed(caller(
+            app, scenarios.requests_for("device_me", w), answers[TIMED]), spent)
         answers[RAW_CURSOR] = Counter()
         calls[RAW_CURSOR] = statement_on_raw_cursor(app, caller(
             app, scenarios.requests_for("device_me", w), answers[RAW_CURSOR]))
         samples: dict[str, list[float]] = {name: [] for name in calls}
         for call in calls.values():
             _cpu(call, 100)  # warm up: connections, statement caches
+        inside: list[float] = []
         for _ in range(args.rounds):
             for name, call in calls.items():
+                spent[:] = [0.0, 0]
                 samples[name].append(_cpu(call, args.repeat))
-        _print(samples, answers, args)
+                if name == TIMED:
+                    inside.append(spent[0] / spent[1] * 1e6)
+        _print(samples, answers, statistics.median(inside), args)
 
 
-def _print(samples: dict[str, list[float]], answers: dict[str, Counter], args) -> None:
+def _print(samples: dict[str, list[float]], answers: dict[str, Counter], inside: float,
+           args) -> None:
     median = {name: statistics.median(values) for name, values in samples.items()}
     print(f"median CPU µs per request in one process, {args.rounds} rounds of {args.repeat} "
           "(PostgreSQL, Redis rate limits)\n")
@@ -225,13 +259,14 @@ def _print(samples: dict[str, list[float]], answers: dict[str, Counter], args) -
     titles = {path.name: path.title for path in scenarios.ALL_PATHS}
     titles[FROM_MEMORY] = "GET /api/v1/device/me, its statement answered from memory"
     titles[RAW_CURSOR] = "GET /api/v1/device/me, its statement on a raw psycopg2 cursor"
+    titles[TIMED] = "GET /api/v1/device/me, its statement's call timed"
     for name, value in median.items():
         counted = ", ".join(f"{code}: {n:,}" for code, n in sorted(answers[name].items()))
         print(f"| {titles[name]} | {value:,.0f} | {value - median['ping']:+,.0f} | {counted} |")
     print(f"\ndevice/me's statement in a request: {median['device_me'] - median[FROM_MEMORY]:,.0f}"
-          f" µs through SQLAlchemy, {median[RAW_CURSOR] - median[FROM_MEMORY]:,.0f} µs on a raw "
-          f"cursor; the rest of device/me over the ceiling: "
-          f"{median[FROM_MEMORY] - median['ping']:,.0f} µs")
+          f" µs through SQLAlchemy ({inside:,.0f} µs inside the call), "
+          f"{median[RAW_CURSOR] - median[FROM_MEMORY]:,.0f} µs on a raw cursor; the rest of "
+          f"device/me over the ceiling: {median[FROM_MEMORY] - median['ping']:,.0f} µs")
 
 
 if __name__ == "__main__":
