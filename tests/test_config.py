@@ -165,16 +165,41 @@ def test_production_requires_a_secret_key(instance):
 
 
 def test_production_uses_the_given_key(instance, monkeypatch):
-    monkeypatch.setenv("TSD_SECRET_KEY", "0123456789abcdef")
+    monkeypatch.setenv("TSD_SECRET_KEY", "0123456789abcdef" * 2)
     app = create_app()
-    assert app.config["SECRET_KEY"] == "0123456789abcdef"
+    assert app.config["SECRET_KEY"] == "0123456789abcdef" * 2
     assert not (instance / "secret_key").exists()
 
 
+@pytest.mark.parametrize("key", [
+    "replace-with-64-hex-characters",  # deploy/tsd-server.env.example's placeholder
+    "0123456789abcdef",
+    "x" * 31,
+])
+def test_production_refuses_a_short_or_example_key(instance, monkeypatch, key):
+    """Whoever knows the key can sign an admin's session cookie: the example file's
+    placeholder, left in by mistake, must stop the start, not run a forgeable server."""
+    monkeypatch.setenv("TSD_SECRET_KEY", key)
+    with pytest.raises(ConfigurationError, match="at least 32 characters"):
+        create_app()
+    monkeypatch.setenv("TSD_ENV", "development")  # a developer's own key: their business
+    assert create_app().config["SECRET_KEY"] == key
+
+
+def test_the_example_settings_file_does_not_start_as_it_is(instance, monkeypatch):
+    example = ROOT / "deploy" / "tsd-server.env.example"
+    settings = dict(line.split("=", 1) for line in example.read_text().splitlines()
+                    if line and not line.startswith("#"))
+    monkeypatch.setenv("TSD_ENV", settings["TSD_ENV"])
+    monkeypatch.setenv("TSD_SECRET_KEY", settings["TSD_SECRET_KEY"])
+    with pytest.raises(ConfigurationError, match="TSD_SECRET_KEY"):
+        create_app()
+
+
 def test_numeric_secret_key_still_signs_sessions(instance, monkeypatch):
-    monkeypatch.setenv("TSD_SECRET_KEY", "12345678901234567890")
+    monkeypatch.setenv("TSD_SECRET_KEY", "1234567890" * 4)
     app = create_app()
-    assert app.config["SECRET_KEY"] == "12345678901234567890"
+    assert app.config["SECRET_KEY"] == "1234567890" * 4
     serializer = app.session_interface.get_signing_serializer(app)
     assert serializer.loads(serializer.dumps({"a": 1})) == {"a": 1}
 

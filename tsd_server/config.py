@@ -114,6 +114,11 @@ FIXED: dict[str, Any] = {
 }
 
 
+# Outside development the key is given, and a short one is refused (the generated one has 64).
+MIN_SECRET_KEY = 32
+GENERATE_KEY = "Generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+
+
 class ConfigurationError(RuntimeError):
     """The deployment settings are unusable; the message says what to change."""
 
@@ -140,6 +145,11 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.config["SECRET_KEY"] = _development_secret_key(app)
     # TSD_SECRET_KEY=12345 parses as JSON to an int; a key is always text.
     app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])
+    if not _is_development(app) and len(app.config["SECRET_KEY"]) < MIN_SECRET_KEY:
+        raise ConfigurationError(
+            f"TSD_SECRET_KEY must be at least {MIN_SECRET_KEY} characters: whoever guesses "
+            "it can sign a session cookie for any account, an admin's included (the example "
+            f"file's placeholder is refused too). {GENERATE_KEY}")
 
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -183,19 +193,22 @@ def _coerce_to_default_types(config: dict[str, Any]) -> None:
             config[key] = parse_number(key, value)
 
 
+def _is_development(app: Flask) -> bool:
+    return app.config["ENV"] == "development" or app.testing
+
+
 def _development_secret_key(app: Flask) -> str:
     """Generate once and keep in instance/ so sessions survive restarts (development only)."""
-    if app.config["ENV"] != "development" and not app.testing:
+    if not _is_development(app):
         raise ConfigurationError(
             "TSD_SECRET_KEY is required (set TSD_ENV=development to use a generated key kept "
-            "in instance/). Generate one with: python -c 'import secrets; "
-            "print(secrets.token_hex(32))'"
+            f"in instance/). {GENERATE_KEY}"
         )
     path = Path(app.instance_path) / "secret_key"
     if not path.exists():
         _write_new_key(path)
     key = path.read_text().strip()
-    if len(key) < 32:
+    if len(key) < MIN_SECRET_KEY:
         raise ConfigurationError(f"{path} holds no usable key; delete it to generate a new one.")
     return key
 
