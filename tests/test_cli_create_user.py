@@ -47,6 +47,8 @@ def test_create_plain_user_with_name(app):
 
 @pytest.mark.parametrize("args, stdin, message", [
     (["bob@example.org"], "short\nshort\n", "at least 10 characters"),
+    # The login form takes at most 200: a longer one could never be typed in to log in.
+    (["bob@example.org"], f"{'p' * 201}\n{'p' * 201}\n", "at most 200 characters"),
     (["not-an-email"], f"{PASSWORD}\n{PASSWORD}\n", "Enter an email address"),
     (["bob@example.org"], f"{PASSWORD}\n{PASSWORD}x\n", "do not match"),
     (["bob@example.org"], "", "Aborted"),

@@ -12,6 +12,8 @@ from tsd_server.extensions import db
 from tsd_server.models import User
 
 MIN_PASSWORD_LENGTH = 10
+# The login form's limit too: a longer password set from the CLI could never be typed in.
+MAX_PASSWORD_LENGTH = 200
 
 # Checked against when the email is unknown, so a miss costs as much time as a hit.
 _DUMMY_HASH = generate_password_hash("tsd-timing-equaliser")
@@ -97,8 +99,7 @@ def change_password(user: User, current: str, new: str) -> None:
                      user_id=user.id)
         db.session.commit()
         raise WrongPassword("The current password is not right.")
-    if len(new) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
+    _check_new_password(new)
     user.set_password(new)
     _raise_epoch(user)
     audit.record("password_changed", actor=actor, user_id=user.id,
@@ -110,13 +111,19 @@ def find_user(email: str) -> User | None:
     return db.session.scalar(select(User).where(User.email == normalise_email(email)))
 
 
+def _check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"Passwords can have at most {MAX_PASSWORD_LENGTH} characters.")
+
+
 def create_user(email: str, password: str, *, display_name: str | None = None,
                 is_admin: bool = False) -> User:
     email = normalise_email(email)
     if "@" not in email or len(email) > 254:
         raise AccountError("Enter an email address.")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
+    _check_new_password(password)
     user = User(email=email, display_name=(display_name or email.split("@")[0])[:80],
                 is_admin=is_admin)
     # Hashed before the check, so a taken email costs the same slow hash as a new one and

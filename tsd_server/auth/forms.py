@@ -4,6 +4,10 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
+from tsd_server.auth.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+NEW_PASSWORD = Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
+
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
 
 
@@ -17,18 +21,20 @@ class RegisterForm(FlaskForm):
         DataRequired(), Length(max=254), Regexp(EMAIL_PATTERN, message="Enter an email address.")])
     display_name = StringField("Your name (shown to printers you link)",
                                validators=[DataRequired(), Length(max=80)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=10, max=200)])
+    password = PasswordField("Password", validators=[DataRequired(), NEW_PASSWORD])
     confirm = PasswordField("Repeat password",
                             validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
 
 
 class LoginForm(FlaskForm):
     email = EmailField("Email", filters=[_strip], validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
+    password = PasswordField("Password", validators=[DataRequired(),
+                                                     Length(max=MAX_PASSWORD_LENGTH)])
 
 
 class PasswordChangeForm(FlaskForm):
-    current = PasswordField("Current password", validators=[DataRequired(), Length(max=200)])
-    password = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)])
+    current = PasswordField("Current password",
+                            validators=[DataRequired(), Length(max=MAX_PASSWORD_LENGTH)])
+    password = PasswordField("New password", validators=[DataRequired(), NEW_PASSWORD])
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
