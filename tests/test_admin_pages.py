@@ -193,6 +193,9 @@ def test_incident_page_with_bad_window_shows_errors(admin, linked):
     response = admin.get("/admin/incident", query_string={
         **WINDOW, "since": WINDOW["until"], "until": WINDOW["since"]})
     assert response.status_code == 400 and "later than" in response.get_data(as_text=True)
+    response = admin.get("/admin/incident", query_string={
+        **WINDOW, "since": "0001-01-01T00:00+01:00"})  # before year 1 once in UTC
+    assert response.status_code == 400 and "out of range" in response.get_data(as_text=True)
 
 
 def test_revoke_needs_a_confirmation_step(app, admin, linked, client):

@@ -79,7 +79,8 @@ def test_times_without_offset_are_utc_and_offsets_are_honoured():
     assert incident.parse_time("2026-06-01T13:00:00Z") == SINCE
     assert incident.parse_time("2026-06-01T15:00:00+02:00") == SINCE
     assert incident.parse_time("2026-06-01") == datetime(2026, 6, 1, tzinfo=UTC)
-    for bad in ("", "yesterday", "2026-13-01", "13:00"):
+    for bad in ("", "yesterday", "2026-13-01", "13:00",
+                "0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00"):  # past UTC's range
         with pytest.raises(ValueError):
             incident.parse_time(bad)
 
@@ -274,6 +275,8 @@ def test_cli_revoke_is_a_dry_run_without_yes(app, make_user, link_at, client):
     ["--strategy", "ip_match", "--since", "noon", "--until", UNTIL.isoformat()],
     ["--strategy", "ip_match", "--since", UNTIL.isoformat(), "--until", SINCE.isoformat()],
     ["--strategy", "ip_match", "--since", SINCE.isoformat()],
+    ["--strategy", "ip_match", "--since", "0001-01-01T00:00+01:00", "--until",
+     UNTIL.isoformat()],
 ])
 def test_cli_bad_arguments_are_usage_errors_and_change_nothing(app, make_user, link_at, args):
     uid, _, _ = make_user()

@@ -74,7 +74,9 @@ def audit():
             since=incident.parse_time(form.since.data) if form.since.data else None,
             until=incident.parse_time(form.until.data) if form.until.data else None)
         result = audit_log.search(filters, page_number)
-    query = {key: value for key, value in request.args.items() if key != "page" and value}
+    # Only the form's own fields go into the pager's links: url_for would take other keys
+    # (endpoint, _method, _external) as its own arguments.
+    query = {field.name: field.data for field in form if field.data}
     return render_template("admin/audit_log.html", form=form, result=result, query=query,
                            known_events=audit_log.KNOWN_EVENTS), 200 if result else 400
 
