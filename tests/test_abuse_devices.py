@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support.ip_match_world import DIRECT, InProcessEndpoint, World, layout_direct
-from tests.support.pairing import LOOSE_LIMITS, authorize, issue_code, poll, redeem
+from tests.support.pairing import LOOSE_LIMITS, authorize, decide, issue_code, poll, redeem
 
 HOME, ELSEWHERE = "127.0.0.2", "127.0.0.3"
 VICTIM_ID = "tsd-6f1c0b52-7e0a-4d43-9b53-2b8f8c9d4e11"
@@ -46,7 +46,7 @@ def test_a_polling_burst_gets_slow_down_and_a_growing_interval(app, client, cloc
     _, email, password = make_user()
     person = login(email, password)
     person.form_post("/link", {"code": started["user_code"]})
-    assert person.form_post("/link/confirm", {"decision": "approve"}).status_code == 302
+    assert decide(person, "approve").status_code == 302
     assert poll(client, code).status_code == 200
 
 
@@ -113,7 +113,7 @@ def test_linking_another_devices_id_by_code_links_only_into_ones_own_account(
     assert by_code.status_code == 201
     started = authorize(client, device_id=VICTIM_ID, name="Victim's printer").get_json()
     attacker.form_post("/link", {"code": started["user_code"]})
-    attacker.form_post("/link/confirm", {"decision": "approve"})
+    decide(attacker, "approve")
     by_flow = poll(client, started["device_code"])
     assert by_flow.status_code == 200
 

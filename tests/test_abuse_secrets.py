@@ -31,7 +31,7 @@ from tests.support.ip_match_world import (
     World,
     layout_direct,
 )
-from tests.support.pairing import LOOSE_LIMITS
+from tests.support.pairing import LOOSE_LIMITS, decide, shown_request
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = "127.0.0.2"
@@ -81,8 +81,9 @@ def every_link_flow(world: World) -> dict[str, str]:
         else:
             entered = web.request("GET", f"/link/qr/{qr_token}")
         assert entered.status in (200, 302), entered.body
-        decided = web.request("POST", "/link/confirm", data={"decision": "approve",
-                                                             "csrf_token": person.csrf})
+        shown = shown_request(web.request("GET", "/link/confirm").body)
+        decided = web.request("POST", "/link/confirm", data={
+            "decision": "approve", "authorization": shown, "csrf_token": person.csrf})
         assert decided.status == 302, decided.body
         token = device.request("POST", "/api/v1/device/token", json={
             "device_code": started["device_code"], "grant_type": GRANT_TYPE})
@@ -239,7 +240,7 @@ def test_a_used_qr_link_is_refused_on_replay_by_anyone(app, client, make_user, l
                        headers={"X-Device-Code": started["device_code"]})
     assert image.status_code == 409 and image.get_json()["error"] == "qr_link_used"
 
-    assert owner.form_post("/link/confirm", {"decision": "approve"}).status_code == 302
+    assert decide(owner, "approve").status_code == 302
     assert thief.get(link).status_code == 400
     assert client.post("/api/v1/device/token", environ_base=device, json={
         "device_code": started["device_code"]}).status_code == 200

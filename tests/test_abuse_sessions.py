@@ -11,7 +11,7 @@ import pytest
 from werkzeug import security
 
 from tests.support.ip_match_world import CSRF_META, fast_user_factory
-from tests.support.pairing import LOOSE_LIMITS, authorize, poll
+from tests.support.pairing import LOOSE_LIMITS, authorize, decide, poll
 from tsd_server.api import openapi
 
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -187,7 +187,7 @@ def test_approving_with_a_stale_csrf_token_is_refused(app, client, make_user, lo
     api = person.client.post("/api/v1/pairing/codes", headers={"X-CSRFToken": stale})
     assert api.status_code == 400 and api.get_json()["error"] == "csrf_failed"
 
-    approved = person.form_post("/link/confirm", {"decision": "approve"})
+    approved = decide(person, "approve")
     assert approved.status_code == 302
     assert poll(client, started["device_code"]).status_code == 200
 

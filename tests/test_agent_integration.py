@@ -28,7 +28,7 @@ from tests.support.agent_runs import (
 )
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
-from tests.support.pairing import LOOSE_LIMITS, switch
+from tests.support.pairing import LOOSE_LIMITS, shown_request, switch
 from tsd_agent import messages as m
 from tsd_agent.cli import main
 from tsd_agent.state import AgentState, load, save
@@ -114,6 +114,12 @@ def form_post(person: Person, path: str, data: dict):
     return person.endpoint.request("POST", path, data={**data, "csrf_token": person.csrf})
 
 
+def answer(person: Person, decision: str):
+    """Approve or deny on the approval page: drawn first, then its button pressed."""
+    shown = shown_request(person.endpoint.request("GET", "/link/confirm").body)
+    return form_post(person, "/link/confirm", {"decision": decision, "authorization": shown})
+
+
 def my_devices(person: Person) -> dict[str, dict]:
     reply = person.endpoint.request("GET", "/api/v1/devices")
     assert reply.status == 200, reply.body
@@ -157,7 +163,7 @@ def test_link_by_typing_the_printers_code_on_the_website(mode, server, person, t
     assert f"open {server.base_url}/link " in run.out.text
     typed = form_post(person, "/link", {"code": user_code})
     assert typed.status == 302, typed.body
-    approved = form_post(person, "/link/confirm", {"decision": "approve"})
+    approved = answer(person, "approve")
     assert approved.status == 302, approved.body
     assert run.finish() == m.EXIT_OK, run.err.text
     assert_linked(server, state, person, "Garage printer", "pairing_code")
@@ -175,7 +181,7 @@ def test_link_by_scanning_the_qr_code(mode, server, person, tmp_path):
     assert qr_text(url, run.out) in run.out.text
     opened = person.endpoint.request("GET", url[len(server.base_url):])
     assert opened.status in (200, 302), opened.body
-    approved = form_post(person, "/link/confirm", {"decision": "approve"})
+    approved = answer(person, "approve")
     assert approved.status == 302, approved.body
     assert run.finish() == m.EXIT_OK, run.err.text
     assert_linked(server, state, person, "Phone-scanned printer", "qr_code")
@@ -231,7 +237,7 @@ def test_denied_link_exits_7_and_saves_no_token(server, person, tmp_path):
     user_code = run.out.wait_for(USER_CODE_LINE).group(1)
     assert "█" not in run.out.text and "▀" not in run.out.text
     assert form_post(person, "/link", {"code": user_code}).status == 302
-    assert form_post(person, "/link/confirm", {"decision": "deny"}).status == 302
+    assert answer(person, "deny").status == 302
     assert run.finish() == m.EXIT_REFUSED
     assert "denied" in run.err.text and run.err.text.count("\n") == 1
     assert load(state, warn=pytest.fail).access_token is None

@@ -14,6 +14,7 @@ from tests.support.pairing import (
     enter_code,
     me,
     poll,
+    shown_request,
     started,
     switch,
 )
@@ -172,8 +173,9 @@ def test_approval_after_expiry_is_refused(app, client, owner, clock):
     _, session = owner
     answer = started(client)
     enter_code(session, answer["user_code"])
-    clock.advance(seconds=901)
-    assert decide(session, "approve").status_code in (404, 409)
+    shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
+    clock.advance(seconds=901)  # the page stays open past the request's expiry
+    assert decide(session, "approve", shown=shown).status_code in (404, 409)
     assert error_of(poll(client, answer["device_code"])) == "expired_token"
 
 
@@ -274,6 +276,41 @@ def test_decision_needs_csrf_and_a_valid_choice(app, client, owner):
     assert error_of(poll(client, answer["device_code"])) == "authorization_pending"
 
 
+def test_an_answer_given_on_a_page_about_another_request_decides_nothing(app, client, owner,
+                                                                        clock):
+    """Cross-site swap: Ada is on the approval page of her own printer when another site
+    navigates her browser to the attacker's QR link (a top-level GET carries her cookie).
+    Her Approve, pressed on the page she still sees, must not approve the attacker's
+    device, nor, since the page no longer matches the session, her own."""
+    _, session = owner
+    mine = started(client, device_id="ada-printer", name="My Prusa")
+    theirs = started(client, device_id="attacker-dev1", name="My Prusa", ip="9.9.9.9")
+    assert enter_code(session, mine["user_code"]).status_code == 302
+    page = session.get("/link/confirm").get_data(as_text=True)
+    assert "My Prusa" in page
+    swapped = session.get(theirs["verification_uri_complete"].replace("http://localhost", ""))
+    assert swapped.status_code == 200
+    answered = session.form_post("/link/confirm", {"decision": "approve",
+                                                   "authorization": shown_request(page)})
+    assert answered.status_code == 409
+    assert "Nothing was decided" in answered.get_data(as_text=True)
+    assert error_of(poll(client, theirs["device_code"], ip="9.9.9.9")) == "authorization_pending"
+    assert error_of(poll(client, mine["device_code"])) == "authorization_pending"
+    assert session.get("/link/confirm").status_code == 404  # the swapped-in one is unbound
+    row = audit_rows(app, "device_flow_decision")[-1]
+    assert (row.outcome, row.strategy) == ("page_changed", "qr_code")
+    # An answer naming no request, or one that is not a number, decides nothing either.
+    assert enter_code(session, mine["user_code"]).status_code == 302
+    for shown in ("", "x", str(int(shown_request(page)) + 1)):
+        refused = session.form_post("/link/confirm", {"decision": "approve",
+                                                      "authorization": shown})
+        assert refused.status_code in (400, 409), shown
+        assert enter_code(session, mine["user_code"]).status_code == 302
+    assert decide(session, "approve").status_code == 302  # the page's own answer works
+    clock.advance(seconds=10)
+    assert poll(client, mine["device_code"]).status_code == 200
+
+
 def test_decision_without_entering_a_code_approves_nothing(app, client, owner):
     _, session = owner
     started(client)
@@ -287,8 +324,10 @@ def test_two_users_one_code_first_decision_wins(app, client, owner, make_user, l
     answer = started(client)
     enter_code(first, answer["user_code"])
     enter_code(second, answer["user_code"])
+    first_page = shown_request(first.get("/link/confirm").get_data(as_text=True))
     assert decide(second, "deny").status_code == 302
-    assert decide(first, "approve").status_code == 409
+    too_late = decide(first, "approve", shown=first_page)
+    assert too_late.status_code == 409 and "Too late" in too_late.get_data(as_text=True)
     clock.advance(seconds=5)
     assert error_of(poll(client, answer["device_code"])) == "access_denied"
 
@@ -317,8 +356,9 @@ def test_approval_rechecks_the_kill_switch(app, client, owner):
     _, session = owner
     answer = started(client)
     enter_code(session, answer["user_code"])
-    switch(app, "pairing_code", False)
-    refused = decide(session, "approve")
+    shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
+    switch(app, "pairing_code", False)  # while the approval page is open
+    refused = decide(session, "approve", shown=shown)
     assert refused.status_code == 503
     switch(app, "pairing_code", True)
     assert error_of(poll(client, answer["device_code"])) == "authorization_pending"

@@ -10,6 +10,7 @@ from tests.support.pairing import (
     decide,
     me,
     poll,
+    shown_request,
     started,
     switch,
 )
@@ -122,9 +123,9 @@ def test_qr_code_off_drops_verification_uri_complete_and_refuses_the_link(
 def test_approval_via_qr_rechecks_the_qr_switch(app, client, owner):
     _, session = owner
     answer = started(client)
-    session.get(qr_path(answer))
-    switch(app, "qr_code", False)
-    assert decide(session, "approve").status_code == 503
+    page = session.get(qr_path(answer)).get_data(as_text=True)  # the approval page
+    switch(app, "qr_code", False)  # while it is open
+    assert decide(session, "approve", shown=shown_request(page)).status_code == 503
     assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
 
 

@@ -102,6 +102,34 @@ def test_forged_approval_of_a_waiting_printer_is_refused(live, page, user, hosti
     assert printer.poll(started["device_code"]).json["error"] == "access_denied"
 
 
+def test_a_qr_link_opened_by_another_site_cannot_take_the_approval(live, page, user, hostile):
+    """The person is on the approval page of their own printer. Another site opens the
+    attacker's QR link in a new tab (a top-level GET: the session cookie goes along) and the
+    session's pending request becomes the attacker's. Approve, pressed on the page the person
+    still sees, must approve neither printer."""
+    mine, theirs = Printer(live.base_url, "My Prusa"), Printer(live.base_url, "My Prusa")
+    my_request, their_request = mine.authorize(), theirs.authorize()
+    log_in(page, user["email"])
+    page.goto("/link")
+    page.get_by_label("Code shown on the printer").fill(my_request["user_code"])
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+
+    link = their_request["verification_uri_complete"]
+    hostile.pages["/qr"] = f'<!doctype html><script>location.href = "{link}";</script>'
+    other_tab = page.context.new_page()
+    other_tab.goto(hostile.base_url + "/qr")
+    other_tab.wait_for_url(link)
+    other_tab.close()
+
+    page.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("heading", name="Nothing was decided")).to_be_visible()
+    for printer, started in ((theirs, their_request), (mine, my_request)):
+        assert printer.poll(started["device_code"]).json["error"] in (
+            "authorization_pending", "slow_down")
+    assert live.devices_of(user["id"]) == []
+
+
 def test_forged_kill_switch_toggle_is_refused(live, page, admin, hostile):
     from tsd_server.discovery import kill_switch
 

@@ -28,6 +28,7 @@ from tests.support import db_backends, servers, skips
 from tests.support.agent_runs import USER_CODE_LINE, WAIT, AgentRun
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
+from tests.support.pairing import shown_request
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -250,8 +251,9 @@ def test_link_begun_on_one_process_finishes_on_the_other(shape, server_app):
     typed = person.endpoint.request("POST", "/link", data={"code": grant["user_code"],
                                                            "csrf_token": person.csrf})
     assert typed.status == 302, typed.body
+    shown = shown_request(person.endpoint.request("GET", "/link/confirm").body)
     approved = person.endpoint.request("POST", "/link/confirm", data={
-        "decision": "approve", "csrf_token": person.csrf})
+        "decision": "approve", "authorization": shown, "csrf_token": person.csrf})
     assert approved.status == 302, approved.body
 
     time.sleep(grant["interval"])  # RFC 8628: the device waits the interval between polls
@@ -277,8 +279,9 @@ def test_the_agent_links_through_nginx_whichever_instance_answers(shape, server_
     person = make_person(server_app, HttpEndpoint(shape.nginx.base_url, "127.0.0.23"))
     assert person.endpoint.request("POST", "/link", data={
         "code": user_code, "csrf_token": person.csrf}).status == 302
+    shown = shown_request(person.endpoint.request("GET", "/link/confirm").body)
     assert person.endpoint.request("POST", "/link/confirm", data={
-        "decision": "approve", "csrf_token": person.csrf}).status == 302
+        "decision": "approve", "authorization": shown, "csrf_token": person.csrf}).status == 302
     assert run.finish() == 0, run.err.text
     assert load(state, warn=pytest.fail).server == shape.nginx.base_url
 

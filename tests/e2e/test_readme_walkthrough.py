@@ -35,6 +35,7 @@ from tests.support.agent_runs import (
     AgentRun,
 )
 from tests.support.ip_match_world import CSRF_META, HttpEndpoint, Person
+from tests.support.pairing import shown_request
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -136,8 +137,10 @@ def named_in_the_section() -> list[str]:
 
 
 def approve_on_confirmation_page(person: Person, printer_name: str) -> None:
-    assert printer_name in page(person, "/link/confirm")
-    approved = press(person, "/link/confirm", decision="approve")
+    shown = page(person, "/link/confirm")
+    assert printer_name in shown
+    approved = press(person, "/link/confirm", decision="approve",
+                     authorization=shown_request(shown))
     assert approved.status_code == 302, approved.text
 
 

@@ -66,8 +66,22 @@ def enter_code(session, code: str):
     return session.form_post("/link", {"code": code})
 
 
-def decide(session, decision: str = "approve"):
-    return session.form_post("/link/confirm", {"decision": decision})
+# The approval form names the request its page showed (link_pages.DecisionForm).
+SHOWN_REQUEST = re.compile(r'name="authorization" type="hidden" value="(\d*)"')
+
+
+def shown_request(html: str) -> str:
+    """The request id an approval page's form carries ("" on a page with nothing bound)."""
+    found = SHOWN_REQUEST.search(html)
+    return found.group(1) if found else ""
+
+
+def decide(session, decision: str = "approve", *, shown: str | None = None):
+    """Answer on the approval page as a person would: the page is drawn (now, unless
+    ``shown`` names the request a page drawn earlier showed), then its button pressed."""
+    if shown is None:
+        shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
+    return session.form_post("/link/confirm", {"decision": decision, "authorization": shown})
 
 
 def me(client, token: str):

@@ -2,7 +2,10 @@
 
 Entering a valid code or opening a QR link binds that device authorization to the user's
 session (the signed session cookie holds its id and how it was reached); the decision is a
-separate POST with the CSRF token. The page shows what the device said about itself and
+separate POST with the CSRF token and the id of the request the page showed. If the binding
+changed in between (another code or QR link opened in this browser, maybe by a page of
+another site navigating to a QR link), nothing is decided: the answer was given to a page
+about another printer. The page shows what the device said about itself and
 where it asked from, and warns (RFC 8628 §5.4) that only a printer in front of the user
 should be approved: someone who sends a code or link is trying to get their own device into
 the user's account.
@@ -13,11 +16,12 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from tsd_server import client_address, devices
+from tsd_server import audit, client_address, devices
 from tsd_server.discovery import kill_switch, registry
 from tsd_server.discovery.pairing import device_flow
+from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization
-from tsd_server.web.forms import ConfirmForm
+from tsd_server.web.forms import DecisionForm
 
 bp = Blueprint("link_web", __name__)
 
@@ -44,8 +48,9 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
     # Approving re-links in place a printer of the user's with the same id: say so, since
     # that printer's current access would stop working.
     replaces = devices.active_device_with_uid(current_user, row.device_uid) if row else None
+    form = DecisionForm(formdata=None, data={"authorization": row.id if row else ""})
     return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
-                           replaces=replaces, form=ConfirmForm()), status
+                           replaces=replaces, form=form), status
 
 
 def _switched_off(via: str, current: kill_switch.StrategyState):
@@ -54,6 +59,21 @@ def _switched_off(via: str, current: kill_switch.StrategyState):
                            title=f"{registry.get(via).title} is switched off",
                            message=f"This way of linking a printer is switched off on this "
                                    f"server. {current.public_reason}"), 503
+
+
+def _page_changed(via: str):
+    """The answer came from a page about another request than the one bound now."""
+    session.pop(SESSION_KEY, None)
+    audit.record("device_flow_decision", actor=f"user:{current_user.id}",
+                 outcome="page_changed", user_id=current_user.id, strategy=via,
+                 address=client_address.for_request(),
+                 detail="another code or QR link was opened after the page was shown")
+    db.session.commit()
+    return render_template("error.html", status=409, title="Nothing was decided", message=(
+        "Another printer's code or QR link was opened in this browser after the page you "
+        "answered on was shown, so nothing was approved or denied. If you did not open it "
+        "yourself, a website may have tried to swap in its own printer. Start again from "
+        "the printer in front of you.")), 409
 
 
 @bp.get("/link/confirm")
@@ -72,7 +92,7 @@ def confirm():
 @bp.post("/link/confirm")
 @login_required
 def decide():
-    form = ConfirmForm()
+    form = DecisionForm()
     decision = request.form.get("decision")
     if not form.validate_on_submit() or decision not in ("approve", "deny"):
         return render_template("error.html", status=400, title="Choose approve or deny",
@@ -81,6 +101,8 @@ def decide():
     if binding is None:
         return render_confirm(None, status=404)
     authorization_id, via = binding
+    if form.authorization.data != str(authorization_id):
+        return _page_changed(via)
     try:
         decided = device_flow.decide(authorization_id, user=current_user,
                                      approve=decision == "approve", via=via,
