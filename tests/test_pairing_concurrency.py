@@ -49,6 +49,16 @@ def _connect(app):
                             dbname=url.database)
 
 
+def waiting_for_locks(app) -> int:
+    """How many connections to the test database are waiting for a lock right now."""
+    with _connect(app) as probe, probe.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND wait_event_type = 'Lock'")
+        count = cur.fetchone()[0]
+    probe.close()
+    return count
+
+
 @contextmanager
 def row_locked(app, table: str, row_id: int):
     """Hold the row's lock until the block asks ``release()``."""
@@ -57,17 +67,9 @@ def row_locked(app, table: str, row_id: int):
         cur.execute(f"SELECT id FROM {table} WHERE id = %s FOR UPDATE", (row_id,))  # noqa: S608
         assert cur.fetchone() is not None
 
-    def waiting() -> int:
-        with _connect(app) as probe, probe.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND wait_event_type = 'Lock'")
-            count = cur.fetchone()[0]
-        probe.close()
-        return count
-
     def release(after_waiters: int) -> None:
         deadline = time.monotonic() + 20
-        while waiting() < after_waiters:
+        while waiting_for_locks(app) < after_waiters:
             assert time.monotonic() < deadline, "the requests never reached the locked row"
             time.sleep(0.02)
         conn.rollback()
@@ -252,3 +254,47 @@ def test_a_conflicting_link_answers_409_and_leaves_the_code_unused(app, make_use
     assert me(app.test_client(), again.get_json()["access_token"]).status_code == 200
     with app.app_context():
         assert db.session.query(Device).count() == 1
+
+
+def test_a_code_redeemed_while_the_account_unlinks_all_links_and_is_revoked(
+        app, make_user, login):
+    """The withdrawal of unused codes (tsd_server/pending_links.py) against a redemption in
+    flight: the redemption has claimed the code and is about to take the account's lock
+    when "Unlink all printers" starts. Unlink-all waits at the code's row, the redemption
+    links and commits, then unlink-all revokes the new printer. Had unlink-all taken the
+    account's lock before touching the codes, the two would deadlock here."""
+    from sqlalchemy import event
+
+    from tsd_server.extensions import db
+
+    uid, email, password = make_user()
+    owner = login(email, password)
+    code = issue_code(owner)["code"]
+    redeemer = threading.get_ident()
+    started_unlink: list = []
+
+    def unlink_all_now(conn, cursor, statement, parameters, context, executemany) -> None:
+        if (started_unlink or threading.get_ident() != redeemer
+                or "FOR NO KEY UPDATE" not in statement):
+            return
+        # The redemption holds the code's row and is about to lock the account.
+        started_unlink.append(run_together(
+            lambda: owner.form_post("/printers/unlink-all", {"confirm": "y"})))
+        deadline = time.monotonic() + 20
+        while waiting_for_locks(app) < 1:
+            assert time.monotonic() < deadline, "unlink-all never waited at the code"
+            time.sleep(0.02)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", unlink_all_now)
+    try:
+        linked = redeem(app.test_client(), code, device_id="printer-late")
+    finally:
+        event.remove(engine, "before_cursor_execute", unlink_all_now)
+    [(threads, results, errors)] = started_unlink
+    join(threads, errors)
+    assert linked.status_code == 201, linked.get_json()
+    assert results[0].status_code == 302
+    assert me(app.test_client(), linked.get_json()["access_token"]).status_code == 401
+    assert [row.outcome for row in audit_rows(app, "revocation")] == ["ok"]  # none withdrawn

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from tsd_server import audit
+from tsd_server import audit, pending_links
 from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models import Device, User
@@ -82,9 +82,11 @@ def active_devices_of(user: User) -> list[Device]:
 
 
 def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = False) -> list[Device]:
-    """Revoke every working token of the account at once, one audit row per printer; the
-    caller commits. Returns the printers revoked. A link landing at the same moment comes
-    either before (and is revoked too) or after."""
+    """Revoke every working token of the account at once, one audit row per printer, and
+    withdraw the links it has set in motion (``pending_links``); the caller commits.
+    Returns the printers revoked. A link landing at the same moment comes either before
+    (and is revoked too) or after, and then only if it was not one of those withdrawn."""
+    pending_links.withdraw(user, actor=actor, why=detail)  # before the lock: see there
     lock_links_of(user.id)
     active = active_devices_of(user)
     for device in active:

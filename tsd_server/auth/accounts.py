@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from tsd_server import audit, single_statement
+from tsd_server import audit, pending_links, single_statement
 from tsd_server.extensions import db
 from tsd_server.models import User
 
@@ -90,8 +90,9 @@ def change_password(user: User, current: str, new: str) -> None:
 
     Every session issued so far ends with it (the session epoch goes up), so whoever got in
     with the old password, or holds a copy of a cookie, is out; the caller logs the current
-    browser in again. A wrong current password is audited (``password_change_failed``) and
-    changes nothing.
+    browser in again. Codes and approvals the account has not seen used yet are withdrawn
+    (``pending_links``). A wrong current password is audited (``password_change_failed``)
+    and changes nothing.
     """
     actor = f"user:{user.id}"
     if not user.check_password(current):
@@ -102,6 +103,8 @@ def change_password(user: User, current: str, new: str) -> None:
     _check_new_password(new)
     user.set_password(new)
     _raise_epoch(user)
+    # Codes and approvals made with the old password's sessions must not outlive them.
+    pending_links.withdraw(user, actor=actor, why="password changed")
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
     db.session.commit()

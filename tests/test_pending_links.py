@@ -1,0 +1,107 @@
+"""Links an account has set in motion but that have not happened yet: a web code no device
+has redeemed, and an approved device flow whose device has not collected its token. Whoever
+held the account's session can prepare them; removing the account's printers (the owner's
+"Unlink all printers", the operator's account revoke) and changing the password withdraw
+them, so they cannot be used afterwards. Another account's are left alone."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    decide,
+    enter_code,
+    issue_code,
+    me,
+    poll,
+    redeem,
+    started,
+)
+
+
+@pytest.fixture
+def app_config():
+    return dict(LOOSE_LIMITS)
+
+
+def code_and_approval(client, session, device_id: str, ip: str) -> tuple[str, dict]:
+    """A web code issued and a device flow approved from ``session``, neither used yet."""
+    code = issue_code(session)["code"]
+    flow = started(client, device_id=device_id, ip=ip)
+    assert enter_code(session, flow["user_code"]).status_code == 302
+    assert decide(session, "approve").status_code == 302
+    return code, flow
+
+
+@pytest.fixture
+def prepared(client, make_user, login):
+    """What someone with the owner's session prepares, and the same for another account."""
+    uid, email, password = make_user("owner@example.org")
+    thief = login(email, password, REMOTE_ADDR="6.6.6.6")
+    spare_code, flow = code_and_approval(client, thief, "thief-dev-2", "6.6.6.6")
+    _, other_email, other_password = make_user("other@example.org")
+    other = login(other_email, other_password, REMOTE_ADDR="2.2.2.2")
+    others_code, others_flow = code_and_approval(client, other, "other-dev-2", "2.2.2.2")
+    return SimpleNamespace(uid=uid, email=email, password=password, spare_code=spare_code,
+                           flow=flow, others_code=others_code, others_flow=others_flow)
+
+
+def assert_withdrawn(app, client, clock, prepared, actor: str) -> None:
+    clock.advance(seconds=10)  # past the device flow's poll interval
+    late = redeem(client, prepared.spare_code, device_id="thief-dev-1", ip="6.6.6.6")
+    assert late.status_code == 400 and late.get_json()["error"] == "invalid_code"
+    collected = poll(client, prepared.flow["device_code"], ip="6.6.6.6")
+    assert collected.status_code == 400 and collected.get_json()["error"] == "access_denied"
+    withdrawn = [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"]
+    assert sorted((row.strategy, row.device_uid or "") for row in withdrawn) == [
+        ("pairing_code", ""), ("pairing_code", "thief-dev-2")]
+    assert {(row.actor, row.user_id) for row in withdrawn} == {(actor, prepared.uid)}
+    # Another account's code and approval still work.
+    theirs = redeem(client, prepared.others_code, device_id="other-dev-1", ip="2.2.2.2")
+    assert theirs.status_code == 201
+    token = poll(client, prepared.others_flow["device_code"], ip="2.2.2.2")
+    assert token.status_code == 200
+    assert me(client, token.get_json()["access_token"]).status_code == 200
+
+
+def test_unlink_all_withdraws_the_accounts_codes_and_approvals(app, client, clock, login,
+                                                               prepared):
+    owner = login(prepared.email, prepared.password, REMOTE_ADDR="1.1.1.1")
+    assert owner.form_post("/printers/unlink-all", {"confirm": "y"}).status_code == 302
+    assert_withdrawn(app, client, clock, prepared, f"user:{prepared.uid}")
+
+
+def test_an_account_revoke_withdraws_them(app, client, clock, prepared):
+    result = app.test_cli_runner().invoke(args=[
+        "incident", "revoke-account", prepared.email, "--reason", "session stolen", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert_withdrawn(app, client, clock, prepared, "cli")
+
+
+def test_a_password_change_withdraws_them(app, client, clock, login, prepared):
+    owner = login(prepared.email, prepared.password, REMOTE_ADDR="1.1.1.1")
+    changed = owner.form_post("/account/password", {
+        "current": prepared.password, "password": "a brand new passphrase",
+        "confirm": "a brand new passphrase"})
+    assert changed.status_code == 302
+    assert_withdrawn(app, client, clock, prepared, f"user:{prepared.uid}")
+
+
+def test_what_was_already_used_is_not_withdrawn_but_revoked(app, client, clock, login,
+                                                           prepared):
+    """A code redeemed and a token collected before the clean-up are links: their printers
+    are revoked like any other, and nothing is counted as withdrawn twice."""
+    linked = redeem(client, prepared.spare_code, device_id="thief-dev-1", ip="6.6.6.6")
+    assert linked.status_code == 201
+    clock.advance(seconds=10)
+    collected = poll(client, prepared.flow["device_code"], ip="6.6.6.6")
+    assert collected.status_code == 200
+    owner = login(prepared.email, prepared.password, REMOTE_ADDR="1.1.1.1")
+    assert owner.form_post("/printers/unlink-all", {"confirm": "y"}).status_code == 302
+    for answer in (linked, collected):
+        assert me(client, answer.get_json()["access_token"]).status_code == 401
+    assert [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"] == []
