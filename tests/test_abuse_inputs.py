@@ -69,6 +69,35 @@ def test_hostile_bodies_on_device_routes_are_refused(app, client, path):
         assert_refused(chunked, status, code, name)
 
 
+def test_lone_surrogates_in_text_fields_are_refused_and_change_nothing(app, client, user):
+    """JSON may escape half of a UTF-16 pair ("\\ud800"); Python decodes it into a string
+    no database driver can store. It was a 500 on every route that stores a name."""
+    from tests.support.pairing import issue_code
+
+    device = {"REMOTE_ADDR": "8.8.8.8"}
+
+    def post(path: str, raw: str):
+        return client.post(path, data=raw.encode(), content_type="application/json",
+                           environ_base=device)
+
+    code = issue_code(user)["code"]
+    for path, raw in [
+        ("/api/v1/device/authorize",
+         '{"device_id": "printer-0002", "name": "Voron \\ud800", "model": "2.4"}'),
+        ("/api/v1/pairing/redeem",
+         f'{{"code": "{code}", "device_id": "printer-0003", "name": "P", "model": "\\udfff"}}'),
+        ("/api/v1/discovery/announce", '{"device_id": "printer-0004", "device_secret": "'
+         + "a" * 22 + '", "name": "\\udbff\\udc00 is a pair, \\udc00 is not"}'),
+    ]:
+        assert_refused(post(path, raw), 400, "invalid_field", path)
+    # The code was not spent by the refused redemption, and nothing was stored.
+    assert user.get("/api/v1/devices").get_json()["devices"] == []
+    linked = post("/api/v1/pairing/redeem",
+                  f'{{"code": "{code}", "device_id": "printer-0003", "name": "P \\ud83d\\ude00"}}')
+    assert linked.status_code == 201, linked.get_json()
+    assert linked.get_json()["device"]["name"] == "P \U0001f600"  # a real pair is text
+
+
 def test_hostile_bodies_on_the_user_confirm_route_are_refused(app, user):
     for name, (raw, status, code) in bodies(app).items():
         response = user.post(CONFIRM_ROUTE.format("x" * 32), data=raw,

@@ -13,6 +13,8 @@ from tsd_server.api.errors import ApiError
 
 # Identifiers chosen by agents (device_id): printable, no spaces, bounded.
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# UTF-16 surrogates: only ever half of a character, never text on their own.
+SURROGATES = ("\ud800", "\udfff")
 
 
 def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
@@ -64,6 +66,10 @@ def string_field(
                        f"'{name}' is longer than {max_length} characters.", field=name)
     if any(ord(ch) < 32 for ch in value):
         raise ApiError(400, "invalid_field", f"'{name}' contains control characters.",
+                       field=name)
+    if any(SURROGATES[0] <= ch <= SURROGATES[1] for ch in value):
+        # JSON's "\ud800" escapes give Python such halves of a pair; no database takes them.
+        raise ApiError(400, "invalid_field", f"'{name}' is not valid Unicode text.",
                        field=name)
     if pattern is not None and not pattern.fullmatch(value):
         raise ApiError(400, "invalid_field", f"'{name}' has an invalid format.", field=name)
