@@ -126,6 +126,9 @@ def test_trusted_proxies_as_a_list_in_config_file(instance):
     ("IPV6_HOUSEHOLD_PREFIX", "0", "TSD_IPV6_HOUSEHOLD_PREFIX"),
     ("IPV6_HOUSEHOLD_PREFIX", "129", "TSD_IPV6_HOUSEHOLD_PREFIX"),
     ("IP_MATCH_PRIVATE_PREFIX_V4", "33", "TSD_IP_MATCH_PRIVATE_PREFIX_V4"),
+    # The other ProxyFix counts: -1 would trust the header's leftmost part, the client's.
+    *[(f"PROXY_FIX_X_{name}", value, f"TSD_PROXY_FIX_X_{name}")
+      for name in ("PROTO", "HOST", "PORT", "PREFIX") for value in ("-1", "0.5", "11")],
 ])
 def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch, key, value,
                                                            mentions):

@@ -100,12 +100,12 @@ class ProxySettings:
         except (TypeError, ValueError) as error:  # TypeError: TSD_TRUSTED_PROXIES=true or 5
             raise ConfigurationError(f"TSD_TRUSTED_PROXIES: {error}") from None
         return cls(
-            x_for=_int_setting(config, "PROXY_FIX_X_FOR", 0, 10),
+            x_for=bounded_int_setting(config, "PROXY_FIX_X_FOR", 0, 10),
             trusted_proxies=trusted,
-            ipv6_household_prefix=_int_setting(config, "IPV6_HOUSEHOLD_PREFIX", 32, 128),
+            ipv6_household_prefix=bounded_int_setting(config, "IPV6_HOUSEHOLD_PREFIX", 32, 128),
             allow_private=bool(config["IP_MATCH_ALLOW_PRIVATE"]),
-            private_prefix_v4=_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V4", 8, 32),
-            private_prefix_v6=_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V6", 32, 128),
+            private_prefix_v4=bounded_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V4", 8, 32),
+            private_prefix_v6=bounded_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V6", 32, 128),
         )
 
     def is_trusted_proxy(self, address: IPAddress | None) -> bool:
@@ -139,7 +139,8 @@ class ClientAddress:
         }
 
 
-def _int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
+def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    """A whole-number setting within [low, high]; anything else stops start-up."""
     number = config[key]
     if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
         raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}.")

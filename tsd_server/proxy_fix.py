@@ -25,7 +25,13 @@ from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from tsd_server.client_address import ENVIRON_KEY, ProxySettings, parse_ip, resolve
+from tsd_server.client_address import (
+    ENVIRON_KEY,
+    ProxySettings,
+    bounded_int_setting,
+    parse_ip,
+    resolve,
+)
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -34,14 +40,11 @@ class TrustedProxyFix:
     def __init__(self, app: WSGIApp, config: dict[str, Any], settings: ProxySettings) -> None:
         self.direct = app
         self.settings = settings
-        self.proxied = ProxyFix(
-            self._client_from_record,
-            x_for=int(config["PROXY_FIX_X_FOR"]),
-            x_proto=int(config["PROXY_FIX_X_PROTO"]),
-            x_host=int(config["PROXY_FIX_X_HOST"]),
-            x_port=int(config["PROXY_FIX_X_PORT"]),
-            x_prefix=int(config["PROXY_FIX_X_PREFIX"]),
-        )
+        # Checked like X_FOR: a negative count makes ProxyFix trust the header from the left,
+        # the part the client wrote (or fail on every request), and 0.5 would be truncated.
+        hops = {name: bounded_int_setting(config, f"PROXY_FIX_{name.upper()}", 0, 10)
+                for name in ("x_for", "x_proto", "x_host", "x_port", "x_prefix")}
+        self.proxied = ProxyFix(self._client_from_record, **hops)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         peer = environ.get("REMOTE_ADDR")
