@@ -105,6 +105,18 @@ class TestDefaultGuessLimits:
         assert len(audit_rows(app, "rate_limited")) == 1
 
 
+@pytest.mark.parametrize("app_config", [{"IPV6_HOUSEHOLD_PREFIX": 128},
+                                        {"IPV6_HOUSEHOLD_PREFIX": 48}])
+def test_limits_key_ipv6_by_its_64_whatever_the_household_prefix(app, client):
+    """TSD_IPV6_HOUSEHOLD_PREFIX is about ip_match's households. Were the limits keyed by it,
+    /128 would give one host a budget per address (2^64 of them) and /48 would put a
+    neighbour's /64 on the same budget."""
+    for host in ("::1", "::2"):
+        assert redeem(client, WRONG, ip="2001:4860:4860" + host).status_code == 400
+    limited(redeem(client, WRONG, ip="2001:4860:4860::3"))
+    assert redeem(client, WRONG, ip="2001:4860:4860:1::1").status_code == 400  # next /64
+
+
 def test_an_answer_under_the_limit_asks_the_storage_once(app, client, monkeypatch):
     """One trip to the limit storage per limit: the hit. The window figures are read only to
     refuse (for Retry-After); reading them on every answer doubled the storage round trips

@@ -270,18 +270,21 @@ def for_request() -> ClientAddress:
 
 
 def client_ip_for_limits() -> str:
-    """Rate-limit key: the resolved client address (IPv6 as its household prefix, since one
-    host usually holds a whole /64), falling back to the direct peer."""
+    """Rate-limit key: the resolved client address, IPv6 as its /64 (one host usually holds
+    a whole /64), falling back to the direct peer. Always /64, whatever
+    ``TSD_IPV6_HOUSEHOLD_PREFIX`` says: a longer household prefix would hand one host 2^64
+    budgets for guessing codes and passwords, and a shorter one a whole provider's
+    customers a single budget."""
     record = for_request()
     address = parse_ip(record.client_ip or record.peer_ip)
     if address is None:
         return "unknown"
     if address.version == 6:
-        prefix = current_app.extensions["tsd.proxy_settings"].ipv6_household_prefix
-        return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+        return str(ipaddress.ip_network(f"{address}/{LIMIT_PREFIX_V6}", strict=False))
     return str(address)
 
 
+LIMIT_PREFIX_V6 = 64
 _warned_peers: OrderedDict[str, None] = OrderedDict()
 _WARNED_PEERS_MAX = 4096
 
