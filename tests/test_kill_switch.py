@@ -344,6 +344,23 @@ def test_cli_disable_enable_and_status(app):
     assert states(app)["ip_match"].enabled
 
 
+def test_cli_status_shows_no_terminal_escapes_from_a_reason(app):
+    """A reason can come from an admin's web form; printed raw, an escape sequence in it
+    would rewrite the operator's terminal (hide lines, fake a status)."""
+    from tsd_server.discovery import kill_switch
+
+    hostile = "ok\x1b[2K\x1b[1A\rip_match ON"
+    with app.test_request_context():
+        kill_switch.set_flag("ip_match", enabled=False, reason=hostile, actor="admin:1")
+        kill_switch.set_flag("all", enabled=False, reason=hostile, actor="admin:1")
+    status = run(app, "discovery", "status")
+    assert status.exit_code == 0
+    assert "\x1b" not in status.output and "\r" not in status.output
+    assert "ok?[2K?[1A?ip_match ON" in status.output
+    enable = run(app, "discovery", "enable", "ip_match")  # still held off by 'all'
+    assert enable.exit_code == 3 and "\x1b" not in enable.output
+
+
 def test_cli_rejects_unknown_strategy(app):
     result = run(app, "discovery", "disable", "ip-match", "--reason", "typo")
     assert result.exit_code == 2 and "not one of" in result.output

@@ -43,7 +43,7 @@ def _target(value: str) -> str:
 def _describe(name: str, current: kill_switch.StrategyState) -> str:
     if current.enabled:
         return f"{name:<14} ON"
-    why = current.reason or ""
+    why = _printable(current.reason or "")
     by = f" by {current.changed_by}" if current.changed_by else ""
     when = f" at {current.changed_at.isoformat()}" if current.changed_at else ""
     return f"{name:<14} OFF  [{current.disabled_by}{by}{when}] {why}".rstrip()
@@ -63,7 +63,8 @@ def status_command() -> None:
     else:
         all_flag = flags.get(kill_switch.ALL)
         if all_flag is not None and not all_flag.enabled:
-            click.echo(f"Runtime switch 'all': OFF by {all_flag.changed_by}: {all_flag.reason}")
+            click.echo(f"Runtime switch 'all': OFF by {all_flag.changed_by}: "
+                       f"{_printable(all_flag.reason or '')}")
     for name, current in kill_switch.all_states(fresh=True).items():
         click.echo(_describe(name, current))
 
@@ -105,9 +106,9 @@ def _holding_it_off(current: kill_switch.StrategyState) -> str:
                 "runtime can override that. Change the setting (environment or "
                 "instance/config.py) and restart to switch it on.")
     if current.disabled_by == kill_switch.RUNTIME:
-        return (f"the runtime switch for 'all' is off ({current.reason}); run "
-                f"'flask discovery enable all' to clear it.")
-    return current.reason or str(current.disabled_by)
+        return (f"the runtime switch for 'all' is off ({_printable(current.reason or '')}); "
+                "run 'flask discovery enable all' to clear it.")
+    return _printable(current.reason or str(current.disabled_by))
 
 
 def _states_of(target: str) -> dict[str, kill_switch.StrategyState]:
@@ -251,7 +252,8 @@ def render_notices(notices: list[incident.Notice]) -> str:
 
 
 def _printable(value: str) -> str:
-    """Device names come from devices: no terminal escape sequences reach the operator."""
+    """Device names come from devices, reasons from an admin's web form: no terminal escape
+    sequences reach the operator's terminal."""
     return "".join(ch if ch.isprintable() else "?" for ch in value)
 
 
