@@ -185,6 +185,18 @@ def test_unknown_device_code_is_invalid_grant_and_audited(app, client, device_co
     assert audit_rows(app, "device_code_invalid")[-1].client_ip == "8.8.8.8"
 
 
+def test_wrong_device_codes_are_audited_once_a_minute_per_address(app, client):
+    """Polls come as fast as the token limit allows (120 a minute per address): one audit
+    row each would let anyone fill the audit log. One row a minute per address keeps the
+    trace; another address gets its own."""
+    wrong = "tsd_dc_" + "A" * 43
+    for _ in range(10):
+        assert error_of(poll(client, wrong)) == "invalid_grant"
+    assert error_of(poll(client, wrong, ip="9.9.9.9")) == "invalid_grant"
+    rows = audit_rows(app, "device_code_invalid")
+    assert sorted(row.client_ip for row in rows) == ["8.8.8.8", "9.9.9.9"]
+
+
 def test_token_request_body_errors(app, client):
     answer = started(client)
     path = "/api/v1/device/token"

@@ -30,10 +30,11 @@ from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import LinkResult, link_device
-from tsd_server.discovery.pairing import codes
+from tsd_server.discovery.pairing import codes, limits
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization, User
 from tsd_server.models.pairing import APPROVED, DENIED, PENDING
+from tsd_server.rate_limit_keys import address_key
 
 PAIRING_CODE = "pairing_code"
 QR_CODE = "qr_code"
@@ -136,10 +137,18 @@ def by_device_code(text: str | None) -> Row:
         row = single_statement.first(_BY_DEVICE_CODE_HASH,
                                      {"device_code_hash": codes.secret_hash(text)})
     if row is None or not codes.secret_matches(row.device_code_hash, text or ""):
-        audit.record_now("device_code_invalid", actor="device", outcome="refused",
-                         detail="unknown device code")
+        _audit_invalid_code(None, "unknown device code")
         raise GrantError("invalid_grant")
     return row
+
+
+def _audit_invalid_code(device_uid: str | None, detail: str) -> None:
+    """``device_code_invalid``, once a minute per address at most: polls come as fast as
+    the token limit allows (120 a minute), and each would otherwise be a row."""
+    if limits.first_this_minute("tsd-audit-device-code", address_key()):
+        audit.record_now("device_code_invalid", actor="device", outcome="refused",
+                         device_uid=device_uid, detail=f"{detail} (audited once a minute "
+                         "per address at most)")
 
 
 def poll(device_code: str | None) -> LinkResult:
@@ -147,8 +156,7 @@ def poll(device_code: str | None) -> LinkResult:
     row = by_device_code(device_code)
     now = utcnow()
     if row.token_issued_at is not None:
-        audit.record_now("device_code_invalid", actor="device", outcome="refused",
-                         device_uid=row.device_uid, detail="device code already used")
+        _audit_invalid_code(row.device_uid, "device code already used")
         raise GrantError("invalid_grant")
     if row.expires_at <= now:
         raise GrantError("expired_token")

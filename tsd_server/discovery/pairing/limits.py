@@ -45,15 +45,21 @@ def setting(name: str) -> Callable[[], str]:
     return lambda: str(current_app.config[name])
 
 
-def audit_breach(request_limit: RequestLimit) -> None:
-    """Record a refused request, once a minute per limit key at most."""
+def first_this_minute(kind: str, key: str) -> bool:
+    """True for the first call a minute per ``kind`` and ``key``: refusals that can come as
+    fast as a limit allows are audited this often at most, so the audit log cannot be
+    flooded (docs/security.md). Fails open: if the storage misbehaves, audit."""
     prefix = str(current_app.config.get("RATELIMIT_KEY_PREFIX") or "")
     try:
-        first = limiter.limiter.hit(AUDIT_THROTTLE, prefix, "tsd-audit-429", request_limit.key)
+        return limiter.limiter.hit(AUDIT_THROTTLE, prefix, kind, key)
     except Exception:  # noqa: BLE001 - the limit stands even if its storage misbehaves here
-        log.exception("rate-limit audit throttle failed")
-        first = True
-    if not first:
+        log.exception("audit throttle failed")
+        return True
+
+
+def audit_breach(request_limit: RequestLimit) -> None:
+    """Record a refused request, once a minute per limit key at most."""
+    if not first_this_minute("tsd-audit-429", request_limit.key):
         return None
     actor = f"user:{current_user.id}" if current_user.is_authenticated else "anonymous"
     try:
