@@ -140,12 +140,24 @@ def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch
 @pytest.mark.parametrize("key, weaker", [
     ("SESSION_COOKIE_HTTPONLY", "false"), ("SESSION_COOKIE_SAMESITE", "None"),
     ("WTF_CSRF_ENABLED", "false"), ("WTF_CSRF_CHECK_DEFAULT", "false"),
-    ("WTF_CSRF_SSL_STRICT", "false"),
+    ("WTF_CSRF_SSL_STRICT", "false"), ("LOGIN_DISABLED", "true"),
 ])
 def test_security_settings_cannot_be_weakened(instance, monkeypatch, key, weaker):
     monkeypatch.setenv(f"TSD_{key}", weaker)
     app = create_app({"SECRET_KEY": "k" * 32, key: weaker})
     assert app.config[key] == config_module.FIXED[key]
+
+
+def test_login_stays_required_whatever_the_environment_says(instance, monkeypatch, tmp_path):
+    """Flask-Login's LOGIN_DISABLED (meant for its own tests) would turn every login check
+    into a no-op; from the environment it must change nothing."""
+    monkeypatch.setenv("TSD_LOGIN_DISABLED", "true")
+    app = create_app({"SECRET_KEY": "k" * 32,
+                      "DATABASE_URL": f"sqlite:///{tmp_path / 'login.sqlite3'}"})
+    client = app.test_client()
+    for path in ("/", "/account/password", "/admin/audit"):
+        answer = client.get(path)
+        assert answer.status_code == 302 and "/login" in answer.headers["Location"], path
 
 
 def test_every_default_survives_type_checking():

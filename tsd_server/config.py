@@ -100,11 +100,14 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SECURE": False,
 }
 
-# Security settings of Flask and Flask-WTF that no layer may change (TSD_WTF_CSRF_ENABLED=false
-# would otherwise switch CSRF off everywhere): session cookies stay HttpOnly and SameSite=Lax,
-# CSRF is checked on every form and cookie-authenticated call, and over https the Referer
-# must be this site. A CSRF token lives as long as the session.
+# Security settings of Flask, Flask-WTF and Flask-Login that no layer may change
+# (TSD_WTF_CSRF_ENABLED=false would otherwise switch CSRF off everywhere, and
+# TSD_LOGIN_DISABLED=true every login check): session cookies stay HttpOnly and SameSite=Lax,
+# CSRF is checked on every form and cookie-authenticated call, over https the Referer must
+# be this site, and pages for logged-in users need a login. A CSRF token lives as long as
+# the session.
 FIXED: dict[str, Any] = {
+    "LOGIN_DISABLED": False,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_ENABLED": True,
