@@ -152,6 +152,18 @@ def test_forwarded_chain_is_recorded_bounded():
     assert all(len(hop) <= MAX_HOP_LENGTH for hop in record.forwarded_for)
 
 
+def test_ipv4_mapped_trusted_proxy_entries_mean_their_ipv4_networks():
+    """Peers are compared as IPv4 (a mapped peer is unmapped first), so an entry written as
+    ``::ffff:10.20.30.40/128`` would never have matched: it is read as 10.20.30.40/32."""
+    assert [str(net) for net in parse_networks(
+        f"::ffff:{PROXY}/128, ::ffff:10.0.0.0/104, ::ffff:0:0/96, 2001:db8::/32")] == [
+        f"{PROXY}/32", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::/32"]
+    mapped = ProxySettings(x_for=1, trusted_proxies=parse_networks(f"::ffff:{PROXY}/128"))
+    for peer in (PROXY, f"::ffff:{PROXY}"):
+        record = resolve(peer, xff("9.9.9.9"), mapped)
+        assert (record.client_ip, record.household) == ("9.9.9.9", "9.9.9.9/32"), peer
+
+
 def test_untrusted_record_keeps_the_forged_chain_for_audit():
     record = resolve("8.8.8.8", xff("1.1.1.1, 9.9.9.9"), NO_PROXY)
     assert record.peer_ip == "8.8.8.8"

@@ -148,8 +148,18 @@ def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int
 
 
 def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
-    """Parse a CIDR list setting; a bad entry stops start-up rather than being skipped."""
-    return tuple(ipaddress.ip_network(item, strict=False) for item in comma_list(value))
+    """Parse a CIDR list setting; a bad entry stops start-up rather than being skipped.
+    IPv4-mapped IPv6 entries (``::ffff:10.0.0.0/104``) become the IPv4 networks they mean:
+    peers are compared as IPv4 (``parse_ip``), so as written they could never match."""
+    return tuple(_unmapped(ipaddress.ip_network(item, strict=False))
+                 for item in comma_list(value))
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    mapped = network.network_address.ipv4_mapped if network.version == 6 else None
+    if mapped is None or network.prefixlen < 96:
+        return network
+    return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
 
 
 def parse_ip(text: str | None) -> IPAddress | None:
