@@ -323,6 +323,45 @@ def test_an_answer_given_on_a_page_about_another_request_decides_nothing(app, cl
     assert poll(client, mine["device_code"]).status_code == 200
 
 
+def test_a_binding_does_not_pass_to_a_new_request_that_reuses_its_id(app, client, owner,
+                                                                      clock):
+    """An approval page left open for days: its request expired and was purged, and a
+    stranger's new request got the same id (SQLite reuses the highest id). Pressing
+    Approve on the old page, or reopening it, must not reach the stranger's request."""
+    from sqlalchemy import update
+
+    from tsd_server.discovery.pairing import device_flow
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    _, session = owner
+    mine = started(client, device_id="ada-printer")
+    assert enter_code(session, mine["user_code"]).status_code == 302
+    shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
+    clock.advance(days=2)
+    with app.app_context():
+        device_flow.purge(clock.now)
+        db.session.commit()
+        assert db.session.get(DeviceAuthorization, int(shown)) is None
+    theirs = started(client, device_id="stranger-dev", ip="9.9.9.9")
+    with app.app_context():
+        theirs_id = db.session.scalar(select(DeviceAuthorization.id)
+                                      .where(DeviceAuthorization.device_uid == "stranger-dev"))
+        if app.config["DATABASE_URL"].startswith("sqlite"):
+            assert theirs_id == int(shown)  # the premise: SQLite gave the id out again
+        else:  # a PostgreSQL sequence never does; give it the old id by hand
+            db.session.execute(update(DeviceAuthorization)
+                               .where(DeviceAuthorization.id == theirs_id)
+                               .values(id=int(shown)))
+            db.session.commit()
+    assert session.get("/link/confirm").status_code == 404
+    stale = decide(session, "approve", shown=shown)
+    assert stale.status_code == 409 and "Too late" in stale.get_data(as_text=True)
+    clock.advance(seconds=10)
+    assert error_of(poll(client, theirs["device_code"], ip="9.9.9.9")) == \
+        "authorization_pending"
+
+
 def test_decision_without_entering_a_code_approves_nothing(app, client, owner):
     _, session = owner
     started(client)

@@ -30,17 +30,29 @@ WAYS = (device_flow.PAIRING_CODE, device_flow.QR_CODE)
 
 
 def bind(row: DeviceAuthorization, *, via: str) -> None:
-    session[SESSION_KEY] = {"id": row.id, "via": via}
+    session[SESSION_KEY] = {"id": row.id, "via": via, "tag": _tag(row)}
 
 
-def _binding() -> tuple[int, str] | None:
+def _tag(row: DeviceAuthorization) -> str:
+    """Which request an id meant: ids can come back once a request is purged (SQLite reuses
+    the highest), and a binding left in a session must not pass to a stranger's request."""
+    return row.device_code_hash[:16]
+
+
+def _binding() -> tuple[int, str, str] | None:
     value = session.get(SESSION_KEY)
     if not isinstance(value, dict):
         return None
-    authorization_id, via = value.get("id"), value.get("via")
-    if not isinstance(authorization_id, int) or via not in WAYS:
+    authorization_id, via, tag = value.get("id"), value.get("via"), value.get("tag")
+    if not isinstance(authorization_id, int) or via not in WAYS or not isinstance(tag, str):
         return None
-    return authorization_id, via
+    return authorization_id, via, tag
+
+
+def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
+    """The open request the binding names, if it is still the one that was bound."""
+    row = device_flow.get_open(binding[0])
+    return row if row is not None and _tag(row) == binding[2] else None
 
 
 def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,
@@ -80,7 +92,7 @@ def _page_changed(via: str):
 @login_required
 def confirm():
     binding = _binding()
-    row = device_flow.get_open(binding[0]) if binding else None
+    row = _bound_row(binding) if binding else None
     if binding is None or row is None:
         return render_confirm(None, status=404)
     current = kill_switch.state(binding[1])
@@ -100,13 +112,13 @@ def decide():
     binding = _binding()
     if binding is None:
         return render_confirm(None, status=404)
-    authorization_id, via = binding
+    authorization_id, via, _ = binding
     if form.authorization.data != str(authorization_id):
         return _page_changed(via)
     try:
-        decided = device_flow.decide(authorization_id, user=current_user,
-                                     approve=decision == "approve", via=via,
-                                     address=client_address.for_request())
+        decided = _bound_row(binding) is not None and device_flow.decide(
+            authorization_id, user=current_user, approve=decision == "approve", via=via,
+            address=client_address.for_request())
     except kill_switch.StrategyDisabled as refused:
         return _switched_off(via, refused.state)
     session.pop(SESSION_KEY, None)
