@@ -13,8 +13,9 @@ from tsd_server.api.errors import ApiError
 
 # Identifiers chosen by agents (device_id): printable, no spaces, bounded.
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f]")
 # UTF-16 surrogates: only ever half of a character, never text on their own.
-SURROGATES = ("\ud800", "\udfff")
+LONE_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
@@ -64,10 +65,10 @@ def string_field(
     if len(value) > max_length:
         raise ApiError(400, "invalid_field",
                        f"'{name}' is longer than {max_length} characters.", field=name)
-    if any(ord(ch) < 32 for ch in value):
+    if CONTROL_CHARACTERS.search(value):
         raise ApiError(400, "invalid_field", f"'{name}' contains control characters.",
                        field=name)
-    if any(SURROGATES[0] <= ch <= SURROGATES[1] for ch in value):
+    if LONE_SURROGATES.search(value):
         # JSON's "\ud800" escapes give Python such halves of a pair; no database takes them.
         raise ApiError(400, "invalid_field", f"'{name}' is not valid Unicode text.",
                        field=name)
