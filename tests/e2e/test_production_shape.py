@@ -13,6 +13,7 @@ the proxy at 127.0.0.1, which the servers trust), so they look like real proxied
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import subprocess
@@ -386,6 +387,35 @@ http {{
     assert check.returncode == 0, check.stderr
 
 
+def test_nginx_logs_no_request_line_when_an_instance_is_down(tmp_path):
+    """nginx writes the request line, QR token and query string included, into its error
+    log when an upstream fails; the example site logs only critical errors for that reason.
+    The same request with the error log at "error" shows what would be written."""
+    if not servers.nginx_available():
+        skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    level = re.search(r"^\s*error_log /var/log/nginx/tsd-server\.error\.log (\w+);", site,
+                      re.MULTILINE)
+    assert level is not None, "the example site sets no error_log of its own"
+    token, code = "Q" * 43, "WDJB-MJHT"
+    down = servers.free_port()  # an instance that is not running
+    written = {}
+    for name, log_level in (("as shipped", level.group(1)), ("at error", "error")):
+        directory = tmp_path / name.replace(" ", "-")
+        with servers.nginx(directory, locations=f"""
+location / {{
+    include {DEPLOY / "tsd-server-proxy.conf"};
+    proxy_pass http://tsd_server;
+    error_log {directory / "site.error.log"} {log_level};
+}}""", http_extra=f"upstream tsd_server {{ server 127.0.0.1:{down}; }}") as proxy:
+            answer = servers.http_session().get(f"{proxy.base_url}/link/qr/{token}?code={code}")
+            assert answer.status_code == 502
+        written[name] = "".join(path.read_text(errors="replace") for path in (
+            directory / "site.error.log", directory / "error.log") if path.exists())
+    assert token in written["at error"] and code in written["at error"]
+    assert token not in written["as shipped"] and code not in written["as shipped"]
+
+
 def test_systemd_unit_is_accepted_by_systemd_analyze(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -401,5 +431,12 @@ def test_systemd_unit_is_accepted_by_systemd_analyze(tmp_path):
     assert "tsd-server.service" not in check.stderr, check.stderr
     for option in ("NoNewPrivileges=yes", "ProtectSystem=strict",
                    "ReadWritePaths=/opt/tsd-server/instance", "EnvironmentFile=",
-                   "User=tsd-server"):
+                   "User=tsd-server", "Environment=TSD_BIND=127.0.0.1:8001"):
         assert option in unit
+
+
+def test_the_settings_file_leaves_the_port_to_each_instances_unit():
+    """systemd lets EnvironmentFile= override Environment=: a TSD_BIND in the shared
+    settings file would give the second instance the first one's port."""
+    settings = (DEPLOY / "tsd-server.env.example").read_text().splitlines()
+    assert not [line for line in settings if line.strip().startswith("TSD_BIND")]
