@@ -323,3 +323,50 @@ def test_a_deleted_account_cannot_complete(app, world, confirmed):
         db.session.commit()
     assert printer.announce().json == {"status": "waiting", "poll_interval": 5}
     assert device_count(app) == 0
+
+
+def test_a_code_typed_for_an_ended_offer_cannot_confirm_the_offer_that_took_its_id(
+        app, world, monkeypatch):
+    """Anna's confirmation loads her offer; before it writes, her offer ends and Carl (same
+    household) picks the printer. SQLite gives Carl's new offer the id of Anna's deleted
+    one. Anna's right code must not confirm Carl's offer: every write names the offer by its
+    random public id too."""
+    from sqlalchemy import delete, update
+
+    from tsd_server.discovery.ip_match import offers
+    from tsd_server.extensions import db
+    from tsd_server.models.ip_match import Offer
+
+    printer, anna, anna_offer, code = pending(world)
+    carl = world.person(HOME_A)
+    original, swapped = offers.owned_offer, {}
+
+    def load_then_swap(user, public_id):
+        found = original(user, public_id)
+        if found is not None and not swapped:
+            old_id = found.id
+            with app.app_context():  # Anna's offer ends (as at expiry) ...
+                db.session.execute(delete(Offer).where(Offer.id == old_id))
+                db.session.commit()
+            picked = threading.Thread(target=lambda: swapped.update(  # ... and Carl picks
+                offer=carl.link(printer.device_id).json["offer_id"]))
+            picked.start()
+            picked.join()
+            with app.app_context():
+                if not app.config["DATABASE_URL"].startswith("sqlite"):  # PostgreSQL never
+                    db.session.execute(update(Offer)  # reuses an id: give it the old one
+                                       .where(Offer.public_id == swapped["offer"])
+                                       .values(id=old_id))
+                    db.session.commit()
+                assert db.session.scalar(select(Offer.id).where(
+                    Offer.public_id == swapped["offer"])) == old_id  # the premise
+        return found
+
+    monkeypatch.setattr(offers, "owned_offer", load_then_swap)
+    answer = anna.confirm(anna_offer, code)
+    monkeypatch.setattr(offers, "owned_offer", original)
+    assert answer.json != {"status": "confirmed"}, answer.json
+    carls = offer_row(app, swapped["offer"])
+    assert carls.status == "awaiting_confirmation" and carls.confirmed_at is None
+    assert printer.announce().json["status"] != "linked"
+    assert world.links() == []

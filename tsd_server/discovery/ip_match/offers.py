@@ -100,6 +100,13 @@ def is_live(offer: Offer | Row, now: datetime) -> bool:
     return offer.expires_at > now
 
 
+def _same_offer(offer: Offer) -> tuple:
+    """Conditions that name this offer, not just its id: SQLite gives the id of a deleted
+    newest offer to the next one, which may be another account's (its public id is random
+    and never comes back)."""
+    return Offer.id == offer.id, Offer.public_id == offer.public_id
+
+
 def end(offer: Offer, outcome: str, detail: str, *, address: ClientAddress | None = None,
         actor: str = "auto") -> bool:
     """Delete the offer and audit why (expired / voided); the caller commits.
@@ -107,7 +114,7 @@ def end(offer: Offer, outcome: str, detail: str, *, address: ClientAddress | Non
     Returns False when another request ended it first (then nothing is audited twice).
     """
     announcement = offer.announcement
-    deleted = db.session.execute(delete(Offer).where(Offer.id == offer.id),
+    deleted = db.session.execute(delete(Offer).where(*_same_offer(offer)),
                                  execution_options={"synchronize_session": False}).rowcount
     db.session.expunge(offer)
     set_committed_value(announcement, "offer", None)
@@ -238,7 +245,7 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
     public_id, expected = offer.public_id, code_of(offer)
     # Reserve one try first: parallel guesses cannot get more than the configured number.
     reserved = db.session.execute(
-        update(Offer).where(Offer.id == offer.id, Offer.status == AWAITING_CONFIRMATION,
+        update(Offer).where(*_same_offer(offer), Offer.status == AWAITING_CONFIRMATION,
                             Offer.attempts_left > 0)
         .values(attempts_left=Offer.attempts_left - 1),
         execution_options={"synchronize_session": False}).rowcount
@@ -249,7 +256,7 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
             "'Printers near you'."), device_uid=device_uid)
     if expected is not None and hmac.compare_digest(expected, code):
         db.session.execute(
-            update(Offer).where(Offer.id == offer.id).values(
+            update(Offer).where(*_same_offer(offer)).values(
                 status=CONFIRMED, confirmed_at=now, confirmed_from_ip=check.address.client_ip),
             execution_options={"synchronize_session": False})
         audit.record("confirmation", actor=f"user:{user.id}", outcome="ok", user_id=user.id,
@@ -258,7 +265,7 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
         db.session.commit()
         return CONFIRMED
     # Still in the reserving transaction (its row lock held): void and audit together.
-    left = db.session.scalar(select(Offer.attempts_left).where(Offer.id == offer.id)) or 0
+    left = db.session.scalar(select(Offer.attempts_left).where(*_same_offer(offer))) or 0
     if left <= 0:
         end(offer, "voided", "too many wrong codes", address=check.address,
             actor=f"user:{user.id}")
@@ -373,7 +380,7 @@ def _complete(row: Announcement, offer: Offer, address: ClientAddress,
     confirmed_from = offer.confirmed_from_ip
     # The gate: exactly one announce deletes the offer in its ready state and goes on.
     won = db.session.execute(
-        delete(Offer).where(Offer.id == offer.id, Offer.status == status),
+        delete(Offer).where(*_same_offer(offer), Offer.status == status),
         execution_options={"synchronize_session": False}).rowcount
     if won != 1:
         db.session.rollback()
