@@ -1,5 +1,6 @@
 """Links an account has set in motion but that have not happened yet: a web code no device
-has redeemed, and an approved device flow whose device has not collected its token. Whoever
+has redeemed, an approved device flow whose device has not collected its token, and an
+ip_match offer its printer has not completed. Whoever
 held the account's session can prepare them; removing the account's printers (the owner's
 "Unlink all printers", the operator's account revoke) and changing the password withdraw
 them, so they cannot be used afterwards. Another account's are left alone."""
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.support import ip_match_fixtures
 from tests.support.pairing import (
     LOOSE_LIMITS,
     audit_rows,
@@ -22,10 +24,12 @@ from tests.support.pairing import (
     started,
 )
 
+world = ip_match_fixtures.world
+
 
 @pytest.fixture
 def app_config():
-    return dict(LOOSE_LIMITS)
+    return {**LOOSE_LIMITS, **ip_match_fixtures.UNLIMITED}
 
 
 def code_and_approval(client, session, device_id: str, ip: str) -> tuple[str, dict]:
@@ -105,3 +109,29 @@ def test_what_was_already_used_is_not_withdrawn_but_revoked(app, client, clock, 
     for answer in (linked, collected):
         assert me(client, answer.get_json()["access_token"]).status_code == 401
     assert [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"] == []
+
+
+@pytest.mark.parametrize("confirmed", [False, True])
+def test_an_account_revoke_withdraws_its_ip_match_offers(app, world, confirmed):
+    """An offer made (and confirmed with the printer's code) through a stolen session would
+    complete on the printer's next announce, after the clean-up, and hand the account a
+    fresh token."""
+    from tsd_server import incident
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    printer, person = world.printer("8.8.8.8"), world.person("8.8.8.8")
+    printer.announce()
+    offer = person.link(printer.device_id).json["offer_id"]
+    code = printer.announce().json["confirmation"]["code"]
+    if confirmed:
+        assert person.confirm(offer, code).json == {"status": "confirmed"}
+    with app.test_request_context():
+        incident.revoke_account(db.session.get(User, person.user_id), actor="cli",
+                                reason="session stolen")
+    assert printer.announce().json["status"] == "waiting"
+    assert world.links() == []
+    [row] = [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"]
+    assert (row.strategy, row.device_uid, row.user_id) == (
+        "ip_match", printer.device_id, person.user_id)
+    assert person.confirm(offer, code).status == 404  # nothing left to confirm

@@ -1,14 +1,16 @@
 """Links an account has set in motion but that have not happened yet, withdrawn at once.
 
-Two kinds outlive the moment they were made: a web code the account issued that no device
-has redeemed yet, and a device flow the account approved whose device has not collected
-its token yet. Whoever held the account's session (a stolen cookie, a leaked password) can
+Three kinds outlive the moment they were made: a web code the account issued that no
+device has redeemed yet, a device flow the account approved whose device has not collected
+its token yet, and an ip_match offer the account made (confirmed or not) that the printer
+has not completed yet. Whoever held the account's session (a stolen cookie, a leaked password) can
 prepare either and use it after the owner has cleaned up. So when the owner or an operator
 removes the account's printers, or the password changes, these go too: each is made
 unusable and audited (``revocation`` / ``withdrawn``).
 
-Order against a redemption or a token collection running at the same moment: both claim
-their row with a conditional UPDATE before they link, and so does this, row against row;
+Order against a redemption, a token collection or an offer's completion running at the
+same moment: each claims its row (a conditional UPDATE or DELETE) before it links, and so
+does this, row against row;
 whichever comes second finds the row no longer usable. Call this before taking
 ``devices.lock_links_of`` in the same transaction (a link in progress holds its row, then
 waits for that lock: taking the lock first would deadlock with it).
@@ -18,26 +20,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 
 from tsd_server import audit
 from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization, PairingCode, User
+from tsd_server.models.ip_match import Announcement, Offer
 from tsd_server.models.pairing import APPROVED, DENIED
 
 WEB_CODE_STRATEGY = "pairing_code"
+OFFER_STRATEGY = "ip_match"
 
 
 @dataclass(frozen=True)
 class Withdrawn:
     codes: int
     approvals: int
+    offers: int
 
 
 def withdraw(user: User, *, actor: str, why: str) -> Withdrawn:
-    """Spend the account's unredeemed web codes and deny its uncollected approvals, one
-    ``revocation`` audit row each; the caller commits."""
+    """Spend the account's unredeemed web codes, deny its uncollected approvals and delete
+    its ip_match offers, one ``revocation`` audit row each; the caller commits."""
     now = utcnow()
     codes = db.session.scalars(
         update(PairingCode)
@@ -59,9 +64,20 @@ def withdraw(user: User, *, actor: str, why: str) -> Withdrawn:
         audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
                      strategy=WEB_CODE_STRATEGY,
                      detail=f"unused web code issued {created_at.isoformat()}: {why}")
+    offers = db.session.execute(
+        delete(Offer).where(Offer.user_id == user.id)
+        .returning(Offer.public_id, Offer.status, Offer.announcement_id)
+        .execution_options(synchronize_session=False)).all()
     for device_uid, via in approvals:
         audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
                      device_uid=device_uid, strategy=via,
                      detail=f"approved, token not collected yet: {why}")
-    return Withdrawn(codes=len(codes), approvals=len(approvals))
+    printers = dict(db.session.execute(
+        select(Announcement.id, Announcement.device_uid)
+        .where(Announcement.id.in_([offer.announcement_id for offer in offers]))).all())
+    for public_id, status, announcement_id in offers:
+        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
+                     device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
+                     detail=f"offer {public_id} ({status}), printer not linked yet: {why}")
+    return Withdrawn(codes=len(codes), approvals=len(approvals), offers=len(offers))
 
