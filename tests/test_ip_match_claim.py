@@ -185,7 +185,22 @@ def test_an_offer_ends_with_its_announcement(app, world, clock):
     assert printer.announce().json["status"] == "waiting"  # registered afresh
     assert offer_row(app, offer_id) is None
     ended = world.audit_events("ip_match_offer_ended")
-    assert [(e.outcome, e.user_id) for e in ended] == [("expired", anna.user_id)]
+    assert [(e.outcome, e.user_id, e.device_uid, e.household) for e in ended] == [
+        ("expired", anna.user_id, printer.device_id, f"{HOME_A}/32")]
+
+
+def test_an_offer_purged_with_its_silent_printer_is_audited_with_device_and_household(
+        app, world, clock):
+    """The purge runs inside another printer's announce: its row must still name the
+    device and the household, like every ip_match row, so the audit log's filters and an
+    incident query find it (docs/ip-match.md)."""
+    printer, anna, offer_id, code = pending(world)
+    clock.advance(seconds=31)
+    world.printer(HOME_B).announce()  # purges the silent printer and its offer
+    assert offer_row(app, offer_id) is None
+    ended = world.audit_events("ip_match_offer_ended")
+    assert [(e.outcome, e.user_id, e.device_uid, e.household, e.client_ip) for e in ended] \
+        == [("expired", anna.user_id, printer.device_id, f"{HOME_A}/32", None)]
 
 
 def test_an_expired_offer_found_at_confirm_is_410(app, world, clock):

@@ -46,8 +46,6 @@ from tsd_server.models.ip_match import Announcement, Offer
 log = logging.getLogger(__name__)
 
 ACTOR = "device"
-# For audit rows written on behalf of no request (the purge runs inside another's).
-NOWHERE = ClientAddress(client_ip=None, peer_ip=None)
 
 
 @dataclass(frozen=True)
@@ -257,11 +255,16 @@ def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
     """Delete expired announcements and their offers (the caller commits)."""
     cutoff = live_since(settings, now)
     expired = select(Announcement.id).where(Announcement.last_seen_at <= cutoff)
-    for offer in db.session.scalars(select(Offer).where(Offer.announcement_id.in_(expired))):
+    ended = db.session.execute(
+        select(Offer.public_id, Offer.user_id, Offer.household, Announcement.device_uid)
+        .join(Announcement, Announcement.id == Offer.announcement_id)
+        .where(Offer.announcement_id.in_(expired)))
+    for public_id, user_id, household, device_uid in ended:
+        # No request of the device's: the household is the offer's, the address unknown.
         audit.record("ip_match_offer_ended", actor="auto", outcome="expired",
-                     user_id=offer.user_id, strategy=STRATEGY, address=NOWHERE,
-                     detail=f"offer {offer.public_id} (household {offer.household}): the "
-                            "device stopped announcing")
+                     user_id=user_id, device_uid=device_uid, strategy=STRATEGY,
+                     address=ClientAddress(client_ip=None, peer_ip=None, household=household),
+                     detail=f"offer {public_id}: the device stopped announcing")
     unsynchronised = {"synchronize_session": False}
     db.session.execute(delete(Offer).where(Offer.announcement_id.in_(expired)),
                        execution_options=unsynchronised)
