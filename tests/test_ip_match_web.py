@@ -117,3 +117,23 @@ def test_the_strategy_points_the_add_printer_page_here(app):
 
     with app.test_request_context():
         assert url_for(registry.get("ip_match").add_printer_endpoint) == "/printers/nearby"
+
+
+def test_links_and_confirms_share_one_budget_on_the_api_and_the_pages(app, world):
+    """TSD_IP_MATCH_CLAIM_RATE_LIMIT is one budget per client address for linking and
+    confirming, whichever way: with one per route, an address had four times the setting's
+    guesses at a printer's confirmation code."""
+    app.config["IP_MATCH_CLAIM_RATE_LIMIT"] = "4 per 10 minutes"
+    printer, anna = world.printer(HOME_A), world.person(HOME_A)
+    printer.announce()
+    offer_id = anna.link(printer.device_id).json["offer_id"]  # 1: API link
+    assert anna.confirm(offer_id, "000000").status == 400  # 2: API confirm, wrong
+    assert form_post(anna, f"/printers/nearby/offers/{offer_id}/confirm",
+                     code="000000").status in (200, 400)  # 3: web confirm, wrong
+    assert form_post(anna, f"/printers/nearby/{printer.device_id}/link").status in (
+        302, 303, 409)  # 4: web link
+    for refused in (anna.confirm(offer_id, "000000"),
+                    form_post(anna, f"/printers/nearby/offers/{offer_id}/confirm",
+                              code="000000"),
+                    anna.link(printer.device_id)):
+        assert refused.status == 429, (refused.status, str(refused.body)[:200])

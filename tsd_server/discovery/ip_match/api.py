@@ -15,7 +15,7 @@ from flask_login import current_user, login_required
 from tsd_server.api.request_body import device_id_field, json_object, string_field
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import announcements, offers
-from tsd_server.discovery.ip_match.settings import IpMatchSettings, configured_limit
+from tsd_server.discovery.ip_match.settings import IpMatchSettings, claim_limit, configured_limit
 from tsd_server.extensions import csrf, limiter
 
 bp = Blueprint("ip_match_api", __name__, url_prefix="/api/v1/discovery")
@@ -51,7 +51,7 @@ def nearby():
 
 @bp.post("/nearby/<device_id>/link")
 @login_required
-@limiter.limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"))
+@claim_limit
 def link(device_id: str):
     offer = offers.link(current_user, device_id[:64])
     return jsonify({"offer_id": offer.public_id, "status": offer.status,
@@ -60,7 +60,7 @@ def link(device_id: str):
 
 @bp.post("/offers/<offer_id>/confirm")
 @login_required
-@limiter.limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"))
+@claim_limit
 def confirm(offer_id: str):
     code = string_field(json_object(), "code", max_length=16) or ""
     return jsonify({"status": offers.confirm(current_user, offer_id, code)})

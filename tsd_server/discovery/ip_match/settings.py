@@ -10,6 +10,7 @@ from typing import Any
 from flask import current_app
 
 from tsd_server.config import ConfigurationError
+from tsd_server.extensions import limiter
 
 # (setting, lowest, highest) for every whole-number setting; times are in seconds.
 _BOUNDS = {
@@ -80,6 +81,13 @@ def _whole_number(config: Mapping[str, Any], key: str, low: int, high: int) -> i
 def configured_limit(key: str) -> Callable[[], str]:
     """A Flask-Limiter limit read from a setting at request time."""
     return lambda: current_app.config[key]
+
+
+# Linking and confirming, on the API and on the web pages alike, draw on one budget per
+# client address: with a budget per route, one address had four times the setting's
+# guesses at printers' confirmation codes.
+claim_limit = limiter.shared_limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"),
+                                   scope="ip-match-claim")
 
 
 def current() -> IpMatchSettings:

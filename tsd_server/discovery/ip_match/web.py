@@ -15,7 +15,7 @@ from wtforms.validators import DataRequired, Length
 from tsd_server.api.errors import ApiError
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import offers
-from tsd_server.discovery.ip_match.settings import configured_limit
+from tsd_server.discovery.ip_match.settings import claim_limit, configured_limit
 from tsd_server.extensions import limiter
 from tsd_server.web.forms import ConfirmForm
 
@@ -42,7 +42,7 @@ def nearby():
 
 @bp.post("/<device_id>/link")
 @login_required
-@limiter.limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"))
+@claim_limit
 def link(device_id: str):
     try:
         offer = offers.link(current_user, device_id[:64])
@@ -68,7 +68,7 @@ def offer(offer_id: str):
 
 @bp.post("/offers/<offer_id>/confirm")
 @login_required
-@limiter.limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"))
+@claim_limit
 def confirm(offer_id: str):
     form = CodeForm()
     found = offers.owned_offer(current_user, offer_id)
