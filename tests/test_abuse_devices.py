@@ -157,7 +157,9 @@ def test_announcing_a_live_devices_id_cannot_take_it(app, world):
     assert len(world.audit_events("ip_match_announce")) >= 1
     mismatches = [event for event in world.audit_events("ip_match_announce")
                   if event.outcome == "secret_mismatch"]
-    assert len(mismatches) == 6  # every attempt is on record
+    # On record once a minute per address: the attempt is traced, and nobody can fill
+    # the audit log by announcing a known id at the announce limit's pace.
+    assert sorted(event.client_ip for event in mismatches) == sorted([HOME, ELSEWHERE])
 
 
 def test_a_squatted_id_blocks_only_ip_match_and_only_while_the_squatter_announces(

@@ -28,7 +28,7 @@ from sqlalchemy import Row, ScalarSelect, bindparam, delete, exists, func, selec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from tsd_server import audit, client_address, single_statement
+from tsd_server import audit, audit_throttle, client_address, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
@@ -42,6 +42,7 @@ from tsd_server.discovery.ip_match.eligibility import (
 from tsd_server.discovery.ip_match.settings import IpMatchSettings, current
 from tsd_server.extensions import db
 from tsd_server.models.ip_match import Announcement, Offer
+from tsd_server.rate_limit_keys import address_key
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,13 @@ def announce(request: AnnounceRequest) -> dict[str, Any]:
             if row is None:
                 raise
     if not hmac.compare_digest(row.secret_hash, secret_hash(request.device_secret)):
-        audit.record("ip_match_announce", actor=ACTOR, outcome="secret_mismatch",
-                     device_uid=request.device_uid, strategy=STRATEGY, address=address,
-                     detail="another device_secret is bound to this device_id")
-        db.session.commit()
+        # Anyone who knows a live device's id can send these at the announce limit's pace.
+        if audit_throttle.first_this_minute("tsd-audit-secret-mismatch", address_key()):
+            audit.record("ip_match_announce", actor=ACTOR, outcome="secret_mismatch",
+                         device_uid=request.device_uid, strategy=STRATEGY, address=address,
+                         detail="another device_secret is bound to this device_id (audited "
+                                "once a minute per address at most)")
+            db.session.commit()
         raise ApiError(409, "device_id_taken", "Another device is announcing with this "
                        "device_id. Each device needs its own device_id and device_secret.")
     _refresh(row, request, address, settings, now)

@@ -24,13 +24,13 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tsd_server import audit, single_statement
+from tsd_server import audit, audit_throttle, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import LinkResult, link_device
-from tsd_server.discovery.pairing import codes, limits
+from tsd_server.discovery.pairing import codes
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization, User
 from tsd_server.models.pairing import APPROVED, DENIED, PENDING
@@ -145,7 +145,7 @@ def by_device_code(text: str | None) -> Row:
 def _audit_invalid_code(device_uid: str | None, detail: str) -> None:
     """``device_code_invalid``, once a minute per address at most: polls come as fast as
     the token limit allows (120 a minute), and each would otherwise be a row."""
-    if limits.first_this_minute("tsd-audit-device-code", address_key()):
+    if audit_throttle.first_this_minute("tsd-audit-device-code", address_key()):
         audit.record_now("device_code_invalid", actor="device", outcome="refused",
                          device_uid=device_uid, detail=f"{detail} (audited once a minute "
                          "per address at most)")

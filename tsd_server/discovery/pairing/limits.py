@@ -27,10 +27,9 @@ from collections.abc import Callable
 from flask import current_app, request
 from flask_limiter import RequestLimit
 from flask_login import current_user
-from limits import parse
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import audit
+from tsd_server import audit, audit_throttle
 from tsd_server.extensions import db, limiter
 from tsd_server.rate_limit_keys import account_key, address_key
 
@@ -38,28 +37,15 @@ log = logging.getLogger(__name__)
 
 GUESS_MESSAGE = "Too many code attempts; wait before trying again (see Retry-After)."
 BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
-AUDIT_THROTTLE = parse("1 per minute")
 
 
 def setting(name: str) -> Callable[[], str]:
     return lambda: str(current_app.config[name])
 
 
-def first_this_minute(kind: str, key: str) -> bool:
-    """True for the first call a minute per ``kind`` and ``key``: refusals that can come as
-    fast as a limit allows are audited this often at most, so the audit log cannot be
-    flooded (docs/security.md). Fails open: if the storage misbehaves, audit."""
-    prefix = str(current_app.config.get("RATELIMIT_KEY_PREFIX") or "")
-    try:
-        return limiter.limiter.hit(AUDIT_THROTTLE, prefix, kind, key)
-    except Exception:  # noqa: BLE001 - the limit stands even if its storage misbehaves here
-        log.exception("audit throttle failed")
-        return True
-
-
 def audit_breach(request_limit: RequestLimit) -> None:
     """Record a refused request, once a minute per limit key at most."""
-    if not first_this_minute("tsd-audit-429", request_limit.key):
+    if not audit_throttle.first_this_minute("tsd-audit-429", request_limit.key):
         return None
     actor = f"user:{current_user.id}" if current_user.is_authenticated else "anonymous"
     try:

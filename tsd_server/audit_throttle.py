@@ -1,0 +1,29 @@
+"""At most one audit row a minute per kind of refusal and client: for refusals that can
+come as fast as a rate limit allows, so that nobody can fill the audit log with them
+(docs/security.md: the audit log must not be floodable). The first one in each minute is
+kept, which is the trace an incident needs; counting uses the rate-limit storage, so it is
+shared by every process where that storage is (Redis)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from limits import parse
+
+from tsd_server.extensions import limiter
+
+log = logging.getLogger(__name__)
+
+ONCE_A_MINUTE = parse("1 per minute")
+
+
+def first_this_minute(kind: str, key: str) -> bool:
+    """True for the first call a minute per ``kind`` and ``key``. Fails open: if the storage
+    misbehaves, audit."""
+    prefix = str(current_app.config.get("RATELIMIT_KEY_PREFIX") or "")
+    try:
+        return limiter.limiter.hit(ONCE_A_MINUTE, prefix, kind, key)
+    except Exception:  # noqa: BLE001 - auditing too much beats auditing nothing
+        log.exception("audit throttle failed")
+        return True
