@@ -8,7 +8,7 @@ import pytest
 
 from tsd_agent import messages as m
 from tsd_agent.cli import main, server_url
-from tsd_agent.client import ServerError, Unreachable, parse_retry_after
+from tsd_agent.client import MAX_RETRY_AFTER, ServerError, Unreachable, parse_retry_after
 
 
 def server_error(status: int, code: str, message: str = "", retry_after=None, **body):
@@ -53,6 +53,13 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
     (server_error(500, "internal_error", "boom"), m.EXIT_FAILURE, ["HTTP 500", "boom"]),
     (ServerError(502, "not_json", "HTTP 502 without a JSON body"), m.EXIT_FAILURE,
      ["HTTP 502", "address of a tsd-server"]),
+    (ServerError(200, "answer_too_large", "HTTP 200 answer larger than 65536 bytes"),
+     m.EXIT_FAILURE, ["larger than 64 KiB", "address of a tsd-server"]),
+    (ServerError(302, "unexpected_status", "HTTP 302"), m.EXIT_FAILURE,
+     ["HTTP 302", "redirects are not followed", "--server"]),
+    # Retry-After absent, a 401-digit retry_after in the body: a day, not an OverflowError.
+    (ServerError(429, "rate_limited", "", {"error": "rate_limited", "retry_after": 10 ** 400}),
+     m.EXIT_RATE_LIMITED, ["retry in 1440 minutes"]),
     (Unreachable("http://127.0.0.1:9", "refused"), m.EXIT_UNREACHABLE,
      ["connection refused", "--server", "TSD_AGENT_SERVER"]),
     (Unreachable("http://127.0.0.1:9", "timeout"), m.EXIT_UNREACHABLE, ["did not answer"]),
@@ -86,6 +93,16 @@ def test_retry_after_as_seconds_or_http_date():
     assert parse_retry_after("Mon, 01 Jun 2026 12:01:30 GMT", now) == 90
     assert parse_retry_after("Mon, 01 Jun 2026 11:00:00 GMT", now) == 0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("value", ["99999999999", "9" * 5000, "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_retry_after_is_at_most_a_day(value):
+    # Thousands of digits must not reach int(), nor a huge wait time.sleep().
+    assert parse_retry_after(value) == MAX_RETRY_AFTER == 24 * 3600
+
+
+def test_retry_after_takes_only_ascii_digits():
+    assert parse_retry_after("\u00b2") is None  # "²".isdigit(), but int() refuses it
 
 
 @pytest.mark.parametrize("bad", ["ftp://x", "127.0.0.1:5000", "http://user:pw@host",

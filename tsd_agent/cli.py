@@ -136,6 +136,10 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except KeyboardInterrupt:
         agent.warn("stopped; nothing more was sent.")
         return m.EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - last resort: every failure is one line
+        agent.warn(f"error: unexpected failure ({type(error).__name__}: {m.clean(error)}); "
+                   "please report it.")
+        return m.EXIT_FAILURE
 
 
 def entry_point() -> None:

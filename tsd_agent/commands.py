@@ -8,6 +8,8 @@ Retry-After on ``rate_limited``); one-shot commands report a rate limit and stop
 from __future__ import annotations
 
 import io
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ MIN_POLL_INTERVAL = 0.1
 MAX_POLL_INTERVAL = 600.0
 SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5: add 5 seconds on every slow_down
 DEFAULT_RATE_LIMIT_WAIT = 60.0
+MIN_RATE_LIMIT_WAIT = 1.0  # Retry-After: 0 must not make the agent hammer the server
+# RFC 6750's token characters; long enough for any token, short enough for the state file.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]{1,1024}={0,2}")
 
 
 @dataclass
@@ -57,8 +62,11 @@ class Agent:
     def linked(self, answer: dict[str, Any], strategy: str, how: str) -> int:
         """Save a newly issued token (before anything else can go wrong) and say so."""
         token = answer.get("access_token")
-        if not isinstance(token, str) or not token:
-            self.warn("error: the server said the printer is linked but sent no access token.")
+        if not isinstance(token, str) or not TOKEN_PATTERN.fullmatch(token):
+            # Saving a malformed token would break the Authorization header, and a huge
+            # one the state file (and with it this printer's identity).
+            self.warn("error: the server said the printer is linked but sent no usable "
+                      "access token; nothing was saved.")
             return m.EXIT_FAILURE
         device = answer.get("device")
         via = device.get("linked_via") if isinstance(device, dict) else None
@@ -71,17 +79,37 @@ class Agent:
         return m.EXIT_OK
 
 
+def seconds_from(value: Any) -> float | None:
+    """A server-given number of seconds, or None unless it is a finite number >= 0.
+
+    JSON brings NaN, Infinity and integers too big for a float; none of them may reach
+    sleep(), int() or round().
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 def interval_from(value: Any, default: float = DEFAULT_POLL_INTERVAL) -> float:
     """A server-given interval in seconds, bounded so a bad value cannot spin or stall."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    seconds = seconds_from(value)
+    if seconds is None:
         return default
-    return min(max(float(value), MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
+    return min(max(seconds, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
 
 
 def rate_limit_wait(agent: Agent, error: ServerError) -> float:
-    seconds = error.retry_after
-    agent.warn(f"too many attempts: the server asks to {m.wait_words(seconds)}; waiting.")
-    return float(seconds) if seconds is not None else DEFAULT_RATE_LIMIT_WAIT
+    """Retry-After, bounded: 0 would hammer the server, a day would look like a hang."""
+    asked = error.retry_after
+    wait = (DEFAULT_RATE_LIMIT_WAIT if asked is None
+            else min(max(float(asked), MIN_RATE_LIMIT_WAIT), MAX_POLL_INTERVAL))
+    agent.warn(f"too many attempts: the server asks to {m.wait_words(asked)}; waiting "
+               f"{m.duration_words(wait)}.")
+    return wait
 
 
 def discover(agent: Agent, timeout: float | None) -> int:
@@ -107,16 +135,18 @@ def discover(agent: Agent, timeout: float | None) -> int:
             if status == "linked":
                 return agent.linked(answer, "ip_match", "to the account that confirmed")
             if status == "confirm":
-                confirmation = answer.get("confirmation") or {}
+                confirmation = answer.get("confirmation")
+                if not isinstance(confirmation, dict):
+                    confirmation = {}
                 code = m.clean(confirmation.get("code", ""), 16)
                 if code and code != shown_code:
                     account = m.clean(confirmation.get("account") or "someone", 80)
-                    expires = confirmation.get("expires_in")
+                    expires = seconds_from(confirmation.get("expires_in"))
                     agent.say(f"{account} wants to link this printer.")
                     agent.say(f"Confirmation code: {code}")
                     agent.say("If that is you, type this code on the website"
-                              + (f" within {int(expires)} seconds." if
-                                 isinstance(expires, int | float) else ".")
+                              + (f" within {round(expires)} seconds." if
+                                 expires is not None else ".")
                               + " If it is not you, do nothing.")
                     shown_code = code
             elif status == "waiting":
@@ -161,15 +191,18 @@ def link(agent: Agent, timeout: float | None) -> int:
 
     limit = min(expires_in, timeout) if timeout else expires_in
     deadline = agent.monotonic() + limit
+    wait = interval
     while True:
-        if agent.monotonic() + interval > deadline:
+        # Checked before every sleep, a rate limit's too: never sleep past the deadline.
+        if agent.monotonic() + wait > deadline:
             if timeout and timeout < expires_in:
                 agent.warn("error: not approved before --timeout; nothing was linked.")
             else:
                 agent.warn("error: the code expired before anyone approved it; run "
                            "`tsd-agent link` again for a new one.")
             return m.EXIT_EXPIRED
-        agent.sleep(interval)
+        agent.sleep(wait)
+        wait = interval
         try:
             answer = agent.client.token(device_code)
         except ServerError as error:
@@ -179,11 +212,11 @@ def link(agent: Agent, timeout: float | None) -> int:
                 continue
             if error.code == "slow_down":
                 # RFC 8628: add 5 seconds; a server that names a longer interval wins.
-                interval = max(min(interval + SLOW_DOWN_STEP, MAX_POLL_INTERVAL),
-                               interval_from(error.body.get("interval"), default=0.0))
+                interval = wait = max(min(interval + SLOW_DOWN_STEP, MAX_POLL_INTERVAL),
+                                      interval_from(error.body.get("interval"), default=0.0))
                 continue
             if error.code == "rate_limited" or error.status == 429:
-                agent.sleep(max(rate_limit_wait(agent, error) - interval, 0.0))
+                wait = max(rate_limit_wait(agent, error), interval)
                 continue
             return agent.fail(error)
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
@@ -242,8 +275,11 @@ def whoami(agent: Agent) -> int:
         answer = agent.client.me(state.access_token)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
-    device = answer.get("device") or {}
-    owner = (answer.get("owner") or {}).get("display_name")
+    device, owner = answer.get("device"), answer.get("owner")
+    if not isinstance(device, dict):
+        agent.warn("error: the server's answer about this printer is incomplete.")
+        return m.EXIT_FAILURE
+    owner = owner.get("display_name") if isinstance(owner, dict) else None
     model = device.get("model")
     agent.say(f"Linked: \"{m.clean(device.get('name'), 80)}\" ({m.clean(device.get('id'), 64)})"
               + (f", model {m.clean(model, 80)}" if model else "")

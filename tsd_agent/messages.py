@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from tsd_agent.client import ServerError, Unreachable
+from tsd_agent.client import MAX_ANSWER_BYTES, MAX_RETRY_AFTER, ServerError, Unreachable
 
 # Exit codes (documented in docs/agent.md and `tsd-agent --help`).
 EXIT_OK = 0
@@ -85,10 +85,14 @@ def describe(error: Exception) -> tuple[int, str]:
 
 
 def strategy_words(name: object) -> str:
-    """Words for a strategy name, or for a list of them (the device flow serves two)."""
-    if isinstance(name, list) and name:
-        return " and ".join(strategy_words(item) for item in name)
-    return STRATEGY_WORDS.get(str(name), clean(name, 40) or "this way of linking")
+    """Words for a strategy name, or for a list of them (the device flow serves two).
+
+    Only one level of list is read, and three names at most: a server's list nested a
+    thousand deep must not overflow the stack, nor a long one fill the screen.
+    """
+    names = name[:3] if isinstance(name, list) and name else [name]
+    return " and ".join(STRATEGY_WORDS.get(str(item), clean(item, 40) or "this way of linking")
+                        for item in names)
 
 
 def ineligible_words(reason: object) -> str:
@@ -98,9 +102,15 @@ def ineligible_words(reason: object) -> str:
 def wait_words(seconds: int | None) -> str:
     if seconds is None:
         return "wait a minute before trying again"
+    return f"retry in {duration_words(seconds)}"
+
+
+def duration_words(seconds: float) -> str:
+    """'42 seconds' or '10 minutes'."""
+    seconds = round(seconds)
     if seconds < 120:
-        return f"retry in {seconds} second{'s' if seconds != 1 else ''}"
-    return f"retry in {round(seconds / 60)} minutes"
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{round(seconds / 60)} minutes"
 
 
 def _unreachable(error: Unreachable) -> str:
@@ -125,7 +135,7 @@ def _server_error(error: ServerError) -> tuple[int, str]:
     if code == "rate_limited" or error.status == 429:
         seconds = error.retry_after
         if seconds is None and isinstance(body.get("retry_after"), int):
-            seconds = body["retry_after"]
+            seconds = min(max(body["retry_after"], 0), MAX_RETRY_AFTER)
         return EXIT_RATE_LIMITED, f"too many attempts: the server asks to {wait_words(seconds)}."
     if code == "invalid_code":
         return EXIT_REFUSED, ("that code is not valid: it was mistyped, already used or has "
@@ -149,6 +159,14 @@ def _server_error(error: ServerError) -> tuple[int, str]:
     if code == "base_url_unknown":
         return EXIT_FAILURE, ("the server cannot tell its own public address, so it cannot give "
                               "this printer a link; its operator must set TSD_BASE_URL.")
+    if code == "unexpected_status":
+        return EXIT_FAILURE, (f"the server answered HTTP {error.status}, which is no answer "
+                              "(redirects are not followed); check --server: https:// or "
+                              "http://, host and any path prefix.")
+    if code == "answer_too_large":
+        return EXIT_FAILURE, (f"the server's answer (HTTP {error.status}) was larger than "
+                              f"{MAX_ANSWER_BYTES // 1024} KiB, far more than any tsd-server "
+                              "answer; is --server the address of a tsd-server?")
     if code == "not_json":
         return EXIT_FAILURE, (f"the server answered HTTP {error.status} without JSON; is "
                               "--server the address of a tsd-server?")

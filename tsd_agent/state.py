@@ -10,6 +10,7 @@ secrets may already have been read.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -75,13 +76,19 @@ def resolve_path(path: str | os.PathLike | None) -> Path:
 
 
 def load_or_create(path: Path, *, warn: Callable[[str], None]) -> AgentState:
-    """The saved state, or a new identity saved right away (so the id never changes)."""
+    """The saved state, or a new identity saved right away (so the id never changes).
+
+    Two first runs at once must end with one identity: the new file is published only if
+    none exists yet, and the run that finds one already there uses that one instead.
+    """
     try:
         return load(path, warn=warn)
     except FileNotFoundError:
-        state = AgentState.new()
-        save(path, state)
+        pass
+    state = AgentState.new()
+    if create(path, state):
         return state
+    return load(path, warn=warn)
 
 
 def load(path: Path, *, warn: Callable[[str], None]) -> AgentState:
@@ -121,10 +128,44 @@ def load(path: Path, *, warn: Callable[[str], None]) -> AgentState:
 
 def save(path: Path, state: AgentState) -> None:
     """Write a new 0600 file next to the old one and rename it into place."""
+    _publish(path, state, os.replace)
+
+
+def create(path: Path, state: AgentState) -> bool:
+    """Publish a first state file, complete, unless one exists: False if one did."""
+    try:
+        _publish(path, state, _link_unless_present)
+    except FileExistsError:
+        return False
+    return True
+
+
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+
+def _link_unless_present(temporary: Path, path: Path) -> None:
+    """Unlike a rename, a hard link never replaces a file. Where the filesystem has no hard
+    links (FAT, some FUSE mounts), a rename after a check: two first runs at the same
+    moment could still race there, as they always could before."""
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        if error.errno not in NO_HARD_LINKS:
+            raise
+        if path.exists():
+            raise FileExistsError(str(path)) from None
+        os.replace(temporary, path)
+
+
+def _publish(path: Path, state: AgentState, put: Callable[[Path, Path], None]) -> None:
+    """Write a new 0600 temporary file next to ``path`` and ``put`` it there."""
     folder = path.parent
     if not folder.exists():
         try:
-            os.makedirs(folder, mode=FOLDER_MODE)
+            # exist_ok: a first run at the same moment may have just created it.
+            os.makedirs(folder, mode=FOLDER_MODE, exist_ok=True)
         except OSError as error:
             raise StateError(f"cannot create folder {folder}: {error.strerror}") from None
     temporary = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
@@ -138,7 +179,10 @@ def save(path: Path, state: AgentState) -> None:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(temporary, path)
+        put(temporary, path)
+    except FileExistsError:
+        raise
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise StateError(f"cannot write state file {path}: {error.strerror}") from None
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,398 @@
+"""tsd-agent against a hostile or broken server: every bad answer is one line, never a crash,
+an endless wait, a memory blow-up or a saved token it should not have saved.
+
+The server here is a tiny HTTP server on 127.0.0.1 that writes whatever answer the test
+scripts, byte for byte: it stands in for the hostile server, which is the component under
+test. The agent runs for real (``main()`` in-process, or its loops with the test's clock).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tsd_agent import client as agent_client
+from tsd_agent import commands
+from tsd_agent import messages as m
+from tsd_agent.cli import main
+from tsd_agent.client import Client
+from tsd_agent.state import AgentState, load, load_or_create, save
+
+WAIT = 30.0  # a guard against a hung test, never a measured time
+TOKEN = "tsd_at_" + "A" * 43
+LINKED = {"access_token": TOKEN, "device": {"linked_via": "pairing_code"}}
+REDEEM = "/api/v1/pairing/redeem"
+ANNOUNCE = "/api/v1/discovery/announce"
+AUTHORIZE = "/api/v1/device/authorize"
+TOKEN_PATH = "/api/v1/device/token"
+ME = "/api/v1/device/me"
+GRANT = {"device_code": "dc", "user_code": "BCDF-GHJK", "verification_uri": "http://x/link",
+         "interval": 1, "expires_in": 600}
+
+
+Script = Callable[["Handler"], None]
+
+
+class HostileServer(ThreadingHTTPServer):
+    """Answers each path with the raw bytes its script writes (404 for any other path)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.scripts: dict[str, Script] = {}
+        self.stopping = threading.Event()
+        self.sent: list[int] = []  # bytes each big answer got out before the agent hung up
+        self.answered = threading.Event()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: HostileServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.close_connection = True
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        script = self.server.scripts.get(self.path, reply(404, {"error": "not_found"}))
+        try:
+            script(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    do_POST = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def raw_answer(status: int, body: str | bytes, headers: dict[str, str] | None = None) -> bytes:
+    body = body.encode() if isinstance(body, str) else body
+    head = {"Content-Type": "application/json", "Content-Length": str(len(body)),
+            "Connection": "close", **(headers or {})}
+    lines = [f"HTTP/1.1 {status} Hostile"] + [f"{k}: {v}" for k, v in head.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def reply(status: int, body: object, headers: dict[str, str] | None = None) -> Script:
+    """An answer written at once; a str body is sent as is (for NaN, Infinity, huge numbers)."""
+    data = body if isinstance(body, str) else json.dumps(body)
+    raw = raw_answer(status, data, headers)
+    return lambda handler: handler.wfile.write(raw)
+
+
+@pytest.fixture
+def hostile():
+    server = HostileServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+
+
+def run_agent(server: HostileServer, state: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--server", server.url, "--state", str(state), *args], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def linked_state(server: HostileServer, path: Path) -> Path:
+    state = AgentState.new()
+    state.access_token, state.server = TOKEN, server.url
+    save(path, state)
+    return path
+
+
+def saved_token(path: Path) -> str | None:
+    return load(path, warn=pytest.fail).access_token
+
+
+# --- 1. answers too big or too slow ------------------------------------------------------
+
+BIG = 64 * 1024 * 1024
+
+
+def big_answer(chunked: bool) -> Script:
+    """A valid linking answer padded with JSON whitespace to 64 MiB, counting what got out."""
+
+    def script(handler: Handler) -> None:
+        body = json.dumps(LINKED).encode()
+        length = {"Transfer-Encoding": "chunked"} if chunked else {
+            "Content-Length": str(len(body) + BIG)}
+        raw = raw_answer(200, b"", {**length})
+        if chunked:
+            raw = raw.replace(b"Content-Length: 0\r\n", b"")
+        sent = 0
+        try:
+            handler.wfile.write(raw)
+            piece = b" " * 65536
+            for data in [body] + [piece] * (BIG // len(piece)):
+                handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                sent += len(data)
+            if chunked:
+                handler.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+        finally:
+            handler.server.sent.append(sent)
+            handler.server.answered.set()
+
+    return script
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_answer_bigger_than_any_real_one_is_refused_unread(hostile, tmp_path, chunked):
+    hostile.scripts[REDEEM] = big_answer(chunked)
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_FAILURE, err
+    assert "larger than" in err and err.count("\n") == 1 and "Linked" not in out
+    assert saved_token(tmp_path / "s.json") is None
+    # The agent hung up instead of taking the 64 MiB in.
+    assert hostile.answered.wait(WAIT)
+    assert hostile.sent[0] < BIG
+
+
+def trickle(where: str) -> Script:
+    """A valid linking answer, one byte at a time, in its headers or in its body."""
+    body = json.dumps(LINKED) + " " * 100
+    head = raw_answer(200, body).split(b"\r\n\r\n")[0]
+
+    def script(handler: Handler) -> None:
+        if where == "headers":
+            first, slow = head + b"\r\n", b"X-Padding: " + b"x" * 100 + b"\r\n\r\n" + body.encode()
+        else:
+            first, slow = head + b"\r\n\r\n", body.encode()
+        handler.wfile.write(first)
+        for byte in slow:
+            if handler.server.stopping.wait(0.02):
+                return
+            handler.wfile.write(bytes([byte]))
+
+    return script
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_an_answer_trickled_byte_by_byte_is_given_up_at_the_deadline(hostile, tmp_path,
+                                                                      monkeypatch, where):
+    # Each byte comes well within the read timeout; only a deadline for the whole answer
+    # stops this. The answer takes over 3 s to arrive: without one, the agent links.
+    monkeypatch.setattr(agent_client, "ANSWER_TIMEOUT", 0.5, raising=False)
+    hostile.scripts[REDEEM] = trickle(where)
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_UNREACHABLE, (out, err)
+    assert "did not answer in time" in err and err.count("\n") == 1
+    assert saved_token(tmp_path / "s.json") is None
+
+
+# --- 2. server values that crashed the agent ---------------------------------------------
+
+def test_whoami_with_owner_and_device_that_are_not_objects(hostile, tmp_path):
+    state = linked_state(hostile, tmp_path / "s.json")
+    hostile.scripts[ME] = reply(200, {"device": {"id": "tsd-1", "name": "P"}, "owner": "eve"})
+    code, out, err = run_agent(hostile, state, "whoami")
+    assert code == m.EXIT_OK and "owner unknown" in out, err
+    hostile.scripts[ME] = reply(200, {"device": ["not", "an", "object"], "owner": {}})
+    code, out, err = run_agent(hostile, state, "whoami")
+    assert code == m.EXIT_FAILURE and err.count("\n") == 1 and "incomplete" in err
+
+
+@pytest.mark.parametrize("answer", [
+    '{"status": "confirm", "poll_interval": 1, "confirmation": "ABCD"}',
+    '{"status": "confirm", "poll_interval": 1, "confirmation": ["ABCD"]}',
+    '{"status": "waiting", "poll_interval": NaN}',
+    '{"status": "waiting", "poll_interval": 1' + "0" * 400 + "}",
+], ids=["confirmation-str", "confirmation-list", "nan", "401-digits"])
+def test_discover_survives_bad_values(hostile, tmp_path, answer):
+    # A bad interval falls back to the default (5 s), longer than --timeout: one announce.
+    hostile.scripts[ANNOUNCE] = reply(200, answer)
+    code, _, err = run_agent(hostile, tmp_path / "s.json", "discover", "--timeout", "0.5")
+    assert code == m.EXIT_EXPIRED and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 10 ** 400, -1],
+                         ids=["nan", "infinity", "-infinity", "401-digits", "negative"])
+def test_an_interval_that_is_no_finite_number_of_seconds_gets_the_default(value):
+    # Not clamped to 0.1 s or 10 minutes: such a value says nothing about the server's pace.
+    assert commands.interval_from(value) == commands.DEFAULT_POLL_INTERVAL
+
+
+def test_discover_shows_the_code_when_its_expiry_is_infinite(hostile, tmp_path):
+    hostile.scripts[ANNOUNCE] = reply(200, '{"status": "confirm", "poll_interval": 1, '
+                                           '"confirmation": {"code": "4711", '
+                                           '"expires_in": Infinity}}')
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "discover", "--timeout", "0.5")
+    assert code == m.EXIT_EXPIRED, err
+    assert "Confirmation code: 4711" in out and "type this code on the website." in out
+
+
+@pytest.mark.parametrize("expires_in", ["NaN", "-Infinity", "1" + "0" * 400])
+def test_link_survives_a_bad_expires_in(hostile, tmp_path, expires_in):
+    grant = json.dumps({**GRANT, "expires_in": 0}).replace('"expires_in": 0',
+                                                           f'"expires_in": {expires_in}')
+    hostile.scripts[AUTHORIZE] = reply(200, grant)
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "link", "--no-qr",
+                               "--timeout", "0.5")
+    assert code == m.EXIT_EXPIRED and err.count("\n") == 1, err
+    assert "expires in about 10 minutes" in out  # the default, not the server's value
+
+
+def test_a_rate_limit_with_a_huge_retry_after_in_the_body_is_one_line(hostile, tmp_path):
+    hostile.scripts[REDEEM] = reply(429, '{"error": "rate_limited", "retry_after": 1'
+                                         + "0" * 400 + "}")
+    code, _, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_RATE_LIMITED and err.count("\n") == 1, err
+
+
+def test_a_deeply_nested_strategy_is_one_line(hostile, tmp_path):
+    strategy = "[" * 900 + '"qr_code"' + "]" * 900
+    hostile.scripts[REDEEM] = reply(503, '{"error": "strategy_disabled", "strategy": '
+                                         + strategy + "}")
+    code, _, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_DISABLED and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("token", ["tsd_at_\r\nX-Evil: 1", "é" * 30000, "t" * 5000],
+                         ids=["line-break", "escapes-beyond-state-file", "too-long"])
+def test_an_unusable_token_is_not_saved(hostile, tmp_path, token):
+    # "é" * 30000 fits in an answer but, escaped, not in a state file: saving it would make
+    # the state file unreadable and cost the printer its identity.
+    hostile.scripts[REDEEM] = reply(200, json.dumps({"access_token": token},
+                                                    ensure_ascii=False))
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_FAILURE and "Linked" not in out and err.count("\n") == 1, err
+    assert saved_token(tmp_path / "s.json") is None
+
+
+# --- 3. rate limits: bounded waits, --timeout honoured -----------------------------------
+
+class Stop(Exception):
+    """Ends an agent loop from the test's clock."""
+
+
+class Clock:
+    """The agent's clock: sleeping moves it forward at once; the 10th sleep ends the loop."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if len(self.sleeps) == 10:
+            raise Stop
+
+
+def agent_with(server: HostileServer, tmp_path: Path, clock: Clock) -> commands.Agent:
+    return commands.Agent(client=Client(server.url), state=AgentState.new(),
+                          state_path=tmp_path / "s.json", name="Hostile test", model=None,
+                          out=io.StringIO(), err=io.StringIO(), sleep=clock.sleep,
+                          monotonic=clock.monotonic, qr=False)
+
+
+def rate_limited(retry_after: str) -> Script:
+    return reply(429, {"error": "rate_limited"}, {"Retry-After": retry_after})
+
+
+def test_link_does_not_sleep_past_its_timeout_on_a_rate_limit(hostile, tmp_path):
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = rate_limited("3600")
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    assert commands.link(agent, timeout=2) == m.EXIT_EXPIRED
+    assert sum(clock.sleeps) <= 2, clock.sleeps
+    assert "--timeout" in agent.err.getvalue()
+
+
+@pytest.mark.parametrize("retry_after", ["0", "3600", "99999999999", "9" * 5000])
+@pytest.mark.parametrize("command", ["discover", "link"])
+def test_rate_limit_waits_are_at_least_a_second_and_at_most_ten_minutes(hostile, tmp_path,
+                                                                         retry_after,
+                                                                         command):
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = hostile.scripts[ANNOUNCE] = rate_limited(retry_after)
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    try:
+        code = (commands.discover(agent, None) if command == "discover"
+                else commands.link(agent, None))
+    except Stop:
+        code = None
+    # Still waiting, or (link) the next wait would pass the code's expiry.
+    assert code in (None, m.EXIT_EXPIRED), agent.err.getvalue()
+    assert clock.sleeps
+    assert all(1 <= wait <= commands.MAX_POLL_INTERVAL for wait in clock.sleeps), clock.sleeps
+    assert "too many attempts" in agent.err.getvalue()
+
+
+# --- 4. concurrent first runs ------------------------------------------------------------
+
+def test_concurrent_first_runs_end_with_one_identity(tmp_path, monkeypatch):
+    path, runs = tmp_path / "tsd-agent" / "state.json", 4  # its folder does not exist yet
+    everyone_looked = threading.Barrier(runs, timeout=WAIT)
+    new = AgentState.new
+
+    def new_once_every_run_found_no_file() -> AgentState:
+        everyone_looked.wait()
+        return new()
+
+    monkeypatch.setattr(AgentState, "new", staticmethod(new_once_every_run_found_no_file))
+    with ThreadPoolExecutor(runs) as pool:
+        states = list(pool.map(lambda _: load_or_create(path, warn=pytest.fail), range(runs)))
+    on_disk = load(path, warn=pytest.fail)
+    assert {(s.device_id, s.device_secret) for s in states} == {
+        (on_disk.device_id, on_disk.device_secret)}
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+
+
+def test_a_first_run_works_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    """FAT and some FUSE mounts refuse os.link: the first state file is then renamed into
+    place, as before, rather than the first run failing."""
+    import errno
+    import os
+
+    def no_hard_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    path = tmp_path / "state.json"
+    first = load_or_create(path, warn=pytest.fail)
+    assert load(path, warn=pytest.fail).device_id == first.device_id
+    assert load_or_create(path, warn=pytest.fail).device_id == first.device_id
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+# --- 5. only 2xx is success --------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+def test_a_redirect_carrying_a_token_does_not_link(hostile, tmp_path, status):
+    hostile.scripts[REDEEM] = reply(status, LINKED, {"Location": "http://127.0.0.1:9/"})
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_FAILURE and "Linked" not in out, (out, err)
+    assert f"HTTP {status}" in err and err.count("\n") == 1
+    assert saved_token(tmp_path / "s.json") is None
+
+
+# --- last resort -------------------------------------------------------------------------
+
+def test_an_unforeseen_failure_is_still_one_line(tmp_path, monkeypatch):
+    def broken(agent: commands.Agent) -> int:
+        raise TypeError("'str' object has no attribute 'get'\nsecond line")
+
+    monkeypatch.setattr(commands, "whoami", broken)
+    err = io.StringIO()
+    code = main(["--state", str(tmp_path / "s.json"), "whoami"], stdout=io.StringIO(),
+                stderr=err)
+    assert code == m.EXIT_FAILURE
+    assert err.getvalue().count("\n") == 1 and "TypeError" in err.getvalue()
