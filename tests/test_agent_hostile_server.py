@@ -244,6 +244,18 @@ def test_link_survives_a_bad_expires_in(hostile, tmp_path, expires_in):
     assert "expires in about 10 minutes" in out  # the default, not the server's value
 
 
+@pytest.mark.parametrize("expires_in, minutes", [(900, 15), (86400, 60)])
+def test_link_waits_as_long_as_the_code_lives(hostile, tmp_path, expires_in, minutes):
+    """The server's codes live 15 minutes by default: the agent must not give up after
+    10 (the poll interval's cap once applied to the code's lifetime too), nor wait a day
+    for a server that says so."""
+    hostile.scripts[AUTHORIZE] = reply(200, json.dumps({**GRANT, "expires_in": expires_in}))
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "link", "--no-qr",
+                               "--timeout", "0.5")
+    assert code == m.EXIT_EXPIRED, err
+    assert f"expires in about {minutes} minutes" in out
+
+
 def test_a_rate_limit_with_a_huge_retry_after_in_the_body_is_one_line(hostile, tmp_path):
     hostile.scripts[REDEEM] = reply(429, '{"error": "rate_limited", "retry_after": 1'
                                          + "0" * 400 + "}")

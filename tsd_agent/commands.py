@@ -27,6 +27,8 @@ MIN_POLL_INTERVAL = 0.1
 MAX_POLL_INTERVAL = 600.0
 SLOW_DOWN_STEP = 5.0  # RFC 8628 section 3.5: add 5 seconds on every slow_down
 DEFAULT_RATE_LIMIT_WAIT = 60.0
+DEFAULT_CODE_LIFETIME = 600.0  # when the server names none (RFC 8628 requires expires_in)
+MAX_CODE_LIFETIME = 3600.0
 MIN_RATE_LIMIT_WAIT = 1.0  # Retry-After: 0 must not make the agent hammer the server
 # RFC 6750's token characters; long enough for any token, short enough for the state file.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]{1,1024}={0,2}")
@@ -186,7 +188,9 @@ def link(agent: Agent, timeout: float | None) -> int:
     complete = m.clean(grant.get("verification_uri_complete") or "", 500)
     user_code = m.clean(grant.get("user_code") or "", 20)
     interval = interval_from(grant.get("interval"))
-    expires_in = interval_from(grant.get("expires_in"), default=600.0)
+    # The code's own lifetime, not a poll interval: the server's default is 15 minutes.
+    expires_in = min(seconds_from(grant.get("expires_in")) or DEFAULT_CODE_LIFETIME,
+                     MAX_CODE_LIFETIME)
     show_instructions(agent, uri, user_code, complete, expires_in)
 
     limit = min(expires_in, timeout) if timeout else expires_in
