@@ -138,6 +138,61 @@ def test_three_wrong_codes_void_the_offer(app, world):
     assert again["offer_id"] != offer_id
 
 
+def void_by_wrong_codes(person, printer) -> None:
+    """Pick the printer, read the code it shows, and type three wrong ones."""
+    offer_id = person.link(printer.device_id).json["offer_id"]
+    code = printer.announce().json["confirmation"]["code"]
+    for _ in range(3):
+        assert person.confirm(offer_id, wrong(code)).json["error"] == "wrong_code"
+
+
+def test_a_printer_takes_no_new_offers_after_three_voided_by_wrong_codes(app, world, clock):
+    """Each offer has three tries, but a voided one could be opened again at once: without a
+    bound per device, guessing was limited only by the claim rate limit per address. After
+    three offers voided by wrong codes in 24 hours, whoever made them, the printer takes no
+    new offers until the window has passed (nine wrong guesses a day at most)."""
+    from sqlalchemy import update
+
+    from tsd_server.discovery.ip_match import offers
+    from tsd_server.extensions import db
+    from tsd_server.models.ip_match import Announcement
+
+    printer = world.printer(HOME_A)
+    guesser, other_guesser, owner = (world.person(HOME_A) for _ in range(3))
+    printer.announce()
+    for person in (guesser, other_guesser, guesser):
+        void_by_wrong_codes(person, printer)
+        clock.advance(seconds=20)
+        printer.announce()  # still announcing: the count lives with its announcement
+    refused = owner.link(printer.device_id)
+    assert refused.status == 429 and refused.json["error"] == "too_many_wrong_codes"
+    retry_after = int(refused.headers["Retry-After"])
+    assert 24 * 3600 - 120 < retry_after <= 24 * 3600 + 1
+    failed = world.audit_events("link_failed")[-1]
+    assert (failed.outcome, failed.user_id, failed.device_uid) == (
+        "too_many_wrong_codes", owner.user_id, printer.device_id)
+    # Once the window has passed (moved back by hand: the printer would have to announce
+    # for a day), offers are made again, and a right code links as ever.
+    with app.app_context():
+        since = db.session.scalar(select(Announcement.wrong_code_voids_since))
+        db.session.execute(update(Announcement).values(
+            wrong_code_voids_since=since - offers.VOID_WINDOW))
+        db.session.commit()
+    link_and_confirm(owner, printer)
+    assert world.links() == [(owner.user_id, printer.device_id)]
+
+
+def test_two_voided_offers_do_not_lock_the_printer(app, world, clock):
+    printer, guesser, owner = world.printer(HOME_A), world.person(HOME_A), world.person(HOME_A)
+    printer.announce()
+    for _ in range(2):
+        void_by_wrong_codes(guesser, printer)
+        clock.advance(seconds=20)
+        printer.announce()
+    link_and_confirm(owner, printer)
+    assert world.links() == [(owner.user_id, printer.device_id)]
+
+
 def test_parallel_wrong_guesses_get_no_more_than_three_tries(app, world, database):
     printer, anna, offer_id, code = pending(world)
     cookie = anna.endpoint.client.get_cookie("session").value

@@ -41,6 +41,9 @@ class Announcement(db.Model):
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Written at most every IP_MATCH_LAST_SEEN_WRITE_INTERVAL seconds.
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Offers voided by wrong codes since ..._since (offers.WRONG_CODE_VOIDS per window).
+    wrong_code_voids: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    wrong_code_voids_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     offer: Mapped[Offer | None] = relationship(
         back_populates="announcement", cascade="all, delete-orphan", passive_deletes=True,

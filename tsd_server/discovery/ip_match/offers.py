@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app, session
@@ -57,6 +57,12 @@ CONFIRMED = "confirmed"
 CODE_DIGITS = 6
 CODE_SPACE = 10**CODE_DIGITS
 OFFER_ID_BYTES = 24  # 192 bits
+# A voided offer could be opened again at once, with a new code and new tries. Past this
+# many voided by wrong codes within VOID_WINDOW, the device takes no new offers until the
+# window has passed: at most WRONG_CODE_VOIDS x the tries per offer wrong guesses per device
+# and day, whatever the accounts and addresses (docs/ip-match.md).
+WRONG_CODE_VOIDS = 3
+VOID_WINDOW = timedelta(hours=24)
 # Session key: what the last audited nearby answer was (see _audit_nearby).
 NEARBY_AUDIT_KEY = "ip_match_nearby_audited"
 
@@ -170,6 +176,15 @@ def link(user: User, device_uid: str) -> Offer:
                 device_uid=device_uid)
         if existing is not None:
             end(existing, "expired", "expired before it was used")
+        locked_until = _wrong_codes_lock(row, now)
+        if locked_until is not None:
+            error = ApiError(429, "too_many_wrong_codes", "Wrong confirmation codes were "
+                             "typed for this printer too often: it takes no new link offers "
+                             "for now. Link it with a pairing code instead, or try again "
+                             "later.")
+            error.headers["Retry-After"] = str(int((locked_until - now).total_seconds()) + 1)
+            raise _refuse("link_failed", user, check, "too_many_wrong_codes", error,
+                          device_uid=device_uid)
         offer = _new_offer(row, user, check, settings, now)
         try:
             db.session.commit()
@@ -178,6 +193,24 @@ def link(user: User, device_uid: str) -> Offer:
             continue
         return offer
     raise ApiError(409, "offer_pending", "This printer is being linked right now; try again.")
+
+
+def _wrong_codes_lock(row: Announcement, now: datetime) -> datetime | None:
+    """Until when the device takes no new offers, or None: after WRONG_CODE_VOIDS offers
+    voided by wrong codes within VOID_WINDOW, whoever made them."""
+    since = row.wrong_code_voids_since
+    if since is None or since <= now - VOID_WINDOW or row.wrong_code_voids < WRONG_CODE_VOIDS:
+        return None
+    return since + VOID_WINDOW
+
+
+def _count_wrong_code_void(row: Announcement, now: datetime) -> None:
+    """One more offer voided by wrong codes (the caller commits). Only one offer per device
+    exists at a time, and its void happens under its row lock: no two counts race."""
+    if row.wrong_code_voids_since is None or row.wrong_code_voids_since <= now - VOID_WINDOW:
+        row.wrong_code_voids, row.wrong_code_voids_since = 1, now
+    else:
+        row.wrong_code_voids += 1
 
 
 def _new_offer(row: Announcement, user: User, check: UserCheck, settings: IpMatchSettings,
@@ -267,6 +300,7 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
     # Still in the reserving transaction (its row lock held): void and audit together.
     left = db.session.scalar(select(Offer.attempts_left).where(*_same_offer(offer))) or 0
     if left <= 0:
+        _count_wrong_code_void(offer.announcement, now)
         end(offer, "voided", "too many wrong codes", address=check.address,
             actor=f"user:{user.id}")
     error = ApiError(400, "wrong_code", "That is not the code the printer shows." + (
