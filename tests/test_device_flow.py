@@ -313,7 +313,9 @@ def test_an_answer_given_on_a_page_about_another_request_decides_nothing(app, cl
     assert (row.outcome, row.strategy) == ("page_changed", "qr_code")
     # An answer naming no request, or one that is not a number, decides nothing either.
     assert enter_code(session, mine["user_code"]).status_code == 302
-    for shown in ("", "x", str(int(shown_request(page)) + 1)):
+    shown_id, shown_tag = shown_request(page).split(".")
+    for shown in ("", "x", shown_id, f"{int(shown_id) + 1}.{shown_tag}",
+                  f"{shown_id}.{'0' * len(shown_tag)}"):
         refused = session.form_post("/link/confirm", {"decision": "approve",
                                                       "authorization": shown})
         assert refused.status_code in (400, 409), shown
@@ -338,25 +340,32 @@ def test_a_binding_does_not_pass_to_a_new_request_that_reuses_its_id(app, client
     mine = started(client, device_id="ada-printer")
     assert enter_code(session, mine["user_code"]).status_code == 302
     shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
+    old_id = int(shown.split(".")[0])
     clock.advance(days=2)
     with app.app_context():
         device_flow.purge(clock.now)
         db.session.commit()
-        assert db.session.get(DeviceAuthorization, int(shown)) is None
+        assert db.session.get(DeviceAuthorization, old_id) is None
     theirs = started(client, device_id="stranger-dev", ip="9.9.9.9")
     with app.app_context():
         theirs_id = db.session.scalar(select(DeviceAuthorization.id)
                                       .where(DeviceAuthorization.device_uid == "stranger-dev"))
         if app.config["DATABASE_URL"].startswith("sqlite"):
-            assert theirs_id == int(shown)  # the premise: SQLite gave the id out again
+            assert theirs_id == old_id  # the premise: SQLite gave the id out again
         else:  # a PostgreSQL sequence never does; give it the old id by hand
             db.session.execute(update(DeviceAuthorization)
                                .where(DeviceAuthorization.id == theirs_id)
-                               .values(id=int(shown)))
+                               .values(id=old_id))
             db.session.commit()
     assert session.get("/link/confirm").status_code == 404
     stale = decide(session, "approve", shown=shown)
     assert stale.status_code == 409 and "Too late" in stale.get_data(as_text=True)
+    # The same, with the stranger's QR link opened in this browser meanwhile: the binding
+    # now names the same id, but not the request the old page showed.
+    assert session.get(theirs["verification_uri_complete"].replace(
+        "http://localhost", "")).status_code == 200
+    swapped = decide(session, "approve", shown=shown)
+    assert swapped.status_code == 409 and "Nothing was decided" in swapped.get_data(as_text=True)
     clock.advance(seconds=10)
     assert error_of(poll(client, theirs["device_code"], ip="9.9.9.9")) == \
         "authorization_pending"

@@ -67,11 +67,12 @@ def enter_code(session, code: str):
 
 
 # The approval form names the request its page showed (link_pages.DecisionForm).
-SHOWN_REQUEST = re.compile(r'name="authorization" type="hidden" value="(\d*)"')
+SHOWN_REQUEST = re.compile(r'name="authorization" type="hidden" value="([0-9a-f.]*)"')
 
 
 def shown_request(html: str) -> str:
-    """The request id an approval page's form carries ("" on a page with nothing bound)."""
+    """What an approval page's form names: its request's id and tag ("" on a page with
+    nothing bound)."""
     found = SHOWN_REQUEST.search(html)
     return found.group(1) if found else ""
 

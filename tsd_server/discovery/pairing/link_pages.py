@@ -49,6 +49,11 @@ def _binding() -> tuple[int, str, str] | None:
     return authorization_id, via, tag
 
 
+def _shown(authorization_id: int, tag: str) -> str:
+    """What the approval form names: the request's id and tag, as the binding holds them."""
+    return f"{authorization_id}.{tag}"
+
+
 def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
     """The open request the binding names, if it is still the one that was bound."""
     row = device_flow.get_open(binding[0])
@@ -60,7 +65,8 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
     # Approving re-links in place a printer of the user's with the same id: say so, since
     # that printer's current access would stop working.
     replaces = devices.active_device_with_uid(current_user, row.device_uid) if row else None
-    form = DecisionForm(formdata=None, data={"authorization": row.id if row else ""})
+    form = DecisionForm(formdata=None, data={"authorization": _shown(row.id, _tag(row))
+                                             if row else ""})
     return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
                            replaces=replaces, form=form), status
 
@@ -112,8 +118,8 @@ def decide():
     binding = _binding()
     if binding is None:
         return render_confirm(None, status=404)
-    authorization_id, via, _ = binding
-    if form.authorization.data != str(authorization_id):
+    authorization_id, via, tag = binding
+    if form.authorization.data != _shown(authorization_id, tag):
         return _page_changed(via)
     try:
         decided = _bound_row(binding) is not None and device_flow.decide(
