@@ -328,8 +328,9 @@ def test_an_answer_given_on_a_page_about_another_request_decides_nothing(app, cl
 def test_a_binding_does_not_pass_to_a_new_request_that_reuses_its_id(app, client, owner,
                                                                       clock):
     """An approval page left open for days: its request expired and was purged, and a
-    stranger's new request got the same id (SQLite reuses the highest id). Pressing
-    Approve on the old page, or reopening it, must not reach the stranger's request."""
+    stranger's new request got the same id (as SQLite gave ids out before migration
+    0008). Pressing Approve on the old page, or reopening it, must not reach the
+    stranger's request."""
     from sqlalchemy import update
 
     from tsd_server.discovery.pairing import device_flow
@@ -347,16 +348,11 @@ def test_a_binding_does_not_pass_to_a_new_request_that_reuses_its_id(app, client
         db.session.commit()
         assert db.session.get(DeviceAuthorization, old_id) is None
     theirs = started(client, device_id="stranger-dev", ip="9.9.9.9")
-    with app.app_context():
-        theirs_id = db.session.scalar(select(DeviceAuthorization.id)
-                                      .where(DeviceAuthorization.device_uid == "stranger-dev"))
-        if app.config["DATABASE_URL"].startswith("sqlite"):
-            assert theirs_id == old_id  # the premise: SQLite gave the id out again
-        else:  # a PostgreSQL sequence never does; give it the old id by hand
-            db.session.execute(update(DeviceAuthorization)
-                               .where(DeviceAuthorization.id == theirs_id)
-                               .values(id=old_id))
-            db.session.commit()
+    with app.app_context():  # ids are not reused any more (migration 0008): given by hand
+        db.session.execute(update(DeviceAuthorization)
+                           .where(DeviceAuthorization.device_uid == "stranger-dev")
+                           .values(id=old_id))
+        db.session.commit()
     assert session.get("/link/confirm").status_code == 404
     stale = decide(session, "approve", shown=shown)
     assert stale.status_code == 409 and "Too late" in stale.get_data(as_text=True)

@@ -398,9 +398,9 @@ def test_a_deleted_account_cannot_complete(app, world, confirmed):
 def test_a_code_typed_for_an_ended_offer_cannot_confirm_the_offer_that_took_its_id(
         app, world, monkeypatch):
     """Anna's confirmation loads her offer; before it writes, her offer ends and Carl (same
-    household) picks the printer. SQLite gives Carl's new offer the id of Anna's deleted
-    one. Anna's right code must not confirm Carl's offer: every write names the offer by its
-    random public id too."""
+    household) picks the printer, and Carl's new offer has the id of Anna's deleted one (as
+    SQLite gave it before migration 0008). Anna's right code must not confirm Carl's offer:
+    every write names the offer by its random public id too."""
     from sqlalchemy import delete, update
 
     from tsd_server.discovery.ip_match import offers
@@ -422,20 +422,21 @@ def test_a_code_typed_for_an_ended_offer_cannot_confirm_the_offer_that_took_its_
                 offer=carl.link(printer.device_id).json["offer_id"]))
             picked.start()
             picked.join()
-            with app.app_context():
-                if not app.config["DATABASE_URL"].startswith("sqlite"):  # PostgreSQL never
-                    db.session.execute(update(Offer)  # reuses an id: give it the old one
-                                       .where(Offer.public_id == swapped["offer"])
-                                       .values(id=old_id))
-                    db.session.commit()
-                assert db.session.scalar(select(Offer.id).where(
-                    Offer.public_id == swapped["offer"])) == old_id  # the premise
+            with app.app_context():  # ids are not reused any more (migration 0008): the
+                db.session.execute(update(Offer)  # old one is given back by hand
+                                   .where(Offer.public_id == swapped["offer"])
+                                   .values(id=old_id))
+                db.session.commit()
+                swapped["id"] = db.session.scalar(select(Offer.id).where(
+                    Offer.public_id == swapped["offer"]))
+            swapped["old_id"] = old_id
         return found
 
     monkeypatch.setattr(offers, "owned_offer", load_then_swap)
     answer = anna.confirm(anna_offer, code)
     monkeypatch.setattr(offers, "owned_offer", original)
-    assert answer.json != {"status": "confirmed"}, answer.json
+    assert swapped["id"] == swapped["old_id"]  # the premise: Carl's offer has Anna's old id
+    assert answer.status < 500 and answer.json != {"status": "confirmed"}, answer.json
     carls = offer_row(app, swapped["offer"])
     assert carls.status == "awaiting_confirmation" and carls.confirmed_at is None
     assert printer.announce().json["status"] != "linked"

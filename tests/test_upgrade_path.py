@@ -269,3 +269,44 @@ def test_upgrade_0006_merges_duplicate_printers_into_their_newest_row(old_app):
     me_old = client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {TOKEN}"})
     me_new = client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {newer}"})
     assert (me_old.status_code, me_new.status_code) == (401, 200)
+
+
+def test_upgrade_0008_keeps_rows_and_gives_no_id_out_twice(old_app):
+    """Before 0008, SQLite gave a deleted newest row's id to the next row: a purged request
+    or an ended offer could pass its id to a stranger's. After the upgrade (rows kept), an
+    id deleted is never given out again, on either backend. (What was deleted before the
+    upgrade, SQLite has no record of; the approval tag and the offers' public ids cover
+    that.)"""
+    from datetime import timedelta
+
+    from sqlalchemy import delete, select
+
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    def add_request(uid: str) -> int:
+        now = datetime.now(UTC)
+        row = DeviceAuthorization(device_code_hash=secrets.token_hex(32), device_uid=uid,
+                                  name=uid, requested_at=now, poll_interval=5,
+                                  expires_at=now + timedelta(minutes=15))
+        db.session.add(row)
+        db.session.commit()
+        return row.id
+
+    with old_app.app_context():
+        upgrade(revision="0007")
+        kept_id = add_request("kept-printer")
+        upgrade()
+        purged_id = add_request("purged-printer")
+        db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.id == purged_id))
+        db.session.commit()
+        assert add_request("newer-printer") > purged_id > kept_id
+        assert db.session.scalar(select(DeviceAuthorization.device_uid)
+                                 .where(DeviceAuthorization.id == kept_id)) == "kept-printer"
+        if db.engine.dialect.name == "sqlite":
+            for table in ("device_authorizations", "ip_match_offers"):
+                created = db.session.scalar(text(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                    {"name": table})
+                assert "AUTOINCREMENT" in created, table
+        db.session.remove()

@@ -54,7 +54,9 @@ class Offer(db.Model):
     """A user's request to link one announcing device; one per announcement at a time."""
 
     __tablename__ = "ip_match_offers"
-    __table_args__ = (Index("ix_ip_match_offers_user_id", "user_id"),)
+    # AUTOINCREMENT: SQLite would give a deleted newest offer's id to the next one.
+    __table_args__ = (Index("ix_ip_match_offers_user_id", "user_id"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # The id shown to the user (secrets.token_urlsafe): unguessable, and checked against

@@ -47,6 +47,8 @@ class DeviceAuthorization(db.Model):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'approved', 'denied')", name="status"),
         Index("ix_device_authorizations_expires_at", "expires_at"),
+        # AUTOINCREMENT: SQLite would give a purged newest request's id to the next one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
