@@ -107,9 +107,9 @@ def is_live(offer: Offer | Row, now: datetime) -> bool:
 
 
 def _same_offer(offer: Offer) -> tuple:
-    """Conditions that name this offer, not just its id: SQLite gives the id of a deleted
-    newest offer to the next one, which may be another account's (its public id is random
-    and never comes back)."""
+    """Conditions that name this offer, not just its id: before migration 0008, SQLite gave
+    a deleted newest offer's id to the next one, which may be another account's (its public
+    id is random and never comes back)."""
     return Offer.id == offer.id, Offer.public_id == offer.public_id
 
 

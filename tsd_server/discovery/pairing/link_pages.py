@@ -34,8 +34,9 @@ def bind(row: DeviceAuthorization, *, via: str) -> None:
 
 
 def _tag(row: DeviceAuthorization) -> str:
-    """Which request an id meant: ids can come back once a request is purged (SQLite reuses
-    the highest), and a binding left in a session must not pass to a stranger's request."""
+    """Which request an id meant. A binding left in a session must not pass to a stranger's
+    request that got the same id, as SQLite gave a purged newest id out again before
+    migration 0008 (and may for ids deleted before it ran)."""
     return row.device_code_hash[:16]
 
 
