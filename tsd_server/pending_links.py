@@ -18,8 +18,6 @@ waits for that lock: taking the lock first would deadlock with it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sqlalchemy import delete, select, update
 
 from tsd_server import audit
@@ -33,14 +31,7 @@ WEB_CODE_STRATEGY = "pairing_code"
 OFFER_STRATEGY = "ip_match"
 
 
-@dataclass(frozen=True)
-class Withdrawn:
-    codes: int
-    approvals: int
-    offers: int
-
-
-def withdraw(user: User, *, actor: str, why: str) -> Withdrawn:
+def withdraw(user: User, *, actor: str, why: str) -> None:
     """Spend the account's unredeemed web codes, deny its uncollected approvals and delete
     its ip_match offers, one ``revocation`` audit row each; the caller commits."""
     now = utcnow()
@@ -60,24 +51,25 @@ def withdraw(user: User, *, actor: str, why: str) -> Withdrawn:
         .values(status=DENIED)
         .returning(DeviceAuthorization.device_uid, DeviceAuthorization.decided_via)
         .execution_options(synchronize_session=False)).all()
-    for created_at in codes:
-        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
-                     strategy=WEB_CODE_STRATEGY,
-                     detail=f"unused web code issued {created_at.isoformat()}: {why}")
     offers = db.session.execute(
         delete(Offer).where(Offer.user_id == user.id)
         .returning(Offer.public_id, Offer.status, Offer.announcement_id)
         .execution_options(synchronize_session=False)).all()
-    for device_uid, via in approvals:
-        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
-                     device_uid=device_uid, strategy=via,
-                     detail=f"approved, token not collected yet: {why}")
     printers = dict(db.session.execute(
         select(Announcement.id, Announcement.device_uid)
-        .where(Announcement.id.in_([offer.announcement_id for offer in offers]))).all())
-    for public_id, status, announcement_id in offers:
-        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
-                     device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
-                     detail=f"offer {public_id} ({status}), printer not linked yet: {why}")
-    return Withdrawn(codes=len(codes), approvals=len(approvals), offers=len(offers))
+        .where(Announcement.id.in_([offer.announcement_id for offer in offers]))).all()
+    ) if offers else {}
 
+    def withdrawn(**fields) -> None:
+        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
+                     **fields)
+
+    for created_at in codes:
+        withdrawn(strategy=WEB_CODE_STRATEGY,
+                  detail=f"unused web code issued {created_at.isoformat()}: {why}")
+    for device_uid, via in approvals:
+        withdrawn(device_uid=device_uid, strategy=via,
+                  detail=f"approved, token not collected yet: {why}")
+    for public_id, status, announcement_id in offers:
+        withdrawn(device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
+                  detail=f"offer {public_id} ({status}), printer not linked yet: {why}")
