@@ -8,7 +8,7 @@ from tsd_server.client_address import client_ip_for_limits
 
 
 def address_key() -> str:
-    """The client address as a limit key: IPv4 as is, IPv6 as its household prefix."""
+    """The client address as a limit key: IPv4 as is, IPv6 as its /64 (client_ip_for_limits)."""
     return "addr:" + client_ip_for_limits()
 
 
