@@ -213,3 +213,40 @@ def test_derived_tokens_are_independent_of_each_other(app):
     user_code = codes.user_code_for(qr_token)
     assert len(user_code) == 8 and set(user_code) <= set(codes.ALPHABET)
     assert codes.qr_token_for(codes.new_device_code()) != qr_token
+
+
+@pytest.mark.parametrize("source", ["cross-site", "same-site", "something-new"])
+def test_a_qr_link_that_another_site_sent_the_person_to_is_refused_and_not_spent(
+        app, client, owner, clock, source):
+    """Double-clickjacking: another site navigates the logged-in person to a stranger's QR
+    link, and a second click lands on Approve. The browser says who started the navigation;
+    only the person (``none``) or this site (``same-origin``) may open a link."""
+    uid, session = owner
+    answer = started(client, device_id="stranger-printer-1")
+    page = session.get(qr_path(answer), headers={"Sec-Fetch-Site": source,
+                                                 "Sec-Fetch-Mode": "navigate"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 403 and "opened by another website" in html
+    assert 'value="approve"' not in html
+    # Nothing bound: Approve has nothing to approve, the printer is still waiting.
+    assert decide(session, "approve").status_code == 404
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
+    [row] = audit_rows(app, "qr_link_cross_site")
+    assert (row.user_id, row.device_uid, row.outcome, row.strategy) == (
+        uid, "stranger-printer-1", "refused", "qr_code")
+    assert row.detail == f"Sec-Fetch-Site: {source if source != 'something-new' else 'unknown'}"
+    # The link was not spent: scanned by the person (``none``), it still works.
+    scanned = session.get(qr_path(answer), headers={"Sec-Fetch-Site": "none"})
+    assert scanned.status_code == 200 and 'value="approve"' in scanned.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("source", ["none", "same-origin", "None ", None])
+def test_a_qr_link_opened_by_the_person_or_this_site_works(app, client, owner, source):
+    """Scanned or typed (``none``), after the login redirect (``same-origin``), or from a
+    browser that sends no Fetch Metadata at all."""
+    _, session = owner
+    headers = {} if source is None else {"Sec-Fetch-Site": source}
+    page = session.get(qr_path(started(client)), headers=headers)
+    assert page.status_code == 200 and 'value="approve"' in page.get_data(as_text=True)
+    assert audit_rows(app, "qr_link_cross_site") == []

@@ -104,9 +104,10 @@ def test_forged_approval_of_a_waiting_printer_is_refused(live, page, user, hosti
 
 def test_a_qr_link_opened_by_another_site_cannot_take_the_approval(live, page, user, hostile):
     """The person is on the approval page of their own printer. Another site opens the
-    attacker's QR link in a new tab (a top-level GET: the session cookie goes along) and the
-    session's pending request becomes the attacker's. Approve, pressed on the page the person
-    still sees, must approve neither printer."""
+    attacker's QR link in a new tab (a top-level GET: the session cookie goes along), so
+    that the session's pending request would become the attacker's. The link is refused
+    unspent, and Approve, pressed on the page the person still sees, approves their own
+    printer only."""
     mine, theirs = Printer(live.base_url, "My Prusa"), Printer(live.base_url, "My Prusa")
     my_request, their_request = mine.authorize(), theirs.authorize()
     log_in(page, user["email"])
@@ -120,13 +121,52 @@ def test_a_qr_link_opened_by_another_site_cannot_take_the_approval(live, page, u
     other_tab = page.context.new_page()
     other_tab.goto(hostile.base_url + "/qr")
     other_tab.wait_for_url(link)
+    expect(other_tab.get_by_role("heading", name="Scan the printer's QR code")).to_be_visible()
     other_tab.close()
 
     page.get_by_role("button", name="Approve").click()
-    expect(page.get_by_role("heading", name="Nothing was decided")).to_be_visible()
-    for printer, started in ((theirs, their_request), (mine, my_request)):
-        assert printer.poll(started["device_code"]).json["error"] in (
-            "authorization_pending", "slow_down")
+    expect(page.get_by_role("status")).to_contain_text("Approved")
+    assert theirs.poll(their_request["device_code"]).json["error"] in (
+        "authorization_pending", "slow_down")
+    assert mine.poll(my_request["device_code"]).status == 200
+    assert [d.device_uid for d in live.devices_of(user["id"])] == [mine.device_id]
+
+
+def test_a_double_click_on_another_site_cannot_approve_a_strangers_printer(
+        live, page, open_context, user, hostile):
+    """Double-clickjacking, no frame needed: the first click of a double-click on the other
+    site's button sends the person to the stranger's QR link, and the second lands where
+    Approve would be. The browser says another site started the navigation (Sec-Fetch-Site),
+    so no approval page is drawn."""
+    theirs = Printer(live.base_url, "Office printer")
+    started = theirs.authorize()
+    link = started["verification_uri_complete"]
+    # Where Approve is drawn: the attacker looks at an approval page of their own.
+    _, attacker_email = live.make_user(display_name="Mallory")
+    calibration = open_context().new_page()
+    log_in(calibration, attacker_email)
+    calibration.goto(Printer(live.base_url, "Office printer").authorize()[
+        "verification_uri_complete"])
+    box = calibration.get_by_role("button", name="Approve").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    hostile.pages["/game"] = (
+        '<!doctype html><title>Are you human?</title>'
+        f'<button id="b" style="position:absolute;left:{x - 60}px;top:{y - 20}px;'
+        'width:120px;height:40px">Double-click me</button>'
+        f'<script>document.getElementById("b").addEventListener("mousedown", function () '
+        f'{{ location.href = {link!r}; }});</script>')
+    seen = []
+    page.on("request", lambda r: seen.append(r.all_headers().get("sec-fetch-site"))
+            if r.url == link else None)
+    log_in(page, user["email"])
+    page.goto(hostile.base_url + "/game")
+    page.mouse.click(x, y)
+    page.wait_for_url(link)
+    page.mouse.click(x, y)
+    expect(page.get_by_role("heading", name="Scan the printer's QR code")).to_be_visible()
+    assert seen and seen[0] in ("cross-site", "same-site")
+    assert theirs.poll(started["device_code"]).json["error"] in (
+        "authorization_pending", "slow_down")
     assert live.devices_of(user["id"]) == []
 
 

@@ -231,12 +231,17 @@ def live_by_user_code(text: str | None) -> DeviceAuthorization | None:
     return row if row is not None and is_open(row) else None
 
 
-def open_qr_link(token: str) -> DeviceAuthorization | None:
-    """Spend a QR link: the first open of a live link gets its authorization, later ones None."""
+def qr_link_target(token: str) -> DeviceAuthorization | None:
+    """The authorization a QR link names, spent or not (None for an unknown token)."""
     if not codes.QR_TOKEN_PATTERN.fullmatch(token):
         return None
-    row = db.session.scalar(select(DeviceAuthorization).where(
+    return db.session.scalar(select(DeviceAuthorization).where(
         DeviceAuthorization.qr_token_hash == codes.secret_hash(token)))
+
+
+def open_qr_link(token: str) -> DeviceAuthorization | None:
+    """Spend a QR link: the first open of a live link gets its authorization, later ones None."""
+    row = qr_link_target(token)
     if row is None or not is_open(row):
         return None
     opened = db.session.execute(

@@ -15,7 +15,7 @@ from werkzeug.exceptions import TooManyRequests
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
-from tsd_server import audit, client_address
+from tsd_server import audit, client_address, fetch_metadata
 from tsd_server.api.errors import retry_after_seconds
 from tsd_server.discovery.pairing import (
     codes,
@@ -108,6 +108,9 @@ def add_qr():
 @limits.busy_limit("QR_LINK_LIMIT", key_func=account_key)
 def open_qr_link(token: str):
     """The link inside a printer's QR code: leads to the approval page, once."""
+    source = fetch_metadata.started_elsewhere(request.headers)
+    if source is not None:
+        return _opened_by_another_site(token, source)
     row = device_flow.open_qr_link(token)
     if row is None:
         audit.record("qr_link_invalid", actor=f"user:{current_user.id}", outcome="refused",
@@ -121,3 +124,18 @@ def open_qr_link(token: str):
     # Shown so the person can check it against the printer's screen (RFC 8628 §3.3.1).
     user_code = codes.display(codes.user_code_for(token)) if row.user_code_hash else None
     return link_pages.render_confirm(row, user_code=user_code)
+
+
+def _opened_by_another_site(token: str, source: str):
+    """Refuse a QR link that another site sent the person to, without spending the link (the
+    person can still scan it). Audited with the printer it would have shown."""
+    target = device_flow.qr_link_target(token)
+    audit.record_now("qr_link_cross_site", actor=f"user:{current_user.id}", outcome="refused",
+                     user_id=current_user.id, strategy=device_flow.QR_CODE,
+                     device_uid=target.device_uid if target is not None else None,
+                     detail=f"Sec-Fetch-Site: {source}")
+    return render_template("error.html", status=403, title="Scan the printer's QR code",
+                           message="This link was opened by another website, so it was not "
+                                   "used: nothing was linked. To link a printer, scan the QR "
+                                   "code on its screen with your phone's camera, or type this "
+                                   "page's address into the browser yourself."), 403
