@@ -130,6 +130,14 @@ def test_error_pages_have_the_headers(app, world, client):
         check_page(response, response.request.path)
 
 
+def test_a_missing_static_file_is_an_error_page_and_not_cached(app, world):
+    """Under /static/ a missing file is still the static endpoint, but its answer is the
+    HTML error page, with the session's CSRF token in it."""
+    missing = world["session"].get("/static/no-such-file")
+    assert missing.status_code == 404 and 'name="csrf-token"' in missing.get_data(as_text=True)
+    check_page(missing, "/static/no-such-file")
+
+
 def test_pages_that_show_codes_are_not_cached(app, world):
     session = world["session"]
     code_page = session.form_post("/printers/add/code", {})

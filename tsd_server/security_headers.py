@@ -25,6 +25,7 @@ def register(app: Flask) -> None:
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "same-origin")
-        if request.endpoint != "static":
+        # A missing file under /static/ is the static endpoint too, answered by the error page.
+        if request.endpoint != "static" or response.status_code >= 400:
             headers["Cache-Control"] = "no-store"
         return response
