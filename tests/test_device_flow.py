@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from tests.support.flags import flag_removed_by_hand, switched_off_by_hand
 from tests.support.pairing import (
     CODE_FORMAT,
     LOOSE_LIMITS,
@@ -423,17 +424,31 @@ def test_approval_rechecks_the_kill_switch(app, client, owner):
 
 def test_token_issue_rechecks_the_kill_switch_and_works_after_switch_on(
         app, client, owner, clock):
+    """The flag row written by hand: a switch-off that withdrew nothing still stops the
+    token, and the approval works once the flag is gone."""
+    _, session = owner
+    answer = started(client)
+    enter_code(session, answer["user_code"])
+    decide(session, "approve")
+    switched_off_by_hand(app, "pairing_code")
+    clock.advance(seconds=5)
+    refused = poll(client, answer["device_code"])
+    assert refused.status_code == 503 and refused.get_json()["strategy"] == "pairing_code"
+    flag_removed_by_hand(app, "pairing_code")
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).status_code == 200
+
+
+def test_an_approval_waiting_at_a_switch_off_is_withdrawn(app, client, owner, clock):
+    """Switched off and on again, an approval made before does not link afterwards."""
     _, session = owner
     answer = started(client)
     enter_code(session, answer["user_code"])
     decide(session, "approve")
     switch(app, "pairing_code", False)
-    clock.advance(seconds=5)
-    refused = poll(client, answer["device_code"])
-    assert refused.status_code == 503 and refused.get_json()["strategy"] == "pairing_code"
     switch(app, "pairing_code", True)
     clock.advance(seconds=5)
-    assert poll(client, answer["device_code"]).status_code == 200
+    assert poll(client, answer["device_code"]).get_json()["error"] == "access_denied"
 
 
 def test_base_url_setting_is_used_for_links(app, client):

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.support import ip_match_fixtures
+from tests.support.flags import switched_off_by_hand
 from tests.support.ip_match_world import (
     link_and_confirm,
     listed,
@@ -342,8 +343,7 @@ def test_completion_rechecks_the_kill_switch_itself(app, world):
 
     printer, anna, offer_id, code = pending(world)
     anna.confirm(offer_id, code)
-    with app.test_request_context():
-        kill_switch.set_flag("ip_match", enabled=False, reason="test", actor="cli")
+    switched_off_by_hand(app, "ip_match")  # set_flag would withdraw the offer first
     # Call the service as a request that got past a stale route guard would.
     from tsd_server.discovery.ip_match import announcements
 

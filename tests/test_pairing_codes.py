@@ -205,6 +205,8 @@ def test_redeem_is_a_device_call_without_csrf_and_the_code_decides_the_owner(
 
 
 def test_switching_pairing_code_off_refuses_issue_and_redeem(app, user, client):
+    """The switch-off also withdraws the code issued before it: it does not link after the
+    switch-on either (tests/test_pending_links.py); a code issued afterwards works."""
     _, session = user
     code = issue_code(session)["code"]
     switch(app, "pairing_code", False)
@@ -212,7 +214,8 @@ def test_switching_pairing_code_off_refuses_issue_and_redeem(app, user, client):
         assert response.status_code == 503
         assert response.get_json()["error"] == "strategy_disabled"
     switch(app, "pairing_code", True)
-    assert redeem(client, code).status_code == 201
+    assert redeem(client, code).get_json()["error"] == "invalid_code"
+    assert redeem(client, issue_code(session)["code"]).status_code == 201
 
 
 def test_a_code_issued_before_a_switch_off_cannot_link_during_it(app, user, client):

@@ -3,7 +3,9 @@ has redeemed, an approved device flow whose device has not collected its token, 
 ip_match offer its printer has not completed. Whoever
 held the account's session can prepare them; removing the account's printers (the owner's
 "Unlink all printers", the operator's account revoke) and changing the password withdraw
-them, so they cannot be used afterwards. Another account's are left alone."""
+them, so they cannot be used afterwards. Another account's are left alone. Switching a
+strategy off withdraws every account's waiting links of that strategy, so none completes
+once it is switched on again."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.support.pairing import (
     poll,
     redeem,
     started,
+    switch,
 )
 
 world = ip_match_fixtures.world
@@ -135,3 +138,51 @@ def test_an_account_revoke_withdraws_its_ip_match_offers(app, world, confirmed):
     assert (row.strategy, row.device_uid, row.user_id) == (
         "ip_match", printer.device_id, person.user_id)
     assert person.confirm(offer, code).status == 404  # nothing left to confirm
+
+
+@pytest.mark.parametrize("target", ["pairing_code", "all"])
+def test_a_switch_off_withdraws_every_accounts_waiting_links_of_the_strategy(
+        app, client, clock, prepared, target):
+    """The incident runbook: switch off, revoke the window's links, fix, switch on. An
+    approval made during the incident and collected after the switch-on would link outside
+    the window, and the revoke would never see it."""
+    switch(app, target, False)
+    switch(app, target, True)
+    clock.advance(seconds=10)
+    for code, flow, ip, device in (
+            (prepared.spare_code, prepared.flow, "6.6.6.6", "thief-dev-1"),
+            (prepared.others_code, prepared.others_flow, "2.2.2.2", "other-dev-1")):
+        late = redeem(client, code, device_id=device, ip=ip)
+        assert late.status_code == 400 and late.get_json()["error"] == "invalid_code"
+        collected = poll(client, flow["device_code"], ip=ip)
+        assert collected.status_code == 400 and collected.get_json()["error"] == "access_denied"
+    withdrawn = [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"]
+    assert len(withdrawn) == 4 and {row.actor for row in withdrawn} == {"cli"}
+    assert all(row.detail.endswith(f"{target} switched off: test") for row in withdrawn)
+
+
+def test_switching_off_another_strategy_withdraws_nothing(app, client, clock, prepared):
+    """QR codes off: approvals typed as pairing codes and web codes keep working."""
+    switch(app, "qr_code", False)
+    switch(app, "ip_match", False)
+    clock.advance(seconds=10)
+    assert redeem(client, prepared.spare_code, device_id="thief-dev-1",
+                  ip="6.6.6.6").status_code == 201
+    assert poll(client, prepared.flow["device_code"], ip="6.6.6.6").status_code == 200
+    assert [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"] == []
+
+
+@pytest.mark.parametrize("target", ["ip_match", "all"])
+def test_a_switch_off_withdraws_ip_match_offers(app, world, target):
+    printer, person = world.printer("8.8.8.8"), world.person("8.8.8.8")
+    printer.announce()
+    offer = person.link(printer.device_id).json["offer_id"]
+    code = printer.announce().json["confirmation"]["code"]
+    assert person.confirm(offer, code).json == {"status": "confirmed"}
+    switch(app, target, False)
+    switch(app, target, True)
+    assert printer.announce().json["status"] == "waiting"
+    assert world.links() == []
+    [row] = [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"]
+    assert (row.strategy, row.device_uid, row.user_id) == (
+        "ip_match", printer.device_id, person.user_id)

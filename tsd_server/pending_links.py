@@ -6,7 +6,8 @@ its token yet, and an ip_match offer the account made (confirmed or not) that th
 has not completed yet. Whoever held the account's session (a stolen cookie, a leaked password) can
 prepare either and use it after the owner has cleaned up. So when the owner or an operator
 removes the account's printers, or the password changes, these go too: each is made
-unusable and audited (``revocation`` / ``withdrawn``).
+unusable and audited (``revocation`` / ``withdrawn``). A strategy switched off withdraws
+every account's waiting links of that strategy, for the same reason.
 
 Order against a redemption, a token collection or an offer's completion running at the
 same moment: each claims its row (a conditional UPDATE or DELETE) before it links, and so
@@ -18,7 +19,7 @@ waits for that lock: taking the lock first would deadlock with it).
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, true, update
 
 from tsd_server import audit
 from tsd_server.clock import utcnow
@@ -34,42 +35,60 @@ OFFER_STRATEGY = "ip_match"
 def withdraw(user: User, *, actor: str, why: str) -> None:
     """Spend the account's unredeemed web codes, deny its uncollected approvals and delete
     its ip_match offers, one ``revocation`` audit row each; the caller commits."""
+    _withdraw(codes=PairingCode.user_id == user.id,
+              approvals=DeviceAuthorization.decided_by_id == user.id,
+              offers=Offer.user_id == user.id, actor=actor, why=why)
+
+
+def withdraw_strategies(strategies: set[str], *, actor: str, why: str) -> None:
+    """The same for every account, for what would link through ``strategies``: a switch-off
+    must not leave links waiting to happen once the strategy is switched on again (an
+    approval made during an incident, collected afterwards, would fall outside its window).
+    Web codes belong to pairing_code, offers to ip_match, approvals to the strategy they
+    were made through. The caller commits."""
+    _withdraw(codes=true() if WEB_CODE_STRATEGY in strategies else None,
+              approvals=DeviceAuthorization.decided_via.in_(sorted(strategies)),
+              offers=true() if OFFER_STRATEGY in strategies else None, actor=actor, why=why)
+
+
+def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[bool],
+              offers: ColumnElement[bool] | None, actor: str, why: str) -> None:
+    """Withdraw the waiting links each condition selects (None: none of that kind)."""
     now = utcnow()
-    codes = db.session.scalars(
+    spent_codes = db.session.execute(
         update(PairingCode)
-        .where(PairingCode.user_id == user.id, PairingCode.used_at.is_(None),
-               PairingCode.expires_at > now)
+        .where(codes, PairingCode.used_at.is_(None), PairingCode.expires_at > now)
         .values(expires_at=now)
-        .returning(PairingCode.created_at)
-        .execution_options(synchronize_session=False)).all()
-    approvals = db.session.execute(
+        .returning(PairingCode.user_id, PairingCode.created_at)
+        .execution_options(synchronize_session=False)).all() if codes is not None else []
+    denied = db.session.execute(
         update(DeviceAuthorization)
-        .where(DeviceAuthorization.decided_by_id == user.id,
-               DeviceAuthorization.status == APPROVED,
+        .where(approvals, DeviceAuthorization.status == APPROVED,
                DeviceAuthorization.token_issued_at.is_(None),
                DeviceAuthorization.expires_at > now)
         .values(status=DENIED)
-        .returning(DeviceAuthorization.device_uid, DeviceAuthorization.decided_via)
+        .returning(DeviceAuthorization.decided_by_id, DeviceAuthorization.device_uid,
+                   DeviceAuthorization.decided_via)
         .execution_options(synchronize_session=False)).all()
-    offers = db.session.execute(
-        delete(Offer).where(Offer.user_id == user.id)
-        .returning(Offer.public_id, Offer.status, Offer.announcement_id)
-        .execution_options(synchronize_session=False)).all()
+    deleted = db.session.execute(
+        delete(Offer).where(offers)
+        .returning(Offer.user_id, Offer.public_id, Offer.status, Offer.announcement_id)
+        .execution_options(synchronize_session=False)).all() if offers is not None else []
     printers = dict(db.session.execute(
         select(Announcement.id, Announcement.device_uid)
-        .where(Announcement.id.in_([offer.announcement_id for offer in offers]))).all()
-    ) if offers else {}
+        .where(Announcement.id.in_([offer.announcement_id for offer in deleted]))).all()
+    ) if deleted else {}
 
-    def withdrawn(**fields) -> None:
-        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user.id,
+    def withdrawn(user_id: int | None, **fields) -> None:
+        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user_id,
                      **fields)
 
-    for created_at in codes:
-        withdrawn(strategy=WEB_CODE_STRATEGY,
+    for user_id, created_at in spent_codes:
+        withdrawn(user_id, strategy=WEB_CODE_STRATEGY,
                   detail=f"unused web code issued {created_at.isoformat()}: {why}")
-    for device_uid, via in approvals:
-        withdrawn(device_uid=device_uid, strategy=via,
+    for user_id, device_uid, via in denied:
+        withdrawn(user_id, device_uid=device_uid, strategy=via,
                   detail=f"approved, token not collected yet: {why}")
-    for public_id, status, announcement_id in offers:
-        withdrawn(device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
+    for user_id, public_id, status, announcement_id in deleted:
+        withdrawn(user_id, device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
                   detail=f"offer {public_id} ({status}), printer not linked yet: {why}")

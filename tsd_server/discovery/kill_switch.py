@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import audit
+from tsd_server import audit, pending_links
 from tsd_server.api.errors import ApiError
 from tsd_server.clock import utcnow
 from tsd_server.config import ConfigurationError
@@ -255,7 +255,8 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
 
     Switching "all" on also clears every per-strategy switch-off, so one command undoes an
     emergency stop (the audit row's detail names what it cleared); deployment-level
-    switch-offs stay in force regardless. Switching off needs a reason.
+    switch-offs stay in force regardless. Switching off needs a reason, and withdraws the
+    links waiting to happen through the strategy (``pending_links``), in this transaction.
 
     The flag row is written with one INSERT ... ON CONFLICT DO UPDATE, so two processes
     creating the same row at once cannot collide (the later write wins, both are audited)
@@ -285,6 +286,10 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
         detail = f"{reason or ''} (also cleared: {', '.join(sorted(cleared))})".strip()
     audit.record("flag_toggle", actor=actor, strategy=target,
                  outcome="enabled" if enabled else "disabled", detail=detail)
+    if not enabled:
+        strategies = set(known_names()) if target == ALL else {target}
+        pending_links.withdraw_strategies(strategies, actor=actor,
+                                          why=f"{target} switched off: {reason}")
     db.session.commit()
     forget_cached_flags()
     flag = db.session.get(StrategyFlag, target, populate_existing=True)

@@ -1,0 +1,34 @@
+"""Kill-switch flag rows written by hand, for tests of the checks behind the switch.
+
+``kill_switch.set_flag`` also withdraws the links waiting to happen through the strategy
+(``pending_links``). A test of the re-check at the moment of linking needs a link still
+waiting while the strategy is off, as a stale cache or a flag row written by another
+process would leave it: these write the row without the withdrawal.
+"""
+
+from __future__ import annotations
+
+from tsd_server.clock import utcnow
+
+
+def switched_off_by_hand(app, strategy: str) -> None:
+    from tsd_server.discovery import kill_switch
+    from tsd_server.extensions import db
+    from tsd_server.models import StrategyFlag
+
+    with app.test_request_context():
+        db.session.add(StrategyFlag(strategy=strategy, enabled=False, reason="test",
+                                    changed_by="cli", changed_at=utcnow()))
+        db.session.commit()
+        kill_switch.forget_cached_flags()
+
+
+def flag_removed_by_hand(app, strategy: str) -> None:
+    from tsd_server.discovery import kill_switch
+    from tsd_server.extensions import db
+    from tsd_server.models import StrategyFlag
+
+    with app.test_request_context():
+        db.session.delete(db.session.get(StrategyFlag, strategy))
+        db.session.commit()
+        kill_switch.forget_cached_flags()
