@@ -6,7 +6,6 @@ These build apps without touching a database, so they run once, not per backend.
 
 from __future__ import annotations
 
-import os
 import runpy
 import stat
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from tests.support import clean_env
 from tsd_server import config as config_module
 from tsd_server import create_app
 from tsd_server.config import DEFAULTS, ConfigurationError
@@ -21,15 +21,7 @@ from tsd_server.config import DEFAULTS, ConfigurationError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def instance(monkeypatch, tmp_path) -> Path:
-    """A clean environment: no TSD_* variables but an empty instance folder of our own."""
-    for name in list(os.environ):
-        if name.startswith("TSD_"):
-            monkeypatch.delenv(name)
-    path = tmp_path / "instance"
-    monkeypatch.setenv("TSD_INSTANCE_PATH", str(path))
-    return path
+instance = clean_env.instance
 
 
 def test_defaults(instance):
@@ -141,6 +133,7 @@ def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch
     ("SESSION_COOKIE_HTTPONLY", "false"), ("SESSION_COOKIE_SAMESITE", "None"),
     ("WTF_CSRF_ENABLED", "false"), ("WTF_CSRF_CHECK_DEFAULT", "false"),
     ("WTF_CSRF_SSL_STRICT", "false"), ("LOGIN_DISABLED", "true"),
+    ("RATELIMIT_SWALLOW_ERRORS", "true"), ("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", "true"),
 ])
 def test_security_settings_cannot_be_weakened(instance, monkeypatch, key, weaker):
     monkeypatch.setenv(f"TSD_{key}", weaker)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from limits import parse_many
 
 DEFAULTS: dict[str, Any] = {
     # "production" requires TSD_SECRET_KEY; "development" keeps a generated key in instance/.
@@ -114,6 +115,34 @@ FIXED: dict[str, Any] = {
     "WTF_CSRF_CHECK_DEFAULT": True,
     "WTF_CSRF_TIME_LIMIT": None,
     "WTF_CSRF_SSL_STRICT": True,
+    # True would let every request through unlimited while the limit storage (Redis) is
+    # down; with False such a request answers 503 rate_limit_unavailable instead
+    # (tsd_server/api/errors.py).
+    "RATELIMIT_SWALLOW_ERRORS": False,
+    # True would give each process limits of its own while Redis is down: with N processes,
+    # N times the guesses the brute-force bound (docs/security.md) allows.
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": False,
+}
+
+# The Flask-Limiter limits read from settings at request time (discovery/pairing/limits.py,
+# discovery/ip_match/settings.py). Flask-Limiter logs and skips a limit it cannot parse,
+# on every request, so a route would run unlimited: each is parsed at start-up instead.
+RATE_LIMIT_SETTINGS = (
+    "IP_MATCH_ANNOUNCE_RATE_LIMIT", "IP_MATCH_NEARBY_RATE_LIMIT", "IP_MATCH_CLAIM_RATE_LIMIT",
+    "PAIRING_GUESS_LIMIT_PER_IP", "PAIRING_GUESS_LIMIT_PER_ACCOUNT",
+    "PAIRING_CODE_CREATE_LIMIT", "DEVICE_FLOW_AUTHORIZE_LIMIT", "DEVICE_FLOW_TOKEN_LIMIT",
+    "QR_LINK_LIMIT", "QR_IMAGE_LIMIT",
+)
+
+# (lowest, highest) of whole-number settings not checked elsewhere at start-up (the proxy
+# and ip_match ones are: client_address.ProxySettings, ip_match/settings.py). Times are in
+# seconds; docs/pairing.md and docs/production.md list the ranges.
+NUMBER_BOUNDS = {
+    "MAX_CONTENT_LENGTH": (1000, 16 * 1024 * 1024),
+    "PAIRING_CODE_TTL": (60, 3600),
+    "DEVICE_FLOW_TTL": (60, 3600),
+    "DEVICE_FLOW_INTERVAL": (1, 60),
+    "PAIRING_FAILURE_BREAKER_PER_MINUTE": (0, 100_000),
 }
 
 
@@ -135,6 +164,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.config.from_mapping(overrides)
     _coerce_to_default_types(app.config)
     app.config.update(FIXED)
+    _check_settings(app.config)
 
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
@@ -144,6 +174,12 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     # No X-RateLimit-* headers: on every answer they cost a second trip to the limit storage.
     # A refusal still says when to come back (Retry-After, tsd_server/api/errors.py).
     app.config["RATELIMIT_HEADERS_ENABLED"] = False
+    # A failing limit storage raises limits.errors.StorageError, whatever the backend, which
+    # tsd_server/api/errors.py answers with 503 rate_limit_unavailable.
+    options = app.config.get("RATELIMIT_STORAGE_OPTIONS") or {}
+    if not isinstance(options, dict):
+        raise ConfigurationError("TSD_RATELIMIT_STORAGE_OPTIONS must be a JSON object.")
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {**options, "wrap_exceptions": True}
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _development_secret_key(app)
     # TSD_SECRET_KEY=12345 parses as JSON to an int; a key is always text.
@@ -194,6 +230,28 @@ def _coerce_to_default_types(config: dict[str, Any]) -> None:
                 config[key] = parse_bool(key, value)
         elif isinstance(default, int | float) and isinstance(value, str):
             config[key] = parse_number(key, value)
+
+
+def _check_settings(config: dict[str, Any]) -> None:
+    """Refuse rate limits that do not parse and numbers out of their range."""
+    from tsd_server.client_address import bounded_int_setting  # it imports this module
+
+    for key in RATE_LIMIT_SETTINGS:
+        _check_rate_limit(key, config[key])
+    for key, (low, high) in NUMBER_BOUNDS.items():
+        bounded_int_setting(config, key, low, high)
+
+
+def _check_rate_limit(key: str, value: Any) -> None:
+    """A rate limit as the ``limits`` library reads it: at least one "N per period"."""
+    try:
+        parsed = parse_many(value) if isinstance(value, str) else []
+    except ValueError:
+        parsed = []
+    if not parsed:
+        raise ConfigurationError(
+            f"TSD_{key} must be a rate limit such as {DEFAULTS[key]!r} (several joined by "
+            f"';'), not {value!r}: a limit that does not parse would not be applied at all.")
 
 
 def _is_development(app: Flask) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request, session
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,12 @@ HTTP_ERROR_CODES = {
     500: "internal_error",
     503: "service_unavailable",
 }
+
+# With the rate-limit storage (Redis) unreachable, a rate-limited request is refused rather
+# than served unlimited: 503, come back after this many seconds. The outage is logged at
+# most once per OUTAGE_LOG_INTERVAL per process, not with a traceback per request.
+STORAGE_RETRY_AFTER = 10
+OUTAGE_LOG_INTERVAL = 60.0
 
 
 class ApiError(Exception):
@@ -86,6 +93,25 @@ def register_error_handlers(app: Flask) -> None:
         return render_template("error.html", title=error.code.replace("_", " ").capitalize(),
                                message=error.message, status=error.status), error.status, \
             error.headers
+
+    next_outage_log = [0.0]  # time.monotonic() after which the next outage is logged
+
+    @app.errorhandler(StorageError)
+    def handle_rate_limit_storage_error(error: StorageError):
+        now = time.monotonic()
+        if now >= next_outage_log[0]:
+            next_outage_log[0] = now + OUTAGE_LOG_INTERVAL
+            log.error("rate-limit storage unavailable (%s): rate-limited requests answer 503 "
+                      "until it is back (logged at most once a minute)", error)
+        headers = {"Retry-After": str(STORAGE_RETRY_AFTER)}
+        message = ("Rate limits cannot be checked right now, so this request was not "
+                   "handled. Try again in a few seconds.")
+        if is_api_request():
+            api_error = ApiError(503, "rate_limit_unavailable", message)
+            api_error.headers.update(headers)
+            return api_error.response()
+        return render_template("error.html", title="Temporarily unavailable", message=message,
+                               status=503), 503, headers
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(error: CSRFError):

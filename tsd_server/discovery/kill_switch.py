@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 ALL = "all"
 DEFAULT_CACHE_SECONDS = 0.5
+# More would break the promise that a toggle reaches every process within a second.
+MAX_CACHE_SECONDS = 1.0
 MAX_REASON = 500
 CACHE_KEY = "tsd.kill_switch_cache"
 
@@ -191,9 +193,10 @@ def _flags(fresh: bool) -> dict[str, FlagSnapshot] | None:
 
 
 def cache_seconds() -> float:
-    """How long a process trusts what it read (more than 1 s breaks the 1 s promise).
+    """How long a process trusts what it read.
 
-    Checked at start-up (registry.init_app), so a bad value stops the server, not requests.
+    Checked at start-up (registry.init_app), so a bad value stops the server, not requests;
+    there, more than ``MAX_CACHE_SECONDS`` is refused too (it breaks the 1 s promise).
     """
     value = current_app.config.get("KILL_SWITCH_CACHE_SECONDS", DEFAULT_CACHE_SECONDS)
     try:

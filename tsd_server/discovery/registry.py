@@ -12,6 +12,7 @@ import logging
 from flask import Flask, render_template, request
 
 from tsd_server.api.errors import is_api_request
+from tsd_server.config import ConfigurationError
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.strategy import DiscoveryStrategy
 
@@ -76,7 +77,7 @@ def init_app(app: Flask) -> None:
         for blueprint in strategy.blueprints():
             app.register_blueprint(blueprint)
             guard_blueprint(app, blueprint.name, strategy.name)
-    _warn_about_settings(app)
+    _check_settings(app)
 
     @app.before_request
     def refuse_disabled_strategy():
@@ -99,7 +100,8 @@ def init_app(app: Flask) -> None:
         return None
 
 
-def _warn_about_settings(app: Flask) -> None:
+def _check_settings(app: Flask) -> None:
+    """Log the deployment's switch-offs; refuse a cache time that breaks the 1 s promise."""
     with app.app_context():
         setting = kill_switch.deployment_setting()
         ttl = kill_switch.cache_seconds()
@@ -109,6 +111,8 @@ def _warn_about_settings(app: Flask) -> None:
     elif setting.disabled:
         log.warning("discovery switched off by deployment settings: %s",
                     ", ".join(sorted(setting.disabled)))
-    if ttl > 1.0:
-        log.warning("KILL_SWITCH_CACHE_SECONDS=%s: a toggle may take longer than one second "
-                    "to reach every process", ttl)
+    if ttl > kill_switch.MAX_CACHE_SECONDS:
+        raise ConfigurationError(
+            f"TSD_KILL_SWITCH_CACHE_SECONDS must be from 0 to {kill_switch.MAX_CACHE_SECONDS:g} "
+            f"(seconds, e.g. 0.5), not {ttl:g}: a toggle must reach every process within "
+            "one second.")

@@ -79,7 +79,8 @@ def _whole_number(config: Mapping[str, Any], key: str, low: int, high: int) -> i
 
 
 def configured_limit(key: str) -> Callable[[], str]:
-    """A Flask-Limiter limit read from a setting at request time."""
+    """A Flask-Limiter limit read from a setting at request time; the setting must be listed
+    in config.RATE_LIMIT_SETTINGS, which start-up parses (an unparsable one would be skipped)."""
     return lambda: current_app.config[key]
 
 

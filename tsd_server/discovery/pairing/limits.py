@@ -40,6 +40,8 @@ BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
 
 
 def setting(name: str) -> Callable[[], str]:
+    """A limit read from a setting at request time; the setting must be listed in
+    config.RATE_LIMIT_SETTINGS, which start-up parses (an unparsable one would be skipped)."""
     return lambda: str(current_app.config[name])
 
 

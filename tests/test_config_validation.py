@@ -1,0 +1,145 @@
+"""Settings checked at start-up: rate limits that must parse, numbers within their range,
+and the kill-switch cache at most one second. A bad value stops create_app() with a
+ConfigurationError naming the setting, instead of starting a server that fails open (a
+limit Flask-Limiter cannot parse is skipped on every request) or answers 500 later.
+
+These build apps without touching a database, so they run once, not per backend.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from limits import parse_many
+
+from tests.support import clean_env
+from tsd_server import create_app
+from tsd_server.config import DEFAULTS, NUMBER_BOUNDS, RATE_LIMIT_SETTINGS, ConfigurationError
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = {"SECRET_KEY": "k" * 32}
+
+
+instance = clean_env.instance
+
+
+def refused(monkeypatch, key: str, value: str) -> str:
+    """Start with TSD_<key>=value (JSON where it parses, as in production); the message."""
+    monkeypatch.setenv(f"TSD_{key}", value)
+    with pytest.raises(ConfigurationError, match=f"TSD_{key}") as caught:
+        create_app(KEY)
+    return str(caught.value)
+
+
+# --- rate limits ---------------------------------------------------------------------------
+
+
+def _limit_names_in_code() -> set[str]:
+    """Settings the code hands to Flask-Limiter: setting("X"), configured_limit("X"),
+    busy_limit("X") and _guess_limit("X", ...)."""
+    call = re.compile(r'\b(?:setting|configured_limit|busy_limit|_guess_limit)\(\s*"([A-Z_0-9]+)"')
+    return {name for path in (ROOT / "tsd_server").rglob("*.py")
+            for name in call.findall(path.read_text())}
+
+
+def test_every_limit_setting_is_checked():
+    used = _limit_names_in_code()
+    assert "PAIRING_GUESS_LIMIT_PER_IP" in used and "IP_MATCH_CLAIM_RATE_LIMIT" in used
+    assert used <= set(RATE_LIMIT_SETTINGS)
+    # And every default that reads as a rate limit is one of them.
+    limit_like = set()
+    for key, default in DEFAULTS.items():
+        try:
+            if isinstance(default, str) and parse_many(default):
+                limit_like.add(key)
+        except ValueError:
+            pass
+    assert limit_like == set(RATE_LIMIT_SETTINGS)
+
+
+@pytest.mark.parametrize("key", RATE_LIMIT_SETTINGS)
+@pytest.mark.parametrize("value", ["5", "five per minute", "", "10 per fortnight", "[5]",
+                                   "true", "5 per minute;"])
+def test_a_limit_that_does_not_parse_stops_start_up(instance, monkeypatch, key, value):
+    message = refused(monkeypatch, key, value)
+    assert repr(DEFAULTS[key]) in message  # an example of a valid value
+
+
+@pytest.mark.parametrize("value", ["5 per minute", "5/minute", "1 per second; 100 per hour",
+                                   "0 per minute"])
+def test_limits_that_parse_are_accepted(instance, monkeypatch, value):
+    for key in RATE_LIMIT_SETTINGS:
+        monkeypatch.setenv(f"TSD_{key}", value)
+    app = create_app(KEY)
+    assert all(app.config[key] == value for key in RATE_LIMIT_SETTINGS)
+
+
+def test_a_limit_from_the_config_file_is_checked_too(instance):
+    instance.mkdir()
+    (instance / "config.py").write_text("PAIRING_GUESS_LIMIT_PER_IP = 5\n")
+    with pytest.raises(ConfigurationError, match="TSD_PAIRING_GUESS_LIMIT_PER_IP"):
+        create_app(KEY)
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def test_the_bounded_settings_include_the_pairing_times():
+    assert {"PAIRING_CODE_TTL", "DEVICE_FLOW_TTL", "DEVICE_FLOW_INTERVAL",
+            "PAIRING_FAILURE_BREAKER_PER_MINUTE"} <= set(NUMBER_BOUNDS)
+    for key, (low, high) in NUMBER_BOUNDS.items():
+        assert low <= DEFAULTS[key] <= high, key
+
+
+@pytest.mark.parametrize("key", sorted(NUMBER_BOUNDS))
+@pytest.mark.parametrize("value", ["true", "false", "-600", "1e12", "[5]", '{"a": 1}',
+                                   "1.5", "soon", "null", "100000000"])
+def test_a_number_of_the_wrong_kind_or_out_of_range_stops_start_up(
+        instance, monkeypatch, key, value):
+    message = refused(monkeypatch, key, value)
+    low, high = NUMBER_BOUNDS[key]
+    assert f"from {low} to {high}" in message or "must be a number" in message
+
+
+@pytest.mark.parametrize("key", sorted(NUMBER_BOUNDS))
+def test_numbers_at_the_ends_of_their_range_are_accepted(instance, monkeypatch, key):
+    for end in NUMBER_BOUNDS[key]:
+        monkeypatch.setenv(f"TSD_{key}", str(end))
+        assert create_app(KEY).config[key] == end
+        monkeypatch.setenv(f"TSD_{key}", f'"{end}"')  # text, as an instance file may hold
+        assert create_app(KEY).config[key] == end
+    low, high = NUMBER_BOUNDS[key]
+    for outside in (low - 1, high + 1):
+        refused(monkeypatch, key, str(outside))
+
+
+# --- the kill-switch cache -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1.5", "2", "60", "3600", "-0.1", "true", "soon", "nan"])
+def test_kill_switch_cache_over_a_second_stops_start_up(instance, monkeypatch, value):
+    refused(monkeypatch, "KILL_SWITCH_CACHE_SECONDS", value)
+
+
+@pytest.mark.parametrize("value, seconds", [("0", 0), ("0.5", 0.5), ("1", 1), ("1.0", 1.0)])
+def test_kill_switch_cache_up_to_a_second_is_accepted(instance, monkeypatch, value, seconds):
+    monkeypatch.setenv("TSD_KILL_SWITCH_CACHE_SECONDS", value)
+    assert create_app(KEY).config["KILL_SWITCH_CACHE_SECONDS"] == seconds
+
+
+# --- the rate-limit storage's options ------------------------------------------------------
+
+
+def test_storage_errors_are_always_wrapped(instance, monkeypatch):
+    """tsd_server/api/errors.py answers limits' StorageError (whatever the backend) with 503;
+    an operator's own options are kept, but cannot unwrap the errors into 500s."""
+    monkeypatch.setenv("TSD_RATELIMIT_STORAGE_OPTIONS",
+                       '{"socket_timeout": 2, "wrap_exceptions": false}')
+    app = create_app(KEY)
+    assert app.config["RATELIMIT_STORAGE_OPTIONS"] == {"socket_timeout": 2,
+                                                       "wrap_exceptions": True}
+    monkeypatch.setenv("TSD_RATELIMIT_STORAGE_OPTIONS", "socket_timeout=2")
+    with pytest.raises(ConfigurationError, match="TSD_RATELIMIT_STORAGE_OPTIONS"):
+        create_app(KEY)

@@ -1,0 +1,93 @@
+"""The rate-limit storage (Redis) down: rate-limited requests are refused with 503
+``rate_limit_unavailable`` and Retry-After (an error page on web routes), never served
+unlimited and never a 500 with a traceback per request. The outage is logged once a minute.
+
+The storage is a Redis URI on a closed loopback port, so every storage call is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.support.apps import another_app
+from tests.support.pairing import authorize
+
+CLOSED_PORT = "redis://127.0.0.1:1"
+CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+@pytest.fixture
+def app_config():
+    return {"RATELIMIT_STORAGE_URI": CLOSED_PORT}
+
+
+def count(app, model) -> int:
+    from tsd_server.extensions import db
+
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model))
+
+
+def unavailable(response) -> None:
+    assert response.status_code == 503, (response.status_code, response.get_data(as_text=True))
+    assert response.headers["Retry-After"] == "10"
+
+
+def test_api_route_answers_503_and_does_nothing(app, client):
+    from tsd_server.models import AuditEvent, DeviceAuthorization
+
+    response = authorize(client)
+    unavailable(response)
+    assert response.get_json()["error"] == "rate_limit_unavailable"
+    assert "Rate limits cannot be checked" in response.get_json()["message"]
+    # Fail-closed: the view never ran.
+    assert count(app, DeviceAuthorization) == 0
+    assert count(app, AuditEvent) == 0
+
+
+def test_web_route_answers_an_error_page_and_logs_nobody_in(app, client, make_user):
+    _, email, password = make_user()
+    token = CSRF_FIELD.search(client.get("/login").get_data(as_text=True)).group(1)
+    response = client.post("/login", data={"email": email, "password": password,
+                                           "csrf_token": token})
+    unavailable(response)
+    assert response.mimetype == "text/html"
+    assert "Temporarily unavailable" in response.get_data(as_text=True)
+    assert client.get("/").status_code == 302  # still logged out
+
+
+def test_routes_without_limits_still_answer(app, client):
+    assert client.get("/healthz").status_code == 200
+
+
+def test_the_outage_is_logged_once_not_per_request(app, client, caplog):
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            unavailable(authorize(client))
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].name == "tsd_server.api.errors"
+    assert "rate-limit storage unavailable" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # no traceback
+
+
+def test_swallowing_storage_errors_cannot_be_switched_on(app, database, monkeypatch):
+    """TSD_RATELIMIT_SWALLOW_ERRORS=true would serve every request unlimited while Redis is
+    down. (The Limiter is one object per process and keeps the first app's choice, so it is
+    reset here to read this app's setting, as a fresh process would.)"""
+    from tsd_server.extensions import limiter
+    from tsd_server.models import DeviceAuthorization
+
+    monkeypatch.setattr(limiter, "_swallow_errors", None)
+    monkeypatch.setenv("TSD_RATELIMIT_SWALLOW_ERRORS", "true")
+    with another_app(database, RATELIMIT_STORAGE_URI=CLOSED_PORT,
+                     RATELIMIT_SWALLOW_ERRORS=True) as application:
+        assert application.config["RATELIMIT_SWALLOW_ERRORS"] is False
+        response = authorize(application.test_client())
+        unavailable(response)
+        assert response.get_json()["error"] == "rate_limit_unavailable"
+        assert count(application, DeviceAuthorization) == 0
