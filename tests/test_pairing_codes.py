@@ -186,8 +186,16 @@ def test_bad_redeem_bodies_are_clear_json_errors(app, client, body, error):
 
 def test_redeem_without_a_json_body_is_invalid_json(app, client):
     response = client.post("/api/v1/pairing/redeem", data="code=BCDFGHJK",
+                           content_type="application/json",
                            environ_base={"REMOTE_ADDR": "8.8.8.8"})
     assert response.status_code == 400 and response.get_json()["error"] == "invalid_json"
+
+
+def test_redeem_with_a_body_that_is_not_declared_json_is_unsupported(app, client):
+    response = client.post("/api/v1/pairing/redeem", data="code=BCDFGHJK",
+                           environ_base={"REMOTE_ADDR": "8.8.8.8"})
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "unsupported_media_type"
 
 
 def test_redeem_is_a_device_call_without_csrf_and_the_code_decides_the_owner(

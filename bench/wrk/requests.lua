@@ -3,9 +3,10 @@
 --   wrk ... -s bench/wrk/requests.lua <url> -- <requests file>
 --
 -- The requests file has one request per line: METHOD <tab> PATH <tab> BODY then any number
--- of <tab> "Name: value" header fields (BODY may be empty). Every request string is built
--- once in init(); each thread walks its own slice of the lines in order, wrapping around,
--- so a device code or token is reused as late as possible. done() prints one JSON line:
+-- of <tab> "Name: value" header fields (BODY may be empty; one without a Content-Type field
+-- is sent as application/json). Every request string is built once in init(); each thread
+-- walks its own slice of the lines in order, wrapping around, so a device code or token is
+-- reused as late as possible. done() prints one JSON line:
 -- the totals, latency percentiles (microseconds) and counts per status and error code.
 
 local threads = {}
@@ -25,6 +26,13 @@ local function split(line)
   return fields
 end
 
+local function has_header(headers, wanted)
+  for name, _ in pairs(headers) do
+    if name:lower() == wanted then return true end
+  end
+  return false
+end
+
 function init(args)
   local lines = {}
   for line in io.lines(args[1]) do
@@ -41,6 +49,10 @@ function init(args)
       if name then headers[name] = value end
     end
     local body = f[3] ~= "" and f[3] or nil
+    if body and not has_header(headers, "content-type") then
+      -- Every body this bench sends is JSON, and the server refuses any other type (415).
+      headers["Content-Type"] = "application/json"
+    end
     table.insert(requests, wrk.format(f[1], f[2], headers, body))
   end
   if #requests == 0 then requests = { wrk.format("GET", "/", {}, nil) } end

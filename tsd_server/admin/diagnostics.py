@@ -9,17 +9,12 @@ here never counts as an ip_match lookup: nothing is written, no breaker is fed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Blueprint, current_app, render_template, request
 
 from tsd_server import client_address, proxy_check
 from tsd_server.admin.access import refuse_non_admins
 from tsd_server.client_address import ClientAddress
-from tsd_server.clock import utcnow
-from tsd_server.discovery import kill_switch
-from tsd_server.discovery.ip_match import announcements, breaker, eligibility
-from tsd_server.discovery.ip_match.settings import current as ip_match_settings
+from tsd_server.discovery.ip_match.verdict import ip_match_verdict
 
 bp = Blueprint("admin_diagnostics", __name__, url_prefix="/admin")
 bp.before_request(refuse_non_admins)
@@ -29,35 +24,6 @@ bp.before_request(refuse_non_admins)
 SHOWN_HEADERS = ("X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
                  "X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded", "X-Real-IP")
 MAX_HEADER_SHOWN = 300
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Would "Printers near you" work for a request like this one?"""
-
-    works: bool
-    reason: str | None = None
-    message: str | None = None
-
-
-def ip_match_verdict(address: ClientAddress) -> Verdict:
-    """The ip_match checks in the order requests meet them, without side effects."""
-    state = kill_switch.state(eligibility.STRATEGY, fresh=True)
-    if not state.enabled:
-        return Verdict(False, eligibility.STRATEGY_DISABLED,
-                       f"{eligibility.message_for(eligibility.STRATEGY_DISABLED)} "
-                       f"({state.disabled_by}: {state.reason or state.public_reason})")
-    if not address.eligible or address.household is None:
-        reason = address.ineligibility_reason
-        return Verdict(False, reason, eligibility.message_for(reason))
-    now = utcnow()
-    if breaker.is_blocked(address.household, now):
-        return Verdict(False, eligibility.HOUSEHOLD_BLOCKED,
-                       eligibility.message_for(eligibility.HOUSEHOLD_BLOCKED))
-    if announcements.over_household_limit(address.household, ip_match_settings(), now):
-        return Verdict(False, eligibility.HOUSEHOLD_LIMIT,
-                       eligibility.message_for(eligibility.HOUSEHOLD_LIMIT))
-    return Verdict(True)
 
 
 def received_headers() -> list[tuple[str, str | None]]:

@@ -1,4 +1,11 @@
-"""Reading JSON request bodies: malformed or mistyped input is a 400 with a clear code."""
+"""Reading JSON request bodies: malformed or mistyped input is a 400 with a clear code.
+
+A body is parsed only when it is declared as JSON (``application/json`` or ``...+json``);
+anything else is 415 ``unsupported_media_type``. ``text/plain`` (like form encodings) is a
+type any web page can make a visitor's browser send cross-site without a CORS preflight,
+so parsing such a body would let a page announce, authorize or redeem from the visitor's
+address. A JSON content type makes the browser ask first, and this server never says yes.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +23,61 @@ DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f]")
 # UTF-16 surrogates: only ever half of a character, never text on their own.
 LONE_SURROGATES = re.compile("[\ud800-\udfff]")
+# How much of a duplicate key an error message repeats.
+MAX_KEY_SHOWN = 64
 
 
 def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
-    """The body as a JSON object; anything else is ``invalid_json``."""
+    """The body as a JSON object.
+
+    No body is ``invalid_json`` (or ``{}`` with ``allow_empty``); a body of another media
+    type is ``unsupported_media_type``, never parsed; invalid JSON, a duplicate key or
+    anything but an object is ``invalid_json``.
+    """
     raw = request.get_data(cache=True)
     _refuse_truncated(raw)
+    # Content-Length too: a form body was read (and emptied) by request_guard already.
+    if (raw or request.content_length) and not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       "The body must be JSON. Send Content-Type: application/json.")
     if not raw.strip():
         if allow_empty:
             return {}
         raise ApiError(400, "invalid_json", "A JSON object body is required.")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
+    except DuplicateKey as duplicate:
+        raise ApiError(400, "invalid_json", f"The key {_shown(duplicate.key)} appears more "
+                       "than once in one object of the body.") from None
     except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    return body
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice: which value was meant is not ours to guess (the
+    last one would win silently, and another parser in front of us may take the first)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _shown(key: str) -> str:
+    """The key for a message: quoted and escaped by repr, and cut (a key can be 64 KiB)."""
+    return repr(key) if len(key) <= MAX_KEY_SHOWN else repr(key[:MAX_KEY_SHOWN]) + "..."
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
     return body
 
 
@@ -79,3 +125,12 @@ def string_field(
 
 def device_id_field(body: dict[str, Any]) -> str:
     return string_field(body, "device_id", pattern=DEVICE_ID_PATTERN)  # type: ignore[return-value]
+
+
+def device_id_in_path(value: str) -> str:
+    """A device_id taken from the URL, checked as in a body (and as the OpenAPI document
+    declares it); one that cannot be a device's id names no device: 404 ``not_found``.
+    Never cut to length: a longer id is another id, not the device it starts with."""
+    if not DEVICE_ID_PATTERN.fullmatch(value):
+        raise ApiError(404, "not_found", "No printer with this id is announcing near you.")
+    return value

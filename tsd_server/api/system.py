@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from tsd_server import client_address
+from tsd_server.discovery.ip_match.verdict import ip_match_verdict
 from tsd_server.extensions import db
 
 bp = Blueprint("system", __name__)
@@ -34,5 +35,15 @@ def ping():
 
 @bp.get("/api/v1/client-address")
 def show_client_address():
-    """What the server believes about this request's origin, and whether ip_match may use it."""
-    return jsonify(client_address.for_request().to_json())
+    """What the server believes about this request's origin, and whether ip_match may use it.
+
+    ``ip_match`` is the verdict the admin's proxy diagnostics give (kill switch, address,
+    household block, device cap, in the order requests meet them): the address alone would
+    say "eligible" while ip_match is off or the household is blocked. Like that page it
+    writes nothing: asking here never counts towards the anomaly breaker. Anyone may ask,
+    so the kill switch is read from the cache, as the guarded routes read it.
+    """
+    address = client_address.for_request()
+    verdict = ip_match_verdict(address, fresh=False)
+    return jsonify({**address.to_json(),
+                    "ip_match": {"eligible": verdict.works, "reason": verdict.reason}})

@@ -12,7 +12,12 @@ import re
 from flask import Blueprint, jsonify
 from flask_login import current_user, login_required
 
-from tsd_server.api.request_body import device_id_field, json_object, string_field
+from tsd_server.api.request_body import (
+    device_id_field,
+    device_id_in_path,
+    json_object,
+    string_field,
+)
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import announcements, offers
 from tsd_server.discovery.ip_match.settings import IpMatchSettings, claim_limit, configured_limit
@@ -53,7 +58,7 @@ def nearby():
 @login_required
 @claim_limit
 def link(device_id: str):
-    offer = offers.link(current_user, device_id[:64])
+    offer = offers.link(current_user, device_id_in_path(device_id))
     return jsonify({"offer_id": offer.public_id, "status": offer.status,
                     "expires_in": offers.expires_in(offer, utcnow())})
 

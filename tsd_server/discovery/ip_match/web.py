@@ -13,6 +13,7 @@ from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
 from tsd_server.api.errors import ApiError
+from tsd_server.api.request_body import device_id_in_path
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import offers
 from tsd_server.discovery.ip_match.settings import claim_limit, configured_limit
@@ -45,7 +46,7 @@ def nearby():
 @claim_limit
 def link(device_id: str):
     try:
-        offer = offers.link(current_user, device_id[:64])
+        offer = offers.link(current_user, device_id_in_path(device_id))
     except ApiError as error:
         return _nearby_page(error.message, error.status)
     return redirect(url_for("ip_match_web.offer", offer_id=offer.public_id))
