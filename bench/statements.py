@@ -13,7 +13,9 @@ device/me query (docs/performance.md):
   every durable write waits for);
 - the device/me read through SQLAlchemy Core against the same SQL on a raw psycopg2 cursor,
   plain and prepared on the server (``PREPARE``/``EXECUTE``): what SQLAlchemy's execution
-  layer costs the client, and what parsing and planning cost PostgreSQL.
+  layer costs the client, and what parsing and planning cost PostgreSQL;
+- the same read on two engines built alike, one over loopback TCP and one over PostgreSQL's
+  Unix socket (where the server has one on this host): what the transport costs.
 
 Variants run interleaved, in rounds; the report gives the median microseconds per call and
 each variant's ratio to the first of its group. Wall time of a single client: it includes
@@ -157,9 +159,13 @@ def _device_me_read(w, digest: str, own_pool, statement, held: list):
             cursor.execute("PREPARE device_by_token (text) AS "
                            + sql.replace("%(token_hash)s", "$1"))
 
-    def core():
-        with own_pool.connect() as connection:
-            return tuple(connection.execute(statement, parameters).first())
+    def core_on(engine):
+        def call():
+            with engine.connect() as connection:
+                return tuple(connection.execute(statement, parameters).first())
+        return call
+
+    core = core_on(own_pool)
 
     def raw(query: str):
         def call():
@@ -178,11 +184,33 @@ def _device_me_read(w, digest: str, own_pool, statement, held: list):
     for call in (plain, prepared):
         if call() != expected:
             raise RuntimeError(f"the raw cursor read {call()!r}, Core {expected!r}")
-    return {"device/me read": {
-        "Core, on the autocommit bind": core,
-        "raw psycopg2 cursor": plain,
-        "raw psycopg2 cursor, prepared": prepared,
-    }}
+    reads = {"Core, on the autocommit bind": core,
+             "raw psycopg2 cursor": plain,
+             "raw psycopg2 cursor, prepared": prepared}
+    socket_url = _unix_socket_url(own_pool)
+    if socket_url is not None:
+        # Two engines built alike, one over loopback TCP (as the app connects) and one over
+        # PostgreSQL's Unix socket: only the transport differs.
+        for transport, url in (("loopback TCP", own_pool.url), ("the Unix socket", socket_url)):
+            engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1,
+                                   max_overflow=0)
+            held.append(engine.dispose)
+            reads[f"Core, a plain engine over {transport}"] = core_on(engine)
+            if core_on(engine)() != core():
+                raise RuntimeError(f"the read over {transport} gave another row")
+    return {"device/me read": reads}
+
+
+def _unix_socket_url(engine):
+    """``engine``'s URL with PostgreSQL's Unix socket as its host, or None when the server
+    listens on none here (not on this host, or sockets switched off)."""
+    with engine.connect() as connection:
+        directories = connection.execute(text("SHOW unix_socket_directories")).scalar()
+    for directory in (d.strip() for d in (directories or "").split(",")):
+        port = engine.url.port or 5432
+        if directory and Path(directory, f".s.PGSQL.{port}").exists():
+            return engine.url.set(host=directory)
+    return None
 
 
 def _backend_pids(engine) -> list[int]:
