@@ -124,6 +124,27 @@ def test_a_code_sent_as_text_plain_is_not_spent(app, client, make_user, login):
     assert redeemed.status_code == 201, redeemed.get_json()
 
 
+def test_refused_bodies_do_not_spend_the_households_rate_limits(app, client, make_user,
+                                                                  login):
+    """Any page a person in the household opens could send these; were they counted, it
+    could keep the household's own printers from pairing for 15 minutes."""
+    app.config["PAIRING_GUESS_LIMIT_PER_IP"] = "2 per 15 minutes"
+    app.config["DEVICE_FLOW_AUTHORIZE_LIMIT"] = "2 per 10 minutes"
+    _, email, password = make_user()
+    code = issue_code(login(email, password, **DEVICE))["code"]
+    body = {"code": code, "device_id": "printer-0003", "name": "Lab printer"}
+    started = {"device_id": "printer-0004", "name": "Lab printer"}
+    for _ in range(3):
+        assert_unsupported(post_raw(client, "/api/v1/pairing/redeem", json.dumps(body),
+                                    "text/plain", headers=EVIL_ORIGIN))
+        assert_unsupported(post_raw(client, "/api/v1/device/authorize", json.dumps(started),
+                                    "text/plain", headers=EVIL_ORIGIN))
+    assert client.post("/api/v1/pairing/redeem", json=body,
+                       environ_base=DEVICE).status_code == 201
+    assert client.post("/api/v1/device/authorize", json=started,
+                       environ_base=DEVICE).status_code == 200
+
+
 def test_the_user_confirm_route_refuses_text_plain_before_anything_else(app, make_user,
                                                                        login):
     _, email, password = make_user()

@@ -38,10 +38,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from tsd_server import request_guard, security_headers
     from tsd_server.api.errors import register_error_handlers
+    from tsd_server.api.request_body import refuse_non_json_bodies
 
     register_error_handlers(app)
     security_headers.register(app)
     request_guard.register(app)
+    app.before_request(refuse_non_json_bodies)
 
     from tsd_server.cli import register_commands
 

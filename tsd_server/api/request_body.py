@@ -30,16 +30,12 @@ MAX_KEY_SHOWN = 64
 def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
     """The body as a JSON object.
 
-    No body is ``invalid_json`` (or ``{}`` with ``allow_empty``); a body of another media
-    type is ``unsupported_media_type``, never parsed; invalid JSON, a duplicate key or
-    anything but an object is ``invalid_json``.
+    No body is ``invalid_json`` (or ``{}`` with ``allow_empty``); invalid JSON, a duplicate
+    key or anything but an object is ``invalid_json``. A body of another media type never
+    gets here (``refuse_non_json_bodies``).
     """
     raw = request.get_data(cache=True)
     _refuse_truncated(raw)
-    # Content-Length too: a form body was read (and emptied) by request_guard already.
-    if (raw or request.content_length) and not request.is_json:
-        raise ApiError(415, "unsupported_media_type",
-                       "The body must be JSON. Send Content-Type: application/json.")
     if not raw.strip():
         if allow_empty:
             return {}
@@ -54,6 +50,19 @@ def json_object(*, allow_empty: bool = False) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     return body
+
+
+def refuse_non_json_bodies() -> None:
+    """Before any view or rate limit of ``/api/``: a body not declared as JSON is 415
+    ``unsupported_media_type``. Refused this early so that such a request, which any page
+    can make a visitor's browser send, does not even count against the visitor's
+    household's rate limits (a decorated limit counts before its view runs)."""
+    if not request.path.startswith("/api/"):
+        return
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if (request.content_length or chunked) and not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       "The body must be JSON. Send Content-Type: application/json.")
 
 
 class DuplicateKey(ValueError):
