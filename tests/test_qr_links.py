@@ -216,29 +216,49 @@ def test_derived_tokens_are_independent_of_each_other(app):
 
 
 @pytest.mark.parametrize("source", ["cross-site", "same-site", "something-new"])
-def test_a_qr_link_that_another_site_sent_the_person_to_is_refused_and_not_spent(
+def test_a_qr_link_opened_by_another_site_asks_first_and_spends_nothing(
         app, client, owner, clock, source):
     """Double-clickjacking: another site navigates the logged-in person to a stranger's QR
     link, and a second click lands on Approve. The browser says who started the navigation;
-    only the person (``none``) or this site (``same-origin``) may open a link."""
+    only the person (``none``) or this site (``same-origin``) get the approval page at once,
+    anyone else a question first."""
     uid, session = owner
     answer = started(client, device_id="stranger-printer-1")
     page = session.get(qr_path(answer), headers={"Sec-Fetch-Site": source,
                                                  "Sec-Fetch-Mode": "navigate"})
     html = page.get_data(as_text=True)
-    assert page.status_code == 403 and "opened by another website" in html
-    assert 'value="approve"' not in html
+    assert page.status_code == 200 and "Did you just scan" in html
+    assert 'value="approve"' not in html and f'href="{qr_path(answer)}"' in html
     # Nothing bound: Approve has nothing to approve, the printer is still waiting.
     assert decide(session, "approve").status_code == 404
     clock.advance(seconds=5)
     assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
     [row] = audit_rows(app, "qr_link_cross_site")
     assert (row.user_id, row.device_uid, row.outcome, row.strategy) == (
-        uid, "stranger-printer-1", "refused", "qr_code")
+        uid, "stranger-printer-1", "held", "qr_code")
     assert row.detail == f"Sec-Fetch-Site: {source if source != 'something-new' else 'unknown'}"
-    # The link was not spent: scanned by the person (``none``), it still works.
-    scanned = session.get(qr_path(answer), headers={"Sec-Fetch-Site": "none"})
-    assert scanned.status_code == 200 and 'value="approve"' in scanned.get_data(as_text=True)
+    # Not spent: the page's own link (same-origin) leads to the approval page.
+    followed = session.get(qr_path(answer), headers={"Sec-Fetch-Site": "same-origin"})
+    assert followed.status_code == 200 and 'value="approve"' in followed.get_data(as_text=True)
+
+
+def test_the_login_redirect_does_not_wash_another_sites_open(app, client):
+    """Asked before the login redirect: coming back from the login form, the browser would
+    report the same link as same-origin."""
+    answer = started(client, device_id="stranger-printer-2")
+    page = client.get(qr_path(answer), headers={"Sec-Fetch-Site": "cross-site"})
+    assert page.status_code == 200 and "Did you just scan" in page.get_data(as_text=True)
+    [row] = audit_rows(app, "qr_link_cross_site")
+    assert (row.actor, row.user_id, row.device_uid) == ("anonymous", None, "stranger-printer-2")
+
+
+def test_opens_by_other_sites_are_audited_once_a_minute_per_address(app, client, owner, clock):
+    _, session = owner
+    answer = started(client)
+    for _ in range(5):
+        page = session.get(qr_path(answer), headers={"Sec-Fetch-Site": "cross-site"})
+        assert "Did you just scan" in page.get_data(as_text=True)
+    assert len(audit_rows(app, "qr_link_cross_site")) == 1
 
 
 @pytest.mark.parametrize("source", ["none", "same-origin", "None ", None])

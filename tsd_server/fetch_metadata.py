@@ -13,9 +13,12 @@ Browsers send ``Sec-Fetch-Site``, and pages cannot forge it:
 - ``same-site`` or ``cross-site``: anything else. A redirect chain counts as the least
   trusted of its hops.
 
-Only the first two are trusted, and a value not in this list is refused too. A browser
-that sends no header at all (Safari before 16.4) is let through, so old browsers keep
-working. For them, the approval form's request id and tag stay the guard (``link_pages``).
+Only the first two are trusted; for the others, and for a value not in this list, the
+caller asks the person first, on a page of its own, whose link back is then same-origin.
+That page cannot be skipped by clicking fast, and it also serves browsers that report an
+app's link as cross-site (Firefox does, for a link a camera app hands it). A browser that
+sends no header at all (Safari before 16.4) is let through, so old browsers keep working.
+For them, the approval form's request id and tag stay the guard (``link_pages``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from tests.browser.conftest import log_in
 from tests.browser.live import OtherSite, Printer, forged_form_page, serving
 
 ORIGINS = {"cross-site": "127.0.0.2", "same-site": "127.0.0.1"}
+# What a QR link opened by another site shows instead of the approval page.
+ASKED_FIRST = "Did you just scan your printer's QR code?"
 
 
 @pytest.fixture(params=list(ORIGINS))
@@ -105,9 +107,9 @@ def test_forged_approval_of_a_waiting_printer_is_refused(live, page, user, hosti
 def test_a_qr_link_opened_by_another_site_cannot_take_the_approval(live, page, user, hostile):
     """The person is on the approval page of their own printer. Another site opens the
     attacker's QR link in a new tab (a top-level GET: the session cookie goes along), so
-    that the session's pending request would become the attacker's. The link is refused
-    unspent, and Approve, pressed on the page the person still sees, approves their own
-    printer only."""
+    that the session's pending request would become the attacker's. The link is not spent
+    (the person is asked first), and Approve, pressed on the page the person still sees,
+    approves their own printer only."""
     mine, theirs = Printer(live.base_url, "My Prusa"), Printer(live.base_url, "My Prusa")
     my_request, their_request = mine.authorize(), theirs.authorize()
     log_in(page, user["email"])
@@ -121,7 +123,7 @@ def test_a_qr_link_opened_by_another_site_cannot_take_the_approval(live, page, u
     other_tab = page.context.new_page()
     other_tab.goto(hostile.base_url + "/qr")
     other_tab.wait_for_url(link)
-    expect(other_tab.get_by_role("heading", name="Scan the printer's QR code")).to_be_visible()
+    expect(other_tab.get_by_role("heading", name=ASKED_FIRST)).to_be_visible()
     other_tab.close()
 
     page.get_by_role("button", name="Approve").click()
@@ -137,7 +139,7 @@ def test_a_double_click_on_another_site_cannot_approve_a_strangers_printer(
     """Double-clickjacking, no frame needed: the first click of a double-click on the other
     site's button sends the person to the stranger's QR link, and the second lands where
     Approve would be. The browser says another site started the navigation (Sec-Fetch-Site),
-    so no approval page is drawn."""
+    so the person is asked first and no approval page is drawn."""
     theirs = Printer(live.base_url, "Office printer")
     started = theirs.authorize()
     link = started["verification_uri_complete"]
@@ -163,11 +165,14 @@ def test_a_double_click_on_another_site_cannot_approve_a_strangers_printer(
     page.mouse.click(x, y)
     page.wait_for_url(link)
     page.mouse.click(x, y)
-    expect(page.get_by_role("heading", name="Scan the printer's QR code")).to_be_visible()
+    expect(page.get_by_role("heading", name=ASKED_FIRST)).to_be_visible()
     assert seen and seen[0] in ("cross-site", "same-site")
     assert theirs.poll(started["device_code"]).json["error"] in (
         "authorization_pending", "slow_down")
     assert live.devices_of(user["id"]) == []
+    # The page's own link is reported same-origin: a person who did scan goes on from here.
+    page.get_by_role("link", name="Yes, I scanned it: continue").click()
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
 
 
 def test_forged_kill_switch_toggle_is_refused(live, page, admin, hostile):

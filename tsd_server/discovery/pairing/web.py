@@ -8,6 +8,10 @@ page (``link_pages``); nothing is approved by typing a code or opening a link al
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -15,7 +19,7 @@ from werkzeug.exceptions import TooManyRequests
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
-from tsd_server import audit, client_address, fetch_metadata
+from tsd_server import audit, audit_throttle, client_address, fetch_metadata
 from tsd_server.api.errors import retry_after_seconds
 from tsd_server.discovery.pairing import (
     codes,
@@ -27,7 +31,7 @@ from tsd_server.discovery.pairing import (
     web_codes,
 )
 from tsd_server.extensions import db
-from tsd_server.rate_limit_keys import account_key
+from tsd_server.rate_limit_keys import account_key, address_key
 from tsd_server.web.forms import ConfirmForm
 
 pairing_web_bp = Blueprint("pairing_web", __name__)
@@ -102,15 +106,24 @@ def add_qr():
     return render_template("pairing/add_qr.html")
 
 
+def _asked_first_when_opened_elsewhere(view: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Outermost, before the login redirect: that redirect would come back same-origin."""
+    @wraps(view)
+    def checked(token: str):
+        source = fetch_metadata.started_elsewhere(request.headers)
+        if source is not None:
+            return _opened_by_another_site(token, source)
+        return view(token)
+    return checked
+
+
 @qr_web_bp.get("/link/qr/<token>")
+@_asked_first_when_opened_elsewhere
 @login_required
 @limits.busy_limit("QR_LINK_LIMIT")
 @limits.busy_limit("QR_LINK_LIMIT", key_func=account_key)
 def open_qr_link(token: str):
     """The link inside a printer's QR code: leads to the approval page, once."""
-    source = fetch_metadata.started_elsewhere(request.headers)
-    if source is not None:
-        return _opened_by_another_site(token, source)
     row = device_flow.open_qr_link(token)
     if row is None:
         audit.record("qr_link_invalid", actor=f"user:{current_user.id}", outcome="refused",
@@ -127,15 +140,18 @@ def open_qr_link(token: str):
 
 
 def _opened_by_another_site(token: str, source: str):
-    """Refuse a QR link that another site sent the person to, without spending the link (the
-    person can still scan it). Audited with the printer it would have shown."""
-    target = device_flow.qr_link_target(token)
-    audit.record_now("qr_link_cross_site", actor=f"user:{current_user.id}", outcome="refused",
-                     user_id=current_user.id, strategy=device_flow.QR_CODE,
-                     device_uid=target.device_uid if target is not None else None,
-                     detail=f"Sec-Fetch-Site: {source}")
-    return render_template("error.html", status=403, title="Scan the printer's QR code",
-                           message="This link was opened by another website, so it was not "
-                                   "used: nothing was linked. To link a printer, scan the QR "
-                                   "code on its screen with your phone's camera, or type this "
-                                   "page's address into the browser yourself."), 403
+    """A QR link that another site or app opened: nothing spent or bound, and a page that
+    asks whether the person scanned it, with a link back here that the browser then reports
+    as same-origin. Some browsers (Firefox) report a camera app's link as cross-site too.
+    Audited at most once a minute per address, with the printer it named: no limit or
+    login has run yet."""
+    if audit_throttle.first_this_minute("qr_link_cross_site", address_key()):
+        user_id = current_user.id if current_user.is_authenticated else None
+        target = device_flow.qr_link_target(token)
+        audit.record_now("qr_link_cross_site", outcome="held", user_id=user_id,
+                         actor=f"user:{user_id}" if user_id else "anonymous",
+                         strategy=device_flow.QR_CODE,
+                         device_uid=target.device_uid if target is not None else None,
+                         detail=f"Sec-Fetch-Site: {source}")
+    return render_template("pairing/qr_from_elsewhere.html",
+                           continue_url=url_for("qr_web.open_qr_link", token=token))
