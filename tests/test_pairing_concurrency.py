@@ -29,6 +29,7 @@ from tests.support.pairing import (
     me,
     poll,
     redeem,
+    started,
 )
 
 
@@ -298,3 +299,37 @@ def test_a_code_redeemed_while_the_account_unlinks_all_links_and_is_revoked(
     assert results[0].status_code == 302
     assert me(app.test_client(), linked.get_json()["access_token"]).status_code == 401
     assert [row.outcome for row in audit_rows(app, "revocation")] == ["ok"]  # none withdrawn
+
+
+def test_a_locked_approval_does_not_hold_up_a_switch_off(app, make_user, login, clock):
+    """A link in progress holds its approval's row while it waits for the account's lock.
+    The switch-off must take effect at once all the same: it is committed before the
+    waiting links are withdrawn, and the withdrawal waits for the row instead."""
+    from tsd_server.discovery import kill_switch
+    from tsd_server.models import DeviceAuthorization
+
+    _, email, password = make_user()
+    session = login(email, password)
+    flow = started(app.test_client())
+    enter_code(session, flow["user_code"])
+    assert decide(session, "approve").status_code == 302
+
+    def switch_off():
+        with app.test_request_context():
+            kill_switch.set_flag("pairing_code", enabled=False, reason="test", actor="cli")
+
+    with row_locked(app, "device_authorizations",
+                    only_row_id(app, DeviceAuthorization)) as release:
+        threads, _, errors = run_together(switch_off)
+        deadline = time.monotonic() + 20
+        while True:  # another process sees the switch-off while the row is still locked
+            with app.test_request_context():
+                if not kill_switch.state("pairing_code", fresh=True).enabled:
+                    break
+            assert time.monotonic() < deadline, "the switch-off waited for the locked row"
+            time.sleep(0.05)
+        release(after_waiters=1)
+        join(threads, errors)
+    clock.advance(seconds=10)
+    assert poll(app.test_client(), flow["device_code"]).get_json()["error"] == "access_denied"
+    assert [row.outcome for row in audit_rows(app, "revocation")] == ["withdrawn"]

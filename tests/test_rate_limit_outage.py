@@ -60,8 +60,13 @@ def test_web_route_answers_an_error_page_and_logs_nobody_in(app, client, make_us
     assert client.get("/").status_code == 302  # still logged out
 
 
-def test_routes_without_limits_still_answer(app, client):
+def test_routes_without_limits_still_answer(app, client, make_user, link_device):
+    """Linked printers keep working through the outage (docs/production.md)."""
     assert client.get("/healthz").status_code == 200
+    user_id, _, _ = make_user()
+    _, token = link_device(user_id)
+    me = client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200, me.get_json()
 
 
 def test_the_outage_is_logged_once_not_per_request(app, client, caplog):

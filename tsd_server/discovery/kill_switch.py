@@ -258,8 +258,8 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
 
     Switching "all" on also clears every per-strategy switch-off, so one command undoes an
     emergency stop (the audit row's detail names what it cleared); deployment-level
-    switch-offs stay in force regardless. Switching off needs a reason, and withdraws the
-    links waiting to happen through the strategy (``pending_links``), in this transaction.
+    switch-offs stay in force regardless. Switching off needs a reason, and then withdraws
+    the links waiting to happen through the strategy (``pending_links``).
 
     The flag row is written with one INSERT ... ON CONFLICT DO UPDATE, so two processes
     creating the same row at once cannot collide (the later write wins, both are audited)
@@ -289,15 +289,29 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
         detail = f"{reason or ''} (also cleared: {', '.join(sorted(cleared))})".strip()
     audit.record("flag_toggle", actor=actor, strategy=target,
                  outcome="enabled" if enabled else "disabled", detail=detail)
-    if not enabled:
-        strategies = set(known_names()) if target == ALL else {target}
-        pending_links.withdraw_strategies(strategies, actor=actor,
-                                          why=f"{target} switched off: {reason}")
     db.session.commit()
     forget_cached_flags()
+    if not enabled:
+        _withdraw_waiting_links(target, actor=actor, reason=reason)
     flag = db.session.get(StrategyFlag, target, populate_existing=True)
     assert flag is not None
     return flag
+
+
+def _withdraw_waiting_links(target: str, *, actor: str, reason: str | None) -> None:
+    """After the switch-off is committed, in a transaction of its own: a link in progress
+    holding one of these rows must not delay the switch-off, nor roll it back if this waits
+    too long. Nothing can link in between: every link re-reads the switch. On failure the
+    links stay refused while the switch is off, and switching off again retries."""
+    strategies = set(known_names()) if target == ALL else {target}
+    try:
+        pending_links.withdraw_strategies(strategies, actor=actor,
+                                          why=f"{target} switched off: {reason}")
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("%s is switched off, but withdrawing the links waiting to happen "
+                      "through it failed; switch it off again to retry", target)
 
 
 def _upsert_flag(target: str, values: dict) -> None:
