@@ -226,6 +226,29 @@ def test_switching_pairing_code_off_refuses_issue_and_redeem(app, user, client):
     assert redeem(client, issue_code(session)["code"]).status_code == 201
 
 
+def test_no_code_is_issued_after_a_switch_off_that_the_cache_has_not_seen(app, user):
+    """The switch-off withdrew the waiting codes; one issued by a process still trusting its
+    cached "on" would outlive that withdrawal."""
+    from sqlalchemy import func, select
+
+    from tsd_server.clock import utcnow
+    from tsd_server.discovery import kill_switch
+    from tsd_server.extensions import db
+    from tsd_server.models import PairingCode, StrategyFlag
+
+    _, session = user
+    app.config["KILL_SWITCH_CACHE_SECONDS"] = 60  # the route guard sees a stale "on"
+    with app.test_request_context():
+        kill_switch.state("pairing_code")  # fill the cache with "on"
+        db.session.add(StrategyFlag(strategy="pairing_code", enabled=False, reason="test",
+                                    changed_by="cli", changed_at=utcnow()))
+        db.session.commit()
+    refused = session.post("/api/v1/pairing/codes")
+    assert refused.status_code == 503 and refused.get_json()["error"] == "strategy_disabled"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(PairingCode)) == 0
+
+
 def test_a_code_issued_before_a_switch_off_cannot_link_during_it(app, user, client):
     """The link service re-reads the switch: the code stays unused and works afterwards."""
     from tsd_server.discovery import kill_switch

@@ -20,6 +20,7 @@ from tsd_server import audit, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
+from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import LinkResult, link_device
 from tsd_server.discovery.pairing import codes, failure_breaker
 from tsd_server.extensions import db
@@ -60,7 +61,12 @@ def ttl_seconds() -> int:
 
 
 def issue(user: User, address: ClientAddress | None) -> IssuedCode:
-    """A new code for ``user``, unique among the codes kept, committed and audited."""
+    """A new code for ``user``, unique among the codes kept, committed and audited.
+
+    The switch is read fresh: the route guard's cached "on" may be a second old, and a
+    code issued after a switch-off withdrew the waiting ones would outlive it
+    (``pending_links``)."""
+    kill_switch.require_enabled(STRATEGY, fresh=True)
     now = utcnow()
     ttl = ttl_seconds()
     purge(now)
