@@ -8,10 +8,10 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from sqlalchemy import func, select
 
 from tests.support.ip_match_fixtures import UNLIMITED
 from tests.support.pairing import switch
+from tests.support.rows import count_rows
 
 HOME, OTHER_HOME = "8.8.8.8", "1.1.1.1"
 
@@ -26,15 +26,6 @@ def ask(client, ip: str = HOME, **environ) -> dict:
                                                                    **environ})
     assert response.status_code == 200
     return response.get_json()
-
-
-def count(app, model) -> int:
-    from tsd_server.extensions import db
-
-    with app.app_context():
-        number = db.session.scalar(select(func.count()).select_from(model))
-        db.session.remove()
-        return number
 
 
 def test_eligible_when_nothing_stands_in_the_way(client):
@@ -96,11 +87,11 @@ def test_asking_never_counts_towards_the_breaker(app, make_user, login):
 
     sessions = [login(email, password, REMOTE_ADDR=HOME)
                 for _, email, password in (make_user() for _ in range(5))]
-    audited = count(app, AuditEvent)
+    audited = count_rows(app, AuditEvent)
     for session in sessions:  # more logged-in accounts asking than the breaker allows
         for _ in range(2):
             seen = session.get("/api/v1/client-address").get_json()
             assert seen["ip_match"] == {"eligible": True, "reason": None}
-    assert count(app, HouseholdAccount) == 0
-    assert count(app, HouseholdBlock) == 0
-    assert count(app, AuditEvent) == audited
+    assert count_rows(app, HouseholdAccount) == 0
+    assert count_rows(app, HouseholdBlock) == 0
+    assert count_rows(app, AuditEvent) == audited

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, select
 
 from tests.support import ip_match_fixtures
 from tests.support.ip_match_world import (
@@ -14,6 +14,7 @@ from tests.support.ip_match_world import (
     listed,
     refused_with,
 )
+from tests.support.rows import count_rows
 from tests.support.sent_statements import SESSION, SINGLE, sent_statements
 
 app_config = ip_match_fixtures.app_config
@@ -29,15 +30,6 @@ def rows(app, model):
         found = list(db.session.scalars(select(model)))
         db.session.remove()
     return found
-
-
-def count(app, model) -> int:
-    from tsd_server.extensions import db
-
-    with app.app_context():
-        number = db.session.scalar(select(func.count()).select_from(model))
-        db.session.remove()
-    return number
 
 
 def impostor_of(printer: Printer, endpoint, name: str = "Impostor") -> Printer:
@@ -91,7 +83,7 @@ def test_code_and_token_go_only_to_the_holder_of_the_secret(app, world):
     assert anna.confirm(offer["offer_id"], code).json == {"status": "confirmed"}
     stolen = impostor.announce()
     assert stolen.status == 409 and "access_token" not in stolen.json
-    assert count(app, Device) == 0  # the impostor's announce did not complete the link
+    assert count_rows(app, Device) == 0  # the impostor's announce did not complete the link
     linked = printer.announce()
     assert linked.json["status"] == "linked" and linked.json["access_token"]
 
@@ -104,7 +96,7 @@ def test_the_token_is_delivered_once(app, world, client):
     token = link_and_confirm(anna, printer)
     again = printer.announce()
     assert again.status == 200 and again.json == {"status": "waiting", "poll_interval": 5}
-    assert count(app, Device) == 1
+    assert count_rows(app, Device) == 1
     me = client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {token}"})
     assert me.status_code == 200 and me.get_json()["device"]["id"] == printer.device_id
     assert me.get_json()["device"]["linked_via"] == "ip_match"
@@ -169,10 +161,10 @@ def test_expired_announcements_and_their_offers_are_purged(app, world, clock):
         world.printer(home).announce()
     anna = world.person(HOME_A)
     assert anna.link(world.printers[0].device_id).status == 200
-    assert (count(app, Announcement), count(app, Offer)) == (4, 1)
+    assert (count_rows(app, Announcement), count_rows(app, Offer)) == (4, 1)
     clock.advance(seconds=31)
     world.printer(HOME_C).announce()
-    assert (count(app, Announcement), count(app, Offer)) == (1, 0)
+    assert (count_rows(app, Announcement), count_rows(app, Offer)) == (1, 0)
 
 
 GOOD = {"device_id": "printer-0001", "device_secret": "s" * 43, "name": "Printer"}
@@ -199,7 +191,7 @@ def test_bad_announce_bodies_get_a_clear_400_and_store_nothing(app, client, body
     reply = client.post("/api/v1/discovery/announce", json=body,
                         environ_base={"REMOTE_ADDR": HOME_A})
     assert reply.status_code == 400 and reply.get_json()["error"] == error
-    assert count(app, Announcement) == 0
+    assert count_rows(app, Announcement) == 0
 
 
 @pytest.mark.parametrize("raw", [b"", b"[]", b'"x"', b"{not json", b"[" * 5000])
@@ -218,7 +210,7 @@ def test_announce_needs_no_csrf_token_and_ignores_a_session_cookie(app, world, c
                               environ_base={"REMOTE_ADDR": HOME_A})
     assert reply.status_code == 200 and reply.get_json()["status"] == "waiting"
     assert "Set-Cookie" not in reply.headers
-    assert count(app, Device) == 0
+    assert count_rows(app, Device) == 0
 
 
 @pytest.mark.parametrize("environ, reason", [
@@ -237,7 +229,7 @@ def test_ineligible_announces_are_refused_with_the_reason(app, client, environ, 
     assert reply.status_code == 403
     assert reply.get_json()["error"] == "ip_match_ineligible"
     assert reply.get_json()["reason"] == reason
-    assert count(app, Announcement) == 0
+    assert count_rows(app, Announcement) == 0
 
 
 def test_announces_are_rate_limited_per_address(app, client):
@@ -260,7 +252,7 @@ def test_one_device_over_the_household_cap_hides_all_and_more_are_refused(app, w
     [limit] = world.audit_events("ip_match_household_limit")
     assert limit.household == "8.8.8.8/32" and limit.device_uid == printers[3].device_id
     assert refused_with(world.printer(HOME_A).announce(), "household_limit")
-    assert count(app, Announcement) == 4
+    assert count_rows(app, Announcement) == 4
     anna = world.person(HOME_A)
     seen = anna.nearby().json
     assert (seen["eligible"], seen["reason"], seen["devices"]) == (False, "household_limit", [])

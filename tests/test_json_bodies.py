@@ -14,10 +14,10 @@ import json
 import secrets
 
 import pytest
-from sqlalchemy import func, select
 
 from tests.support.ip_match_fixtures import UNLIMITED
 from tests.support.pairing import LOOSE_LIMITS, issue_code
+from tests.support.rows import count_rows
 
 HOME = "8.8.8.8"
 DEVICE = {"REMOTE_ADDR": HOME}
@@ -30,15 +30,6 @@ NOT_JSON = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-ur
 @pytest.fixture
 def app_config():
     return {**LOOSE_LIMITS, **UNLIMITED}
-
-
-def count(app, model) -> int:
-    from tsd_server.extensions import db
-
-    with app.app_context():
-        number = db.session.scalar(select(func.count()).select_from(model))
-        db.session.remove()
-        return number
 
 
 def announce_body(device_id: str = "printer-0001") -> dict:
@@ -73,8 +64,8 @@ def test_a_cross_site_style_announce_is_refused_and_registers_nothing(app, clien
     reply = post_raw(client, "/api/v1/discovery/announce", json.dumps(announce_body()),
                      content_type, headers=EVIL_ORIGIN)
     assert_unsupported(reply)
-    assert count(app, Announcement) == 0
-    assert count(app, AuditEvent) == 0
+    assert count_rows(app, Announcement) == 0
+    assert count_rows(app, AuditEvent) == 0
 
 
 def test_cross_site_announces_cannot_fill_the_household_cap(app, client, make_user, login):
@@ -98,8 +89,8 @@ def test_device_flow_routes_refuse_bodies_that_are_not_json(app, client, content
     authorize = {"device_id": "printer-0002", "name": "Phantom"}
     assert_unsupported(post_raw(client, "/api/v1/device/authorize", json.dumps(authorize),
                                 content_type, headers=EVIL_ORIGIN))
-    assert count(app, DeviceAuthorization) == 0
-    assert count(app, AuditEvent) == 0
+    assert count_rows(app, DeviceAuthorization) == 0
+    assert count_rows(app, AuditEvent) == 0
     started = client.post("/api/v1/device/authorize", json=authorize, environ_base=DEVICE)
     assert started.status_code == 200
     code = started.get_json()["device_code"]
@@ -119,7 +110,7 @@ def test_a_code_sent_as_text_plain_is_not_spent(app, client, make_user, login):
     body = {"code": code, "device_id": "printer-0003", "name": "Lab printer"}
     assert_unsupported(post_raw(client, "/api/v1/pairing/redeem", json.dumps(body),
                                 "text/plain", headers=EVIL_ORIGIN))
-    assert count(app, Device) == 0
+    assert count_rows(app, Device) == 0
     redeemed = client.post("/api/v1/pairing/redeem", json=body, environ_base=DEVICE)
     assert redeemed.status_code == 201, redeemed.get_json()
 
@@ -180,7 +171,7 @@ def test_a_duplicate_key_is_refused_naming_it_and_nothing_is_stored(app, client)
     assert reply.status_code == 400
     answer = reply.get_json()
     assert answer["error"] == "invalid_json" and "'name'" in answer["message"]
-    assert count(app, DeviceAuthorization) == 0
+    assert count_rows(app, DeviceAuthorization) == 0
 
 
 def test_a_duplicate_device_id_in_an_announce_registers_nothing(app, client):
@@ -191,7 +182,7 @@ def test_a_duplicate_device_id_in_an_announce_registers_nothing(app, client):
     reply = post_raw(client, "/api/v1/discovery/announce", body, "application/json")
     assert reply.status_code == 400 and reply.get_json()["error"] == "invalid_json"
     assert "'device_id'" in reply.get_json()["message"]
-    assert count(app, Announcement) == 0
+    assert count_rows(app, Announcement) == 0
 
 
 LONG_KEY = "k" * 5000
@@ -245,15 +236,15 @@ def test_a_longer_or_malformed_id_in_the_api_link_path_is_not_found(app, announc
     from tsd_server.models import AuditEvent
     from tsd_server.models.ip_match import Offer
 
-    before = count(app, AuditEvent)
+    before = count_rows(app, AuditEvent)
     reply = announced_user.post(f"/api/v1/discovery/nearby/{wrong}/link")
     assert reply.status_code == 404, reply.get_json()
     assert reply.get_json()["error"] == "not_found"
-    assert count(app, Offer) == 0
-    assert count(app, AuditEvent) == before
+    assert count_rows(app, Offer) == 0
+    assert count_rows(app, AuditEvent) == before
     # The device itself can still be linked by its own id.
     assert announced_user.post(f"/api/v1/discovery/nearby/{LONG_ID}/link").status_code == 200
-    assert count(app, Offer) == 1
+    assert count_rows(app, Offer) == 1
 
 
 def test_a_longer_id_in_the_link_form_path_shows_the_page_as_not_found(app, announced_user):
@@ -263,6 +254,6 @@ def test_a_longer_id_in_the_link_form_path_shows_the_page_as_not_found(app, anno
     assert reply.status_code == 404
     page = reply.get_data(as_text=True)
     assert "No printer with this id" in page and "Printers near you" in page
-    assert count(app, Offer) == 0
+    assert count_rows(app, Offer) == 0
     linked = announced_user.form_post(f"/printers/nearby/{LONG_ID}/link", {})
-    assert linked.status_code == 302 and count(app, Offer) == 1
+    assert linked.status_code == 302 and count_rows(app, Offer) == 1

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from sqlalchemy import select
 
+from tests.support.flags import switched_off_by_hand
 from tests.support.pairing import (
     CODE_FORMAT,
     LOOSE_LIMITS,
@@ -16,6 +17,7 @@ from tests.support.pairing import (
     redeem,
     switch,
 )
+from tests.support.rows import count_rows
 
 
 @pytest.fixture
@@ -229,42 +231,20 @@ def test_switching_pairing_code_off_refuses_issue_and_redeem(app, user, client):
 def test_no_code_is_issued_after_a_switch_off_that_the_cache_has_not_seen(app, user):
     """The switch-off withdrew the waiting codes; one issued by a process still trusting its
     cached "on" would outlive that withdrawal."""
-    from sqlalchemy import func, select
-
-    from tsd_server.clock import utcnow
-    from tsd_server.discovery import kill_switch
-    from tsd_server.extensions import db
-    from tsd_server.models import PairingCode, StrategyFlag
+    from tsd_server.models import PairingCode
 
     _, session = user
-    app.config["KILL_SWITCH_CACHE_SECONDS"] = 60  # the route guard sees a stale "on"
-    with app.test_request_context():
-        kill_switch.state("pairing_code")  # fill the cache with "on"
-        db.session.add(StrategyFlag(strategy="pairing_code", enabled=False, reason="test",
-                                    changed_by="cli", changed_at=utcnow()))
-        db.session.commit()
+    switched_off_by_hand(app, "pairing_code", stale_cache=True)
     refused = session.post("/api/v1/pairing/codes")
     assert refused.status_code == 503 and refused.get_json()["error"] == "strategy_disabled"
-    with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(PairingCode)) == 0
+    assert count_rows(app, PairingCode) == 0
 
 
 def test_a_code_issued_before_a_switch_off_cannot_link_during_it(app, user, client):
     """The link service re-reads the switch: the code stays unused and works afterwards."""
-    from tsd_server.discovery import kill_switch
-
     _, session = user
     code = issue_code(session)["code"]
-    app.config["KILL_SWITCH_CACHE_SECONDS"] = 60  # the route guard sees a stale "on"
-    with app.test_request_context():
-        kill_switch.state("pairing_code")  # fill the cache with "on"
-        from tsd_server.clock import utcnow
-        from tsd_server.extensions import db
-        from tsd_server.models import StrategyFlag
-
-        db.session.add(StrategyFlag(strategy="pairing_code", enabled=False, reason="test",
-                                    changed_by="cli", changed_at=utcnow()))
-        db.session.commit()
+    switched_off_by_hand(app, "pairing_code", stale_cache=True)  # the route guard: "on"
     response = redeem(client, code)
     assert response.status_code == 503 and response.get_json()["error"] == "strategy_disabled"
     assert audit_rows(app, "link_failed")[0].outcome == "strategy_disabled"

@@ -11,10 +11,10 @@ import logging
 import re
 
 import pytest
-from sqlalchemy import func, select
 
 from tests.support.apps import another_app
 from tests.support.pairing import authorize
+from tests.support.rows import count_rows
 
 CLOSED_PORT = "redis://127.0.0.1:1"
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
@@ -23,13 +23,6 @@ CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 @pytest.fixture
 def app_config():
     return {"RATELIMIT_STORAGE_URI": CLOSED_PORT}
-
-
-def count(app, model) -> int:
-    from tsd_server.extensions import db
-
-    with app.app_context():
-        return db.session.scalar(select(func.count()).select_from(model))
 
 
 def unavailable(response) -> None:
@@ -45,8 +38,8 @@ def test_api_route_answers_503_and_does_nothing(app, client):
     assert response.get_json()["error"] == "rate_limit_unavailable"
     assert "Rate limits cannot be checked" in response.get_json()["message"]
     # Fail-closed: the view never ran.
-    assert count(app, DeviceAuthorization) == 0
-    assert count(app, AuditEvent) == 0
+    assert count_rows(app, DeviceAuthorization) == 0
+    assert count_rows(app, AuditEvent) == 0
 
 
 def test_web_route_answers_an_error_page_and_logs_nobody_in(app, client, make_user):
@@ -95,4 +88,4 @@ def test_swallowing_storage_errors_cannot_be_switched_on(app, database, monkeypa
         response = authorize(application.test_client())
         unavailable(response)
         assert response.get_json()["error"] == "rate_limit_unavailable"
-        assert count(application, DeviceAuthorization) == 0
+        assert count_rows(application, DeviceAuthorization) == 0

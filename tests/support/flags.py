@@ -11,16 +11,23 @@ from __future__ import annotations
 from tsd_server.clock import utcnow
 
 
-def switched_off_by_hand(app, strategy: str) -> None:
+def switched_off_by_hand(app, strategy: str, *, stale_cache: bool = False) -> None:
+    """The flag row written off. With ``stale_cache`` this process keeps a cached "on" for
+    a minute, like a process that has not yet seen the switch-off: its route guards let
+    requests through, and only fresh reads see the switch."""
     from tsd_server.discovery import kill_switch
     from tsd_server.extensions import db
     from tsd_server.models import StrategyFlag
 
     with app.test_request_context():
+        if stale_cache:
+            app.config["KILL_SWITCH_CACHE_SECONDS"] = 60
+            kill_switch.state(strategy)  # fill the cache with "on"
         db.session.add(StrategyFlag(strategy=strategy, enabled=False, reason="test",
                                     changed_by="cli", changed_at=utcnow()))
         db.session.commit()
-        kill_switch.forget_cached_flags()
+        if not stale_cache:
+            kill_switch.forget_cached_flags()
 
 
 def flag_removed_by_hand(app, strategy: str) -> None:
