@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context
+from flask_login import current_user
 from sqlalchemy import insert
 
 from tsd_server import single_statement
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
     from tsd_server.models import Device
 
 MAX_DETAIL = 2000
+
+
+def request_actor() -> tuple[str, int | None]:
+    """Who this request acts as, for an audit row: ``("user:<id>", id)`` when logged in,
+    else ``("anonymous", None)``."""
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}", current_user.id
+    return "anonymous", None
 
 
 def record(

@@ -26,7 +26,6 @@ from collections.abc import Callable
 
 from flask import current_app, request
 from flask_limiter import RequestLimit
-from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit, audit_throttle
@@ -49,10 +48,9 @@ def audit_breach(request_limit: RequestLimit) -> None:
     """Record a refused request, once a minute per limit key at most."""
     if not audit_throttle.first_this_minute("tsd-audit-429", request_limit.key):
         return None
-    actor = f"user:{current_user.id}" if current_user.is_authenticated else "anonymous"
+    actor, user_id = audit.request_actor()
     try:
-        audit.record("rate_limited", actor=actor, outcome="refused",
-                     user_id=current_user.id if current_user.is_authenticated else None,
+        audit.record("rate_limited", actor=actor, outcome="refused", user_id=user_id,
                      strategy=_strategy_of_endpoint(),
                      detail=f"{request_limit.limit} on {request.endpoint} "
                             f"({request_limit.key.rsplit('/', 1)[-1][:80]})")

@@ -146,10 +146,9 @@ def _opened_by_another_site(token: str, source: str):
     Audited at most once a minute per address, with the printer it named: no limit or
     login has run yet."""
     if audit_throttle.first_this_minute("qr_link_cross_site", address_key()):
-        user_id = current_user.id if current_user.is_authenticated else None
+        actor, user_id = audit.request_actor()
         target = device_flow.qr_link_target(token)
-        audit.record_now("qr_link_cross_site", outcome="held", user_id=user_id,
-                         actor=f"user:{user_id}" if user_id else "anonymous",
+        audit.record_now("qr_link_cross_site", outcome="held", user_id=user_id, actor=actor,
                          strategy=device_flow.QR_CODE,
                          device_uid=target.device_uid if target is not None else None,
                          detail=f"Sec-Fetch-Site: {source}")
