@@ -3,6 +3,7 @@
 unlimited and never a 500 with a traceback per request. The outage is logged once a minute.
 
 The storage is a Redis URI on a closed loopback port, so every storage call is refused.
+A Redis that accepts and never answers: tests/test_rate_limit_stalled_redis.py.
 """
 
 from __future__ import annotations

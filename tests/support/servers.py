@@ -33,6 +33,7 @@ from requests.adapters import HTTPAdapter
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = "/usr/sbin/nginx"
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 20.0
 
 
@@ -151,6 +152,62 @@ def gunicorn(directory: Path, *, database_url: str, settings: Mapping[str, Any] 
     with _run("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
               probe="/healthz", env=env, cwd=ROOT) as server:
         yield server
+
+
+
+def redis_server_available() -> bool:
+    return os.access(REDIS_SERVER, os.X_OK)
+
+
+class RedisServer(RunningServer):
+    @property
+    def base_url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stall(self) -> None:
+        """Stop the process: connections are still accepted by the kernel, nothing answers."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+
+@contextmanager
+def redis_server(directory: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own (Debian's redis-server) on a free loopback port, keeping
+    nothing on disk: a test may stop it (``os.kill(server.process.pid, SIGSTOP)``) without
+    touching the machine's Redis. Its ``base_url`` is the ``redis://`` URI."""
+    import redis
+
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = directory / "redis.log"
+    command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+               "--appendonly", "no", "--dir", str(directory)]
+    log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)
+    server = RedisServer("redis-server", process, port, log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise ServerFailed(f"redis-server exited with {process.returncode}:\n"
+                                   + server.log_tail())
+            try:
+                redis.Redis(port=port, socket_timeout=1).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise ServerFailed("redis-server did not answer:\n"
+                                       + server.log_tail()) from None
+                time.sleep(0.05)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        _stop(process)
+        log.close()
 
 
 NGINX_CONF = """\
