@@ -33,7 +33,7 @@ from typing import Any
 
 from flask import current_app, g, request
 
-from tsd_server.config import ConfigurationError, comma_list
+from tsd_server.config import ConfigurationError, bounded_int_setting, comma_list
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +137,6 @@ class ClientAddress:
                 "reason": self.ineligibility_reason,
             },
         }
-
-
-def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
-    """A whole-number setting within [low, high]; anything else stops start-up."""
-    number = config[key]
-    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}.")
-    return number
 
 
 def parse_networks(value: Any) -> tuple[IPNetwork, ...]:

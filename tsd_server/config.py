@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -234,12 +235,18 @@ def _coerce_to_default_types(config: dict[str, Any]) -> None:
 
 def _check_settings(config: dict[str, Any]) -> None:
     """Refuse rate limits that do not parse and numbers out of their range."""
-    from tsd_server.client_address import bounded_int_setting  # it imports this module
-
     for key in RATE_LIMIT_SETTINGS:
         _check_rate_limit(key, config[key])
     for key, (low, high) in NUMBER_BOUNDS.items():
         bounded_int_setting(config, key, low, high)
+
+
+def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    """A whole-number setting within [low, high]; anything else stops start-up."""
+    number = config[key]
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}.")
+    return number
 
 
 def _check_rate_limit(key: str, value: Any) -> None:

@@ -28,10 +28,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from tsd_server.client_address import (
     ENVIRON_KEY,
     ProxySettings,
-    bounded_int_setting,
     parse_ip,
     resolve,
 )
+from tsd_server.config import bounded_int_setting
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 

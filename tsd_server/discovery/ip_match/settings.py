@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import current_app
 
-from tsd_server.config import ConfigurationError
+from tsd_server.config import ConfigurationError, bounded_int_setting
 from tsd_server.extensions import limiter
 
 # (setting, lowest, highest) for every whole-number setting; times are in seconds.
@@ -44,7 +44,7 @@ class IpMatchSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> IpMatchSettings:
         """Check every value; a bad one stops start-up with a message naming the setting."""
-        number = {key: _whole_number(config, key, low, high)
+        number = {key: bounded_int_setting(config, key, low, high)
                   for key, (low, high) in _BOUNDS.items()}
         ttl, poll = number["IP_MATCH_ANNOUNCE_TTL"], number["IP_MATCH_POLL_INTERVAL"]
         write = number["IP_MATCH_LAST_SEEN_WRITE_INTERVAL"]
@@ -69,13 +69,6 @@ class IpMatchSettings:
             offer_ttl=timedelta(seconds=number["IP_MATCH_OFFER_TTL"]),
             code_attempts=number["IP_MATCH_CODE_ATTEMPTS"],
         )
-
-
-def _whole_number(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}.")
-    return value
 
 
 def configured_limit(key: str) -> Callable[[], str]:
