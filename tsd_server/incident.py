@@ -9,7 +9,9 @@ service writes the row in the same transaction as the device, with the same time
 while a device row only remembers its latest link -- a device linked by ip_match inside
 the window and re-linked by pairing_code later would be invisible in the device table.
 Device rows whose own ``linked_at`` falls in the window are added as a safety net (a
-device with no audit row for its link is still found).
+device with no audit row for its link is still found). A link's time is when it completed
+(the token collected, the offer completed), which can be up to the device flow's or the
+offer's lifetime after the approval; docs/incident-response.md says how to end a window.
 
 Which devices are revoked. Those still active whose current token was issued before
 ``until``. A device re-linked at or after ``until`` holds a token from a link outside the
