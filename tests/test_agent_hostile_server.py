@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agent_runs import AgentRun
 from tsd_agent import client as agent_client
 from tsd_agent import commands
 from tsd_agent import messages as m
@@ -52,6 +53,7 @@ class HostileServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.sent: list[int] = []  # bytes each big answer got out before the agent hung up
         self.answered = threading.Event()
+        self.hung_up = threading.Event()  # the agent closed a connection it had given up
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -190,6 +192,77 @@ def test_an_answer_trickled_byte_by_byte_is_given_up_at_the_deadline(hostile, tm
     assert code == m.EXIT_UNREACHABLE, (out, err)
     assert "did not answer in time" in err and err.count("\n") == 1
     assert saved_token(tmp_path / "s.json") is None
+
+
+def stall(handler: Handler) -> None:
+    """The start of an answer, then nothing, until the agent hangs up (at most WAIT)."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+    handler.connection.settimeout(WAIT)
+    try:
+        hung_up = handler.rfile.read(1) == b""  # the agent sends nothing more: waits for EOF
+    except OSError:
+        hung_up = False
+    if hung_up:
+        handler.server.hung_up.set()
+
+
+def trickle_forever(handler: Handler) -> None:
+    """A header line that never ends, a byte every 50 ms, until the agent hangs up."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    try:
+        while not handler.server.stopping.wait(0.05):
+            handler.wfile.write(b"a")
+    except OSError:
+        handler.server.hung_up.set()
+
+
+STALLS = {"stalls": stall, "trickles": trickle_forever}
+CALL_THREAD = "tsd-agent-request"  # tsd_agent.client names the thread each call runs in
+
+
+def assert_nothing_left_behind(server: HostileServer, before: set[threading.Thread]) -> None:
+    """No thread of the agent's is still at a call, and the server saw the agent hang up."""
+    calls = [t for t in threading.enumerate() if t not in before and t.name == CALL_THREAD]
+    for thread in calls:
+        thread.join(2)  # a call cut off ends at once; this only allows for a busy machine
+    assert not [t for t in calls if t.is_alive()], "a call is still running"
+    assert server.hung_up.wait(WAIT), "the agent kept the connection open"
+
+
+@pytest.mark.parametrize("server_does", list(STALLS))
+def test_a_call_given_up_leaves_no_thread_or_connection_behind(hostile, tmp_path,
+                                                               monkeypatch, server_does):
+    monkeypatch.setattr(agent_client, "ANSWER_TIMEOUT", 0.5, raising=False)
+    hostile.scripts[REDEEM] = STALLS[server_does]
+    before = set(threading.enumerate())
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_UNREACHABLE, (out, err)
+    assert "did not answer in time" in err and err.count("\n") == 1
+    assert_nothing_left_behind(hostile, before)
+
+
+# A hang guard, not a speed claim: a command whose call in flight is not bounded by its
+# --timeout waits out the per-call limit (client.ANSWER_TIMEOUT, 30 s) and trips this.
+HANG_GUARD = 15.0
+
+
+@pytest.mark.parametrize("server_does", list(STALLS))
+@pytest.mark.parametrize("command, path", [("discover", ANNOUNCE), ("link", AUTHORIZE),
+                                           ("link", TOKEN_PATH)],
+                         ids=["discover", "link-authorize", "link-poll"])
+def test_timeout_ends_a_call_in_flight(hostile, tmp_path, command, path, server_does):
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)  # link-poll: polls after 1 s, then stalls
+    hostile.scripts[path] = STALLS[server_does]
+    state = tmp_path / "s.json"
+    before = set(threading.enumerate())
+    run = AgentRun.in_process(["--server", hostile.url, "--state", str(state), command,
+                               "--timeout", "2", *(["--no-qr"] if command == "link" else [])])
+    code = run.finish(HANG_GUARD)
+    assert code == m.EXIT_EXPIRED, run.err.text
+    assert "before --timeout; nothing was linked" in run.err.text, run.err.text
+    assert run.err.text.count("\n") == 1 and "Linked" not in run.out.text
+    assert saved_token(state) is None
+    assert_nothing_left_behind(hostile, before)
 
 
 # --- 2. server values that crashed the agent ---------------------------------------------

@@ -5,8 +5,9 @@ Every failure becomes a ``ServerError`` (the server answered with an error) or a
 person. The access token only ever travels in the Authorization header.
 
 The server may be hostile or broken, so an answer is read with limits: at most
-MAX_ANSWER_BYTES (never decompressed), within ANSWER_TIMEOUT in all, and only a 2xx status
-counts as success.
+MAX_ANSWER_BYTES (never decompressed), within ANSWER_TIMEOUT in all (or the caller's
+``within``, if shorter), and only a 2xx status counts as success. A call given up is hung
+up: nothing keeps reading after it.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from __future__ import annotations
 import email.utils
 import http.cookiejar
 import json
+import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
 from tsd_agent import __version__
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30  # for each read: a server sending a byte at a time never trips it
 ANSWER_TIMEOUT = 30  # for the whole answer, however it trickles in
+HANG_UP_WAIT = 2  # for a call cut off to end; it ends at once unless stuck in DNS or connect
 MAX_ANSWER_BYTES = 64 * 1024  # the server's own MAX_CONTENT_LENGTH; real answers are tiny
 MAX_RETRY_AFTER = 24 * 3600
 USER_AGENT = f"tsd-agent/{__version__}"
@@ -59,6 +64,14 @@ class Unreachable(Exception):
         return f"{self.server}: {self.kind} {self.detail}".strip()
 
 
+class OutOfTime(Unreachable):
+    """The caller's time (``within``) ran out before the answer was complete.
+
+    An Unreachable "timeout" too, so a caller that has no deadline of its own to report
+    says that the server did not answer in time.
+    """
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> int | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None.
 
@@ -81,73 +94,95 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> int | N
 
 
 class Client:
-    """A tsd-server at ``base_url`` (scheme, host, port and any path prefix)."""
+    """A tsd-server at ``base_url`` (scheme, host, port and any path prefix).
 
-    def __init__(self, base_url: str, *, session: requests.Session | None = None) -> None:
+    Methods that a command with a deadline calls take ``within``: the seconds it has left.
+    """
+
+    def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self.session = session or requests.Session()
-        self.session.headers["User-Agent"] = USER_AGENT
-        # Answers are tiny; compressed ones are never unpacked (no decompression bombs).
-        self.session.headers["Accept-Encoding"] = "identity"
-        # Cookies never authenticate a device; do not keep any.
-        self.session.cookies.set_policy(_NoCookies())
 
     def announce(self, device_id: str, device_secret: str, name: str,
-                 model: str | None) -> dict[str, Any]:
+                 model: str | None, *, within: float | None = None) -> dict[str, Any]:
         return self._post("/api/v1/discovery/announce", {
             "device_id": device_id, "device_secret": device_secret, "name": name,
-            "model": model, "agent_version": __version__})
+            "model": model, "agent_version": __version__}, within=within)
 
     def redeem(self, code: str, device_id: str, name: str, model: str | None) -> dict[str, Any]:
         return self._post("/api/v1/pairing/redeem",
                           {"code": code, "device_id": device_id, "name": name, "model": model})
 
-    def authorize(self, device_id: str, name: str, model: str | None) -> dict[str, Any]:
+    def authorize(self, device_id: str, name: str, model: str | None, *,
+                  within: float | None = None) -> dict[str, Any]:
         return self._post("/api/v1/device/authorize",
-                          {"device_id": device_id, "name": name, "model": model})
+                          {"device_id": device_id, "name": name, "model": model},
+                          within=within)
 
-    def token(self, device_code: str) -> dict[str, Any]:
+    def token(self, device_code: str, *, within: float | None = None) -> dict[str, Any]:
         return self._post("/api/v1/device/token",
-                          {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code})
+                          {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code},
+                          within=within)
 
     def me(self, access_token: str) -> dict[str, Any]:
         return self._request("GET", "/api/v1/device/me",
                              headers={"Authorization": f"Bearer {access_token}"})
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any], *,
+              within: float | None = None) -> dict[str, Any]:
         body = {key: value for key, value in body.items() if value is not None}
-        return self._request("POST", path, json=body)
+        return self._request("POST", path, within=within, json=body)
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """The call, given up after ANSWER_TIMEOUT in all.
+    def _request(self, method: str, path: str, *, within: float | None = None,
+                 **kwargs: Any) -> dict[str, Any]:
+        """The call, given up after ANSWER_TIMEOUT in all, or OutOfTime after ``within``
+        seconds if that is sooner.
 
         It runs in a helper thread because the read timeout only bounds each read: a server
         that trickles its status line, headers or body a byte at a time would otherwise keep
-        the agent waiting forever. An abandoned helper ends when the server stops or the
-        process exits; it holds at most MAX_ANSWER_BYTES.
+        the agent waiting forever. A call given up is hung up (its socket shut down, see
+        _Adapter), so the helper's read ends at once and the helper with it. Each call has
+        its own session, closed when the call ends: no connection outlives a call.
+
+        The helper is a daemon thread only for what no socket shutdown can stop: a host
+        name lookup, or a connect under way (at most CONNECT_TIMEOUT), must not keep the
+        process from exiting.
         """
+        if within is not None and within < ANSWER_TIMEOUT:
+            limit, given_up = within, OutOfTime(self.base_url, "timeout")
+        else:
+            limit, given_up = ANSWER_TIMEOUT, Unreachable(self.base_url, "timeout")
+        if limit <= 0:
+            raise given_up
+        adapter = _Adapter()
         outcome: list[dict[str, Any] | Exception] = []
 
         def call() -> None:
             try:
-                outcome.append(self._exchange(method, path, **kwargs))
+                with _session(adapter) as session:
+                    outcome.append(self._exchange(session, method, path, **kwargs))
             except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
                 outcome.append(error)
 
         helper = threading.Thread(target=call, name="tsd-agent-request", daemon=True)
         helper.start()
-        helper.join(ANSWER_TIMEOUT)
-        if not outcome:
-            raise Unreachable(self.base_url, "timeout")
+        helper.join(limit)
+        if helper.is_alive():
+            adapter.hang_up()
+            helper.join(HANG_UP_WAIT)
+            # An answer complete just as time ran out still counts (a token comes only once);
+            # a failure by now may be the hang-up's own doing.
+            if not outcome or isinstance(outcome[0], Exception):
+                raise given_up
         if isinstance(outcome[0], Exception):
             raise outcome[0]
         return outcome[0]
 
-    def _exchange(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _exchange(self, session: requests.Session, method: str, path: str,
+                  **kwargs: Any) -> dict[str, Any]:
         url = self.base_url + path
         try:
-            response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                                            allow_redirects=False, stream=True, **kwargs)
+            response = session.request(method, url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                                       allow_redirects=False, stream=True, **kwargs)
         except requests.ConnectionError as error:
             refused = "refused" in str(error).lower()
             raise Unreachable(self.base_url, "refused" if refused else "other",
@@ -199,6 +234,89 @@ class Client:
         except urllib3.exceptions.HTTPError as error:
             raise Unreachable(self.base_url, "other", _short(error)) from None
         return b"".join(parts)
+
+
+def _session(adapter: _Adapter) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    # Answers are tiny; compressed ones are never unpacked (no decompression bombs).
+    session.headers["Accept-Encoding"] = "identity"
+    # Cookies never authenticate a device; do not keep any.
+    session.cookies.set_policy(_NoCookies())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter, plus ``hang_up()``: cut off a call in flight from another thread.
+
+    Closing a session closes only idle connections; a read under way goes on until the
+    server stops or the read timeout trips, which a trickling server never lets happen. So
+    the adapter keeps the socket of every connection it opens (its pools' connection class
+    reports it), and hang_up() shuts them down: a blocked read then ends at once. A
+    connection that opens after hang_up() is shut down as soon as it exists.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._hung_up = False
+        super().__init__()  # calls init_poolmanager
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._keep_sockets(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        new = proxy not in self.proxy_manager
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if new:
+            self._keep_sockets(manager)
+        return manager
+
+    def _keep_sockets(self, manager: urllib3.PoolManager) -> None:
+        opened = self._opened
+
+        def keeping(pool: type) -> type:
+            class Connection(pool.ConnectionCls):
+                def connect(self) -> None:
+                    super().connect()
+                    opened(self.sock)
+
+            return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+
+        # A new dict: the one a PoolManager starts with is urllib3's own, shared.
+        manager.pool_classes_by_scheme = {scheme: keeping(pool) for scheme, pool
+                                          in manager.pool_classes_by_scheme.items()}
+
+    def _opened(self, sock: object) -> None:
+        if not isinstance(sock, socket.socket):
+            return  # TLS inside TLS (an https proxy): only the daemon thread covers it
+        with self._lock:
+            if not self._hung_up:
+                self._sockets.add(sock)
+                return
+        _shut_down(sock)
+
+    def hang_up(self) -> None:
+        with self._lock:
+            self._hung_up = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    """End any read on ``sock`` in another thread: shutdown() wakes it, close() would not.
+
+    The plain socket's shutdown, even for TLS: SSLSocket.shutdown also drops the TLS state
+    the reading thread is using.
+    """
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or never connected: nothing is reading
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):

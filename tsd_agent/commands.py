@@ -2,7 +2,9 @@
 
 Each command returns an exit code from ``tsd_agent.messages``. Polling loops honour the
 server's pace (``poll_interval``, the device flow's ``interval`` and ``slow_down``, and
-Retry-After on ``rate_limited``); one-shot commands report a rate limit and stop.
+Retry-After on ``rate_limited``); one-shot commands report a rate limit and stop. A
+``--timeout`` bounds the whole command: no wait goes past it, and each call gets only the
+time left (``within``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, TextIO
 import segno
 
 from tsd_agent import messages as m
-from tsd_agent.client import Client, ServerError
+from tsd_agent.client import Client, OutOfTime, ServerError
 from tsd_agent.state import AgentState, save
 
 DEFAULT_POLL_INTERVAL = 5.0
@@ -104,6 +106,11 @@ def interval_from(value: Any, default: float = DEFAULT_POLL_INTERVAL) -> float:
     return min(max(seconds, MIN_POLL_INTERVAL), MAX_POLL_INTERVAL)
 
 
+def time_left(agent: Agent, deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no deadline), for a call's ``within``."""
+    return None if deadline is None else deadline - agent.monotonic()
+
+
 def rate_limit_wait(agent: Agent, error: ServerError) -> float:
     """Retry-After, bounded: 0 would hammer the server, a day would look like a hang."""
     asked = error.retry_after
@@ -124,7 +131,10 @@ def discover(agent: Agent, timeout: float | None) -> int:
     while True:
         try:
             answer = agent.client.announce(agent.state.device_id, agent.state.device_secret,
-                                           agent.name, agent.model)
+                                           agent.name, agent.model,
+                                           within=time_left(agent, deadline))
+        except OutOfTime:
+            return not_linked_in_time(agent)
         except ServerError as error:
             if error.code != "rate_limited" and error.status != 429:
                 return agent.fail(error)
@@ -159,9 +169,13 @@ def discover(agent: Agent, timeout: float | None) -> int:
                 agent.warn(f"error: unexpected announce status {m.clean(status, 40)!r}.")
                 return m.EXIT_FAILURE
         if deadline is not None and agent.monotonic() + wait > deadline:
-            agent.warn("error: not linked before --timeout; nothing was linked.")
-            return m.EXIT_EXPIRED
+            return not_linked_in_time(agent)
         agent.sleep(wait)
+
+
+def not_linked_in_time(agent: Agent) -> int:
+    agent.warn("error: not linked before --timeout; nothing was linked.")
+    return m.EXIT_EXPIRED
 
 
 def pair(agent: Agent, code: str) -> int:
@@ -176,8 +190,13 @@ def pair(agent: Agent, code: str) -> int:
 
 def link(agent: Agent, timeout: float | None) -> int:
     """RFC 8628 device flow: show a code, a URL and a QR code; poll until approved."""
+    # --timeout counts from the start, the code's lifetime from when the server issued it.
+    timeout_at = agent.monotonic() + timeout if timeout else None
     try:
-        grant = agent.client.authorize(agent.state.device_id, agent.name, agent.model)
+        grant = agent.client.authorize(agent.state.device_id, agent.name, agent.model,
+                                       within=time_left(agent, timeout_at))
+    except OutOfTime:
+        return not_approved_in_time(agent)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
     device_code = grant.get("device_code")
@@ -193,22 +212,24 @@ def link(agent: Agent, timeout: float | None) -> int:
                      MAX_CODE_LIFETIME)
     show_instructions(agent, uri, user_code, complete, expires_in)
 
-    limit = min(expires_in, timeout) if timeout else expires_in
-    deadline = agent.monotonic() + limit
+    expires_at = agent.monotonic() + expires_in
+    by_timeout = timeout_at is not None and timeout_at < expires_at
+    deadline = timeout_at if by_timeout else expires_at
     wait = interval
     while True:
         # Checked before every sleep, a rate limit's too: never sleep past the deadline.
         if agent.monotonic() + wait > deadline:
-            if timeout and timeout < expires_in:
-                agent.warn("error: not approved before --timeout; nothing was linked.")
-            else:
-                agent.warn("error: the code expired before anyone approved it; run "
-                           "`tsd-agent link` again for a new one.")
+            if by_timeout:
+                return not_approved_in_time(agent)
+            agent.warn("error: the code expired before anyone approved it; run "
+                       "`tsd-agent link` again for a new one.")
             return m.EXIT_EXPIRED
         agent.sleep(wait)
         wait = interval
         try:
-            answer = agent.client.token(device_code)
+            answer = agent.client.token(device_code, within=time_left(agent, timeout_at))
+        except OutOfTime:
+            return not_approved_in_time(agent)
         except ServerError as error:
             # link_conflict: the same printer was being linked to the same account at that
             # moment; the token was not handed out, so the next poll collects it.
@@ -226,6 +247,11 @@ def link(agent: Agent, timeout: float | None) -> int:
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
             return agent.fail(error)
         return agent.linked(answer, "device_flow", "after approval on the website")
+
+
+def not_approved_in_time(agent: Agent) -> int:
+    agent.warn("error: not approved before --timeout; nothing was linked.")
+    return m.EXIT_EXPIRED
 
 
 def show_instructions(agent: Agent, uri: str, user_code: str, complete: str,
