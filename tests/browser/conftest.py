@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.live import PASSWORD, LiveApp, live_app
+from tests.browser.live import PASSWORD, LiveApp, OtherSite, live_app, serving
 from tests.support.skips import skip_loudly
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,6 +28,10 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
 DESKTOP = {"viewport": {"width": 1280, "height": 800}}
 # Playwright waits this long (ms) for an element or a navigation before failing.
 TIMEOUT_MS = 15_000
+# Hostile pages come from another site (the browser withholds the SameSite=Lax session
+# cookie from its form posts) or from the same site on another port (like a sibling
+# subdomain: the cookie IS sent).
+ORIGINS = {"cross-site": "127.0.0.2", "same-site": "127.0.0.1"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,15 @@ def browser() -> Iterator[Any]:
 def live(database: str) -> Iterator[LiveApp]:
     with live_app(database) as running:
         yield running
+
+
+@pytest.fixture(params=list(ORIGINS))
+def hostile(request) -> Iterator[OtherSite]:
+    """Another web site (each test runs once per origin); put HTML into ``.pages``."""
+    site = OtherSite()
+    with serving(site, ORIGINS[request.param]) as base_url:
+        site.base_url = base_url
+        yield site
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ households and the simulated printer announces from the same address: one househ
 
 ``Printer`` is a device agent speaking the HTTP API (announce from ip_match_world, plus
 the pairing and device-flow calls). ``OtherSite`` serves pages from another origin (a
-cross-site 127.0.0.2, or the same site on another port) for the forged form posts.
+cross-site 127.0.0.2, or the same site on another port) for forged form posts and
+double-click games.
 """
 
 from __future__ import annotations
@@ -103,6 +104,20 @@ class LiveApp:
             for row in rows:
                 session.expunge(row)
             return rows
+
+    def linked_printer(self, user_id: int, name: str = "Target") -> Printer:
+        """A printer linked to the user (by pairing_code, as if just now), holding its token."""
+        from tsd_server.discovery.link_service import link_device
+        from tsd_server.extensions import db
+        from tsd_server.models import User
+
+        printer = Printer(self.base_url, name)
+        with self.app.test_request_context():
+            printer.access_token = link_device(
+                owner=db.session.get(User, user_id), device_uid=printer.device_id,
+                name=printer.name, model=None, strategy="pairing_code",
+                actor=f"user:{user_id}", address=None).access_token
+        return printer
 
     def switch(self, strategy: str, *, enabled: bool, reason: str = "browser test") -> None:
         from tsd_server.discovery import kill_switch
@@ -203,3 +218,13 @@ def forged_form_page(action: str, fields: dict[str, str]) -> str:
     return (f'<!doctype html><title>You won a printer</title>'
             f'<form id="f" method="post" action="{action}">{inputs}</form>'
             f'<script>document.getElementById("f").submit();</script>')
+
+
+def double_click_game(x: float, y: float, url: str) -> str:
+    """A "Double-click me" button centred on (x, y) whose first press opens ``url``, so the
+    second click lands on whatever that page draws there (double-clickjacking)."""
+    return ('<!doctype html><title>Are you human?</title>'
+            f'<button id="b" style="position:absolute;left:{x - 60}px;top:{y - 20}px;'
+            'width:120px;height:40px">Double-click me</button>'
+            '<script>document.getElementById("b").addEventListener("mousedown", function () '
+            f'{{ location.href = {url!r}; }});</script>')

@@ -117,16 +117,7 @@ def test_incident_listing_and_revoke_mark_the_printer_for_relink(live, open_cont
 
 
 def test_revoking_one_account_lists_its_printers_first(live, open_context, admin, user):
-    from tsd_server.discovery.link_service import link_device
-    from tsd_server.extensions import db
-    from tsd_server.models import User
-
-    printer = Printer(live.base_url, "Linked with a leaked password")
-    with live.app.test_request_context():
-        printer.access_token = link_device(
-            owner=db.session.get(User, user["id"]), device_uid=printer.device_id,
-            name=printer.name, model=None, strategy="pairing_code",
-            actor=f"user:{user['id']}", address=None).access_token
+    printer = live.linked_printer(user["id"], "Linked with a leaked password")
 
     boss = open_context().new_page()
     log_in(boss, admin["email"])

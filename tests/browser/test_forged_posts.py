@@ -9,23 +9,13 @@ Each attack is also tried as the real page's button, to show the action would ha
 
 from __future__ import annotations
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.browser.live import OtherSite, Printer, forged_form_page, serving
+from tests.browser.live import OtherSite, Printer, double_click_game, forged_form_page
 
-ORIGINS = {"cross-site": "127.0.0.2", "same-site": "127.0.0.1"}
 # What a QR link opened by another site shows instead of the approval page.
 ASKED_FIRST = "Did you just scan your printer's QR code?"
-
-
-@pytest.fixture(params=list(ORIGINS))
-def hostile(request):
-    site = OtherSite()
-    with serving(site, ORIGINS[request.param]) as base_url:
-        site.base_url = base_url
-        yield site
 
 
 def visit_forgery(page, hostile: OtherSite, action: str, fields: dict[str, str]) -> None:
@@ -66,16 +56,7 @@ def test_forged_unlink_is_refused(live, page, user, hostile):
 
 def test_forged_unlink_all_is_refused(live, page, user, hostile):
     """The box is ticked in the forged form too: only the CSRF token stops it."""
-    from tsd_server.discovery.link_service import link_device
-    from tsd_server.extensions import db
-    from tsd_server.models import User
-
-    printer = Printer(live.base_url, "Target")
-    with live.app.test_request_context():
-        printer.access_token = link_device(
-            owner=db.session.get(User, user["id"]), device_uid=printer.device_id,
-            name=printer.name, model=None, strategy="pairing_code", actor="cli",
-            address=None).access_token
+    printer = live.linked_printer(user["id"])
     log_in(page, user["email"])
     for forged_token in ("", "forged-token"):
         visit_forgery(page, hostile, live.url("/printers/unlink-all"),
@@ -151,12 +132,7 @@ def test_a_double_click_on_another_site_cannot_approve_a_strangers_printer(
         "verification_uri_complete"])
     box = calibration.get_by_role("button", name="Approve").bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    hostile.pages["/game"] = (
-        '<!doctype html><title>Are you human?</title>'
-        f'<button id="b" style="position:absolute;left:{x - 60}px;top:{y - 20}px;'
-        'width:120px;height:40px">Double-click me</button>'
-        f'<script>document.getElementById("b").addEventListener("mousedown", function () '
-        f'{{ location.href = {link!r}; }});</script>')
+    hostile.pages["/game"] = double_click_game(x, y, link)
     seen = []
     page.on("request", lambda r: seen.append(r.all_headers().get("sec-fetch-site"))
             if r.url == link else None)

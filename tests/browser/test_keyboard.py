@@ -64,6 +64,9 @@ def test_code_entry_form_by_keyboard_only(live, page, user):
     page.keyboard.press("Enter")
 
     expect(page.locator("#device-heading")).to_have_text("Keyboard printer")
+    # Approve is held (disabled, so Tab skips it) for a moment after the page is shown
+    # (static/click_guard.js); a person reading the page first never meets that.
+    expect(page.get_by_role("button", name="Approve")).to_be_enabled()
     tab_to(page, lambda el: el["tag"] == "button" and el["text"] == "Approve")
     page.keyboard.press("Enter")
     expect(page.get_by_role("status")).to_contain_text("Approved.")

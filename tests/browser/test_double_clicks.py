@@ -1,0 +1,110 @@
+"""Double-clickjacking: another site's "double-click me" button whose first click opens one
+of our pages (top-level, so frame-ancestors does not help) and whose second click lands on a
+button drawn there. static/click_guard.js holds the buttons marked data-click-guard disabled
+for a moment each time a page is shown, so that second click presses nothing.
+
+The attacker knows where a button is drawn from an account of their own; here its place is
+measured on the person's own page before the game.
+"""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.browser.conftest import log_in
+from tests.browser.live import double_click_game
+
+# After the second click, time enough for a form post to reach the server had it been sent.
+SETTLE_MS = 1000
+# Headless chromium never hides a page or moves its window back: the test says it did.
+SHOW = """state => {
+    Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+    document.dispatchEvent(new Event("visibilitychange"));
+    return document.querySelector("[data-click-guard]").disabled;
+}"""
+FOCUS = """() => {
+    window.dispatchEvent(new Event("focus"));
+    return document.querySelector("[data-click-guard]").disabled;
+}"""
+
+
+def centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def double_click_from(page, hostile, x: float, y: float, url: str) -> list[str]:
+    """The person double-clicks the other site's button at (x, y); returns the form posts
+    the browser sent after it."""
+    hostile.pages["/game"] = double_click_game(x, y, url)
+    page.goto(hostile.base_url + "/game")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.mouse.click(x, y)
+    page.wait_for_url(url)
+    page.mouse.click(x, y)
+    page.wait_for_timeout(SETTLE_MS)
+    return posts
+
+
+def test_a_double_click_on_another_site_cannot_unlink_a_printer(live, page, user, hostile):
+    printer = live.linked_printer(user["id"])
+    log_in(page, user["email"])
+    unlink = page.get_by_role("button", name="Unlink", exact=True)
+    x, y = centre(unlink)
+
+    assert double_click_from(page, hostile, x, y, live.url("/")) == []
+    assert printer.me().status == 200
+
+    # The click was aimed right: pressed on purpose a moment later, the same spot unlinks.
+    expect(unlink).to_be_enabled()
+    page.mouse.click(x, y)
+    expect(page.get_by_role("status")).to_contain_text("is unlinked")
+    assert printer.me().status == 401
+
+
+def test_a_double_click_on_another_site_cannot_press_a_kill_switch(live, page, admin, hostile):
+    """ip_match was switched off in an incident; the other site wants the admin to press its
+    "Switch on". The reason is required, so even an unheld press would only ask for one; the
+    guard keeps the press from reaching the form at all (it would focus the empty reason)."""
+    from tsd_server.discovery import kill_switch
+
+    live.switch("ip_match", enabled=False, reason="Incident 7")
+    log_in(page, admin["email"])
+    page.goto("/admin/kill-switches")
+    section = page.locator('section[data-strategy="ip_match"]')
+    reason = section.get_by_label("Reason to enable ip_match")
+    x, y = centre(section.get_by_role("button", name="Switch on"))
+
+    assert double_click_from(page, hostile, x, y, live.url("/admin/kill-switches")) == []
+    expect(reason).not_to_be_focused()
+    with live.app.app_context():
+        assert not kill_switch.state("ip_match", fresh=True).enabled
+
+    # Pressed on purpose, the button asks for the reason, and with it switches back on.
+    page.mouse.click(x, y)
+    expect(reason).to_be_focused()
+    reason.fill("Proxy fixed")
+    section.get_by_role("button", name="Switch on").click()
+    expect(page.get_by_role("status")).to_contain_text("ip_match: switched on")
+
+
+def test_a_deliberate_click_works_once_the_page_has_been_shown_a_moment(live, page, user):
+    """Held again each time the page is shown again: a hidden tab brought back, or its
+    window back in front (a pop-up over it closed). Released each time after the moment."""
+    printer = live.linked_printer(user["id"])
+    log_in(page, user["email"])
+    unlink = page.get_by_role("button", name="Unlink", exact=True)
+    expect(unlink).to_be_enabled()
+
+    assert page.evaluate(SHOW, "hidden") is True
+    page.wait_for_timeout(SETTLE_MS)
+    expect(unlink).to_be_disabled()  # hidden: held until shown
+    assert page.evaluate(SHOW, "visible") is True
+    expect(unlink).to_be_enabled()
+    assert page.evaluate(FOCUS) is True
+    expect(unlink).to_be_enabled()
+
+    unlink.click()
+    expect(page.get_by_role("status")).to_contain_text("is unlinked")
+    assert printer.me().status == 401
