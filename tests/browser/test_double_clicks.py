@@ -12,7 +12,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.browser.live import double_click_game
+from tests.browser.live import Printer, double_click_game
 
 # After the second click, time enough for a form post to reach the server had it been sent.
 SETTLE_MS = 1000
@@ -108,3 +108,35 @@ def test_a_deliberate_click_works_once_the_page_has_been_shown_a_moment(live, pa
     unlink.click()
     expect(page.get_by_role("status")).to_contain_text("is unlinked")
     assert printer.me().status == 401
+
+
+# Records, for every "Link this printer" button the near-you list's script inserts, whether
+# it was held when it arrived (observer callbacks run once the redrawing script is done).
+WATCH_INSERTED = """() => {
+    window.insertedHeld = [];
+    new MutationObserver(records => records.forEach(record => record.addedNodes.forEach(
+        node => node.querySelectorAll && node.querySelectorAll("button").forEach(
+            button => window.insertedHeld.push(button.disabled)))))
+        .observe(document.getElementById("nearby-devices"), {childList: true});
+}"""
+
+
+def test_printers_near_you_redrawn_under_the_cursor_are_held(live, page, user):
+    """The list refreshes by itself: when a printer appears, the buttons move, and a click
+    meant for one must not press the one drawn in its place."""
+    first = Printer(live.base_url, name="First near you")
+    assert first.announce().json["status"] == "waiting"
+    log_in(page, user["email"])
+    page.goto("/printers/nearby")
+    link = page.get_by_role("button", name="Link this printer")
+    expect(link).to_have_count(1)
+    expect(link).to_be_enabled()
+    page.evaluate(WATCH_INSERTED)
+
+    second = Printer(live.base_url, name="Second near you")
+    assert second.announce().json["status"] == "waiting"
+    expect(link).to_have_count(2)
+    held = page.evaluate("window.insertedHeld")
+    assert len(held) >= 2 and all(held), held
+    expect(link.first).to_be_enabled()  # released after the moment
+    expect(link.last).to_be_enabled()

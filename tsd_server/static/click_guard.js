@@ -39,6 +39,8 @@
   root.classList.add("clicks-held");
   document.addEventListener("DOMContentLoaded", hold);
   document.addEventListener("visibilitychange", hold);
+  // A script redrew part of the page (nearby.js): buttons may now sit under the cursor.
+  document.addEventListener("click-guard:hold", hold);
   // Restored from the back/forward cache.
   window.addEventListener("pageshow", function (event) { if (event.persisted) hold(); });
   // The window comes to the front again: another site's pop-up over it has just closed.

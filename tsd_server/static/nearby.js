@@ -29,7 +29,9 @@
     } else {
       const form = el("form", { method: "post", action: url(section.dataset.linkUrl, device.device_id) });
       form.append(el("input", { type: "hidden", name: "csrf_token", value: csrf }));
-      form.append(el("button", { type: "submit", textContent: "Link this printer" }));
+      const button = el("button", { type: "submit", textContent: "Link this printer" });
+      button.dataset.clickGuard = "";
+      form.append(button);
       li.append(form);
     }
     return li;
@@ -43,6 +45,9 @@
     status.textContent = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
     empty.hidden = !(data.eligible && data.devices.length === 0);
     list.replaceChildren(...data.devices.map(item));
+    // The list moved under the cursor: a click meant for the button that was there must
+    // not press the one drawn there now (static/click_guard.js).
+    document.dispatchEvent(new Event("click-guard:hold"));
   }
 
   async function refresh() {
