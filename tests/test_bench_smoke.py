@@ -113,6 +113,26 @@ def test_the_statement_bench_runs_on_postgresql():
     assert all(cells[6].strip().replace(",", "").isdigit() for cells in rows), rows
 
 
+def test_the_redis_storage_bench_runs():
+    import redis
+
+    from tests.support.skips import skip_loudly
+
+    try:
+        redis.Redis(socket_timeout=2).ping()
+    except redis.ConnectionError:
+        skip_loudly("Redis is NOT reachable at 127.0.0.1:6379: bench/redis_storage.py was "
+                    "not run.")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "redis_storage.py"),
+                           "--calls", "20", "--rounds", "1"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [cells[1].strip() for cells in rows] == ["limits RedisStorage",
+                                                    "FailFastRedisStorage"], done.stdout
+    assert all(float(cells[2]) > 0 and float(cells[3]) >= 0 for cells in rows), done.stdout
+
+
 def test_device_me_with_its_statement_from_memory_answers_the_same_and_sends_nothing(
         app, client, make_user, link_device):
     """bench/request_cpu.py splits device/me's CPU into its statement and the rest by
