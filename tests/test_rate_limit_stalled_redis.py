@@ -160,7 +160,7 @@ def test_a_stopped_redis_fails_closed_and_is_used_again_once_it_answers(
         database, tmp_path, own_redis, monkeypatch):
     from tsd_server.models import DeviceAuthorization
 
-    application = storage_app(database, tmp_path, own_redis.base_url, **QUICK_TIMEOUTS)
+    application = storage_app(database, tmp_path, own_redis.base_url)
     client = application.test_client()
     assert authorize(client, device_id="printer-0001").status_code == 200
 
@@ -176,6 +176,30 @@ def test_a_stopped_redis_fails_closed_and_is_used_again_once_it_answers(
         ids = set(db.session.scalars(db.select(DeviceAuthorization.device_uid)))
     assert ids == {"printer-0001", "printer-0004"}
     assert count_rows(application, DeviceAuthorization) == 2
+
+
+def test_an_error_redis_answers_with_fails_closed_and_starts_no_hold(
+        database, tmp_path, own_redis):
+    """Redis answers at once, with an error (out of memory): nothing to wait for, so each
+    request asks it again and the first one after it recovers is served."""
+    import redis
+
+    from tsd_server.models import DeviceAuthorization
+
+    application = storage_app(database, tmp_path, own_redis.base_url)
+    client = application.test_client()
+    admin = redis.Redis.from_url(own_redis.base_url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every write is refused with OOM
+    refused(authorize(client, device_id="printer-0001"))
+    before = admin.info("stats")["total_commands_processed"]
+    refused(authorize(client, device_id="printer-0002"))
+    # The second reached Redis too (one of the two INFO calls counts as well).
+    assert admin.info("stats")["total_commands_processed"] >= before + 2
+
+    admin.config_set("maxmemory", 0)
+    assert authorize(client, device_id="printer-0003").status_code == 200
+    assert count_rows(application, DeviceAuthorization) == 1
 
 
 def test_timeouts_default_to_one_second_and_settings_win(database, tmp_path, own_redis):
@@ -200,15 +224,14 @@ def sqlite_url(tmp_path):
 
 
 def test_under_gunicorn_a_stalled_redis_does_not_stop_routes_without_limits(
-        tmp_path, own_redis, sqlite_url):
-    """Two sync workers, Redis stopped, a burst of rate-limited requests: without the hold,
-    each would occupy a worker for redis-py's timeout (5 s; none before redis-py 8) and
-    /healthz, queued behind them, would wait for all of them."""
+        tmp_path, silent, sqlite_url):
+    """Two sync workers, a Redis that accepts and never answers, a burst of rate-limited
+    requests: each worker asks Redis once and then refuses at once, so /healthz, queued
+    behind the burst, answers. Without the timeouts each request would occupy a worker for
+    redis-py's (5 s; none before redis-py 8); without the hold, for 1 s each."""
     with servers.gunicorn(tmp_path / "gunicorn", database_url=sqlite_url, workers=2,
-                          settings={"RATELIMIT_STORAGE_URI": own_redis.base_url}) as server:
+                          settings={"RATELIMIT_STORAGE_URI": silent.uri}) as server:
         url = server.base_url
-        assert requests.get(url + "/healthz", timeout=10).status_code == 200
-        own_redis.stall()
 
         def start_flow(number: int) -> requests.Response:
             return requests.post(url + "/api/v1/device/authorize", timeout=60,
@@ -223,3 +246,6 @@ def test_under_gunicorn_a_stalled_redis_does_not_stop_routes_without_limits(
         assert health.status_code == 200
         assert [answer.status_code for answer in answers] == [503] * 12
         assert {answer.json()["error"] for answer in answers} == {"rate_limit_unavailable"}
+        # One try per worker (a busy machine may let a hold run out once): not one per request.
+        connections, _ = silent.seen()
+        assert 1 <= connections <= 4, connections

@@ -15,13 +15,16 @@ outage of the rate-limit storage becomes an outage of the site.
 - it waits at most ``TIMEOUT_SECONDS`` to connect and for each answer (set
   ``socket_connect_timeout`` or ``socket_timeout`` in ``TSD_RATELIMIT_STORAGE_OPTIONS`` or in
   the URI's query to change it);
-- after a failure it fails every call at once for ``hold_seconds`` without touching Redis,
-  then lets the next call try again. A Redis that does not answer costs each process one
-  timeout per hold, not one per request.
+- after a call that could not reach Redis (a connection error or a timeout) it fails every
+  call at once for ``hold_seconds`` without touching Redis, then lets the next call try
+  again. A Redis that does not answer costs each process one timeout per hold, not one per
+  request. Errors Redis answers with (a full memory, a read-only replica) fail as quickly
+  as they come and start no hold: each request still asks.
 
 It declares limits' Redis schemes, so importing this module (tsd_server/extensions.py
-does) makes every ``redis://``, ``rediss://`` and ``redis+unix://`` URI in the process use it.
-Sentinel and cluster URIs keep the library's storages, and redis-py's timeouts.
+does) makes every ``redis://``, ``rediss://`` and ``redis+unix://`` URI (and limits'
+``valkey`` ones) in the process use it. Sentinel and cluster URIs keep the library's
+storages, and redis-py's timeouts.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from limits.storage import RedisStorage
 TIMEOUT_SECONDS = 1.0
 HOLD_SECONDS = 5.0
 
-# Every call limits makes on a storage (the ones its base classes wrap in StorageError).
-STORAGE_CALLS = ("incr", "get", "get_expiry", "check", "reset", "clear",
+# Every call limits makes on a storage for a limit (the ones its base classes wrap in
+# StorageError). Not ``check``, the health check: it answers False rather than raising.
+STORAGE_CALLS = ("incr", "get", "get_expiry", "reset", "clear",
                  "acquire_entry", "get_moving_window",
                  "acquire_sliding_window_entry", "get_sliding_window", "clear_sliding_window")
 
@@ -66,9 +70,12 @@ class FailFastRedisStorage(RedisStorage):
                 f"({self.last_failure})")
             raise StorageError(error) if self.wrap_exceptions else error
 
-    def hold(self, error: Exception) -> None:
-        self.held_until = monotonic() + self.hold_seconds
-        self.last_failure = str(error)
+    def hold_if_unreachable(self, error: Exception) -> None:
+        """Hold after a failure that cost a wait (or will, next time): Redis not reached."""
+        unreachable = (self.dependency.ConnectionError, self.dependency.TimeoutError)
+        if isinstance(error, unreachable):
+            self.held_until = monotonic() + self.hold_seconds
+            self.last_failure = str(error)
 
 
 def _failing_fast(call: Call) -> Call:
@@ -78,10 +85,10 @@ def _failing_fast(call: Call) -> Call:
         try:
             return call(storage, *args, **kwargs)
         except StorageError as error:
-            storage.hold(error.storage_error)
+            storage.hold_if_unreachable(error.storage_error)
             raise
         except storage.base_exceptions as error:
-            storage.hold(error)
+            storage.hold_if_unreachable(error)
             raise
 
     return guarded  # type: ignore[return-value]
