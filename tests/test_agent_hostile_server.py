@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,14 +256,90 @@ def test_timeout_ends_a_call_in_flight(hostile, tmp_path, command, path, server_
     hostile.scripts[path] = STALLS[server_does]
     state = tmp_path / "s.json"
     before = set(threading.enumerate())
+    # 3 s: time for the poll after 1 s with more than commands.CALL_FLOOR left.
     run = AgentRun.in_process(["--server", hostile.url, "--state", str(state), command,
-                               "--timeout", "2", *(["--no-qr"] if command == "link" else [])])
+                               "--timeout", "3", *(["--no-qr"] if command == "link" else [])])
     code = run.finish(HANG_GUARD)
     assert code == m.EXIT_EXPIRED, run.err.text
-    assert "before --timeout; nothing was linked" in run.err.text, run.err.text
+    if path == AUTHORIZE:  # asking for a code links nothing
+        assert "not approved before --timeout; nothing was linked" in run.err.text
+    else:  # an announce or a poll cut off on its way could have carried the token
+        assert "--timeout ran out before the server answered" in run.err.text
+        assert "may be linked without its token" in run.err.text
     assert run.err.text.count("\n") == 1 and "Linked" not in run.out.text
     assert saved_token(state) is None
     assert_nothing_left_behind(hostile, before)
+
+
+def test_a_trickled_tls_handshake_is_hung_up_too():
+    """An https server that sends its handshake a byte at a time: the call ends at its time,
+    and its thread and connection with it (the socket is kept from before the handshake)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    hung_up = threading.Event()
+
+    def trickle_handshake() -> None:
+        conn, _ = listener.accept()
+        conn.recv(4096)  # the ClientHello
+        conn.sendall(b"\x16\x03\x03\x40\x00")  # a 16 KiB handshake record, then ...
+        try:
+            while not hung_up.is_set():
+                time.sleep(0.2)
+                conn.sendall(b"\x00")  # ... one byte at a time
+        except OSError:
+            hung_up.set()
+        finally:
+            conn.close()
+
+    threading.Thread(target=trickle_handshake, daemon=True).start()
+    before = set(threading.enumerate())
+    try:
+        with pytest.raises(agent_client.OutOfTime):
+            Client(f"https://127.0.0.1:{listener.getsockname()[1]}").announce(
+                "printer-0001", "secret", "Printer", None, within=1.0)
+        calls = [t for t in threading.enumerate() if t not in before and t.name == CALL_THREAD]
+        for thread in calls:
+            thread.join(2)  # a call cut off ends at once; this only allows for a busy machine
+        assert not [t for t in calls if t.is_alive()], "the call is still in the handshake"
+        assert hung_up.wait(WAIT), "the agent kept the connection open"
+    finally:
+        hung_up.set()
+        listener.close()
+
+
+def test_no_poll_starts_without_time_left_for_its_answer(hostile, tmp_path):
+    """A poll sent with 0.2 s left, answered in 0.4 s, would be cut off with the one-time
+    token in it: the printer linked, the agent without its token. None is sent."""
+    polls = []
+
+    def slow_token(handler: Handler) -> None:
+        polls.append(1)
+        time.sleep(0.4)
+        reply(200, LINKED)(handler)
+
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)  # interval 1 s
+    hostile.scripts[TOKEN_PATH] = slow_token
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "link", "--no-qr",
+                               "--timeout", "1.2")
+    assert code == m.EXIT_EXPIRED, err
+    assert "not approved before --timeout; nothing was linked" in err
+    assert polls == []
+
+
+def test_polling_waits_while_the_server_cannot_check_rate_limits(hostile, tmp_path):
+    """503 rate_limit_unavailable (the server's Redis is down) is "come back later" to a
+    polling loop, as a rate limit is: the next poll collects the token."""
+    answers = [reply(503, {"error": "rate_limit_unavailable", "message": "Try again."},
+                     {"Retry-After": "10"}), reply(200, LINKED)]
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = lambda handler: answers.pop(0)(handler)
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    assert commands.link(agent, None) == m.EXIT_OK, agent.err.getvalue()
+    assert "cannot check its rate limits" in agent.err.getvalue()
+    assert 10 in clock.sleeps
+    assert saved_token(tmp_path / "s.json") == TOKEN
 
 
 # --- 2. server values that crashed the agent ---------------------------------------------

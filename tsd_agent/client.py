@@ -17,7 +17,6 @@ import http.cookiejar
 import json
 import socket
 import threading
-import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -253,14 +252,18 @@ class _Adapter(HTTPAdapter):
 
     Closing a session closes only idle connections; a read under way goes on until the
     server stops or the read timeout trips, which a trickling server never lets happen. So
-    the adapter keeps the socket of every connection it opens (its pools' connection class
-    reports it), and hang_up() shuts them down: a blocked read then ends at once. A
-    connection that opens after hang_up() is shut down as soon as it exists.
+    the adapter keeps a duplicate of the socket of every connection it opens, taken as soon
+    as the TCP connection stands (its pools' connection class reports it), and hang_up()
+    shuts them down: a blocked read, a proxy's CONNECT or a TLS handshake then ends at
+    once. A duplicate, because wrapping the socket in TLS empties the original object; the
+    duplicates are closed with the adapter. A connection that opens after hang_up() is shut
+    down as soon as it exists. Not covered: a host name lookup, and the TCP connect itself
+    (at most CONNECT_TIMEOUT).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._sockets: list[socket.socket] = []
         self._hung_up = False
         super().__init__()  # calls init_poolmanager
 
@@ -280,9 +283,10 @@ class _Adapter(HTTPAdapter):
 
         def keeping(pool: type) -> type:
             class Connection(pool.ConnectionCls):
-                def connect(self) -> None:
-                    super().connect()
-                    opened(self.sock)
+                def _new_conn(self) -> socket.socket:
+                    sock = super()._new_conn()
+                    opened(sock)
+                    return sock
 
             return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
 
@@ -290,33 +294,35 @@ class _Adapter(HTTPAdapter):
         manager.pool_classes_by_scheme = {scheme: keeping(pool) for scheme, pool
                                           in manager.pool_classes_by_scheme.items()}
 
-    def _opened(self, sock: object) -> None:
-        if not isinstance(sock, socket.socket):
-            return  # TLS inside TLS (an https proxy): only the daemon thread covers it
+    def _opened(self, sock: socket.socket) -> None:
+        duplicate = sock.dup()
         with self._lock:
+            self._sockets.append(duplicate)
             if not self._hung_up:
-                self._sockets.add(sock)
                 return
-        _shut_down(sock)
+        _shut_down(duplicate)
 
     def hang_up(self) -> None:
         with self._lock:
             self._hung_up = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut_down(sock)
+            for sock in self._sockets:
+                _shut_down(sock)
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
 
 
 def _shut_down(sock: socket.socket) -> None:
-    """End any read on ``sock`` in another thread: shutdown() wakes it, close() would not.
-
-    The plain socket's shutdown, even for TLS: SSLSocket.shutdown also drops the TLS state
-    the reading thread is using.
-    """
+    """End any read on the connection in another thread: shutdown() wakes it, close() would
+    not. ``sock`` is a plain socket (a duplicate), so no TLS state is touched."""
     try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:
-        pass  # already closed or never connected: nothing is reading
+        pass  # already closed: nothing is reading
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):

@@ -2,9 +2,10 @@
 
 Each command returns an exit code from ``tsd_agent.messages``. Polling loops honour the
 server's pace (``poll_interval``, the device flow's ``interval`` and ``slow_down``, and
-Retry-After on ``rate_limited``); one-shot commands report a rate limit and stop. A
-``--timeout`` bounds the whole command: no wait goes past it, and each call gets only the
-time left (``within``).
+Retry-After on ``rate_limited`` and ``rate_limit_unavailable``); one-shot commands report
+them and stop. A ``--timeout`` bounds the whole command: no wait goes past it, each call
+gets only the time left (``within``), and no call that can link starts with less than
+CALL_FLOOR left.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 DEFAULT_CODE_LIFETIME = 600.0  # when the server names none (RFC 8628 requires expires_in)
 MAX_CODE_LIFETIME = 3600.0
 MIN_RATE_LIMIT_WAIT = 1.0  # Retry-After: 0 must not make the agent hammer the server
+# Under --timeout, no call that might link starts with less time left than this: an answer
+# cut off on the way could carry the one-time token, and the printer would be linked
+# without it.
+CALL_FLOOR = 1.0
+# Answers that mean "come back later" in a polling loop: too many attempts, or the server
+# cannot check its rate limits right now (503; its Redis is down).
+RETRY_LATER = ("rate_limited", "rate_limit_unavailable")
 # RFC 6750's token characters; long enough for any token, short enough for the state file.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]{1,1024}={0,2}")
 
@@ -111,12 +119,18 @@ def time_left(agent: Agent, deadline: float | None) -> float | None:
     return None if deadline is None else deadline - agent.monotonic()
 
 
+def retry_later(error: ServerError) -> bool:
+    return error.code in RETRY_LATER or error.status == 429
+
+
 def rate_limit_wait(agent: Agent, error: ServerError) -> float:
     """Retry-After, bounded: 0 would hammer the server, a day would look like a hang."""
     asked = error.retry_after
     wait = (DEFAULT_RATE_LIMIT_WAIT if asked is None
             else min(max(float(asked), MIN_RATE_LIMIT_WAIT), MAX_POLL_INTERVAL))
-    agent.warn(f"too many attempts: the server asks to {m.wait_words(asked)}; waiting "
+    why = ("the server cannot check its rate limits right now" if
+           error.code == "rate_limit_unavailable" else "too many attempts")
+    agent.warn(f"{why}: the server asks to {m.wait_words(asked)}; waiting "
                f"{m.duration_words(wait)}.")
     return wait
 
@@ -134,9 +148,9 @@ def discover(agent: Agent, timeout: float | None) -> int:
                                            agent.name, agent.model,
                                            within=time_left(agent, deadline))
         except OutOfTime:
-            return not_linked_in_time(agent)
+            return cut_off(agent)
         except ServerError as error:
-            if error.code != "rate_limited" and error.status != 429:
+            if not retry_later(error):
                 return agent.fail(error)
             wait = rate_limit_wait(agent, error)
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
@@ -168,13 +182,17 @@ def discover(agent: Agent, timeout: float | None) -> int:
             else:
                 agent.warn(f"error: unexpected announce status {m.clean(status, 40)!r}.")
                 return m.EXIT_FAILURE
-        if deadline is not None and agent.monotonic() + wait > deadline:
-            return not_linked_in_time(agent)
+        if deadline is not None and agent.monotonic() + wait + CALL_FLOOR > deadline:
+            agent.warn("error: not linked before --timeout; nothing was linked.")
+            return m.EXIT_EXPIRED
         agent.sleep(wait)
 
 
-def not_linked_in_time(agent: Agent) -> int:
-    agent.warn("error: not linked before --timeout; nothing was linked.")
+def cut_off(agent: Agent) -> int:
+    """--timeout ran out while a call that can link was under way: say so, honestly."""
+    agent.warn("error: --timeout ran out before the server answered. If the link was being "
+               "approved at that moment, the printer may be linked without its token: check "
+               "the website, unlink it there and run this again.")
     return m.EXIT_EXPIRED
 
 
@@ -217,8 +235,9 @@ def link(agent: Agent, timeout: float | None) -> int:
     deadline = timeout_at if by_timeout else expires_at
     wait = interval
     while True:
-        # Checked before every sleep, a rate limit's too: never sleep past the deadline.
-        if agent.monotonic() + wait > deadline:
+        # Checked before every sleep, a rate limit's too: never sleep past the deadline, and
+        # under --timeout never poll with less than CALL_FLOOR left.
+        if agent.monotonic() + wait + (CALL_FLOOR if by_timeout else 0) > deadline:
             if by_timeout:
                 return not_approved_in_time(agent)
             agent.warn("error: the code expired before anyone approved it; run "
@@ -229,7 +248,7 @@ def link(agent: Agent, timeout: float | None) -> int:
         try:
             answer = agent.client.token(device_code, within=time_left(agent, timeout_at))
         except OutOfTime:
-            return not_approved_in_time(agent)
+            return cut_off(agent)
         except ServerError as error:
             # link_conflict: the same printer was being linked to the same account at that
             # moment; the token was not handed out, so the next poll collects it.
@@ -240,7 +259,7 @@ def link(agent: Agent, timeout: float | None) -> int:
                 interval = wait = max(min(interval + SLOW_DOWN_STEP, MAX_POLL_INTERVAL),
                                       interval_from(error.body.get("interval"), default=0.0))
                 continue
-            if error.code == "rate_limited" or error.status == 429:
+            if retry_later(error):
                 wait = max(rate_limit_wait(agent, error), interval)
                 continue
             return agent.fail(error)
