@@ -1,7 +1,9 @@
 // Double-clickjacking: another site's "double-click me" button opens one of our pages with
 // the first click (top-level, so frame-ancestors cannot help) and the second click lands on
 // whatever button is drawn there. Buttons marked data-click-guard are therefore disabled
-// for a moment each time the page is shown, so only a click aimed at them presses them.
+// for a moment each time the page is shown: a click that comes within HOLD_MS of the page
+// appearing (the second of a double-click) presses nothing. A game that makes the person
+// wait longer before clicking again is not stopped by this; they have the page before them.
 // The HTML draws them enabled: without JavaScript they work at once.
 // Loaded without defer, in <head>: the "clicks-held" class (style.css: no pointer events on
 // guarded buttons) is set before any of the body is drawn, so no click can reach a button
@@ -24,13 +26,20 @@
       refocus = document.activeElement;
     }
     root.classList.add("clicks-held");
-    guarded().forEach(function (button) { button.disabled = true; });
+    guarded().forEach(function (button) {
+      // Only what this script disabled is enabled again on release.
+      if (!button.disabled) button.dataset.clickHeld = "";
+      button.disabled = true;
+    });
     // A hidden page stays held until it is shown again.
     if (document.visibilityState === "visible") timer = window.setTimeout(release, HOLD_MS);
   }
 
   function release() {
-    guarded().forEach(function (button) { button.disabled = false; });
+    document.querySelectorAll("[data-click-held]").forEach(function (button) {
+      button.disabled = false;
+      delete button.dataset.clickHeld;
+    });
     root.classList.remove("clicks-held");
     if (refocus && document.activeElement === document.body) refocus.focus();
     refocus = null;

@@ -10,6 +10,7 @@
   const empty = document.getElementById("nearby-empty");
   const url = (template, id) => template.replace("__ID__", encodeURIComponent(id));
   let last = "";
+  let layout = buttonLayout();
 
   function el(tag, props) {
     return Object.assign(document.createElement(tag), props || {});
@@ -37,6 +38,12 @@
     return li;
   }
 
+  // Where the buttons are: which printers, in which order, which of them with a button.
+  function buttonLayout() {
+    return Array.from(list.querySelectorAll("li[data-device]"), (li) =>
+      li.dataset.device + (li.querySelector("button") ? "+" : "")).join(" ");
+  }
+
   function render(data) {
     const text = JSON.stringify(data);
     if (text === last) return;  // unchanged: keep focus and scroll where they are
@@ -45,9 +52,12 @@
     status.textContent = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
     empty.hidden = !(data.eligible && data.devices.length === 0);
     list.replaceChildren(...data.devices.map(item));
-    // The list moved under the cursor: a click meant for the button that was there must
-    // not press the one drawn there now (static/click_guard.js).
-    document.dispatchEvent(new Event("click-guard:hold"));
+    // The buttons moved under the cursor: a click meant for the button that was there must
+    // not press the one drawn there now (static/click_guard.js). A redraw that moved
+    // nothing (a printer's last-seen time, an offer's countdown) holds nothing.
+    const now = buttonLayout();
+    if (now !== layout) document.dispatchEvent(new Event("click-guard:hold"));
+    layout = now;
   }
 
   async function refresh() {
