@@ -26,20 +26,15 @@
       refocus = document.activeElement;
     }
     root.classList.add("clicks-held");
-    guarded().forEach(function (button) {
-      // Only what this script disabled is enabled again on release.
-      if (!button.disabled) button.dataset.clickHeld = "";
-      button.disabled = true;
-    });
+    guarded().forEach(function (button) { button.disabled = true; });
     // A hidden page stays held until it is shown again.
     if (document.visibilityState === "visible") timer = window.setTimeout(release, HOLD_MS);
   }
 
   function release() {
-    document.querySelectorAll("[data-click-held]").forEach(function (button) {
-      button.disabled = false;
-      delete button.dataset.clickHeld;
-    });
+    // Every guarded button, not only those disabled here: Firefox restores a button's
+    // disabled state on reload, so one left while held would otherwise stay disabled.
+    guarded().forEach(function (button) { button.disabled = false; });
     root.classList.remove("clicks-held");
     if (refocus && document.activeElement === document.body) refocus.focus();
     refocus = null;
