@@ -327,6 +327,33 @@ def test_no_poll_starts_without_time_left_for_its_answer(hostile, tmp_path):
     assert polls == []
 
 
+def test_no_poll_starts_in_the_last_second_before_the_timeout_past_the_expiry(hostile,
+                                                                              tmp_path):
+    """--timeout just after the code's expiry: the last polls are still held to CALL_FLOOR."""
+    clock = Clock()
+    timeout = 10.3
+    polled_with_left: list[float] = []
+
+    def pending(handler: Handler) -> None:
+        polled_with_left.append(timeout - clock.now)
+        reply(400, {"error": "authorization_pending"})(handler)
+
+    hostile.scripts[AUTHORIZE] = reply(200, {**GRANT, "expires_in": 10})
+    hostile.scripts[TOKEN_PATH] = pending
+    agent = agent_with(hostile, tmp_path, clock)
+    assert commands.link(agent, timeout=timeout) == m.EXIT_EXPIRED, agent.err.getvalue()
+    assert polled_with_left and min(polled_with_left) >= commands.CALL_FLOOR, polled_with_left
+
+
+def test_an_answer_lost_after_a_poll_was_sent_may_have_carried_the_token(hostile, tmp_path):
+    """The server hangs up after reading the poll: the link may have happened there."""
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = lambda handler: None  # reads the request, answers nothing
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "link", "--no-qr")
+    assert code == m.EXIT_UNREACHABLE, err
+    assert "may be linked without its token" in err and err.count("\n") == 1, err
+
+
 def test_polling_waits_while_the_server_cannot_check_rate_limits(hostile, tmp_path):
     """503 rate_limit_unavailable (the server's Redis is down) is "come back later" to a
     polling loop, as a rate limit is: the next poll collects the token."""

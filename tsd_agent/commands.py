@@ -22,7 +22,7 @@ from typing import Any, TextIO
 import segno
 
 from tsd_agent import messages as m
-from tsd_agent.client import Client, OutOfTime, ServerError
+from tsd_agent.client import Client, OutOfTime, ServerError, Unreachable
 from tsd_agent.state import AgentState, save
 
 DEFAULT_POLL_INTERVAL = 5.0
@@ -149,6 +149,8 @@ def discover(agent: Agent, timeout: float | None) -> int:
                                            within=time_left(agent, deadline))
         except OutOfTime:
             return cut_off(agent)
+        except Unreachable as error:
+            return agent.fail(error) if error.kind == "refused" else cut_off(agent, error)
         except ServerError as error:
             if not retry_later(error):
                 return agent.fail(error)
@@ -183,17 +185,29 @@ def discover(agent: Agent, timeout: float | None) -> int:
                 agent.warn(f"error: unexpected announce status {m.clean(status, 40)!r}.")
                 return m.EXIT_FAILURE
         if deadline is not None and agent.monotonic() + wait + CALL_FLOOR > deadline:
-            agent.warn("error: not linked before --timeout; nothing was linked.")
-            return m.EXIT_EXPIRED
+            return not_linked_in_time(agent)
         agent.sleep(wait)
 
 
-def cut_off(agent: Agent) -> int:
-    """--timeout ran out while a call that can link was under way: say so, honestly."""
-    agent.warn("error: --timeout ran out before the server answered. If the link was being "
-               "approved at that moment, the printer may be linked without its token: check "
-               "the website, unlink it there and run this again.")
+def not_linked_in_time(agent: Agent) -> int:
+    agent.warn("error: not linked before --timeout; nothing was linked.")
     return m.EXIT_EXPIRED
+
+
+MAY_BE_LINKED = (" If the link was being approved at that moment, the printer may be linked "
+                 "without its token: check the website, unlink it there and run this again.")
+
+
+def cut_off(agent: Agent, error: Unreachable | None = None) -> int:
+    """A call that can link (an announce, a token poll) was sent and its answer never came,
+    because --timeout ran out (``error`` None) or the server did not answer: that answer
+    could have carried the one-time token, so say so."""
+    if error is None:
+        agent.warn("error: --timeout ran out before the server answered." + MAY_BE_LINKED)
+        return m.EXIT_EXPIRED
+    code, text = m.describe(error)
+    agent.warn(f"error: {text}" + MAY_BE_LINKED)
+    return code
 
 
 def pair(agent: Agent, code: str) -> int:
@@ -231,24 +245,27 @@ def link(agent: Agent, timeout: float | None) -> int:
     show_instructions(agent, uri, user_code, complete, expires_in)
 
     expires_at = agent.monotonic() + expires_in
-    by_timeout = timeout_at is not None and timeout_at < expires_at
-    deadline = timeout_at if by_timeout else expires_at
     wait = interval
     while True:
-        # Checked before every sleep, a rate limit's too: never sleep past the deadline, and
-        # under --timeout never poll with less than CALL_FLOOR left.
-        if agent.monotonic() + wait + (CALL_FLOOR if by_timeout else 0) > deadline:
-            if by_timeout:
-                return not_approved_in_time(agent)
+        # Checked before every sleep, a rate limit's too: never sleep past the code's expiry,
+        # and under --timeout never poll with less than CALL_FLOOR left. The message names
+        # whichever comes first.
+        after_wait = agent.monotonic() + wait
+        out_of_time = timeout_at is not None and after_wait + CALL_FLOOR > timeout_at
+        if after_wait > expires_at and not (out_of_time and timeout_at < expires_at):
             agent.warn("error: the code expired before anyone approved it; run "
                        "`tsd-agent link` again for a new one.")
             return m.EXIT_EXPIRED
+        if out_of_time:
+            return not_approved_in_time(agent)
         agent.sleep(wait)
         wait = interval
         try:
             answer = agent.client.token(device_code, within=time_left(agent, timeout_at))
         except OutOfTime:
             return cut_off(agent)
+        except Unreachable as error:
+            return agent.fail(error) if error.kind == "refused" else cut_off(agent, error)
         except ServerError as error:
             # link_conflict: the same printer was being linked to the same account at that
             # moment; the token was not handed out, so the next poll collects it.

@@ -19,7 +19,8 @@ outage of the rate-limit storage becomes an outage of the site.
   call at once for ``hold_seconds`` without touching Redis, then lets the next call try
   again. A Redis that does not answer costs each process one timeout per hold, not one per
   request. Errors Redis answers with (a full memory, a read-only replica) fail as quickly
-  as they come and start no hold: each request still asks.
+  as they come and start no hold: each request still asks. (redis-py reports a Redis
+  still loading its data, and a refused password, as connection errors: those are held.)
 
 It declares limits' Redis schemes, so importing this module (tsd_server/extensions.py
 does) makes every ``redis://``, ``rediss://`` and ``redis+unix://`` URI (and limits'
