@@ -308,6 +308,41 @@ def test_a_trickled_tls_handshake_is_hung_up_too():
         listener.close()
 
 
+def test_a_proxy_that_never_answers_connect_is_hung_up_too(monkeypatch):
+    """HTTPS through a proxy (HTTPS_PROXY) whose CONNECT never gets an answer: the call ends
+    at its time, and its thread and connection to the proxy with it."""
+    import socket
+
+    proxy = socket.create_server(("127.0.0.1", 0))
+    hung_up = threading.Event()
+
+    def never_answer() -> None:
+        conn, _ = proxy.accept()
+        try:
+            while conn.recv(4096):  # the CONNECT request, then nothing comes back
+                pass
+            hung_up.set()  # the agent closed its end
+        finally:
+            conn.close()
+
+    threading.Thread(target=never_answer, daemon=True).start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    before = set(threading.enumerate())
+    try:
+        with pytest.raises(agent_client.OutOfTime):
+            Client("https://127.0.0.1:9").announce("printer-0001", "secret", "Printer", None,
+                                                   within=1.0)
+        calls = [t for t in threading.enumerate() if t not in before and t.name == CALL_THREAD]
+        for thread in calls:
+            thread.join(2)  # a call cut off ends at once; this only allows for a busy machine
+        assert not [t for t in calls if t.is_alive()], "the call still waits for the proxy"
+        assert hung_up.wait(WAIT), "the agent kept the connection to the proxy open"
+    finally:
+        proxy.close()
+
+
 def test_no_poll_starts_without_time_left_for_its_answer(hostile, tmp_path):
     """A poll sent with 0.2 s left, answered in 0.4 s, would be cut off with the one-time
     token in it: the printer linked, the agent without its token. None is sent."""
