@@ -10,7 +10,6 @@
   const empty = document.getElementById("nearby-empty");
   const url = (template, id) => template.replace("__ID__", encodeURIComponent(id));
   let last = "";
-  let layout = buttonLayout();
 
   function el(tag, props) {
     return Object.assign(document.createElement(tag), props || {});
@@ -38,10 +37,12 @@
     return li;
   }
 
-  // Where the buttons are: which printers, in which order, which of them with a button.
-  function buttonLayout() {
-    return Array.from(list.querySelectorAll("li[data-device]"), (li) =>
-      li.dataset.device + (li.querySelector("button") ? "+" : "")).join(" ");
+  // Where the buttons are on the screen, and whose they are.
+  function buttonPlaces() {
+    return Array.from(list.querySelectorAll("li[data-device] button"), (button) => {
+      const box = button.getBoundingClientRect();
+      return `${button.closest("li").dataset.device}@${Math.round(box.left)},${Math.round(box.top)}`;
+    }).join(" ");
   }
 
   function render(data) {
@@ -51,13 +52,12 @@
     status.hidden = data.eligible;
     status.textContent = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
     empty.hidden = !(data.eligible && data.devices.length === 0);
+    const before = buttonPlaces();
     list.replaceChildren(...data.devices.map(item));
-    // The buttons moved under the cursor: a click meant for the button that was there must
-    // not press the one drawn there now (static/click_guard.js). A redraw that moved
-    // nothing (a printer's last-seen time, an offer's countdown) holds nothing.
-    const now = buttonLayout();
-    if (now !== layout) document.dispatchEvent(new Event("click-guard:hold"));
-    layout = now;
+    // A button moved, or another printer's is now where one was: a click meant for the
+    // button that was there must not press the one drawn there now (static/click_guard.js).
+    // A redraw that moved nothing (a last-seen time, an offer's countdown) holds nothing.
+    if (buttonPlaces() !== before) document.dispatchEvent(new Event("click-guard:hold"));
   }
 
   async function refresh() {
