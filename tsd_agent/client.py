@@ -309,11 +309,13 @@ class _Adapter(HTTPAdapter):
                 _shut_down(sock)
 
     def close(self) -> None:
-        super().close()
-        with self._lock:
-            for sock in self._sockets:
-                sock.close()
-            self._sockets.clear()
+        try:
+            super().close()
+        finally:
+            with self._lock:
+                for sock in self._sockets:
+                    sock.close()
+                self._sockets.clear()
 
 
 def _shut_down(sock: socket.socket) -> None:
