@@ -4,8 +4,8 @@ Each command returns an exit code from ``tsd_agent.messages``. Polling loops hon
 server's pace (``poll_interval``, the device flow's ``interval`` and ``slow_down``, and
 Retry-After on ``rate_limited`` and ``rate_limit_unavailable``); one-shot commands report
 them and stop. A ``--timeout`` bounds the whole command: no wait goes past it, each call
-gets only the time left (``within``), and no call that can link starts with less than
-CALL_FLOOR left.
+gets only the time left (``within``), and no wait is followed by a call that can link with
+less than CALL_FLOOR left.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 DEFAULT_CODE_LIFETIME = 600.0  # when the server names none (RFC 8628 requires expires_in)
 MAX_CODE_LIFETIME = 3600.0
 MIN_RATE_LIMIT_WAIT = 1.0  # Retry-After: 0 must not make the agent hammer the server
-# Under --timeout, no call that might link starts with less time left than this: an answer
-# cut off on the way could carry the one-time token, and the printer would be linked
-# without it.
+# Under --timeout, no wait is followed by a call that might link with less time left than
+# this: an answer cut off on the way could carry the one-time token, and the printer would
+# be linked without it. (The first announce goes out whatever the timeout.)
 CALL_FLOOR = 1.0
 # Answers that mean "come back later" in a polling loop: too many attempts, or the server
 # cannot check its rate limits right now (503; its Redis is down).
