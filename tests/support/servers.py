@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NGINX = "/usr/sbin/nginx"
 CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+SETPRIV = shutil.which("setpriv")  # util-linux
 START_TIMEOUT = 20.0
 
 
@@ -106,14 +107,20 @@ def _wait_until_up(server: RunningServer, path: str) -> None:
                        + server.log_tail())
 
 
+def dies_with_the_tests(command: list[str]) -> list[str]:
+    """The command, sent SIGTERM when the test process ends, even killed: a server in its
+    own session would otherwise outlive a test run stopped before its teardown."""
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *command] if SETPRIV else command
+
+
 @contextmanager
 def _run(name: str, command: list[str], *, port: int, log_path: Path, probe: str,
          env: Mapping[str, str] | None = None, cwd: Path | None = None
          ) -> Iterator[RunningServer]:
     log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, env=dict(env or os.environ),
-                               cwd=cwd, start_new_session=True)
+    process = subprocess.Popen(dies_with_the_tests(command), stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=dict(env or os.environ), cwd=cwd, start_new_session=True)
     server = RunningServer(name, process, port, log_path)
     try:
         _wait_until_up(server, probe)
@@ -185,8 +192,9 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
     command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                "--appendonly", "no", "--dir", str(directory)]
     log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(dies_with_the_tests(command), stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
     server = RedisServer("redis-server", process, port, log_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT
