@@ -221,13 +221,15 @@ STALLS = {"stalls": stall, "trickles": trickle_forever}
 CALL_THREAD = "tsd-agent-request"  # tsd_agent.client names the thread each call runs in
 
 
-def assert_nothing_left_behind(server: HostileServer, before: set[threading.Thread]) -> None:
-    """No thread of the agent's is still at a call, and the server saw the agent hang up."""
+def assert_nothing_left_behind(hung_up: threading.Event,
+                               before: set[threading.Thread]) -> None:
+    """No thread of the agent's is still at a call, and the server saw the agent hang up
+    (``hung_up``, set by the server's side of the connection)."""
     calls = [t for t in threading.enumerate() if t not in before and t.name == CALL_THREAD]
     for thread in calls:
         thread.join(2)  # a call cut off ends at once; this only allows for a busy machine
     assert not [t for t in calls if t.is_alive()], "a call is still running"
-    assert server.hung_up.wait(WAIT), "the agent kept the connection open"
+    assert hung_up.wait(WAIT), "the agent kept the connection open"
 
 
 @pytest.mark.parametrize("server_does", list(STALLS))
@@ -239,7 +241,7 @@ def test_a_call_given_up_leaves_no_thread_or_connection_behind(hostile, tmp_path
     code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
     assert code == m.EXIT_UNREACHABLE, (out, err)
     assert "did not answer in time" in err and err.count("\n") == 1
-    assert_nothing_left_behind(hostile, before)
+    assert_nothing_left_behind(hostile.hung_up, before)
 
 
 # A hang guard, not a speed claim: a command whose call in flight is not bounded by its
@@ -268,7 +270,7 @@ def test_timeout_ends_a_call_in_flight(hostile, tmp_path, command, path, server_
         assert "may be linked without its token" in run.err.text
     assert run.err.text.count("\n") == 1 and "Linked" not in run.out.text
     assert saved_token(state) is None
-    assert_nothing_left_behind(hostile, before)
+    assert_nothing_left_behind(hostile.hung_up, before)
 
 
 def test_a_trickled_tls_handshake_is_hung_up_too():
@@ -298,11 +300,7 @@ def test_a_trickled_tls_handshake_is_hung_up_too():
         with pytest.raises(agent_client.OutOfTime):
             Client(f"https://127.0.0.1:{listener.getsockname()[1]}").announce(
                 "printer-0001", "secret", "Printer", None, within=1.0)
-        calls = [t for t in threading.enumerate() if t not in before and t.name == CALL_THREAD]
-        for thread in calls:
-            thread.join(2)  # a call cut off ends at once; this only allows for a busy machine
-        assert not [t for t in calls if t.is_alive()], "the call is still in the handshake"
-        assert hung_up.wait(WAIT), "the agent kept the connection open"
+        assert_nothing_left_behind(hung_up, before)
     finally:
         hung_up.set()
         listener.close()
@@ -334,11 +332,7 @@ def test_a_proxy_that_never_answers_connect_is_hung_up_too(monkeypatch):
         with pytest.raises(agent_client.OutOfTime):
             Client("https://127.0.0.1:9").announce("printer-0001", "secret", "Printer", None,
                                                    within=1.0)
-        calls = [t for t in threading.enumerate() if t not in before and t.name == CALL_THREAD]
-        for thread in calls:
-            thread.join(2)  # a call cut off ends at once; this only allows for a busy machine
-        assert not [t for t in calls if t.is_alive()], "the call still waits for the proxy"
-        assert hung_up.wait(WAIT), "the agent kept the connection to the proxy open"
+        assert_nothing_left_behind(hung_up, before)
     finally:
         proxy.close()
 
