@@ -59,6 +59,14 @@ class RunningServer:
         except OSError:
             return "(no log)"
 
+    def answers(self, probe: str) -> bool:
+        """Whether the server answers yet: an HTTP GET of the path ``probe``."""
+        try:
+            http_session().get(self.base_url + probe, timeout=1)
+        except (requests.ConnectionError, requests.Timeout):  # a busy machine boots slowly
+            return False
+        return True
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -75,9 +83,11 @@ def caddy_available() -> bool:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Stop the process group we started (by its id), politely first."""
+    """Stop the process group we started (by its id), politely first (a test may have
+    stopped it with SIGSTOP, and a stopped process cannot act on SIGTERM)."""
     if process.poll() is None:
         try:
+            os.killpg(process.pid, signal.SIGCONT)
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
@@ -91,18 +101,15 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(timeout=10)
 
 
-def _wait_until_up(server: RunningServer, path: str) -> None:
+def _wait_until_up(server: RunningServer, probe: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
-    session = http_session()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise ServerFailed(f"{server.name} exited with {server.process.returncode}:\n"
                                + server.log_tail())
-        try:
-            session.get(server.base_url + path, timeout=1)
+        if server.answers(probe):
             return
-        except (requests.ConnectionError, requests.Timeout):  # a busy machine boots slowly
-            time.sleep(0.1)
+        time.sleep(0.1)
     raise ServerFailed(f"{server.name} did not answer within {START_TIMEOUT} s:\n"
                        + server.log_tail())
 
@@ -115,13 +122,13 @@ def dies_with_the_tests(command: list[str]) -> list[str]:
 
 @contextmanager
 def _run(name: str, command: list[str], *, port: int, log_path: Path, probe: str,
-         env: Mapping[str, str] | None = None, cwd: Path | None = None
-         ) -> Iterator[RunningServer]:
+         env: Mapping[str, str] | None = None, cwd: Path | None = None,
+         kind: type[RunningServer] = RunningServer) -> Iterator[Any]:
     log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(dies_with_the_tests(command), stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                env=dict(env or os.environ), cwd=cwd, start_new_session=True)
-    server = RunningServer(name, process, port, log_path)
+    server = kind(name, process, port, log_path)
     try:
         _wait_until_up(server, probe)
         yield server
@@ -171,6 +178,15 @@ class RedisServer(RunningServer):
     def base_url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def answers(self, probe: str) -> bool:
+        """Whether Redis answers yet (``probe`` is unused: a PING)."""
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.ConnectionError:
+            return False
+
     def stall(self) -> None:
         """Stop the process: connections are still accepted by the kernel, nothing answers."""
         os.kill(self.process.pid, signal.SIGSTOP)
@@ -182,40 +198,15 @@ class RedisServer(RunningServer):
 @contextmanager
 def redis_server(directory: Path) -> Iterator[RedisServer]:
     """A Redis of the test's own (Debian's redis-server) on a free loopback port, keeping
-    nothing on disk: a test may stop it (``os.kill(server.process.pid, SIGSTOP)``) without
+    nothing on disk: a test may stop it (``stall()``) without
     touching the machine's Redis. Its ``base_url`` is the ``redis://`` URI."""
-    import redis
-
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log_path = directory / "redis.log"
     command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                "--appendonly", "no", "--dir", str(directory)]
-    log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
-    process = subprocess.Popen(dies_with_the_tests(command), stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
-    server = RedisServer("redis-server", process, port, log_path)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise ServerFailed(f"redis-server exited with {process.returncode}:\n"
-                                   + server.log_tail())
-            try:
-                redis.Redis(port=port, socket_timeout=1).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise ServerFailed("redis-server did not answer:\n"
-                                       + server.log_tail()) from None
-                time.sleep(0.05)
+    with _run("redis-server", command, port=port, log_path=directory / "redis.log",
+              probe="PING", kind=RedisServer) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        _stop(process)
-        log.close()
 
 
 NGINX_CONF = """\
