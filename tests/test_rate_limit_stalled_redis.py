@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import requests
 
 from tests.support import db_backends, servers
+from tests.support.apps import another_app
 from tests.support.pairing import authorize
 from tests.support.rows import count_rows
 from tests.support.skips import skip_loudly
@@ -103,18 +107,18 @@ def own_redis(tmp_path):
         yield server
 
 
-def storage_app(database, tmp_path, uri: str, **options):
-    from tsd_server import create_app
+@contextmanager
+def storage_app(database, tmp_path, uri: str, **options) -> Iterator[Any]:
+    """An app on the test database, empty, whose rate limits use ``uri``."""
     from tsd_server.extensions import db, limiter
 
     limiter._storage_options.clear()  # the fixture's own dict: see fresh_storage_options
-    application = create_app({
-        "TESTING": True, "SECRET_KEY": "test-stalled-redis", "DATABASE_URL": database,
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "RATELIMIT_STORAGE_URI": uri, "RATELIMIT_STORAGE_OPTIONS": options})
-    with application.app_context():
-        db_backends.empty_all_tables(db)
-    return application
+    with another_app(database, INSTANCE_PATH=str(tmp_path / "instance"),
+                     RATELIMIT_STORAGE_URI=uri,
+                     RATELIMIT_STORAGE_OPTIONS=options) as application:
+        with application.app_context():
+            db_backends.empty_all_tables(db)
+        yield application
 
 
 def limit_storage():
@@ -139,43 +143,43 @@ def refused(response) -> None:
 def test_a_silent_redis_is_asked_once_per_hold(database, tmp_path, silent, monkeypatch):
     from tsd_server.models import DeviceAuthorization
 
-    application = storage_app(database, tmp_path, silent.uri, **QUICK_TIMEOUTS)
-    client = application.test_client()
+    with storage_app(database, tmp_path, silent.uri, **QUICK_TIMEOUTS) as application:
+        client = application.test_client()
 
-    refused(authorize(client))
-    asked = silent.seen()
-    assert asked[0] == 1 and asked[1] > 0, asked  # the first request did try Redis
-
-    for _ in range(5):
         refused(authorize(client))
-    assert silent.seen() == asked  # ... the next ones, within the hold, did not
-    assert count_rows(application, DeviceAuthorization) == 0  # and nothing was served
+        asked = silent.seen()
+        assert asked[0] == 1 and asked[1] > 0, asked  # the first request did try Redis
 
-    hold_runs_out(monkeypatch)
-    refused(authorize(client))
-    assert silent.seen()[1] > asked[1]  # once the hold is over, Redis is asked again
+        for _ in range(5):
+            refused(authorize(client))
+        assert silent.seen() == asked  # ... the next ones, within the hold, did not
+        assert count_rows(application, DeviceAuthorization) == 0  # and nothing was served
+
+        hold_runs_out(monkeypatch)
+        refused(authorize(client))
+        assert silent.seen()[1] > asked[1]  # once the hold is over, Redis is asked again
 
 
 def test_a_stopped_redis_fails_closed_and_is_used_again_once_it_answers(
         database, tmp_path, own_redis, monkeypatch):
     from tsd_server.models import DeviceAuthorization
 
-    application = storage_app(database, tmp_path, own_redis.base_url)
-    client = application.test_client()
-    assert authorize(client, device_id="printer-0001").status_code == 200
+    with storage_app(database, tmp_path, own_redis.base_url) as application:
+        client = application.test_client()
+        assert authorize(client, device_id="printer-0001").status_code == 200
 
-    own_redis.stall()
-    refused(authorize(client, device_id="printer-0002"))
-    own_redis.resume()
-    refused(authorize(client, device_id="printer-0003"))  # still held: Redis not asked yet
-    hold_runs_out(monkeypatch)
-    assert authorize(client, device_id="printer-0004").status_code == 200
-    with application.app_context():
-        from tsd_server.extensions import db
+        own_redis.stall()
+        refused(authorize(client, device_id="printer-0002"))
+        own_redis.resume()
+        refused(authorize(client, device_id="printer-0003"))  # still held: Redis not asked yet
+        hold_runs_out(monkeypatch)
+        assert authorize(client, device_id="printer-0004").status_code == 200
+        with application.app_context():
+            from tsd_server.extensions import db
 
-        ids = set(db.session.scalars(db.select(DeviceAuthorization.device_uid)))
-    assert ids == {"printer-0001", "printer-0004"}
-    assert count_rows(application, DeviceAuthorization) == 2
+            ids = set(db.session.scalars(db.select(DeviceAuthorization.device_uid)))
+        assert ids == {"printer-0001", "printer-0004"}
+        assert count_rows(application, DeviceAuthorization) == 2
 
 
 def test_an_error_redis_answers_with_fails_closed_and_starts_no_hold(
@@ -186,28 +190,28 @@ def test_an_error_redis_answers_with_fails_closed_and_starts_no_hold(
 
     from tsd_server.models import DeviceAuthorization
 
-    application = storage_app(database, tmp_path, own_redis.base_url)
-    client = application.test_client()
-    admin = redis.Redis.from_url(own_redis.base_url)
-    admin.config_set("maxmemory-policy", "noeviction")
-    admin.config_set("maxmemory", 1)  # every write is refused with OOM
-    refused(authorize(client, device_id="printer-0001"))
-    before = admin.info("stats")["total_commands_processed"]
-    refused(authorize(client, device_id="printer-0002"))
-    # The second reached Redis too (one of the two INFO calls counts as well).
-    assert admin.info("stats")["total_commands_processed"] >= before + 2
+    with storage_app(database, tmp_path, own_redis.base_url) as application:
+        client = application.test_client()
+        admin = redis.Redis.from_url(own_redis.base_url)
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)  # every write is refused with OOM
+        refused(authorize(client, device_id="printer-0001"))
+        before = admin.info("stats")["total_commands_processed"]
+        refused(authorize(client, device_id="printer-0002"))
+        # The second reached Redis too (one of the two INFO calls counts as well).
+        assert admin.info("stats")["total_commands_processed"] >= before + 2
 
-    admin.config_set("maxmemory", 0)
-    assert authorize(client, device_id="printer-0003").status_code == 200
-    assert count_rows(application, DeviceAuthorization) == 1
+        admin.config_set("maxmemory", 0)
+        assert authorize(client, device_id="printer-0003").status_code == 200
+        assert count_rows(application, DeviceAuthorization) == 1
 
 
 def test_timeouts_default_to_one_second_and_settings_win(database, tmp_path, own_redis):
     from tsd_server.redis_storage import TIMEOUT_SECONDS
 
     def timeouts(application_uri: str, **options) -> tuple[float, float]:
-        storage_app(database, tmp_path, application_uri, **options)
-        kwargs = limit_storage().storage.connection_pool.connection_kwargs
+        with storage_app(database, tmp_path, application_uri, **options):
+            kwargs = limit_storage().storage.connection_pool.connection_kwargs
         return kwargs["socket_connect_timeout"], kwargs["socket_timeout"]
 
     assert TIMEOUT_SECONDS == 1.0
