@@ -36,12 +36,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _init_extensions(app)
     _register_blueprints(app)
 
-    from tsd_server import request_guard, security_headers
+    from tsd_server import request_guard, security_headers, static_versions
     from tsd_server.api.errors import register_error_handlers
     from tsd_server.api.request_body import refuse_non_json_bodies
 
     register_error_handlers(app)
     security_headers.register(app)
+    static_versions.register(app)
     request_guard.register(app)
     app.before_request(refuse_non_json_bodies)
 
