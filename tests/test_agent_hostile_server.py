@@ -383,6 +383,17 @@ def test_an_answer_lost_after_a_poll_was_sent_may_have_carried_the_token(hostile
     assert "may be linked without its token" in err and err.count("\n") == 1, err
 
 
+def test_a_redeem_whose_answer_was_lost_may_have_linked(hostile, tmp_path):
+    """The server hangs up after reading the redeem: the code may be spent and the printer
+    linked there, so the agent says so rather than only "try again later"."""
+    hostile.scripts[REDEEM] = lambda handler: None  # reads the request, answers nothing
+    code, out, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_UNREACHABLE, err
+    assert "may have linked the printer without its token" in err, err
+    assert err.count("\n") == 1 and "Linked" not in out
+    assert saved_token(tmp_path / "s.json") is None
+
+
 def test_polling_waits_while_the_server_cannot_check_rate_limits(hostile, tmp_path):
     """503 rate_limit_unavailable (the server's Redis is down) is "come back later" to a
     polling loop, as a rate limit is: the next poll collects the token."""
@@ -491,8 +502,9 @@ def test_an_unusable_token_is_not_saved(hostile, tmp_path, token):
 
 # --- 3. rate limits: bounded waits, --timeout honoured -----------------------------------
 
-class Stop(Exception):
-    """Ends an agent loop from the test's clock."""
+class Stop(BaseException):
+    """Ends an agent loop from the test's clock: like Ctrl-C, it is no failure the agent
+    reports, so it ends the command even from a wait inside a call's error handling."""
 
 
 class Clock:
@@ -552,6 +564,88 @@ def test_rate_limit_waits_are_at_least_a_second_and_at_most_ten_minutes(hostile,
     assert clock.sleeps
     assert all(1 <= wait <= commands.MAX_POLL_INTERVAL for wait in clock.sleeps), clock.sleeps
     assert "too many attempts" in agent.err.getvalue()
+
+
+def unavailable(retry_after: str) -> Script:
+    """The server's answer while its Redis is down (tsd_server/api/errors.py)."""
+    return reply(503, {"error": "rate_limit_unavailable",
+                       "message": "Rate limits cannot be checked right now."},
+                 {"Retry-After": retry_after})
+
+
+class Answers:
+    """Scripts that answer in turn, the last one from then on; counts the requests."""
+
+    def __init__(self, *scripts: Script) -> None:
+        self.scripts = scripts
+        self.count = 0
+
+    def __call__(self, handler: Handler) -> None:
+        self.count += 1
+        self.scripts[min(self.count, len(self.scripts)) - 1](handler)
+
+
+@pytest.mark.parametrize("come_back_later, words", [
+    (unavailable("10"), "the server cannot check its rate limits right now"),
+    (rate_limited("10"), "too many attempts"),
+], ids=["rate_limit_unavailable", "rate_limited"])
+def test_link_waits_out_come_back_later_before_its_first_code(hostile, tmp_path,
+                                                               come_back_later, words):
+    """Refused before it was handled, asking for a code is asked again after Retry-After
+    (and only then: three requests for two waits), as a poll is; then link goes on."""
+    authorize = Answers(come_back_later, come_back_later, reply(200, GRANT))
+    hostile.scripts[AUTHORIZE] = authorize
+    hostile.scripts[TOKEN_PATH] = reply(200, LINKED)
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    assert commands.link(agent, timeout=60) == m.EXIT_OK, agent.err.getvalue()
+    assert authorize.count == 3
+    assert clock.sleeps == [10, 10, 1]  # Retry-After twice, then the grant's interval
+    assert f"{words}: the server asks to retry in 10 seconds" in agent.err.getvalue()
+    assert saved_token(tmp_path / "s.json") == TOKEN
+
+
+@pytest.mark.parametrize("then, code", [(reply(201, LINKED), m.EXIT_OK),
+                                        (rate_limited("600"), m.EXIT_RATE_LIMITED)],
+                         ids=["linked", "then-rate-limited"])
+def test_pair_waits_out_the_outage_but_not_a_rate_limit(hostile, tmp_path, then, code):
+    """Redeeming is asked again after an outage of the server's limits (nothing was
+    redeemed), but a rate limit on code guesses is reported at once, with its wait."""
+    redeem = Answers(unavailable("10"), then)
+    hostile.scripts[REDEEM] = redeem
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    assert commands.pair(agent, "BCDF-GHJK") == code, agent.err.getvalue()
+    assert redeem.count == 2 and clock.sleeps == [10]
+    assert "cannot check its rate limits" in agent.err.getvalue()
+    if code == m.EXIT_RATE_LIMITED:
+        assert "too many attempts: the server asks to retry in 10 minutes" in \
+            agent.err.getvalue()
+        assert not (tmp_path / "s.json").exists()  # nothing saved
+    else:
+        assert saved_token(tmp_path / "s.json") == TOKEN
+
+
+@pytest.mark.parametrize("retry_after, most_requests", [("0", 2), ("10", 1)])
+@pytest.mark.parametrize("command, path, words", [
+    (["link", "--no-qr"], AUTHORIZE, "not approved before --timeout; nothing was linked"),
+    (["pair", "BCDF-GHJK"], REDEEM, "not linked before --timeout; nothing was linked"),
+], ids=["link", "pair"])
+def test_an_outage_longer_than_the_timeout_ends_the_first_request_with_exit_8(
+        hostile, tmp_path, retry_after, most_requests, command, path, words):
+    """Real time, the whole command: the first request is repeated at most once a second
+    (Retry-After: 0) or not at all (Retry-After longer than --timeout), and the command
+    ends at its --timeout with exit 8, not after the server's Retry-After."""
+    answers = Answers(unavailable(retry_after))
+    hostile.scripts[path] = answers
+    state = tmp_path / "s.json"
+    run = AgentRun.in_process(["--server", hostile.url, "--state", str(state), *command,
+                               "--timeout", "3"])
+    assert run.finish(HANG_GUARD) == m.EXIT_EXPIRED, run.err.text
+    assert "cannot check its rate limits" in run.err.text
+    assert run.err.text.endswith(f"error: {words}.\n"), run.err.text
+    assert 1 <= answers.count <= most_requests
+    assert saved_token(state) is None
 
 
 # --- 4. concurrent first runs ------------------------------------------------------------

@@ -92,6 +92,17 @@ def strict_server(agent_database, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def outage_server(agent_database, tmp_path_factory):
+    """A server whose Redis is down: its rate limits live on a closed loopback port (as in
+    tests/test_rate_limit_outage.py), so every rate-limited request answers 503
+    rate_limit_unavailable."""
+    with servers.gunicorn(tmp_path_factory.mktemp("outage-server"),
+                          database_url=agent_database,
+                          settings={"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1"}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def server_app(agent_database):
     with another_app(agent_database) as app:
         yield app
@@ -282,6 +293,23 @@ def test_rate_limit_exits_6_with_the_wait(strict_server, tmp_path):
     assert first == m.EXIT_REFUSED
     assert second == m.EXIT_RATE_LIMITED
     assert re.search(r"retry in \d+ (seconds|minutes)", err), err
+
+
+@pytest.mark.parametrize("command, words", [
+    (["link", "--no-qr"], "not approved before --timeout; nothing was linked"),
+    (["pair", "BCDF-GHJK"], "not linked before --timeout; nothing was linked"),
+], ids=["link", "pair"])
+def test_first_request_waits_for_the_rate_limits_within_its_timeout(outage_server, tmp_path,
+                                                                     command, words):
+    """The real server's outage answer (503, Retry-After: 10) is waited out, not reported
+    as a server failure: with --timeout 5 that wait would pass the timeout, so the agent
+    stops at once with exit 8."""
+    code, out, err = run_agent(outage_server.base_url, tmp_path / "s.json", *command,
+                               "--timeout", "5")
+    assert code == m.EXIT_EXPIRED, err
+    assert "the server cannot check its rate limits right now: the server asks to retry " \
+           "in 10 seconds" in err
+    assert err.endswith(f"error: {words}.\n") and "Linked" not in out
 
 
 def test_whoami_after_the_owner_unlinks_exits_9(server, person, tmp_path):

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="give up after this long (default: keep announcing)")
     pair = sub.add_parser("pair", help="redeem a pairing code the website showed")
     pair.add_argument("code", help="the code, e.g. WDJB-MJHT")
+    pair.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
+                      help="give up after this long (default: wait while the server cannot "
+                           "check its rate limits)")
     link = sub.add_parser("link", help="show a code and a QR code to approve on the website "
                           "(device flow)")
     link.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
         if args.command == "discover":
             return commands.discover(agent, args.timeout)
         if args.command == "pair":
-            return commands.pair(agent, args.code)
+            return commands.pair(agent, args.code, args.timeout)
         if args.command == "link":
             return commands.link(agent, args.timeout)
         return commands.whoami(agent)

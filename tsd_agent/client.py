@@ -107,9 +107,11 @@ class Client:
             "device_id": device_id, "device_secret": device_secret, "name": name,
             "model": model, "agent_version": __version__}, within=within)
 
-    def redeem(self, code: str, device_id: str, name: str, model: str | None) -> dict[str, Any]:
+    def redeem(self, code: str, device_id: str, name: str, model: str | None, *,
+               within: float | None = None) -> dict[str, Any]:
         return self._post("/api/v1/pairing/redeem",
-                          {"code": code, "device_id": device_id, "name": name, "model": model})
+                          {"code": code, "device_id": device_id, "name": name, "model": model},
+                          within=within)
 
     def authorize(self, device_id: str, name: str, model: str | None, *,
                   within: float | None = None) -> dict[str, Any]:

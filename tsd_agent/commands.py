@@ -2,10 +2,11 @@
 
 Each command returns an exit code from ``tsd_agent.messages``. Polling loops honour the
 server's pace (``poll_interval``, the device flow's ``interval`` and ``slow_down``, and
-Retry-After on ``rate_limited`` and ``rate_limit_unavailable``); one-shot commands report
-them and stop. A ``--timeout`` bounds the whole command: no wait goes past it, each call
-gets only the time left (``within``), and no wait is followed by a call that can link with
-less than CALL_FLOOR left.
+Retry-After on ``rate_limited`` and ``rate_limit_unavailable``), and so does link's first
+request (``ask``); ``pair`` waits out only ``rate_limit_unavailable`` (a rate limit there
+counts code guesses) and ``whoami`` reports both. A ``--timeout`` bounds the whole command:
+no wait goes past it, each call gets only the time left (``within``), and no wait is
+followed by a call that can link with less than CALL_FLOOR left.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,8 +39,9 @@ MIN_RATE_LIMIT_WAIT = 1.0  # Retry-After: 0 must not make the agent hammer the s
 # this: an answer cut off on the way could carry the one-time token, and the printer would
 # be linked without it. (The first announce goes out whatever the timeout.)
 CALL_FLOOR = 1.0
-# Answers that mean "come back later" in a polling loop: too many attempts, or the server
-# cannot check its rate limits right now (503; its Redis is down).
+# Answers that mean "come back later": too many attempts, or the server cannot check its
+# rate limits right now (503; its Redis is down). Its rate limiter gives both before the
+# request is handled, so nothing happened and asking again is safe.
 RETRY_LATER = ("rate_limited", "rate_limit_unavailable")
 # RFC 6750's token characters; long enough for any token, short enough for the state file.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]{1,1024}={0,2}")
@@ -123,6 +126,12 @@ def retry_later(error: ServerError) -> bool:
     return error.code in RETRY_LATER or error.status == 429
 
 
+def limits_unchecked(error: ServerError) -> bool:
+    """Only the server's outage: a rate limit on redeeming counts code guesses, and its
+    wait (up to 15 minutes) can outlast the code; the person decides what next."""
+    return error.code == "rate_limit_unavailable"
+
+
 def rate_limit_wait(agent: Agent, error: ServerError) -> float:
     """Retry-After, bounded: 0 would hammer the server, a day would look like a hang."""
     asked = error.retry_after
@@ -135,26 +144,57 @@ def rate_limit_wait(agent: Agent, error: ServerError) -> float:
     return wait
 
 
+class NoTimeLeft(Exception):
+    """--timeout leaves no time to wait out a "come back later" answer and ask again."""
+
+
+def pause(agent: Agent, wait: float, deadline: float | None) -> bool:
+    """Sleep ``wait`` seconds, or return False at once if that would leave less than
+    CALL_FLOOR before ``deadline``: the call after it could then be cut off."""
+    if deadline is not None and agent.monotonic() + wait + CALL_FLOOR > deadline:
+        return False
+    agent.sleep(wait)
+    return True
+
+
+def ask(agent: Agent, call: Callable[..., dict[str, Any]], deadline: float | None, *,
+        again: Callable[[ServerError], bool] = retry_later) -> dict[str, Any]:
+    """``call(within=...)``, asked again after each answer that ``again`` calls "come back
+    later", at the pace its Retry-After sets (rate_limit_wait), until ``deadline``.
+
+    For the requests a command needs answered before it can go on (an announce, asking for
+    a code, a redeem); link's token polls wait in their own loop, which also keeps to the
+    code's expiry and poll interval. Raises NoTimeLeft when the next wait would not leave
+    enough of --timeout.
+    """
+    while True:
+        try:
+            return call(within=time_left(agent, deadline))
+        except ServerError as error:
+            if not again(error):
+                raise
+            if not pause(agent, rate_limit_wait(agent, error), deadline):
+                raise NoTimeLeft from error
+
+
 def discover(agent: Agent, timeout: float | None) -> int:
     """Announce until someone from this household links the printer and confirms."""
     agent.say(f"Announcing \"{agent.name}\" ({agent.state.device_id}) to {agent.client.base_url}.")
     agent.say("Open \"Printers near you\" on the website from the same internet connection. "
               "Ctrl-C stops.")
     deadline = agent.monotonic() + timeout if timeout else None
+    announce = partial(agent.client.announce, agent.state.device_id,
+                       agent.state.device_secret, agent.name, agent.model)
     shown_code = None
     while True:
         try:
-            answer = agent.client.announce(agent.state.device_id, agent.state.device_secret,
-                                           agent.name, agent.model,
-                                           within=time_left(agent, deadline))
+            answer = ask(agent, announce, deadline)
+        except NoTimeLeft:
+            return not_linked_in_time(agent)
         except OutOfTime:
             return cut_off(agent)
         except Unreachable as error:
             return agent.fail(error) if error.kind == "refused" else cut_off(agent, error)
-        except ServerError as error:
-            if not retry_later(error):
-                return agent.fail(error)
-            wait = rate_limit_wait(agent, error)
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
             return agent.fail(error)
         else:
@@ -184,9 +224,8 @@ def discover(agent: Agent, timeout: float | None) -> int:
             else:
                 agent.warn(f"error: unexpected announce status {m.clean(status, 40)!r}.")
                 return m.EXIT_FAILURE
-        if deadline is not None and agent.monotonic() + wait + CALL_FLOOR > deadline:
+        if not pause(agent, wait, deadline):
             return not_linked_in_time(agent)
-        agent.sleep(wait)
 
 
 def not_linked_in_time(agent: Agent) -> int:
@@ -196,25 +235,40 @@ def not_linked_in_time(agent: Agent) -> int:
 
 MAY_BE_LINKED = (" If the link was being approved at that moment, the printer may be linked "
                  "without its token: check the website, unlink it there and run this again.")
+# A redeem links by itself: once sent, the code may be spent and the printer linked.
+REDEEM_MAY_HAVE_LINKED = (" The code may have linked the printer without its token reaching "
+                          "it: check the website, unlink it there if it is listed, and pair "
+                          "again with a new code.")
 
 
-def cut_off(agent: Agent, error: Unreachable | None = None) -> int:
-    """A call that can link (an announce, a token poll) was sent and its answer never came,
-    because --timeout ran out (``error`` None) or the server did not answer: that answer
-    could have carried the one-time token, so say so."""
+def cut_off(agent: Agent, error: Unreachable | None = None, *,
+            may_be_linked: str = MAY_BE_LINKED) -> int:
+    """A call that can link (an announce, a token poll, a redeem) was sent and its answer
+    never came, because --timeout ran out (``error`` None) or the server did not answer:
+    that answer could have carried the one-time token, so say so."""
     if error is None:
-        agent.warn("error: --timeout ran out before the server answered." + MAY_BE_LINKED)
+        agent.warn("error: --timeout ran out before the server answered." + may_be_linked)
         return m.EXIT_EXPIRED
     code, text = m.describe(error)
-    agent.warn(f"error: {text}" + MAY_BE_LINKED)
+    agent.warn(f"error: {text}" + may_be_linked)
     return code
 
 
-def pair(agent: Agent, code: str) -> int:
-    """Redeem a code the website showed."""
+def pair(agent: Agent, code: str, timeout: float | None = None) -> int:
+    """Redeem a code the website showed, once the server can check its rate limits."""
+    deadline = agent.monotonic() + timeout if timeout else None
+    redeem = partial(agent.client.redeem, code.strip(), agent.state.device_id, agent.name,
+                     agent.model)
     try:
-        answer = agent.client.redeem(code.strip(), agent.state.device_id, agent.name,
-                                     agent.model)
+        answer = ask(agent, redeem, deadline, again=limits_unchecked)
+    except NoTimeLeft:
+        return not_linked_in_time(agent)
+    except OutOfTime:  # the redeem was sent: its answer could have carried the token
+        return cut_off(agent, may_be_linked=REDEEM_MAY_HAVE_LINKED)
+    except Unreachable as error:  # refused: nothing was sent; else the answer may be lost
+        if error.kind == "refused":
+            return agent.fail(error)
+        return cut_off(agent, error, may_be_linked=REDEEM_MAY_HAVE_LINKED)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
     return agent.linked(answer, "pairing_code", "by pairing code")
@@ -224,10 +278,12 @@ def link(agent: Agent, timeout: float | None) -> int:
     """RFC 8628 device flow: show a code, a URL and a QR code; poll until approved."""
     # --timeout counts from the start, the code's lifetime from when the server issued it.
     timeout_at = agent.monotonic() + timeout if timeout else None
+    authorize = partial(agent.client.authorize, agent.state.device_id, agent.name,
+                        agent.model)
     try:
-        grant = agent.client.authorize(agent.state.device_id, agent.name, agent.model,
-                                       within=time_left(agent, timeout_at))
-    except OutOfTime:
+        # Asking for a code links nothing: a call cut off or a wait cut short is just late.
+        grant = ask(agent, authorize, timeout_at)
+    except (OutOfTime, NoTimeLeft):
         return not_approved_in_time(agent)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
