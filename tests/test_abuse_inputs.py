@@ -165,3 +165,34 @@ def test_nul_characters_in_forms_and_queries_are_bad_requests(app, client, make_
     api = client.get("/api/v1/device/authorize/qr", query_string={"format": "\x00"},
                      headers={"X-Device-Code": "x"})
     assert api.status_code == 400 and api.get_json()["error"] == "bad_request"
+
+
+def test_json_bodies_and_file_parts_on_pages_are_refused_and_change_nothing(
+        app, client, make_user, login, link_device):
+    """Flask-WTF fills a form from a JSON body's values and a multipart body's files too: a
+    number or a file where a field wants text was a 500 (its Length validator takes len()
+    of it), also before logging in. Found by tests/test_fuzz_forms.py."""
+    from tests.support.ip_match_world import CSRF_META
+    from tests.support.rows import count_rows
+    from tsd_server.extensions import db
+    from tsd_server.models import AuditEvent, Device
+
+    token = CSRF_META.search(client.get("/login").get_data(as_text=True)).group(1)
+    as_json = client.post("/login", json={"email": 1, "password": 1},
+                          headers={"X-CSRFToken": token})
+    assert as_json.status_code == 415
+    as_file = client.post("/login", data={"csrf_token": token, "password": "x" * 12,
+                                          "email": (io.BytesIO(b"a@b.org"), "email.txt")})
+    assert as_file.status_code == 400
+    assert count_rows(app, AuditEvent) == 0  # not even a failed login
+    user_id, email, password = make_user()
+    device_pk, _ = link_device(user_id)
+    user = login(email, password)
+    rename = f"/printers/{device_pk}/rename"
+    assert user.post(rename, json={"name": 5}).status_code == 415
+    assert user.form_post(rename, {"name": (io.BytesIO(b"x"), "name.txt")}).status_code == 400
+    with app.app_context():
+        assert db.session.get(Device, device_pk).name == "Test printer"
+    # Text fields in a multipart body are a form like any other.
+    assert user.form_post(rename, {"name": "Renamed"}, content_type="multipart/form-data") \
+        .status_code == 302

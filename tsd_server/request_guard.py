@@ -1,18 +1,28 @@
-"""Requests carrying NUL characters are refused before any view runs.
+"""Requests carrying input no view takes are refused before any view runs.
 
-PostgreSQL cannot hold text with a NUL in it ("A string literal cannot contain NUL (0x00)
-characters"), so such a value reaching a query is a 500 there, while SQLite accepts it and
-hides the bug in development. No input of this server legitimately contains NUL, so it is
-refused here, once, for every route present and future: in the path it names no resource
-(404), in the query string or a form field it is a bad request (400). JSON bodies go through
-``tsd_server.api.request_body``, which refuses control characters itself.
+NUL characters. PostgreSQL cannot hold text with a NUL in it ("A string literal cannot
+contain NUL (0x00) characters"), so such a value reaching a query is a 500 there, while
+SQLite accepts it and hides the bug in development. No input of this server legitimately
+contains NUL, so it is refused here, once, for every route present and future: in the path
+it names no resource (404), in the query string or a form field it is a bad request (400).
+JSON bodies go through ``tsd_server.api.request_body``, which refuses control characters
+itself.
+
+Bodies a page does not take. The forms of pages take text fields, urlencoded or multipart.
+Flask-WTF would also fill a form from the files of a multipart body and from the values of
+a JSON body: a file, a number or a list where a field expects text, which its validators
+(``len()``) and the database do not take (500s), and JSON strings may carry the NUL
+characters and lone surrogates that no check here sees. So outside /api/ a JSON body is
+415 and a file part 400, for every page present and future.
 """
 
 from __future__ import annotations
 
 from flask import Flask, request
 from werkzeug.datastructures import MultiDict
-from werkzeug.exceptions import BadRequest, NotFound
+from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
+
+from tsd_server.api.errors import is_api_request
 
 NUL = "\x00"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -30,3 +40,12 @@ def register(app: Flask) -> None:
         if _carries_nul(request.args) or (
                 request.mimetype in FORM_TYPES and _carries_nul(request.form)):
             raise BadRequest("NUL characters are not accepted.")
+
+    @app.before_request
+    def refuse_bodies_pages_do_not_take() -> None:
+        if is_api_request():
+            return  # JSON only, read by tsd_server.api.request_body
+        if request.is_json:
+            raise UnsupportedMediaType("Pages take form fields, not JSON.")
+        if request.mimetype == "multipart/form-data" and request.files:
+            raise BadRequest("Pages take form fields, not files.")
