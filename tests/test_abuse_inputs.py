@@ -196,3 +196,50 @@ def test_json_bodies_and_file_parts_on_pages_are_refused_and_change_nothing(
     # Text fields in a multipart body are a form like any other.
     assert user.form_post(rename, {"name": "Renamed"}, content_type="multipart/form-data") \
         .status_code == 302
+
+
+ESCAPES = ["Eve\x1b[2J", "line\nbreak", "bell\x07", "del\x7f", "csi\x9b31m"]
+
+
+@pytest.mark.parametrize("name", ESCAPES, ids=["escape", "newline", "bell", "del", "c1-csi"])
+def test_control_characters_in_names_are_refused_on_every_way_in(app, client, make_user,
+                                                                 login, link_device, name):
+    """A name other people see (the agent prints the display name of the account linking
+    it; the incident commands print names and emails) takes no control characters, whether
+    it comes as JSON, from a page's form or from create-user."""
+    from tests.support.ip_match_world import CSRF_META
+    from tsd_server.extensions import db
+    from tsd_server.models import Device, User
+    from tsd_server.printable_text import MESSAGE
+
+    announced = client.post("/api/v1/discovery/announce", environ_base={"REMOTE_ADDR": "8.8.8.8"},
+                            json={"device_id": "printer-0005", "device_secret": "a" * 22,
+                                  "name": name})
+    assert_refused(announced, 400, "invalid_field", "announce")
+
+    user_id, email, password = make_user()
+    device_pk, _ = link_device(user_id)
+    user = login(email, password)
+    renamed = user.form_post(f"/printers/{device_pk}/rename", {"name": name})
+    assert renamed.status_code == 302
+    assert MESSAGE in user.get("/").get_data(as_text=True)
+
+    def sign_up(email: str, display_name: str):
+        token = CSRF_META.search(client.get("/register").get_data(as_text=True)).group(1)
+        return client.post("/register", data={
+            "email": email, "display_name": display_name, "password": "p" * 12,
+            "confirm": "p" * 12, "csrf_token": token})
+
+    by_name = sign_up("eve@example.org", name)
+    assert by_name.status_code == 400 and MESSAGE in by_name.get_data(as_text=True)
+    by_email = sign_up(f"e{name}@example.org".replace("\n", "\x1b"), "Eve")
+    assert by_email.status_code == 400 and MESSAGE in by_email.get_data(as_text=True)
+
+    command = app.test_cli_runner().invoke(
+        args=["create-user", "mallory@example.org", "--name", name],
+        input="p" * 12 + "\n" + "p" * 12 + "\n")
+    assert command.exit_code != 0 and "Control characters" in command.output
+    with app.app_context():
+        assert db.session.get(Device, device_pk).name == "Test printer"
+        emails = set(db.session.scalars(db.select(User.email)))
+    assert emails == {email}

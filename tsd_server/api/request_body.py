@@ -17,10 +17,10 @@ from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from tsd_server.api.errors import ApiError
+from tsd_server.printable_text import has_control_characters
 
 # Identifiers chosen by agents (device_id): printable, no spaces, bounded.
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f]")
 # UTF-16 surrogates: only ever half of a character, never text on their own.
 LONE_SURROGATES = re.compile("[\ud800-\udfff]")
 # How much of a duplicate key an error message repeats.
@@ -120,7 +120,7 @@ def string_field(
     if len(value) > max_length:
         raise ApiError(400, "invalid_field",
                        f"'{name}' is longer than {max_length} characters.", field=name)
-    if CONTROL_CHARACTERS.search(value):
+    if has_control_characters(value):
         raise ApiError(400, "invalid_field", f"'{name}' contains control characters.",
                        field=name)
     if LONE_SURROGATES.search(value):

@@ -10,6 +10,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from tsd_server import audit, pending_links, single_statement
 from tsd_server.extensions import db
 from tsd_server.models import User
+from tsd_server.printable_text import MESSAGE as CONTROL_CHARACTERS_MESSAGE
+from tsd_server.printable_text import has_control_characters
 
 MIN_PASSWORD_LENGTH = 10
 # The login form's limit too: a longer password set from the CLI could never be typed in.
@@ -124,8 +126,10 @@ def _check_new_password(password: str) -> None:
 def create_user(email: str, password: str, *, display_name: str | None = None,
                 is_admin: bool = False) -> User:
     email = normalise_email(email)
-    if "@" not in email or len(email) > 254:
+    if "@" not in email or len(email) > 254 or has_control_characters(email):
         raise AccountError("Enter an email address.")
+    if display_name is not None and has_control_characters(display_name):
+        raise AccountError(f"Display name: {CONTROL_CHARACTERS_MESSAGE}")
     _check_new_password(password)
     user = User(email=email, display_name=(display_name or email.split("@")[0])[:80],
                 is_admin=is_admin)

@@ -5,6 +5,7 @@ from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from tsd_server.auth.accounts import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from tsd_server.printable_text import no_control_characters
 
 NEW_PASSWORD = Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
 
@@ -18,9 +19,11 @@ def _strip(value: str | None) -> str | None:
 
 class RegisterForm(FlaskForm):
     email = EmailField("Email", filters=[_strip], validators=[
-        DataRequired(), Length(max=254), Regexp(EMAIL_PATTERN, message="Enter an email address.")])
+        DataRequired(), Length(max=254), Regexp(EMAIL_PATTERN, message="Enter an email address."),
+        no_control_characters])
     display_name = StringField("Your name (shown to printers you link)",
-                               validators=[DataRequired(), Length(max=80)])
+                               validators=[DataRequired(), Length(max=80),
+                                           no_control_characters])
     password = PasswordField("Password", validators=[DataRequired(), NEW_PASSWORD])
     confirm = PasswordField("Repeat password",
                             validators=[DataRequired(), EqualTo("password", "Passwords differ.")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from tsd_server import devices
+from tsd_server import devices, printable_text
 from tsd_server.discovery import registry
 from tsd_server.web.forms import ConfirmForm, RenameForm, UnlinkAllForm
 
@@ -27,7 +27,8 @@ def rename(device_pk: int):
     device = devices.owned_device(current_user, device_pk) or abort(404)
     form = RenameForm()
     if not form.validate_on_submit():
-        flash("A name needs 1 to 80 characters.")
+        flash(printable_text.MESSAGE if printable_text.MESSAGE in form.name.errors
+              else "A name needs 1 to 80 characters.")
         return redirect(url_for("web.dashboard"))
     devices.rename(device, form.name.data.strip())
     flash(f"Renamed to {device.name}.")

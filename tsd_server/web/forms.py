@@ -4,9 +4,12 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, StringField
 from wtforms.validators import DataRequired, Length
 
+from tsd_server.printable_text import no_control_characters
+
 
 class RenameForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=80)])
+    name = StringField("Name", validators=[DataRequired(), Length(max=80),
+                                          no_control_characters])
 
 
 class ConfirmForm(FlaskForm):

@@ -1,0 +1,31 @@
+"""Names that other people see carry no control characters, whichever way they came in.
+
+A printer's name and an account's display name and email end up in other people's
+terminals (the agent prints the name of the account that wants to link it; the incident
+commands print names and emails to the operator) and in the audit log. Escape sequences in
+them could recolour, hide or rewrite what the reader sees. The JSON API refuses such text
+in every field (``api/request_body``); the pages' forms and ``create-user`` hold names and
+emails to the same rule. What prints them still cleans them, for rows from before the rule.
+"""
+
+from __future__ import annotations
+
+import re
+
+from wtforms import Field, Form
+from wtforms.validators import ValidationError
+
+# C0 controls (tab, newline and escape among them), DEL and the C1 controls (U+009B is a
+# one-character CSI to some terminals).
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+MESSAGE = "Control characters (such as tab, newline or escape) are not allowed here."
+
+
+def has_control_characters(text: str) -> bool:
+    return CONTROL_CHARACTERS.search(text) is not None
+
+
+def no_control_characters(_form: Form, field: Field) -> None:
+    """WTForms validator for a text field shown to other people."""
+    if isinstance(field.data, str) and has_control_characters(field.data):
+        raise ValidationError(MESSAGE)
