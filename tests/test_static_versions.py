@@ -137,6 +137,17 @@ def test_an_error_is_never_cached_long(app, client):
     assert refused.status_code == 405 and "immutable" not in cache_control(refused)
 
 
+def test_spellings_of_one_file_do_not_grow_the_version_cache(app, client):
+    """``x/../style.css`` serves style.css: were the cache keyed by the name as asked, every
+    visitor-chosen spelling would hold memory in each worker for good."""
+    version = parse_qs(urlsplit(static_url(app, "style.css")).query)["v"][0]
+    for n in range(200):
+        answer = client.get(f"/static/x{n}/../style.css?v={version}")
+        assert answer.status_code == 200
+    files = sum(1 for path in STATIC.iterdir() if path.is_file())
+    assert len(app.extensions["tsd.static_versions"]) <= files
+
+
 def test_a_missing_or_tricky_name_builds_a_plain_url(app):
     """Building such a URL must not raise (error pages build URLs too), and ``../__init__.py``,
     a real file beside the static folder, is not hashed into a URL."""

@@ -16,9 +16,14 @@ from wtforms import Field, Form
 from wtforms.validators import ValidationError
 
 # C0 controls (tab, newline and escape among them), DEL and the C1 controls (U+009B is a
-# one-character CSI to some terminals).
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
-MESSAGE = "Control characters (such as tab, newline or escape) are not allowed here."
+# one-character CSI to some terminals); the line and paragraph separators, which some
+# readers break lines at; and the explicit bidirectional embeddings, overrides and
+# isolates, which make text show in another order than it is stored ("Trojan Source"): a
+# name could then read as another on the approval page. The implicit marks (U+200E,
+# U+200F) and joiners stay, as right-to-left scripts and emoji need them.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+MESSAGE = ("Control characters (such as tab, newline, escape or a direction override) are "
+           "not allowed here.")
 
 
 def has_control_characters(text: str) -> bool:

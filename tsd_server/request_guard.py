@@ -26,6 +26,8 @@ from tsd_server.api.errors import is_api_request
 
 NUL = "\x00"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# The methods Flask-WTF fills a form from the body for (its SUBMIT_METHODS).
+FORM_SUBMISSIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _carries_nul(values: MultiDict) -> bool:
@@ -43,8 +45,8 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def refuse_bodies_pages_do_not_take() -> None:
-        if is_api_request():
-            return  # JSON only, read by tsd_server.api.request_body
+        if is_api_request() or request.method not in FORM_SUBMISSIONS:
+            return  # the API reads JSON itself; a GET with a JSON type fills no form
         if request.is_json:
             raise UnsupportedMediaType("Pages take form fields, not JSON.")
         if request.mimetype == "multipart/form-data" and request.files:

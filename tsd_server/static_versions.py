@@ -31,14 +31,17 @@ def static_version(app: Flask, filename: str) -> str | None:
 
     Each file is hashed once per process (production files do not change under a running
     server); in debug mode its mtime and size are part of the key, so an edit shows at once.
+    The key is the path ``safe_join`` made of the name, not the name as asked: every
+    spelling of one file (``x/../style.css``, ``./style.css``) is one entry, so what a
+    visitor asks for cannot grow the cache beyond the files in the folder.
     """
     path = safe_join(app.static_folder, filename) if app.static_folder else None
     if path is None or not os.path.isfile(path):
         return None
-    key: tuple[Any, ...] = (filename,)
+    key: tuple[Any, ...] = (path,)
     if app.debug:
         stat = os.stat(path)
-        key = (filename, stat.st_mtime_ns, stat.st_size)
+        key = (path, stat.st_mtime_ns, stat.st_size)
     versions: dict[tuple[Any, ...], str] = app.extensions.setdefault("tsd.static_versions", {})
     if key not in versions:
         with open(path, "rb") as file:
