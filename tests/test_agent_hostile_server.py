@@ -394,6 +394,23 @@ def test_a_redeem_whose_answer_was_lost_may_have_linked(hostile, tmp_path):
     assert saved_token(tmp_path / "s.json") is None
 
 
+@pytest.mark.parametrize("command, path", [(["pair", "BCDF-GHJK"], REDEEM),
+                                           (["discover"], ANNOUNCE)], ids=["pair", "discover"])
+def test_a_request_that_never_went_out_is_not_reported_as_lost(hostile, tmp_path, command,
+                                                               path):
+    """https to a plain-HTTP server: the TLS handshake fails before any request is sent, so
+    nothing can have been linked and the agent must not tell the person to unlink it or to
+    throw away a code that still works."""
+    reached: list[str] = []
+    hostile.scripts[path] = lambda handler: reached.append(handler.path)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--server", hostile.url.replace("http://", "https://"),
+                 "--state", str(tmp_path / "s.json"), *command], stdout=out, stderr=err)
+    assert code == m.EXIT_UNREACHABLE, err.getvalue()
+    assert "may have linked" not in err.getvalue() and "may be linked" not in err.getvalue()
+    assert err.getvalue().count("\n") == 1 and reached == []
+
+
 def test_polling_waits_while_the_server_cannot_check_rate_limits(hostile, tmp_path):
     """503 rate_limit_unavailable (the server's Redis is down) is "come back later" to a
     polling loop, as a rate limit is: the next poll collects the token."""

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     link = sub.add_parser("link", help="show a code and a QR code to approve on the website "
                           "(device flow)")
     link.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
-                      help="give up after this long (default: until the code expires)")
+                      help="give up after this long (default: until the code expires; "
+                           "while the server cannot check its rate limits, asking for the "
+                           "code waits as long as that lasts)")
     link.add_argument("--no-qr", dest="qr", action="store_false",
                       help="do not draw the QR code in the terminal")
     sub.add_parser("whoami", help="show which account this printer is linked to")

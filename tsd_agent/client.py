@@ -58,6 +58,9 @@ class Unreachable(Exception):
     server: str
     kind: str  # refused | timeout | other
     detail: str = ""
+    # False when it failed before the request went out (name lookup, connect, TLS, proxy):
+    # then the server cannot have acted on it. True when it may have.
+    sent: bool = True
 
     def __str__(self) -> str:
         return f"{self.server}: {self.kind} {self.detail}".strip()
@@ -187,7 +190,7 @@ class Client:
         except requests.ConnectionError as error:
             refused = "refused" in str(error).lower()
             raise Unreachable(self.base_url, "refused" if refused else "other",
-                              _short(error)) from None
+                              _short(error), sent=_may_have_been_sent(error)) from None
         except requests.Timeout:
             raise Unreachable(self.base_url, "timeout") from None
         except requests.RequestException as error:
@@ -235,6 +238,22 @@ class Client:
         except urllib3.exceptions.HTTPError as error:
             raise Unreachable(self.base_url, "other", _short(error)) from None
         return b"".join(parts)
+
+
+# What urllib3 raises while it is still getting a connection: no request went out yet.
+_BEFORE_SENDING = (urllib3.exceptions.NewConnectionError,  # name lookup, connect refused
+                   urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.SSLError,
+                   urllib3.exceptions.ProxyError)
+
+
+def _may_have_been_sent(error: requests.ConnectionError) -> bool:
+    """False only when the connection itself failed (requests wraps urllib3's error as the
+    ``reason`` of its first argument): the server then cannot have acted on the request."""
+    if isinstance(error, (requests.exceptions.SSLError, requests.exceptions.ProxyError,
+                          requests.exceptions.ConnectTimeout)):
+        return False
+    reason = getattr(error.args[0], "reason", error.args[0]) if error.args else None
+    return not isinstance(reason, _BEFORE_SENDING)
 
 
 def _session(adapter: _Adapter) -> requests.Session:

@@ -194,7 +194,7 @@ def discover(agent: Agent, timeout: float | None) -> int:
         except OutOfTime:
             return cut_off(agent)
         except Unreachable as error:
-            return agent.fail(error) if error.kind == "refused" else cut_off(agent, error)
+            return cut_off(agent, error) if error.sent else agent.fail(error)
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
             return agent.fail(error)
         else:
@@ -265,8 +265,8 @@ def pair(agent: Agent, code: str, timeout: float | None = None) -> int:
         return not_linked_in_time(agent)
     except OutOfTime:  # the redeem was sent: its answer could have carried the token
         return cut_off(agent, may_be_linked=REDEEM_MAY_HAVE_LINKED)
-    except Unreachable as error:  # refused: nothing was sent; else the answer may be lost
-        if error.kind == "refused":
+    except Unreachable as error:  # sent: its answer may be lost; else nothing happened
+        if not error.sent:
             return agent.fail(error)
         return cut_off(agent, error, may_be_linked=REDEEM_MAY_HAVE_LINKED)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
@@ -321,7 +321,7 @@ def link(agent: Agent, timeout: float | None) -> int:
         except OutOfTime:
             return cut_off(agent)
         except Unreachable as error:
-            return agent.fail(error) if error.kind == "refused" else cut_off(agent, error)
+            return cut_off(agent, error) if error.sent else agent.fail(error)
         except ServerError as error:
             # link_conflict: the same printer was being linked to the same account at that
             # moment; the token was not handed out, so the next poll collects it.
