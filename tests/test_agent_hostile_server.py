@@ -411,6 +411,34 @@ def test_a_request_that_never_went_out_is_not_reported_as_lost(hostile, tmp_path
     assert err.getvalue().count("\n") == 1 and reached == []
 
 
+def forward_proxy(monkeypatch, proxy_url: str) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+
+
+def test_a_request_that_went_out_through_a_proxy_may_have_been_acted_on(hostile, monkeypatch):
+    """Through a forwarding proxy, a server that read the redeem and closed without an answer
+    comes back from urllib3 as a ProxyError, as if the proxy had never been reached. The
+    request was written, so the agent must treat its answer as lost, not as never sent."""
+    forward_proxy(monkeypatch, hostile.url)
+    reached: list[str] = []
+    hostile.scripts["http://printer-server.test" + REDEEM] = \
+        lambda handler: reached.append(handler.path)  # reads it, answers nothing
+    with pytest.raises(agent_client.Unreachable) as caught:
+        Client("http://printer-server.test").redeem("BCDF-GHJK", "printer-0001", "P", None)
+    assert reached and caught.value.sent is True, caught.value
+
+
+def test_a_proxy_that_refuses_the_tunnel_sent_nothing(hostile, monkeypatch):
+    """A proxy refusing CONNECT: the request itself was never written."""
+    forward_proxy(monkeypatch, hostile.url)
+    with pytest.raises(agent_client.Unreachable) as caught:
+        Client("https://printer-server.test").redeem("BCDF-GHJK", "printer-0001", "P", None)
+    assert caught.value.sent is False, caught.value
+
+
 def test_polling_waits_while_the_server_cannot_check_rate_limits(hostile, tmp_path):
     """503 rate_limit_unavailable (the server's Redis is down) is "come back later" to a
     polling loop, as a rate limit is: the next poll collects the token."""

@@ -58,8 +58,9 @@ class Unreachable(Exception):
     server: str
     kind: str  # refused | timeout | other
     detail: str = ""
-    # False when it failed before the request went out (name lookup, connect, TLS, proxy):
-    # then the server cannot have acted on it. True when it may have.
+    # False when no byte of the request was written (the name lookup, the connect, a proxy's
+    # CONNECT or the TLS handshake failed): the server cannot have acted on it. True when
+    # it may have.
     sent: bool = True
 
     def __str__(self) -> str:
@@ -164,6 +165,9 @@ class Client:
             try:
                 with _session(adapter) as session:
                     outcome.append(self._exchange(session, method, path, **kwargs))
+            except Unreachable as error:
+                error.sent = adapter.wrote_request
+                outcome.append(error)
             except Exception as error:  # noqa: BLE001 - raised again in the caller's thread
                 outcome.append(error)
 
@@ -190,7 +194,7 @@ class Client:
         except requests.ConnectionError as error:
             refused = "refused" in str(error).lower()
             raise Unreachable(self.base_url, "refused" if refused else "other",
-                              _short(error), sent=_may_have_been_sent(error)) from None
+                              _short(error)) from None
         except requests.Timeout:
             raise Unreachable(self.base_url, "timeout") from None
         except requests.RequestException as error:
@@ -240,22 +244,6 @@ class Client:
         return b"".join(parts)
 
 
-# What urllib3 raises while it is still getting a connection: no request went out yet.
-_BEFORE_SENDING = (urllib3.exceptions.NewConnectionError,  # name lookup, connect refused
-                   urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.SSLError,
-                   urllib3.exceptions.ProxyError)
-
-
-def _may_have_been_sent(error: requests.ConnectionError) -> bool:
-    """False only when the connection itself failed (requests wraps urllib3's error as the
-    ``reason`` of its first argument): the server then cannot have acted on the request."""
-    if isinstance(error, (requests.exceptions.SSLError, requests.exceptions.ProxyError,
-                          requests.exceptions.ConnectTimeout)):
-        return False
-    reason = getattr(error.args[0], "reason", error.args[0]) if error.args else None
-    return not isinstance(reason, _BEFORE_SENDING)
-
-
 def _session(adapter: _Adapter) -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
@@ -280,12 +268,19 @@ class _Adapter(HTTPAdapter):
     duplicates are closed with the adapter. A connection that opens after hang_up() is shut
     down as soon as it exists. Not covered: a host name lookup, and the TCP connect itself
     (at most CONNECT_TIMEOUT).
+
+    It also records whether a byte of the request was written (``wrote_request``): not the
+    type of error afterwards, which does not tell (urllib3 reports a server that closed
+    after reading the request through a proxy as a ProxyError, a TLS record spoilt after it
+    as an SSLError). Writes while the connection is being made (a proxy's CONNECT) are not
+    the request.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._hung_up = False
+        self.wrote_request = False
         super().__init__()  # calls init_poolmanager
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -300,14 +295,30 @@ class _Adapter(HTTPAdapter):
         return manager
 
     def _keep_sockets(self, manager: urllib3.PoolManager) -> None:
-        opened = self._opened
+        opened, adapter = self._opened, self
 
         def keeping(pool: type) -> type:
             class Connection(pool.ConnectionCls):
+                _connecting = False
+
                 def _new_conn(self) -> socket.socket:
                     sock = super()._new_conn()
                     opened(sock)
                     return sock
+
+                def connect(self) -> None:
+                    self._connecting = True
+                    try:
+                        super().connect()
+                    finally:
+                        self._connecting = False
+
+                def send(self, data: Any) -> None:
+                    if self.sock is None:  # http.client connects on the first write
+                        self.connect()
+                    if not self._connecting:
+                        adapter.wrote_request = True
+                    super().send(data)
 
             return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
 
