@@ -324,9 +324,7 @@ def test_a_proxy_that_never_answers_connect_is_hung_up_too(monkeypatch):
             conn.close()
 
     threading.Thread(target=never_answer, daemon=True).start()
-    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    forward_proxy(monkeypatch, f"http://127.0.0.1:{proxy.getsockname()[1]}")
     before = set(threading.enumerate())
     try:
         with pytest.raises(agent_client.OutOfTime):

@@ -191,10 +191,8 @@ def discover(agent: Agent, timeout: float | None) -> int:
             answer = ask(agent, announce, deadline)
         except NoTimeLeft:
             return not_linked_in_time(agent)
-        except OutOfTime:
-            return cut_off(agent)
-        except Unreachable as error:
-            return cut_off(agent, error) if error.sent else agent.fail(error)
+        except Unreachable as error:  # OutOfTime included
+            return cut_off(agent, error)
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
             return agent.fail(error)
         else:
@@ -241,12 +239,13 @@ REDEEM_MAY_HAVE_LINKED = (" The code may have linked the printer without its tok
                           "again with a new code.")
 
 
-def cut_off(agent: Agent, error: Unreachable | None = None, *,
-            may_be_linked: str = MAY_BE_LINKED) -> int:
-    """A call that can link (an announce, a token poll, a redeem) was sent and its answer
-    never came, because --timeout ran out (``error`` None) or the server did not answer:
-    that answer could have carried the one-time token, so say so."""
-    if error is None:
+def cut_off(agent: Agent, error: Unreachable, *, may_be_linked: str = MAY_BE_LINKED) -> int:
+    """A call that can link (an announce, a token poll, a redeem) got no answer. If it was
+    sent, because --timeout ran out (OutOfTime) or the server did not answer, that answer
+    could have carried the one-time token, so say so; a call never sent is a plain failure."""
+    if not error.sent:
+        return agent.fail(error)
+    if isinstance(error, OutOfTime):
         agent.warn("error: --timeout ran out before the server answered." + may_be_linked)
         return m.EXIT_EXPIRED
     code, text = m.describe(error)
@@ -263,11 +262,7 @@ def pair(agent: Agent, code: str, timeout: float | None = None) -> int:
         answer = ask(agent, redeem, deadline, again=limits_unchecked)
     except NoTimeLeft:
         return not_linked_in_time(agent)
-    except OutOfTime:  # the redeem was sent: its answer could have carried the token
-        return cut_off(agent, may_be_linked=REDEEM_MAY_HAVE_LINKED)
-    except Unreachable as error:  # sent: its answer may be lost; else nothing happened
-        if not error.sent:
-            return agent.fail(error)
+    except Unreachable as error:  # OutOfTime included
         return cut_off(agent, error, may_be_linked=REDEEM_MAY_HAVE_LINKED)
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
@@ -318,10 +313,8 @@ def link(agent: Agent, timeout: float | None) -> int:
         wait = interval
         try:
             answer = agent.client.token(device_code, within=time_left(agent, timeout_at))
-        except OutOfTime:
-            return cut_off(agent)
-        except Unreachable as error:
-            return cut_off(agent, error) if error.sent else agent.fail(error)
+        except Unreachable as error:  # OutOfTime included
+            return cut_off(agent, error)
         except ServerError as error:
             # link_conflict: the same printer was being linked to the same account at that
             # moment; the token was not handed out, so the next poll collects it.

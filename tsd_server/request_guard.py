@@ -19,6 +19,7 @@ characters and lone surrogates that no check here sees. So outside /api/ a JSON 
 from __future__ import annotations
 
 from flask import Flask, request
+from flask_wtf.form import SUBMIT_METHODS
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
@@ -26,8 +27,6 @@ from tsd_server.api.errors import is_api_request
 
 NUL = "\x00"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-# The methods Flask-WTF fills a form from the body for (its SUBMIT_METHODS).
-FORM_SUBMISSIONS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _carries_nul(values: MultiDict) -> bool:
@@ -45,8 +44,9 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def refuse_bodies_pages_do_not_take() -> None:
-        if is_api_request() or request.method not in FORM_SUBMISSIONS:
-            return  # the API reads JSON itself; a GET with a JSON type fills no form
+        # The API reads JSON itself; Flask-WTF fills a form from the body only for these.
+        if is_api_request() or request.method not in SUBMIT_METHODS:
+            return
         if request.is_json:
             raise UnsupportedMediaType("Pages take form fields, not JSON.")
         if request.mimetype == "multipart/form-data" and request.files:
