@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -276,8 +277,6 @@ def test_timeout_ends_a_call_in_flight(hostile, tmp_path, command, path, server_
 def test_a_trickled_tls_handshake_is_hung_up_too():
     """An https server that sends its handshake a byte at a time: the call ends at its time,
     and its thread and connection with it (the socket is kept from before the handshake)."""
-    import socket
-
     listener = socket.create_server(("127.0.0.1", 0))
     hung_up = threading.Event()
 
@@ -309,8 +308,6 @@ def test_a_trickled_tls_handshake_is_hung_up_too():
 def test_a_proxy_that_never_answers_connect_is_hung_up_too(monkeypatch):
     """HTTPS through a proxy (HTTPS_PROXY) whose CONNECT never gets an answer: the call ends
     at its time, and its thread and connection to the proxy with it."""
-    import socket
-
     proxy = socket.create_server(("127.0.0.1", 0))
     hung_up = threading.Event()
 
@@ -327,9 +324,10 @@ def test_a_proxy_that_never_answers_connect_is_hung_up_too(monkeypatch):
     forward_proxy(monkeypatch, f"http://127.0.0.1:{proxy.getsockname()[1]}")
     before = set(threading.enumerate())
     try:
-        with pytest.raises(agent_client.OutOfTime):
+        with pytest.raises(agent_client.OutOfTime) as caught:
             Client("https://127.0.0.1:9").announce("printer-0001", "secret", "Printer", None,
                                                    within=1.0)
+        assert caught.value.sent is False  # only the CONNECT went out, not the request
         assert_nothing_left_behind(hung_up, before)
     finally:
         proxy.close()
@@ -435,6 +433,117 @@ def test_a_proxy_that_refuses_the_tunnel_sent_nothing(hostile, monkeypatch):
     with pytest.raises(agent_client.Unreachable) as caught:
         Client("https://printer-server.test").redeem("BCDF-GHJK", "printer-0001", "P", None)
     assert caught.value.sent is False, caught.value
+
+
+class SilentProxy:
+    """A forward proxy that reads whatever comes and never answers: for https a CONNECT
+    (no byte of the request itself is written), for http the request itself."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.read: list[bytes] = []  # what each connection brought, once it closed
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            conn.settimeout(WAIT)
+            try:
+                while chunk := conn.recv(4096):
+                    data += chunk
+            except OSError:
+                pass
+        self.read.append(data)
+
+
+@pytest.fixture
+def silent_proxy(monkeypatch):
+    proxy = SilentProxy()
+    forward_proxy(monkeypatch, proxy.url)
+    yield proxy
+    proxy.listener.close()
+
+
+LINKING_COMMANDS = pytest.mark.parametrize("command, may_be_linked", [
+    (["discover"], "may be linked without its token"),
+    (["pair", "BCDF-GHJK"], "may have linked the printer without its token"),
+    (["link", "--no-qr"], "may be linked without its token"),  # a token poll
+], ids=["discover", "pair", "link-poll"])
+
+
+def run_through(proxy: SilentProxy, monkeypatch, server: str, state: Path, *args: str,
+                ) -> tuple[int, str]:
+    """A whole command through ``proxy``; link gets its code without it, so that what the
+    proxy stalls is a token poll. The exit code and the error lines."""
+    monkeypatch.setattr(Client, "authorize", lambda self, *a, **kw: GRANT)  # interval 1 s
+    run = AgentRun.in_process(["--server", server, "--state", str(state), *args])
+    code = run.finish(HANG_GUARD)
+    assert "Linked" not in run.out.text and saved_token(state) is None
+    errors = [line for line in run.err.text.splitlines() if "error:" in line]
+    assert len(errors) == 1, run.err.text
+    return code, errors[0]
+
+
+@LINKING_COMMANDS
+def test_timeout_before_the_request_was_written_says_nothing_was_linked(
+        silent_proxy, monkeypatch, tmp_path, command, may_be_linked):
+    """--timeout runs out while a proxy sits on the CONNECT (as it could in a name lookup
+    or a connect that hangs): no byte of the request went out, so nothing can have been
+    linked, and the agent must not send the person to unlink the printer or to throw away
+    a code that still works."""
+    code, error = run_through(silent_proxy, monkeypatch, "https://printer-server.test",
+                              tmp_path / "s.json", *command, "--timeout", "2.5")
+    assert code == m.EXIT_EXPIRED, error
+    assert "--timeout ran out while connecting to https://printer-server.test" in error
+    assert "never sent, so nothing was linked" in error and "may" not in error, error
+    assert silent_proxy.read and all(data.startswith(b"CONNECT ")
+                                     for data in silent_proxy.read), silent_proxy.read
+
+
+@LINKING_COMMANDS
+def test_timeout_after_the_request_was_written_still_says_it_may_be_linked(
+        silent_proxy, monkeypatch, tmp_path, command, may_be_linked):
+    """The other side of the test above: plain http through the same proxy writes the
+    request itself to it, and the proxy could have passed it on. Cut off by --timeout, its
+    answer may have carried the token."""
+    code, error = run_through(silent_proxy, monkeypatch, "http://printer-server.test",
+                              tmp_path / "s.json", *command, "--timeout", "2.5")
+    assert code == m.EXIT_EXPIRED, error
+    assert "--timeout ran out before the server answered" in error
+    assert may_be_linked in error and "never sent" not in error, error
+    assert any(b"POST http://printer-server.test/api/v1/" in data
+               for data in silent_proxy.read), silent_proxy.read
+
+
+@pytest.mark.parametrize("scheme, sent", [("https", False), ("http", True)])
+def test_a_call_given_up_at_its_own_limit_tells_whether_it_was_sent(silent_proxy,
+                                                                     monkeypatch, scheme,
+                                                                     sent):
+    """Without --timeout the same holds at the call's own limit (ANSWER_TIMEOUT)."""
+    monkeypatch.setattr(agent_client, "ANSWER_TIMEOUT", 0.5, raising=False)
+    with pytest.raises(agent_client.Unreachable) as caught:
+        Client(f"{scheme}://printer-server.test").redeem("BCDF-GHJK", "printer-0001", "P",
+                                                         None)
+    assert not isinstance(caught.value, agent_client.OutOfTime)
+    assert caught.value.kind == "timeout" and caught.value.sent is sent, caught.value
+    words = "did not answer in time" if sent else "could not be reached in time"
+    assert words in m.describe(caught.value)[1]
+
+
+def test_a_call_with_no_time_left_is_not_sent():
+    with pytest.raises(agent_client.OutOfTime) as caught:
+        Client("http://127.0.0.1:9").announce("printer-0001", "secret", "Printer", None,
+                                              within=0)
+    assert caught.value.sent is False
 
 
 def test_polling_waits_while_the_server_cannot_check_rate_limits(hostile, tmp_path):

@@ -63,6 +63,8 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
     (Unreachable("http://127.0.0.1:9", "refused"), m.EXIT_UNREACHABLE,
      ["connection refused", "--server", "TSD_AGENT_SERVER"]),
     (Unreachable("http://127.0.0.1:9", "timeout"), m.EXIT_UNREACHABLE, ["did not answer"]),
+    (Unreachable("http://127.0.0.1:9", "timeout", sent=False), m.EXIT_UNREACHABLE,
+     ["could not be reached in time"]),
 ])
 def test_each_error_has_its_exit_code_and_words(error, exit_code, words):
     code, text = m.describe(error)

@@ -71,7 +71,9 @@ class OutOfTime(Unreachable):
     """The caller's time (``within``) ran out before the answer was complete.
 
     An Unreachable "timeout" too, so a caller that has no deadline of its own to report
-    says that the server did not answer in time.
+    says that the server did not answer in time. Its ``sent`` tells, as for any
+    Unreachable, whether time ran out before a byte of the request was written (a stalled
+    name lookup, connect, proxy CONNECT or TLS handshake) or after.
     """
 
 
@@ -157,6 +159,7 @@ class Client:
         else:
             limit, given_up = ANSWER_TIMEOUT, Unreachable(self.base_url, "timeout")
         if limit <= 0:
+            given_up.sent = False
             raise given_up
         adapter = _Adapter()
         outcome: list[dict[str, Any] | Exception] = []
@@ -180,6 +183,9 @@ class Client:
             # An answer complete just as time ran out still counts (a token comes only once);
             # a failure by now may be the hang-up's own doing.
             if not outcome or isinstance(outcome[0], Exception):
+                # Read after hang_up(): from then on no byte can go out (every connection,
+                # even one still being made, is shut down), so False means never sent.
+                given_up.sent = adapter.wrote_request
                 raise given_up
         if isinstance(outcome[0], Exception):
             raise outcome[0]

@@ -237,19 +237,26 @@ MAY_BE_LINKED = (" If the link was being approved at that moment, the printer ma
 REDEEM_MAY_HAVE_LINKED = (" The code may have linked the printer without its token reaching "
                           "it: check the website, unlink it there if it is listed, and pair "
                           "again with a new code.")
+# No byte of the request was written: the server cannot have acted on it.
+NEVER_SENT = " The request was never sent, so nothing was linked."
 
 
 def cut_off(agent: Agent, error: Unreachable, *, may_be_linked: str = MAY_BE_LINKED) -> int:
-    """A call that can link (an announce, a token poll, a redeem) got no answer. If it was
-    sent, because --timeout ran out (OutOfTime) or the server did not answer, that answer
-    could have carried the one-time token, so say so; a call never sent is a plain failure."""
-    if not error.sent:
-        return agent.fail(error)
+    """A call that can link (an announce, a token poll, a redeem) got no answer.
+
+    If any byte of it was written (``sent``), the server may have acted on it and the lost
+    answer may have carried the one-time token, so say so, whether --timeout ran out
+    (OutOfTime) or the server did not answer. If none was, nothing can have been linked,
+    however the call failed (a stalled proxy CONNECT under --timeout too): say that plainly,
+    so nobody unlinks a printer or throws away a code for nothing.
+    """
     if isinstance(error, OutOfTime):
-        agent.warn("error: --timeout ran out before the server answered." + may_be_linked)
-        return m.EXIT_EXPIRED
-    code, text = m.describe(error)
-    agent.warn(f"error: {text}" + may_be_linked)
+        code = m.EXIT_EXPIRED
+        text = ("--timeout ran out before the server answered." if error.sent else
+                f"--timeout ran out while connecting to {error.server}.")
+    else:
+        code, text = m.describe(error)
+    agent.warn(f"error: {text}" + (may_be_linked if error.sent else NEVER_SENT))
     return code
 
 

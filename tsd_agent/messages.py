@@ -118,7 +118,10 @@ def _unreachable(error: Unreachable) -> str:
         return (f"cannot connect to {error.server}: connection refused. Is the server running? "
                 "Set the address with --server or TSD_AGENT_SERVER.")
     if error.kind == "timeout":
-        return f"the server at {error.server} did not answer in time; try again later."
+        # Not sent: the name lookup, the connect, a proxy or the TLS handshake stalled.
+        return (f"the server at {error.server} "
+                f"{'did not answer' if error.sent else 'could not be reached'} in time; "
+                "try again later.")
     return f"cannot reach {error.server}: {clean(error.detail)}"
 
 
