@@ -6,9 +6,22 @@ import os
 from gunicorn.glogging import Logger
 
 bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
-# One box: a couple of workers is plenty. Several processes share state through the
-# database (kill switch, breakers) and Redis (rate limits, TSD_RATELIMIT_STORAGE_URI).
-workers = int(os.environ.get("TSD_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+# Rate limits kept in memory:// are counted by each process on its own: with N workers one
+# address gets N times the code guesses docs/security.md's brute-force bound allows. So
+# without a shared storage in TSD_RATELIMIT_STORAGE_URI (Redis) the default is one worker;
+# with one, a couple per CPU. Processes share the rest through the database (kill switch,
+# breakers). TSD_WORKERS or --workers decides anyway; post_worker_init below then warns.
+
+
+def default_workers(environ: dict[str, str]) -> int:
+    if "TSD_WORKERS" in environ:
+        return int(environ["TSD_WORKERS"])
+    if environ.get("TSD_RATELIMIT_STORAGE_URI", "memory://").startswith("memory://"):
+        return 1
+    return min(4, multiprocessing.cpu_count() * 2)
+
+
+workers = default_workers(dict(os.environ))
 worker_class = "sync"
 timeout = 30
 graceful_timeout = 10
@@ -45,3 +58,15 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def post_worker_init(worker) -> None:
+    """Say loudly, once, when several workers count rate limits each on their own."""
+    config = getattr(worker.wsgi, "config", {})
+    storage = str(config.get("RATELIMIT_STORAGE_URI", ""))
+    if worker.cfg.workers > 1 and storage.startswith("memory://") and worker.age == 1:
+        worker.log.error(
+            "%d workers keep rate limits in memory://, each on its own: one address gets "
+            "%d times the code guesses the limits are set for (docs/security.md). Set "
+            "TSD_RATELIMIT_STORAGE_URI to a Redis, or run one worker.",
+            worker.cfg.workers, worker.cfg.workers)

@@ -16,7 +16,13 @@ from limits import parse_many
 
 from tests.support import clean_env
 from tsd_server import create_app
-from tsd_server.config import DEFAULTS, NUMBER_BOUNDS, RATE_LIMIT_SETTINGS, ConfigurationError
+from tsd_server.config import (
+    DEFAULTS,
+    NUMBER_BOUNDS,
+    RATE_LIMIT_SETTINGS,
+    ConfigurationError,
+    configured_limit,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = {"SECRET_KEY": "k" * 32}
@@ -37,16 +43,17 @@ def refused(monkeypatch, key: str, value: str) -> str:
 
 
 def _limit_names_in_code() -> set[str]:
-    """Settings the code hands to Flask-Limiter: setting("X"), configured_limit("X"),
-    busy_limit("X") and _guess_limit("X", ...)."""
-    call = re.compile(r'\b(?:setting|configured_limit|busy_limit|_guess_limit)\(\s*"([A-Z_0-9]+)"')
+    """Settings the code hands to Flask-Limiter: configured_limit("X"), and the wrappers
+    named ..._limit("X", ...) around it."""
+    call = re.compile(r'\b\w*limit\(\s*"([A-Z_0-9]+)"')
     return {name for path in (ROOT / "tsd_server").rglob("*.py")
             for name in call.findall(path.read_text())}
 
 
 def test_every_limit_setting_is_checked():
     used = _limit_names_in_code()
-    assert "PAIRING_GUESS_LIMIT_PER_IP" in used and "IP_MATCH_CLAIM_RATE_LIMIT" in used
+    assert {"PAIRING_GUESS_LIMIT_PER_IP", "IP_MATCH_CLAIM_RATE_LIMIT",
+            "LOGIN_LIMIT_PER_EMAIL"} <= used
     assert used <= set(RATE_LIMIT_SETTINGS)
     # And every default that reads as a rate limit is one of them.
     limit_like = set()
@@ -57,6 +64,11 @@ def test_every_limit_setting_is_checked():
         except ValueError:
             pass
     assert limit_like == set(RATE_LIMIT_SETTINGS)
+
+
+def test_a_limit_from_a_setting_start_up_does_not_check_cannot_be_written():
+    with pytest.raises(ValueError, match="RATE_LIMIT_SETTINGS"):
+        configured_limit("SECRET_KEY")
 
 
 @pytest.mark.parametrize("key", RATE_LIMIT_SETTINGS)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 from limits import parse_many
 
 DEFAULTS: dict[str, Any] = {
@@ -94,6 +94,13 @@ DEFAULTS: dict[str, Any] = {
     # Opening QR links (per address and per account) and fetching QR images (per address).
     "QR_LINK_LIMIT": "20 per 10 minutes",
     "QR_IMAGE_LIMIT": "30 per 10 minutes",
+    # Log-in attempts per client address, and per email typed whatever the address (a
+    # botnet guessing one account's password); sign-ups per address; guesses at the current
+    # password from a logged-in session, per account (tsd_server/auth/limits.py).
+    "LOGIN_LIMIT_PER_IP": "20 per 10 minutes",
+    "LOGIN_LIMIT_PER_EMAIL": "25 per hour",
+    "SIGN_UP_LIMIT_PER_IP": "10 per hour",
+    "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT": "10 per hour",
     # Flask-Limiter: a moving window counts exactly N in any period (a fixed window lets
     # 2N through around a window boundary, which the brute-force bound has to allow for).
     "RATELIMIT_STRATEGY": "moving-window",
@@ -125,15 +132,25 @@ FIXED: dict[str, Any] = {
     "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": False,
 }
 
-# The Flask-Limiter limits read from settings at request time (discovery/pairing/limits.py,
-# discovery/ip_match/settings.py). Flask-Limiter logs and skips a limit it cannot parse,
-# on every request, so a route would run unlimited: each is parsed at start-up instead.
+# The Flask-Limiter limits read from settings at request time (configured_limit below).
+# Flask-Limiter logs and skips a limit it cannot parse, on every request, so a route would
+# run unlimited: each is parsed at start-up instead.
 RATE_LIMIT_SETTINGS = (
     "IP_MATCH_ANNOUNCE_RATE_LIMIT", "IP_MATCH_NEARBY_RATE_LIMIT", "IP_MATCH_CLAIM_RATE_LIMIT",
     "PAIRING_GUESS_LIMIT_PER_IP", "PAIRING_GUESS_LIMIT_PER_ACCOUNT",
     "PAIRING_CODE_CREATE_LIMIT", "DEVICE_FLOW_AUTHORIZE_LIMIT", "DEVICE_FLOW_TOKEN_LIMIT",
     "QR_LINK_LIMIT", "QR_IMAGE_LIMIT",
+    "LOGIN_LIMIT_PER_IP", "LOGIN_LIMIT_PER_EMAIL", "SIGN_UP_LIMIT_PER_IP",
+    "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT",
 )
+
+
+def configured_limit(name: str) -> Callable[[], str]:
+    """A Flask-Limiter limit read from setting ``name`` at request time. Only a setting that
+    start-up parses may be one, so a limit that would be skipped cannot be written."""
+    if name not in RATE_LIMIT_SETTINGS:
+        raise ValueError(f"{name} is not in RATE_LIMIT_SETTINGS, so start-up would not check it")
+    return lambda: str(current_app.config[name])
 
 # (lowest, highest) of whole-number settings not checked elsewhere at start-up (the proxy
 # and ip_match ones are: client_address.ProxySettings, ip_match/settings.py). Times are in

@@ -147,8 +147,9 @@ def setting_env(settings: Mapping[str, Any]) -> dict[str, str]:
 
 @contextmanager
 def gunicorn(directory: Path, *, database_url: str, settings: Mapping[str, Any] | None = None,
-             workers: int = 2) -> Iterator[RunningServer]:
-    """The app under gunicorn (the project's gunicorn.conf.py) on a free loopback port."""
+             workers: int | None = 2) -> Iterator[RunningServer]:
+    """The app under gunicorn (the project's gunicorn.conf.py) on a free loopback port;
+    ``workers=None`` leaves the count to gunicorn.conf.py."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
@@ -162,7 +163,9 @@ def gunicorn(directory: Path, *, database_url: str, settings: Mapping[str, Any] 
         **(settings or {}),
     }))
     command = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
-               "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "wsgi:app"]
+               "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+    if workers is not None:
+        command[-1:-1] = ["--workers", str(workers)]
     with _run("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
               probe="/healthz", env=env, cwd=ROOT) as server:
         yield server

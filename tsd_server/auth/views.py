@@ -17,6 +17,7 @@ from flask import (
 from flask_login import current_user, login_required, login_user, logout_user
 
 from tsd_server import audit
+from tsd_server.auth import limits
 from tsd_server.auth.accounts import (
     AccountError,
     EmailTaken,
@@ -27,8 +28,7 @@ from tsd_server.auth.accounts import (
     end_sessions,
 )
 from tsd_server.auth.forms import LoginForm, PasswordChangeForm, RegisterForm
-from tsd_server.extensions import db, limiter
-from tsd_server.rate_limit_keys import account_key
+from tsd_server.extensions import db
 
 bp = Blueprint("auth", __name__)
 
@@ -46,7 +46,7 @@ def safe_next(target: str | None) -> str:
 
 
 @bp.route("/register", methods=["GET", "POST"])
-@limiter.limit("10 per hour", methods=["POST"])
+@limits.sign_up_per_address
 def register():
     if not current_app.config["REGISTRATION_OPEN"]:
         return render_template("error.html", title="Sign-up is closed", status=403,
@@ -69,7 +69,8 @@ def register():
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit("20 per 10 minutes", methods=["POST"])
+@limits.login_per_address
+@limits.login_per_email
 def login():
     form = LoginForm()
     if form.validate_on_submit():
@@ -100,8 +101,7 @@ def logout():
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
-# Guesses at the current password from a stolen session: few per account.
-@limiter.limit("10 per hour", methods=["POST"], key_func=account_key)
+@limits.password_change_per_account
 @login_required
 def password():
     form = PasswordChangeForm()

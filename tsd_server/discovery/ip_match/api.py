@@ -19,8 +19,9 @@ from tsd_server.api.request_body import (
     string_field,
 )
 from tsd_server.clock import utcnow
+from tsd_server.config import configured_limit
 from tsd_server.discovery.ip_match import announcements, offers
-from tsd_server.discovery.ip_match.settings import IpMatchSettings, claim_limit, configured_limit
+from tsd_server.discovery.ip_match.settings import IpMatchSettings, claim_limit
 from tsd_server.extensions import csrf, limiter
 
 bp = Blueprint("ip_match_api", __name__, url_prefix="/api/v1/discovery")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app
 
-from tsd_server.config import ConfigurationError, bounded_int_setting
+from tsd_server.config import ConfigurationError, bounded_int_setting, configured_limit
 from tsd_server.extensions import limiter
 
 # (setting, lowest, highest) for every whole-number setting; times are in seconds.
@@ -69,12 +69,6 @@ class IpMatchSettings:
             offer_ttl=timedelta(seconds=number["IP_MATCH_OFFER_TTL"]),
             code_attempts=number["IP_MATCH_CODE_ATTEMPTS"],
         )
-
-
-def configured_limit(key: str) -> Callable[[], str]:
-    """A Flask-Limiter limit read from a setting at request time; the setting must be listed
-    in config.RATE_LIMIT_SETTINGS, which start-up parses (an unparsable one would be skipped)."""
-    return lambda: current_app.config[key]
 
 
 # Linking and confirming, on the API and on the web pages alike, draw on one budget per

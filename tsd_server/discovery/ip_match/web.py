@@ -15,8 +15,9 @@ from wtforms.validators import DataRequired, Length
 from tsd_server.api.errors import ApiError
 from tsd_server.api.request_body import device_id_in_path
 from tsd_server.clock import utcnow
+from tsd_server.config import configured_limit
 from tsd_server.discovery.ip_match import offers
-from tsd_server.discovery.ip_match.settings import claim_limit, configured_limit
+from tsd_server.discovery.ip_match.settings import claim_limit
 from tsd_server.extensions import limiter
 from tsd_server.web.forms import ConfirmForm
 

@@ -21,57 +21,19 @@ is audited (at most once a minute per key and limit, so a flood cannot flood the
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
-from flask import current_app, request
-from flask_limiter import RequestLimit
-from sqlalchemy.exc import SQLAlchemyError
-
-from tsd_server import audit, audit_throttle
-from tsd_server.extensions import db, limiter
+from tsd_server.config import configured_limit
+from tsd_server.extensions import limiter
+from tsd_server.rate_limit_audit import audit_breach
 from tsd_server.rate_limit_keys import account_key, address_key
-
-log = logging.getLogger(__name__)
 
 GUESS_MESSAGE = "Too many code attempts; wait before trying again (see Retry-After)."
 BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
 
 
-def setting(name: str) -> Callable[[], str]:
-    """A limit read from a setting at request time; the setting must be listed in
-    config.RATE_LIMIT_SETTINGS, which start-up parses (an unparsable one would be skipped)."""
-    return lambda: str(current_app.config[name])
-
-
-def audit_breach(request_limit: RequestLimit) -> None:
-    """Record a refused request, once a minute per limit key at most."""
-    if not audit_throttle.first_this_minute("tsd-audit-429", request_limit.key):
-        return None
-    actor, user_id = audit.request_actor()
-    try:
-        audit.record("rate_limited", actor=actor, outcome="refused", user_id=user_id,
-                     strategy=_strategy_of_endpoint(),
-                     detail=f"{request_limit.limit} on {request.endpoint} "
-                            f"({request_limit.key.rsplit('/', 1)[-1][:80]})")
-        db.session.commit()
-    except SQLAlchemyError:
-        db.session.rollback()
-        log.exception("could not audit a rate-limited request")
-    return None
-
-
-def _strategy_of_endpoint() -> str | None:
-    blueprint = request.blueprint or ""
-    if blueprint.startswith("pairing"):
-        return "pairing_code"
-    if blueprint.startswith("qr"):
-        return "qr_code"
-    return None
-
-
 def _guess_limit(name: str, scope: str, key_func: Callable[[], str]):
-    return limiter.shared_limit(setting(name), scope=scope, key_func=key_func,
+    return limiter.shared_limit(configured_limit(name), scope=scope, key_func=key_func,
                                 methods=["POST"], error_message=GUESS_MESSAGE,
                                 on_breach=audit_breach)
 
@@ -79,7 +41,7 @@ def _guess_limit(name: str, scope: str, key_func: Callable[[], str]):
 def busy_limit(name: str, key_func: Callable[[], str] = address_key,
                methods: list[str] | None = None):
     """A plain per-route limit for the routes that are not guesses (DoS protection)."""
-    return limiter.limit(setting(name), key_func=key_func, methods=methods,
+    return limiter.limit(configured_limit(name), key_func=key_func, methods=methods,
                          error_message=BUSY_MESSAGE, on_breach=audit_breach)
 
 
@@ -92,5 +54,5 @@ code_guess_per_account = _guess_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
                                       "pairing-guess-account", account_key)
 # Web codes a user may create, shared by the API and the "Add printer" page.
 code_create_per_account = limiter.shared_limit(
-    setting("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create", key_func=account_key,
-    methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)
+    configured_limit("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create",
+    key_func=account_key, methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)
