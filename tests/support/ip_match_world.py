@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,6 +278,30 @@ def link_and_confirm(person: Person, printer: Printer) -> str:
     assert linked.status == 200 and linked.json["status"] == "linked", linked.body
     assert linked.json["access_token"].startswith("tsd_at_")
     return linked.json["access_token"]
+
+
+def parallel_wrong_codes(app, person: Person, offer_id: str, code: str, address: str,
+                         count: int = 8) -> list[int]:
+    """``count`` wrong codes for one offer at the same moment, each from a browser holding
+    ``person``'s session cookie; the status of each answer."""
+    cookie = person.endpoint.client.get_cookie("session").value
+    results: list[int] = []
+
+    def guess(n: int) -> None:
+        browser = app.test_client()
+        browser.set_cookie("session", cookie)
+        reply = browser.post(f"/api/v1/discovery/offers/{offer_id}/confirm",
+                             json={"code": f"{(int(code) + 1 + n) % 1_000_000:06d}"},
+                             headers={"X-CSRFToken": person.csrf},
+                             environ_base={"REMOTE_ADDR": address})
+        results.append(reply.status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def wrong(code: str) -> str:

@@ -41,9 +41,10 @@ class Announcement(db.Model):
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Written at most every IP_MATCH_LAST_SEEN_WRITE_INTERVAL seconds.
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Offers voided by wrong codes since ..._since (offers.WRONG_CODE_VOIDS per window).
-    wrong_code_voids: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    wrong_code_voids_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Wrong confirmation codes typed for this device, each less than a day after the one
+    # before, and when the last was (wrong_codes.py bounds them).
+    wrong_codes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_wrong_code_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     offer: Mapped[Offer | None] = relationship(
         back_populates="announcement", cascade="all, delete-orphan", passive_deletes=True,

@@ -20,7 +20,7 @@ from tsd_server.api.request_body import (
 )
 from tsd_server.clock import utcnow
 from tsd_server.config import configured_limit
-from tsd_server.discovery.ip_match import announcements, offers
+from tsd_server.discovery.ip_match import announcements, listing, offers
 from tsd_server.discovery.ip_match.settings import IpMatchSettings, claim_limit
 from tsd_server.extensions import csrf, limiter
 
@@ -52,7 +52,7 @@ def announce():
 @login_required
 @limiter.limit(configured_limit("IP_MATCH_NEARBY_RATE_LIMIT"))
 def nearby():
-    return jsonify(offers.nearby(current_user))
+    return jsonify(listing.nearby(current_user))
 
 
 @bp.post("/nearby/<device_id>/link")

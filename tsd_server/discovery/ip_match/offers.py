@@ -9,7 +9,8 @@
    server can show it to the device on every announce until the offer ends.
 3. ``confirm``: the user types the code (constant-time compare). Each try first reserves
    one of ``IP_MATCH_CODE_ATTEMPTS`` in a single UPDATE, so parallel guesses get no more
-   tries; the last wrong one voids the offer.
+   tries; the last wrong one voids the offer. Every wrong code also counts against the
+   device, whatever becomes of the offer (``wrong_codes``: nine a day at most).
 4. ``device_step`` completes a confirmed offer (or, with confirmation off, any offer) on
    the device's next announce, after re-checking household, breaker and cap, through
    ``link_service.link_device`` -- the only code that creates devices and tokens. The
@@ -23,10 +24,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from flask import current_app, session
+from flask import current_app
 from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
@@ -36,14 +37,13 @@ from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch, link_service
-from tsd_server.discovery.ip_match import breaker
+from tsd_server.discovery.ip_match import breaker, wrong_codes
 from tsd_server.discovery.ip_match.eligibility import (
     HOUSEHOLD_CHANGED,
     STRATEGY,
     Ineligible,
     UserCheck,
     check_user,
-    message_for,
 )
 from tsd_server.discovery.ip_match.settings import IpMatchSettings, current
 from tsd_server.extensions import db
@@ -57,14 +57,6 @@ CONFIRMED = "confirmed"
 CODE_DIGITS = 6
 CODE_SPACE = 10**CODE_DIGITS
 OFFER_ID_BYTES = 24  # 192 bits
-# A voided offer could be opened again at once, with a new code and new tries. Past this
-# many voided by wrong codes within VOID_WINDOW, the device takes no new offers until the
-# window has passed: at most WRONG_CODE_VOIDS x the tries per offer wrong guesses per device
-# and day, whatever the accounts and addresses (docs/ip-match.md).
-WRONG_CODE_VOIDS = 3
-VOID_WINDOW = timedelta(hours=24)
-# Session key: what the last audited nearby answer was (see _audit_nearby).
-NEARBY_AUDIT_KEY = "ip_match_nearby_audited"
 
 
 # --- the code --------------------------------------------------------------------------
@@ -176,15 +168,10 @@ def link(user: User, device_uid: str) -> Offer:
                 device_uid=device_uid)
         if existing is not None:
             end(existing, "expired", "expired before it was used")
-        locked_until = _wrong_codes_lock(row, now)
+        locked_until = wrong_codes.locked_until(row, now)
         if locked_until is not None:
-            error = ApiError(429, "too_many_wrong_codes", "Wrong confirmation codes were "
-                             "typed for this printer too often: it takes no new link offers "
-                             "for now. Link it with a pairing code instead, or try again "
-                             "later.")
-            error.headers["Retry-After"] = str(int((locked_until - now).total_seconds()) + 1)
-            raise _refuse("link_failed", user, check, "too_many_wrong_codes", error,
-                          device_uid=device_uid)
+            raise _refuse("link_failed", user, check, wrong_codes.TOO_MANY,
+                          wrong_codes.refusal(locked_until, now), device_uid=device_uid)
         offer = _new_offer(row, user, check, settings, now)
         try:
             db.session.commit()
@@ -193,24 +180,6 @@ def link(user: User, device_uid: str) -> Offer:
             continue
         return offer
     raise ApiError(409, "offer_pending", "This printer is being linked right now; try again.")
-
-
-def _wrong_codes_lock(row: Announcement, now: datetime) -> datetime | None:
-    """Until when the device takes no new offers, or None: after WRONG_CODE_VOIDS offers
-    voided by wrong codes within VOID_WINDOW, whoever made them."""
-    since = row.wrong_code_voids_since
-    if since is None or since <= now - VOID_WINDOW or row.wrong_code_voids < WRONG_CODE_VOIDS:
-        return None
-    return since + VOID_WINDOW
-
-
-def _count_wrong_code_void(row: Announcement, now: datetime) -> None:
-    """One more offer voided by wrong codes (the caller commits). Only one offer per device
-    exists at a time, and its void happens under its row lock: no two counts race."""
-    if row.wrong_code_voids_since is None or row.wrong_code_voids_since <= now - VOID_WINDOW:
-        row.wrong_code_voids, row.wrong_code_voids_since = 1, now
-    else:
-        row.wrong_code_voids += 1
 
 
 def _new_offer(row: Announcement, user: User, check: UserCheck, settings: IpMatchSettings,
@@ -274,7 +243,7 @@ def confirm(user: User, public_id: str, typed_code: str) -> str:
 
 
 def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: datetime) -> str:
-    device_uid = offer.announcement.device_uid
+    device_uid, announcement_id = offer.announcement.device_uid, offer.announcement_id
     public_id, expected = offer.public_id, code_of(offer)
     # Reserve one try first: parallel guesses cannot get more than the configured number.
     reserved = db.session.execute(
@@ -287,6 +256,12 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
         raise _refuse("confirmation", user, check, "no_tries_left", ApiError(
             404, "not_found", "This offer has no tries left and is void. Start again from "
             "'Printers near you'."), device_uid=device_uid)
+    # Then the device's: its wrong codes are bounded however this offer ends.
+    if not wrong_codes.hold(announcement_id, now):
+        db.session.rollback()
+        until = wrong_codes.locked_until(db.session.get(Announcement, announcement_id), now)
+        raise _refuse("confirmation", user, check, wrong_codes.TOO_MANY,
+                      wrong_codes.refusal(until, now), device_uid=device_uid)
     if expected is not None and hmac.compare_digest(expected, code):
         db.session.execute(
             update(Offer).where(*_same_offer(offer)).values(
@@ -297,57 +272,26 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
                      detail=f"offer {public_id}")
         db.session.commit()
         return CONFIRMED
-    # Still in the reserving transaction (its row lock held): void and audit together.
+    # Still in the reserving transaction (both rows held): count, void and audit together.
     left = db.session.scalar(select(Offer.attempts_left).where(*_same_offer(offer))) or 0
-    if left <= 0:
-        _count_wrong_code_void(offer.announcement, now)
-        end(offer, "voided", "too many wrong codes", address=check.address,
-            actor=f"user:{user.id}")
-    error = ApiError(400, "wrong_code", "That is not the code the printer shows." + (
-        f" {left} {'try' if left == 1 else 'tries'} left." if left else
-        " The offer is void: start again from 'Printers near you'."), attempts_left=left)
+    counted = wrong_codes.count_wrong(announcement_id, now)
+    device_done = counted >= wrong_codes.WRONG_CODES_PER_WINDOW
+    if left <= 0 or device_done:
+        why = "too many wrong codes for this printer" if device_done else "too many wrong codes"
+        end(offer, "voided", why, address=check.address, actor=f"user:{user.id}")
+        left = 0
+    if device_done:
+        after = (" Too many wrong codes were typed for this printer: the offer is void and "
+                 "the printer takes no new ones for now. Link it with a pairing code instead.")
+    elif left:
+        after = f" {left} {'try' if left == 1 else 'tries'} left."
+    else:
+        after = " The offer is void: start again from 'Printers near you'."
+    error = ApiError(400, "wrong_code", "That is not the code the printer shows." + after,
+                     attempts_left=left)
     raise _refuse("confirmation", user, check, "wrong_code", error, device_uid=device_uid,
-                  detail=f"offer {public_id}: wrong code, {left} left")
-
-
-def nearby(user: User) -> dict[str, Any]:
-    """What the user may see: eligibility, and the live devices of their household."""
-    from tsd_server.discovery.ip_match import announcements
-
-    settings, now = current(), utcnow()
-    check = check_user(user.id, settings, now)
-    devices: list[dict[str, Any]] = []
-    if check.reason is None:
-        for row in announcements.live_in_household(check.household or "", settings, now):
-            # The row carries the offer's columns (NULL when the device has none).
-            offered = row.public_id is not None and is_live(row, now)
-            mine = offered and row.user_id == user.id
-            devices.append({
-                "device_id": row.device_uid, "name": row.name, "model": row.model,
-                "last_seen": row.last_seen_at.isoformat(),
-                "offer": ({"offer_id": row.public_id, "status": row.status,
-                           "expires_in": expires_in(row, now)} if mine else None),
-                "busy": offered and not mine,
-            })
-    _audit_nearby(user, check, devices)
-    return {"eligible": check.reason is None, "reason": check.reason,
-            "message": message_for(check.reason), "household": check.household,
-            "poll_interval": settings.poll_interval, "devices": devices}
-
-
-def _audit_nearby(user: User, check: UserCheck, devices: list[dict[str, Any]]) -> None:
-    """Audit what the user was shown, once per change per login (pages refresh often)."""
-    ids = sorted(device["device_id"] for device in devices)
-    outcome = check.reason or "listed"
-    summary = "|".join([outcome, check.address.household or "", *ids])
-    digest = hashlib.sha256(summary.encode("utf-8")).hexdigest()[:32]
-    if session.get(NEARBY_AUDIT_KEY) == digest:
-        return
-    session[NEARBY_AUDIT_KEY] = digest
-    audit.record("ip_match_nearby", actor=f"user:{user.id}", outcome=outcome, user_id=user.id,
-                 strategy=STRATEGY, address=check.address,
-                 detail=("listed: " + ", ".join(ids)) if ids else "listed nothing")
-    db.session.commit()
+                  detail=f"offer {public_id}: wrong code, {left} left; {counted} of "
+                         f"{wrong_codes.WRONG_CODES_PER_WINDOW} for the printer")
 
 
 # --- device side -----------------------------------------------------------------------

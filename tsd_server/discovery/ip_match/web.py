@@ -16,7 +16,7 @@ from tsd_server.api.errors import ApiError
 from tsd_server.api.request_body import device_id_in_path
 from tsd_server.clock import utcnow
 from tsd_server.config import configured_limit
-from tsd_server.discovery.ip_match import offers
+from tsd_server.discovery.ip_match import listing, offers
 from tsd_server.discovery.ip_match.settings import claim_limit
 from tsd_server.extensions import limiter
 from tsd_server.web.forms import ConfirmForm
@@ -31,7 +31,7 @@ class CodeForm(FlaskForm):
 
 
 def _nearby_page(error: str | None = None, status: int = 200):
-    return render_template("ip_match/nearby.html", result=offers.nearby(current_user),
+    return render_template("ip_match/nearby.html", result=listing.nearby(current_user),
                            link_form=ConfirmForm(), error=error), status
 
 

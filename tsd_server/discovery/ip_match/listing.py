@@ -1,0 +1,80 @@
+""""Printers near you": what a user may see, and its audit trail.
+
+Pages refresh every few seconds, so an answer is audited when it changes, not per call.
+The session cookie remembers the last audited answer, which keeps a normal browser's
+refreshes away from the audit throttle. A client can replay an old cookie, though, so the
+server also writes at most one row a minute per account and answer (``audit_throttle``),
+keyed only by what the client cannot vary at will: the outcome and the devices listed,
+never the address or the forwarded headers (docs/security.md: the audit log must not be
+floodable).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import session
+
+from tsd_server import audit, audit_throttle
+from tsd_server.clock import utcnow
+from tsd_server.discovery.ip_match import announcements
+from tsd_server.discovery.ip_match.eligibility import (
+    STRATEGY,
+    UserCheck,
+    check_user,
+    message_for,
+)
+from tsd_server.discovery.ip_match.offers import expires_in, is_live
+from tsd_server.discovery.ip_match.settings import current
+from tsd_server.extensions import db
+from tsd_server.models import User
+
+# Session key: the last audited answer (see _audit).
+AUDITED_KEY = "ip_match_nearby_audited"
+THROTTLE_KIND = "tsd-audit-nearby"
+
+
+def nearby(user: User) -> dict[str, Any]:
+    """What the user may see: eligibility, and the live devices of their household."""
+    settings, now = current(), utcnow()
+    check = check_user(user.id, settings, now)
+    devices: list[dict[str, Any]] = []
+    if check.reason is None:
+        for row in announcements.live_in_household(check.household or "", settings, now):
+            # The row carries the offer's columns (NULL when the device has none).
+            offered = row.public_id is not None and is_live(row, now)
+            mine = offered and row.user_id == user.id
+            devices.append({
+                "device_id": row.device_uid, "name": row.name, "model": row.model,
+                "last_seen": row.last_seen_at.isoformat(),
+                "offer": ({"offer_id": row.public_id, "status": row.status,
+                           "expires_in": expires_in(row, now)} if mine else None),
+                "busy": offered and not mine,
+            })
+    _audit(user, check, devices)
+    return {"eligible": check.reason is None, "reason": check.reason,
+            "message": message_for(check.reason), "household": check.household,
+            "poll_interval": settings.poll_interval, "devices": devices}
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+def _audit(user: User, check: UserCheck, devices: list[dict[str, Any]]) -> None:
+    """Audit what the user was shown when it changed: once per change per login, and at
+    most once a minute per account and answer whatever the cookie says."""
+    ids = sorted(device["device_id"] for device in devices)
+    outcome = check.reason or "listed"
+    shown = _digest(outcome, check.address.household or "", *ids)
+    if session.get(AUDITED_KEY) == shown:
+        return
+    if not audit_throttle.first_this_minute(THROTTLE_KIND,
+                                            f"{user.id}:{_digest(outcome, *ids)}"):
+        return  # the cookie keeps its old answer: this one is audited once the minute is over
+    session[AUDITED_KEY] = shown
+    audit.record("ip_match_nearby", actor=f"user:{user.id}", outcome=outcome, user_id=user.id,
+                 strategy=STRATEGY, address=check.address,
+                 detail=("listed: " + ", ".join(ids)) if ids else "listed nothing")
+    db.session.commit()
