@@ -8,6 +8,7 @@ listing it. Sign-up, log-in, log-out and the dashboard's own actions come last.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from playwright.sync_api import expect
 
@@ -15,6 +16,8 @@ from tests.browser.conftest import log_in
 from tests.browser.live import PASSWORD, Printer
 
 GRANT_PENDING = "authorization_pending"
+# What a QR link shows when this browser may not have opened it itself.
+ASKED_FIRST = "Did you just scan your printer's QR code?"
 
 
 def device_card(page, printer: Printer):
@@ -130,6 +133,33 @@ def test_qr_link_opened_on_a_phone_and_approved(live, open_context, user):
     # The link was for one use.
     again = phone.goto(started["verification_uri_complete"])
     assert again.status == 400
+
+
+def test_a_qr_link_sent_through_the_login_form_asks_first(live, open_context, user, hostile):
+    """Phishing: another site sends a phone that is not logged in to this site's login form,
+    with a stranger's QR link as ``next``. The redirect back after logging in is
+    same-origin, but the phone never opened that link itself: it is asked first, and the
+    link is not spent until it answers."""
+    theirs = Printer(live.base_url, "Office printer")
+    started = theirs.authorize()
+    link = started["verification_uri_complete"]
+    qr_path = urlsplit(link).path
+    hostile.pages["/win"] = (f'<!doctype html><title>Claim your prize</title>'
+                             f'<a href="{live.url("/login?next=" + qr_path)}">Log in</a>')
+    phone = open_context(phone=True).new_page()
+
+    phone.goto(hostile.base_url + "/win")
+    phone.get_by_role("link", name="Log in").tap()
+    phone.get_by_label("Email").fill(user["email"])
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Log in").tap()
+    expect(phone.get_by_role("heading", name=ASKED_FIRST)).to_be_visible()
+    expect(phone.get_by_role("button", name="Approve")).to_have_count(0)
+    assert theirs.poll(started["device_code"]).json["error"] in (GRANT_PENDING, "slow_down")
+    # Someone who did scan it goes on from here, to the approval page.
+    phone.get_by_role("link", name="Yes, I scanned it: continue").tap()
+    expect(phone.get_by_role("heading", name="Link this printer to your account?")).to_be_visible()
+    assert live.devices_of(user["id"]) == []
 
 
 def fits_the_screen(page) -> bool:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from werkzeug.exceptions import TooManyRequests
+from werkzeug.exceptions import HTTPException, TooManyRequests
+from werkzeug.routing import RequestRedirect
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
@@ -36,6 +38,12 @@ from tsd_server.web.forms import ConfirmForm
 
 pairing_web_bp = Blueprint("pairing_web", __name__)
 qr_web_bp = Blueprint("qr_web", __name__)
+
+# The session notes the QR link last opened while logged out, by the person or this site
+# (``_asked_first_when_opened_elsewhere``); the login form reads it (``after_login``).
+OPENED_LOGGED_OUT_KEY = "tsd_qr_opened_logged_out"
+# ``/link/qr/<token>?asked=login``: the login form's way to the question page.
+ASK_PARAM, ASK_AFTER_LOGIN = "asked", "login"
 
 CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, already used or "
                   "expired. Check the printer's screen and try again.")
@@ -107,14 +115,72 @@ def add_qr():
 
 
 def _asked_first_when_opened_elsewhere(view: Callable[[str], Any]) -> Callable[[str], Any]:
-    """Outermost, before the login redirect: that redirect would come back same-origin."""
+    """Outermost, before the login redirect: that redirect would come back same-origin.
+
+    A link opened while logged out by the person or this site (and so not asked about) is
+    noted in the session, so that the login form can send the person back to that link,
+    and only that one, without asking (``after_login``)."""
     @wraps(view)
     def checked(token: str):
         source = fetch_metadata.started_elsewhere(request.headers)
         if source is not None:
-            return _opened_by_another_site(token, source)
+            return _opened_by_another_site(token, f"Sec-Fetch-Site: {source}")
+        if request.args.get(ASK_PARAM) == ASK_AFTER_LOGIN:
+            return _opened_by_another_site(token, "opened through the login form")
+        if not current_user.is_authenticated:
+            session[OPENED_LOGGED_OUT_KEY] = codes.secret_hash(token)
         return view(token)
     return checked
+
+
+def after_login(target: str) -> str:
+    """Where the login form sends someone whose ``next`` is ``target``, a path on this site
+    (``auth.views.safe_next`` has checked that): ``target`` itself, unless it leads to a QR
+    link that this browser did not open itself before logging in. Then the question page
+    (``?asked=login``) for that link, spending and binding nothing.
+
+    Why: the login form's redirect comes back same-origin, so ``/login?next=/link/qr/…``
+    sent by another site would otherwise wash the open and skip the question that another
+    site's open gets. Refusing every QR ``next`` would be simpler, but would ask everyone
+    who scans a QR code on a phone that is not logged in yet, the usual first scan; the
+    browser already told us, on the link's first open, that the person started it. That
+    note lives in the session, which the login form reads here, before it starts a fresh
+    session: were the note lost, the person is asked, never let through.
+    """
+    token = _qr_link_token(target)
+    if token is None:
+        return target
+    noted = session.pop(OPENED_LOGGED_OUT_KEY, None)
+    if isinstance(noted, str) and codes.secret_matches(noted, token):
+        return target
+    return url_for("qr_web.open_qr_link", token=token, **{ASK_PARAM: ASK_AFTER_LOGIN})
+
+
+def _qr_link_token(target: str) -> str | None:
+    """The token of the QR link a browser ends on when sent to ``target``, else None.
+
+    Read as a browser and this server would: dot segments dropped (``%2e`` too), escapes
+    decoded (``%2F`` too), and empty segments dropped (Werkzeug redirects ``/link//qr/x``
+    to ``/link/qr/x``). That erring covers more than reaches the link, never less: a path
+    that would miss is asked about at worst."""
+    adapter = current_app.url_map.bind("localhost")
+    path = target
+    for _ in range(3):
+        segments: list[str] = []
+        for segment in unquote(urlsplit(path).path).split("/"):
+            if segment == "..":
+                segments = segments[:-1]
+            elif segment not in ("", "."):
+                segments.append(segment)
+        try:
+            endpoint, args = adapter.match("/" + "/".join(segments), method="GET")
+        except RequestRedirect as moved:
+            path = moved.new_url
+            continue
+        except HTTPException:
+            return None
+        return args["token"] if endpoint == "qr_web.open_qr_link" else None
+    return None
 
 
 @qr_web_bp.get("/link/qr/<token>")
@@ -139,8 +205,9 @@ def open_qr_link(token: str):
     return link_pages.render_confirm(row, user_code=user_code)
 
 
-def _opened_by_another_site(token: str, source: str):
-    """A QR link that another site or app opened: nothing spent or bound, and a page that
+def _opened_by_another_site(token: str, detail: str):
+    """A QR link that another site or app opened, or reached through the login form without
+    this browser opening it first (``after_login``): nothing spent or bound, and a page that
     asks whether the person scanned it, with a link back here that the browser then reports
     as same-origin. Some browsers (Firefox) report a camera app's link as cross-site too.
     Audited at most once a minute per address, with the printer it named: no limit or
@@ -151,6 +218,6 @@ def _opened_by_another_site(token: str, source: str):
         audit.record_now("qr_link_cross_site", outcome="held", user_id=user_id, actor=actor,
                          strategy=device_flow.QR_CODE,
                          device_uid=target.device_uid if target is not None else None,
-                         detail=f"Sec-Fetch-Site: {source}")
+                         detail=detail)
     return render_template("pairing/qr_from_elsewhere.html",
                            continue_url=url_for("qr_web.open_qr_link", token=token))
