@@ -256,3 +256,45 @@ def test_control_characters_in_names_are_refused_on_every_way_in(app, client, ma
         assert db.session.get(Device, device_pk).name == "Test printer"
         emails = set(db.session.scalars(db.select(User.email)))
     assert emails == {email}
+
+
+NOT_UTF8 = "\udcff"  # how Python hands over the byte 0xff of an argument that is not UTF-8
+
+
+@pytest.mark.parametrize("args", [
+    ["create-user", f"a{NOT_UTF8}@example.org"],
+    ["create-user", "eve@example.org", "--name", f"Eve {NOT_UTF8}"],
+    ["create-user", "eve@example.org", "--password", f"p{NOT_UTF8}" * 6],
+    ["set-password", f"owner{NOT_UTF8}@example.org"],
+    ["set-password", "owner@example.org", "--password", f"p{NOT_UTF8}" * 6],
+    ["incident", "revoke-account", f"owner{NOT_UTF8}@example.org", "--reason", "x", "--yes"],
+    ["incident", "revoke-account", "owner@example.org", "--reason", f"x{NOT_UTF8}", "--yes"],
+    ["discovery", "disable", "all", "--reason", f"x{NOT_UTF8}"],
+], ids=["create-user-email", "create-user-name", "create-user-password", "set-password-email",
+        "set-password-password", "revoke-account-email", "revoke-account-reason",
+        "discovery-reason"])
+def test_invalid_utf8_on_the_command_line_is_a_usage_error_and_changes_nothing(
+        app, make_user, link_device, args):
+    """Bytes that are not UTF-8 reach Python as lone surrogates, which neither the database
+    driver nor the password hash can encode: they were an uncaught UnicodeEncodeError."""
+    from sqlalchemy import select
+
+    from tsd_server.extensions import db
+    from tsd_server.models import AuditEvent, Device, StrategyFlag, User
+
+    def state() -> tuple:
+        with app.app_context():
+            return (db.session.execute(select(User.email, User.password_hash,
+                                              User.session_epoch)).all(),
+                    db.session.execute(select(Device.id, Device.token_hash)).all(),
+                    db.session.scalars(select(AuditEvent.id)).all(),
+                    db.session.scalars(select(StrategyFlag.enabled)).all())
+
+    user_id, _, _ = make_user("owner@example.org")
+    link_device(user_id)
+    before = state()
+    result = app.test_cli_runner().invoke(args=args, input="p" * 12 + "\n" + "p" * 12 + "\n")
+    assert result.exit_code == 2, result.output
+    assert "is not valid UTF-8 text" in result.output
+    assert isinstance(result.exception, SystemExit)  # a usage error, not a traceback
+    assert state() == before

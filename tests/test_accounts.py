@@ -174,6 +174,27 @@ def test_login_failures_are_one_generic_answer(app, client, make_user):
     assert failures == 2
 
 
+def test_every_login_is_audited_with_its_account_and_address(app, client, make_user):
+    """After a compromise the log must show where the account was entered from, and a
+    guessing run against it; an unknown email's failure names no account."""
+    user_id, email, _ = make_user("alice@example.org")
+    log_in(client, email, "not the password", environ_base={"REMOTE_ADDR": "8.8.8.8"})
+    log_in(client, "nobody@example.org", "not the password",
+           environ_base={"REMOTE_ADDR": "8.8.8.8"})
+    assert log_in(client, email, PASSWORD,
+                  environ_base={"REMOTE_ADDR": "9.9.9.9"}).status_code == 302
+    with app.app_context():
+        rows = db.session.execute(select(AuditEvent.event, AuditEvent.user_id,
+                                         AuditEvent.actor, AuditEvent.client_ip)
+                                  .where(AuditEvent.event.in_(("login", "login_failed")))
+                                  .order_by(AuditEvent.id)).all()
+    assert [tuple(row) for row in rows] == [
+        ("login_failed", user_id, "anonymous", "8.8.8.8"),
+        ("login_failed", None, "anonymous", "8.8.8.8"),
+        ("login", user_id, f"user:{user_id}", "9.9.9.9"),
+    ]
+
+
 def test_login_without_csrf_token_is_refused(client, make_user):
     _, email, password = make_user()
     client.get("/login")

@@ -443,7 +443,18 @@ class SilentProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.read: list[bytes] = []  # what each connection brought, once it closed
+        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def settled(self) -> list[bytes]:
+        """``read``, once a connection came and every one accepted has been closed and
+        read to its end: the agent's connect and hang-up reach the proxy's threads a moment
+        after the agent has returned."""
+        deadline = time.monotonic() + WAIT
+        while ((not self.accepted or len(self.read) < self.accepted)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
+        return list(self.read)
 
     def _accept(self) -> None:
         while True:
@@ -451,6 +462,7 @@ class SilentProxy:
                 conn, _ = self.listener.accept()
             except OSError:
                 return  # closed
+            self.accepted += 1
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
@@ -505,8 +517,8 @@ def test_timeout_before_the_request_was_written_says_nothing_was_linked(
     assert code == m.EXIT_EXPIRED, error
     assert "--timeout ran out while connecting to https://printer-server.test" in error
     assert "never sent, so nothing was linked" in error and "may" not in error, error
-    assert silent_proxy.read and all(data.startswith(b"CONNECT ")
-                                     for data in silent_proxy.read), silent_proxy.read
+    read = silent_proxy.settled()
+    assert read and all(data.startswith(b"CONNECT ") for data in read), read
 
 
 @LINKING_COMMANDS
@@ -520,8 +532,8 @@ def test_timeout_after_the_request_was_written_still_says_it_may_be_linked(
     assert code == m.EXIT_EXPIRED, error
     assert "--timeout ran out before the server answered" in error
     assert may_be_linked in error and "never sent" not in error, error
-    assert any(b"POST http://printer-server.test/api/v1/" in data
-               for data in silent_proxy.read), silent_proxy.read
+    read = silent_proxy.settled()
+    assert any(b"POST http://printer-server.test/api/v1/" in data for data in read), read
 
 
 @pytest.mark.parametrize("scheme, sent", [("https", False), ("http", True)])

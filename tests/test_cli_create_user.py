@@ -68,14 +68,28 @@ def test_existing_email_is_refused(app, make_user):
     assert all_users(app) == [("bob@example.org", False)]  # not promoted to admin
 
 
-def test_real_command_line(app, database, tmp_path):
+def command_line(database: str, tmp_path, *args: str | bytes):
     env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
     env.update(TSD_DATABASE_URL=database, TSD_SECRET_KEY="k" * 32,
                TSD_INSTANCE_PATH=str(tmp_path / "instance"))
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "tsd_server", "create-user",
-         "ops@example.org", "--admin"],
-        input=f"{PASSWORD}\n{PASSWORD}\n", capture_output=True, text=True, env=env, cwd=ROOT,
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "tsd_server", "create-user", *args],
+        input=f"{PASSWORD}\n{PASSWORD}\n".encode(), capture_output=True, env=env, cwd=ROOT,
         timeout=60)
-    assert result.returncode == 0, result.stderr
+
+
+def test_real_command_line(app, database, tmp_path):
+    result = command_line(database, tmp_path, "ops@example.org", "--admin")
+    assert result.returncode == 0, result.stderr.decode()
     assert all_users(app) == [("ops@example.org", True)]
+
+
+def test_an_email_that_is_not_utf8_is_a_usage_error(app, database, tmp_path):
+    """The shell passes bytes; Python turns 0xff into a lone surrogate that the database
+    driver cannot encode. It was a UnicodeEncodeError traceback."""
+    result = command_line(database, tmp_path, b"a\xff@example.org")
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "Invalid value for 'EMAIL': is not valid UTF-8 text" in stderr
+    assert "Traceback" not in stderr
+    assert all_users(app) == []

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from tsd_server import incident
 from tsd_server.discovery.link_service import link_device as link_service_link
@@ -239,6 +239,27 @@ def test_cli_affected_formats(app, make_user, link_at):
     assert [r["device_uid"] for r in as_json["affected"]] == ["dev-1", "dev-2"]
     assert as_json["affected"][0]["linked_at"] == SINCE.isoformat()
     assert as_json["affected"][0]["linked_from_ip"] == "9.9.9.9"
+
+
+def test_cli_affected_csv_cleans_control_characters_of_old_rows(app, make_user, link_at):
+    """A name or email stored before the control-character rule reaches the CSV cleaned as
+    the table cleans it: the CSV is read with cat and less too, and an OSC sequence or a
+    C1 CSI is not stripped by anything on the way (an escape could retitle, recolour or
+    rewrite the operator's terminal)."""
+    uid, _, _ = make_user("someone@example.org")
+    pk, _ = link_at(uid, SINCE, "dev-1")
+    with app.app_context():  # as an older release could have stored them
+        db.session.execute(update(Device).where(Device.id == pk).values(
+            name="ok\x1b]0;pwned\x07\x9b2J\r\nEVIL"))
+        db.session.execute(update(User).where(User.id == uid).values(
+            email="some\x1b[8mone@example.org"))
+        db.session.commit()
+    as_csv = run(app, "incident", "affected", "--strategy", "ip_match", *WINDOW,
+                 "--format", "csv")
+    assert as_csv.exit_code == 0, as_csv.output
+    [row] = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert (row["name"], row["email"]) == ("ok?]0;pwned??2J??EVIL", "some?[8mone@example.org")
+    assert not any(ch in as_csv.output for ch in "\x1b\x07\x9b")
 
 
 def test_cli_times_without_offset_mean_utc(app, make_user, link_at):

@@ -2,8 +2,9 @@
 has redeemed, an approved device flow whose device has not collected its token, and an
 ip_match offer its printer has not completed. Whoever
 held the account's session can prepare them; removing the account's printers (the owner's
-"Unlink all printers", the operator's account revoke) and changing the password withdraw
-them, so they cannot be used afterwards. Another account's are left alone. Switching a
+"Unlink all printers", the operator's account revoke), changing the password (or an
+operator setting one) and logging out everywhere withdraw them, so they cannot be used
+afterwards. Another account's are left alone. Switching a
 strategy off withdraws every account's waiting links of that strategy, so none completes
 once it is switched on again."""
 
@@ -98,6 +99,23 @@ def test_a_password_change_withdraws_them(app, client, clock, login, prepared):
     assert_withdrawn(app, client, clock, prepared, f"user:{prepared.uid}")
 
 
+def test_logging_out_withdraws_them(app, client, clock, login, prepared):
+    """Log out ends every session, the thief's too; a code the thief made before it must
+    not link a printer afterwards."""
+    owner = login(prepared.email, prepared.password, REMOTE_ADDR="1.1.1.1")
+    assert owner.form_post("/logout", {}).status_code == 302
+    assert_withdrawn(app, client, clock, prepared, f"user:{prepared.uid}")
+    withdrawn = [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"]
+    assert {row.detail.rsplit(": ", 1)[1] for row in withdrawn} == {"logged out everywhere"}
+
+
+def test_an_operators_new_password_withdraws_them(app, client, clock, prepared):
+    result = app.test_cli_runner().invoke(args=["set-password", prepared.email],
+                                          input="a brand new passphrase\n" * 2)
+    assert result.exit_code == 0, result.output
+    assert_withdrawn(app, client, clock, prepared, "cli")
+
+
 def test_what_was_already_used_is_not_withdrawn_but_revoked(app, client, clock, login,
                                                            prepared):
     """A code redeemed and a token collected before the clean-up are links: their printers
@@ -114,12 +132,14 @@ def test_what_was_already_used_is_not_withdrawn_but_revoked(app, client, clock, 
     assert [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"] == []
 
 
+@pytest.mark.parametrize("clean_up", ["account_revoke", "log_out"])
 @pytest.mark.parametrize("confirmed", [False, True])
-def test_an_account_revoke_withdraws_its_ip_match_offers(app, world, confirmed):
+def test_an_account_revoke_withdraws_its_ip_match_offers(app, world, confirmed, clean_up):
     """An offer made (and confirmed with the printer's code) through a stolen session would
     complete on the printer's next announce, after the clean-up, and hand the account a
-    fresh token."""
+    fresh token. Logging out everywhere cleans up the same way."""
     from tsd_server import incident
+    from tsd_server.auth import accounts
     from tsd_server.extensions import db
     from tsd_server.models import User
 
@@ -130,14 +150,18 @@ def test_an_account_revoke_withdraws_its_ip_match_offers(app, world, confirmed):
     if confirmed:
         assert person.confirm(offer, code).json == {"status": "confirmed"}
     with app.test_request_context():
-        incident.revoke_account(db.session.get(User, person.user_id), actor="cli",
-                                reason="session stolen")
+        user = db.session.get(User, person.user_id)
+        if clean_up == "log_out":
+            accounts.end_sessions(user)
+        else:
+            incident.revoke_account(user, actor="cli", reason="session stolen")
     assert printer.announce().json["status"] == "waiting"
     assert world.links() == []
     [row] = [row for row in audit_rows(app, "revocation") if row.outcome == "withdrawn"]
     assert (row.strategy, row.device_uid, row.user_id) == (
         "ip_match", printer.device_id, person.user_id)
-    assert person.confirm(offer, code).status == 404  # nothing left to confirm
+    # Both clean-ups also ended the session that made the offer.
+    assert person.confirm(offer, code).status == 401
 
 
 @pytest.mark.parametrize("target", ["pairing_code", "all"])

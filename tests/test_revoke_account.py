@@ -1,6 +1,7 @@
 """Revoking every printer token of one account: the owner's "Unlink all printers" and the
 operator's ``flask incident revoke-account`` (DESIGN.md: tokens are revocable one by one,
-per account, or in bulk by incident query)."""
+per account, or in bulk by incident query). The operator's also ends every session of the
+account."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from tsd_server.extensions import db
-from tsd_server.models import AuditEvent, Device
+from tsd_server.models import AuditEvent, Device, PairingCode
 
 
 def me(client, token: str) -> int:
@@ -115,7 +116,7 @@ def test_cli_revoke_account_revokes_marks_for_relink_and_audits(
         summary = db.session.scalar(select(AuditEvent).where(
             AuditEvent.event == "incident_revoke"))
         assert (summary.user_id, summary.actor) == (mine, "cli")
-        assert "revoked 3 device(s): password leaked" in summary.detail
+        assert "revoked 3 device(s) and ended every session: password leaked" in summary.detail
     # The owner sees which printers to link again.
     dashboard = login(email, password).get("/").get_data(as_text=True)
     assert dashboard.count("Needs re-link") == 3
@@ -136,3 +137,65 @@ def test_cli_revoke_account_bad_arguments_change_nothing(
     assert result.exit_code == code, result.output
     assert words in result.output
     assert all(me(client, token) == 200 for token in tokens)
+
+
+def logged_in(client) -> bool:
+    return client.get("/api/v1/devices").status_code == 200
+
+
+@pytest.mark.parametrize("by", ["cli", "admin"])
+def test_an_account_revoke_logs_out_a_stolen_session_so_it_cannot_link_again(
+        app, client, make_user, login, link_device, by):
+    """The attack: a thief holding the account's session cookie waits out the revoke, then
+    gets a new code and links a printer of theirs at once. The revoke ends every session
+    of the account in its own transaction, every copy of the cookie included."""
+    uid, email, password = make_user("victim@example.org")
+    _, token = link_device(uid, device_uid="victims-printer")
+    thief = login(email, password, REMOTE_ADDR="6.6.6.6")
+    copied = app.test_client()
+    copied.set_cookie("session", thief.client.get_cookie("session").value)
+    assert logged_in(thief.client) and logged_in(copied)
+
+    if by == "cli":
+        assert run(app, email, "--reason", "session stolen", "--yes").exit_code == 0
+    else:
+        admin_id, admin_email, admin_password = make_user("ops@example.org", is_admin=True)
+        admin = login(admin_email, admin_password)
+        done = admin.form_post("/admin/incident/revoke-account", {
+            "email": email, "reason": "session stolen", "confirm": "yes"})
+        assert done.status_code == 302
+        assert "Every session of the account ended" in \
+            admin.get("/admin/incident").get_data(as_text=True)
+        assert logged_in(admin.client)  # the operator's own session is another account's
+
+    assert me(client, token) == 401
+    assert not logged_in(thief.client) and not logged_in(copied)
+    refused = thief.post("/api/v1/pairing/codes")
+    assert refused.status_code == 401 and refused.get_json()["error"] == "login_required"
+    with app.app_context():
+        assert db.session.scalars(select(PairingCode)).all() == []
+        summary = db.session.scalar(select(AuditEvent).where(
+            AuditEvent.event == "incident_revoke"))
+        assert "revoked 1 device(s) and ended every session: session stolen" in summary.detail
+    # The owner logs in again as usual (and sets a new password if it leaked).
+    assert logged_in(login(email, password).client)
+
+
+def test_an_account_without_printers_can_be_logged_out_from_the_admin_page(
+        app, make_user, login):
+    """A stolen session needs ending even when the account has no printer yet: the
+    confirmation page offers the revoke, and confirming logs the account out."""
+    _, email, password = make_user("new@example.org")
+    thief = login(email, password, REMOTE_ADDR="6.6.6.6")
+    _, admin_email, admin_password = make_user("ops@example.org", is_admin=True)
+    admin = login(admin_email, admin_password)
+    asked = admin.form_post("/admin/incident/revoke-account",
+                            {"email": email, "reason": "session stolen"})
+    page = asked.get_data(as_text=True)
+    assert "no printer with a working token" in page
+    assert "Yes, revoke 0 device(s) and log the account out" in page
+    assert logged_in(thief.client)
+    done = admin.form_post("/admin/incident/revoke-account",
+                           {"email": email, "reason": "session stolen", "confirm": "yes"})
+    assert done.status_code == 302
+    assert not logged_in(thief.client)

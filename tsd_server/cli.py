@@ -6,16 +6,19 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from tsd_server.auth.accounts import AccountError, create_user
+from tsd_server.auth.accounts import AccountError, create_user, find_user, set_password
 from tsd_server.discovery import cli as discovery_cli
+from tsd_server.printable_text import CLI_TEXT, for_terminal
 from tsd_server.proxy_check import proxy_check_command
 
 
 @click.command("create-user")
-@click.argument("email")
+@click.argument("email", type=CLI_TEXT)
 @click.option("--admin", is_flag=True, help="Give the account the admin role.")
-@click.option("--name", "display_name", default=None, help="Display name shown to printers.")
-@click.password_option(prompt="Password", help="Prompted twice when not given (or from stdin).")
+@click.option("--name", "display_name", default=None, type=CLI_TEXT,
+              help="Display name shown to printers.")
+@click.password_option(prompt="Password", type=CLI_TEXT,
+                       help="Prompted twice when not given (or from stdin).")
 @with_appcontext
 def create_user_command(email: str, admin: bool, display_name: str | None, password: str) -> None:
     """Create an account (the only way to make the first admin)."""
@@ -26,7 +29,27 @@ def create_user_command(email: str, admin: bool, display_name: str | None, passw
     click.echo(f"Created {'admin ' if user.is_admin else ''}account {user.email} (id {user.id}).")
 
 
+@click.command("set-password")
+@click.argument("email", type=CLI_TEXT)
+@click.password_option(prompt="New password", type=CLI_TEXT,
+                       help="Prompted twice when not given (or from stdin).")
+@with_appcontext
+def set_password_command(email: str, password: str) -> None:
+    """Give the account EMAIL a new password (its own leaked or was lost): every session of
+    it ends and the links they prepared are withdrawn. The same rules as sign-up."""
+    user = find_user(email)
+    if user is None:
+        raise click.ClickException(f"no account has the email {for_terminal(email)!r}")
+    try:
+        set_password(user, password, actor=discovery_cli.CLI_ACTOR)
+    except AccountError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"New password set for {for_terminal(user.email)} (id {user.id}); every session "
+               "of the account ended, and links it had prepared were withdrawn.")
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_user_command)
+    app.cli.add_command(set_password_command)
     discovery_cli.register_commands(app)
     app.cli.add_command(proxy_check_command)

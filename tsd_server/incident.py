@@ -22,7 +22,7 @@ still broken later.
 
 One account (``revoke_account``): when the incident is an account rather than a strategy
 (its password leaked, say), every printer token of that account is revoked and marked for
-re-link, whenever and however it was linked.
+re-link, whenever and however it was linked, and every session of the account ends.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from tsd_server import audit, devices
+from tsd_server.auth import accounts
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, Device, User
 
@@ -234,12 +235,17 @@ def checked_reason(reason: str | None) -> str:
 
 
 def revoke_account(user: User, *, actor: str, reason: str) -> list[Device]:
-    """Every working token of one account (say, a compromised one), marked for re-link, in
-    one transaction: a ``revocation`` row per printer and an ``incident_revoke`` row."""
+    """Every working token of one account (say, a compromised one), marked for re-link, and
+    every session of it ended, in one transaction: a ``revocation`` row per printer and an
+    ``incident_revoke`` row. Without the sessions, whoever holds a stolen cookie would stay
+    logged in and link a printer again at once (a leaked password needs ``set-password``
+    too)."""
     reason = checked_reason(reason)
     revoked = devices.revoke_all(user, actor=actor, detail=f"account revoke: {reason}",
-                                 needs_relink=True)
+                                 needs_relink=True)  # withdraws the links the sessions prepared
+    accounts.raise_session_epoch(user)
     audit.record("incident_revoke", actor=actor, user_id=user.id,
-                 detail=f"account {user.email}: revoked {len(revoked)} device(s): {reason}")
+                 detail=f"account {user.email}: revoked {len(revoked)} device(s) and ended "
+                        f"every session: {reason}")
     db.session.commit()
     return revoked

@@ -5,8 +5,9 @@ device has redeemed yet, a device flow the account approved whose device has not
 its token yet, and an ip_match offer the account made (confirmed or not) that the printer
 has not completed yet. Whoever held the account's session (a stolen cookie, a leaked password) can
 prepare either and use it after the owner has cleaned up. So when the owner or an operator
-removes the account's printers, or the password changes, these go too: each is made
-unusable and audited (``revocation`` / ``withdrawn``). A strategy switched off withdraws
+removes the account's printers, the password changes (or an operator sets one), or the
+owner logs out everywhere, these go too: each is made unusable and audited
+(``revocation`` / ``withdrawn``). A strategy switched off withdraws
 every account's waiting links of that strategy, for the same reason.
 
 Order against a redemption, a token collection or an offer's completion running at the

@@ -141,5 +141,6 @@ def incident_revoke_account():
                                devices=active, reason=form.reason.data, form=confirm_form)
     revoked = incident.revoke_account(user, actor=admin_actor(), reason=form.reason.data)
     flash(f"Revoked {len(revoked)} device(s) of {user.email}; they must be linked again. "
-          f"Tell {user.email} why.")
+          "Every session of the account ended; if its password leaked, set a new one "
+          f"(flask --app tsd_server set-password EMAIL). Tell {user.email} why.")
     return redirect(url_for("admin.incident_query"))

@@ -11,7 +11,7 @@ from tsd_server import audit, pending_links, single_statement
 from tsd_server.extensions import db
 from tsd_server.models import User
 from tsd_server.printable_text import MESSAGE as CONTROL_CHARACTERS_MESSAGE
-from tsd_server.printable_text import has_control_characters
+from tsd_server.printable_text import has_control_characters, has_lone_surrogates
 
 MIN_PASSWORD_LENGTH = 10
 # The login form's limit too: a longer password set from the CLI could never be typed in.
@@ -73,18 +73,37 @@ _NEXT_EPOCH = (update(User.__table__).where(User.__table__.c.id == bindparam("us
                .values(session_epoch=User.__table__.c.session_epoch + 1))
 
 
-def _raise_epoch(user: User) -> None:
-    """Every session cookie of the account issued so far stops working once this commits.
+def raise_session_epoch(user: User) -> None:
+    """Every session cookie of the account issued so far stops working once this commits;
+    the caller commits.
 
     Flask's session lives in the cookie, so forgetting it in one browser leaves any copy
-    of it valid; raising the epoch is what makes a logout (or a new password) hold."""
+    of it valid; raising the epoch is what makes a logout (or a new password) hold. It
+    writes the account's row: call ``pending_links.withdraw`` first in the same transaction
+    (a link in progress holds its code's row and then waits for the account's row)."""
     db.session.execute(_NEXT_EPOCH, {"user_id": user.id})
 
 
+def _log_out_everywhere(user: User, *, actor: str, why: str) -> None:
+    """End every session and withdraw the links they prepared (a stolen cookie's codes and
+    approvals must not outlive it); the caller commits."""
+    pending_links.withdraw(user, actor=actor, why=why)  # before the account's row: see there
+    raise_session_epoch(user)
+
+
 def end_sessions(user: User) -> None:
-    """Log the account out everywhere. Committed at once."""
-    _raise_epoch(user)
+    """Log the account out everywhere ("Log out" does), withdrawing what its sessions
+    prepared and have not used yet. Committed at once."""
+    _log_out_everywhere(user, actor=f"user:{user.id}", why="logged out everywhere")
     db.session.commit()
+
+
+def _replace_password(user: User, new: str, *, actor: str, why: str) -> None:
+    """The new password, every session ended, waiting links withdrawn; the caller commits.
+    Codes and approvals made with the old password's sessions must not outlive them."""
+    _check_new_password(new)
+    _log_out_everywhere(user, actor=actor, why=why)
+    user.set_password(new)  # written at the commit, after the withdrawals (see above)
 
 
 def change_password(user: User, current: str, new: str) -> None:
@@ -102,21 +121,31 @@ def change_password(user: User, current: str, new: str) -> None:
                      user_id=user.id)
         db.session.commit()
         raise WrongPassword("The current password is not right.")
-    _check_new_password(new)
-    user.set_password(new)
-    _raise_epoch(user)
-    # Codes and approvals made with the old password's sessions must not outlive them.
-    pending_links.withdraw(user, actor=actor, why="password changed")
+    _replace_password(user, new, actor=actor, why="password changed")
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
     db.session.commit()
 
 
+def set_password(user: User, new: str, *, actor: str) -> None:
+    """An operator gives the account a new password, without the current one (it leaked,
+    or its owner lost it): otherwise as ``change_password``, so whoever knew the old one,
+    or holds a session, is out. Audited and committed."""
+    _replace_password(user, new, actor=actor, why="password set by an operator")
+    audit.record("password_changed", actor=actor, user_id=user.id,
+                 detail="set by an operator; every session of the account ended")
+    db.session.commit()
+
+
 def find_user(email: str) -> User | None:
+    if has_lone_surrogates(email):  # no such email can be stored, nor sent to the database
+        return None
     return db.session.scalar(select(User).where(User.email == normalise_email(email)))
 
 
 def _check_new_password(password: str) -> None:
+    if has_lone_surrogates(password):
+        raise AccountError("Passwords must be valid text (UTF-8).")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
     if len(password) > MAX_PASSWORD_LENGTH:
@@ -126,10 +155,13 @@ def _check_new_password(password: str) -> None:
 def create_user(email: str, password: str, *, display_name: str | None = None,
                 is_admin: bool = False) -> User:
     email = normalise_email(email)
-    if "@" not in email or len(email) > 254 or has_control_characters(email):
+    if ("@" not in email or len(email) > 254 or has_control_characters(email)
+            or has_lone_surrogates(email)):
         raise AccountError("Enter an email address.")
     if display_name is not None and has_control_characters(display_name):
         raise AccountError(f"Display name: {CONTROL_CHARACTERS_MESSAGE}")
+    if display_name is not None and has_lone_surrogates(display_name):
+        raise AccountError("Display name: not valid text (UTF-8).")
     _check_new_password(password)
     user = User(email=email, display_name=(display_name or email.split("@")[0])[:80],
                 is_admin=is_admin)
@@ -156,6 +188,21 @@ def authenticate(email: str, password: str) -> User | None:
         check_password_hash(_DUMMY_HASH, password)
         return None
     return user if user.check_password(password) else None
+
+
+def log_in(email: str, password: str) -> User | None:
+    """``authenticate``, audited either way and committed: ``login`` for the account, or
+    ``login_failed`` (with the account when the email has one, so a guessing campaign
+    against it shows in its history; the answer is the same either way)."""
+    user = authenticate(email, password)
+    if user is None:
+        known = find_user(email)
+        audit.record("login_failed", actor="anonymous", outcome="refused",
+                     user_id=known.id if known is not None else None)
+    else:
+        audit.record("login", actor=f"user:{user.id}", user_id=user.id)
+    db.session.commit()
+    return user
 
 
 def user_count() -> int:

@@ -16,16 +16,15 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 
-from tsd_server import audit
 from tsd_server.auth import limits
 from tsd_server.auth.accounts import (
     AccountError,
     EmailTaken,
     WrongPassword,
-    authenticate,
     change_password,
     create_user,
     end_sessions,
+    log_in,
 )
 from tsd_server.auth.forms import LoginForm, PasswordChangeForm, RegisterForm
 from tsd_server.extensions import db
@@ -36,13 +35,24 @@ LOGIN_FAILED = "Email or password is not right."
 
 
 def safe_next(target: str | None) -> str:
-    """Only same-site paths: '/x' yes; '//evil', 'https://evil', '/\\evil' no."""
+    """Only same-site paths: '/x' yes; '//evil', 'https://evil', '/\\evil' no.
+
+    And a QR link (``/link/qr/<token>``) only if this browser opened it before logging in,
+    from a scan, typed or from this site; otherwise the page asking "Did you just scan your
+    printer's QR code?" for it. Another site can send anyone to ``/login?next=/link/qr/…``
+    with its own printer's link, and the redirect back from here is same-origin, which the
+    QR link otherwise trusts (``pairing.web.after_login`` says why this, not refusing every
+    QR link). Called before the login starts a fresh session: it reads the session.
+    """
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
         return url_for("web.dashboard")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or "\\" in target or any(ord(c) < 32 for c in target):
         return url_for("web.dashboard")
-    return target
+    # Imported here: auth does not import the discovery strategies when it is loaded.
+    from tsd_server.discovery.pairing.web import after_login
+
+    return after_login(target)
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -74,10 +84,8 @@ def register():
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.email.data, form.password.data)
+        user = log_in(form.email.data, form.password.data)
         if user is None:
-            audit.record("login_failed", actor="anonymous", outcome="refused")
-            db.session.commit()
             form.password.errors.append(LOGIN_FAILED)
             return render_template("auth/login.html", form=form), 400
         target = safe_next(request.args.get("next"))

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tsd_server import devices, incident
 from tsd_server.auth import accounts
 from tsd_server.discovery import kill_switch, registry
+from tsd_server.printable_text import CLI_TEXT, for_terminal
 
 CLI_ACTOR = "cli"
 # Exit status when the flag was written but the strategy is still off.
@@ -43,7 +44,7 @@ def _target(value: str) -> str:
 def _describe(name: str, current: kill_switch.StrategyState) -> str:
     if current.enabled:
         return f"{name:<14} ON"
-    why = _printable(current.reason or "")
+    why = for_terminal(current.reason or "")
     by = f" by {current.changed_by}" if current.changed_by else ""
     when = f" at {current.changed_at.isoformat()}" if current.changed_at else ""
     return f"{name:<14} OFF  [{current.disabled_by}{by}{when}] {why}".rstrip()
@@ -64,14 +65,15 @@ def status_command() -> None:
         all_flag = flags.get(kill_switch.ALL)
         if all_flag is not None and not all_flag.enabled:
             click.echo(f"Runtime switch 'all': OFF by {all_flag.changed_by}: "
-                       f"{_printable(all_flag.reason or '')}")
+                       f"{for_terminal(all_flag.reason or '')}")
     for name, current in kill_switch.all_states(fresh=True).items():
         click.echo(_describe(name, current))
 
 
 @discovery_cli.command("disable")
 @click.argument("target")
-@click.option("--reason", required=True, help="Why (kept in the audit log). Required.")
+@click.option("--reason", required=True, type=CLI_TEXT,
+              help="Why (kept in the audit log). Required.")
 def disable_command(target: str, reason: str) -> None:
     """Switch a strategy (or all) off at runtime, in every process within a second."""
     target = _target(target)
@@ -83,7 +85,7 @@ def disable_command(target: str, reason: str) -> None:
 
 @discovery_cli.command("enable")
 @click.argument("target")
-@click.option("--reason", default=None, help="Why (kept in the audit log).")
+@click.option("--reason", default=None, type=CLI_TEXT, help="Why (kept in the audit log).")
 def enable_command(target: str, reason: str | None) -> None:
     """Switch a strategy (or all) back on at runtime; deployment settings still win."""
     target = _target(target)
@@ -106,9 +108,9 @@ def _holding_it_off(current: kill_switch.StrategyState) -> str:
                 "runtime can override that. Change the setting (environment or "
                 "instance/config.py) and restart to switch it on.")
     if current.disabled_by == kill_switch.RUNTIME:
-        return (f"the runtime switch for 'all' is off ({_printable(current.reason or '')}); "
+        return (f"the runtime switch for 'all' is off ({for_terminal(current.reason or '')}); "
                 "run 'flask discovery enable all' to clear it.")
-    return _printable(current.reason or str(current.disabled_by))
+    return for_terminal(current.reason or str(current.disabled_by))
 
 
 def _states_of(target: str) -> dict[str, kill_switch.StrategyState]:
@@ -184,30 +186,34 @@ def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -
 
 
 @incident_cli.command("revoke-account")
-@click.argument("email")
-@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.argument("email", type=CLI_TEXT)
+@click.option("--reason", required=True, type=CLI_TEXT, help="Why (kept in the audit log).")
 @click.option("--yes", is_flag=True, help="Really revoke (without it: a dry run).")
 def revoke_account_command(email: str, reason: str, yes: bool) -> None:
-    """Revoke every printer token of the account EMAIL and mark them for re-link."""
+    """Revoke every printer token of the account EMAIL, mark them for re-link and end every
+    session of the account (a leaked password needs ``set-password`` as well)."""
     try:
         reason = incident.checked_reason(reason)
     except ValueError as error:
         raise click.UsageError(f"--reason: {error}") from None
     user = accounts.find_user(email)
     if user is None:
-        raise click.ClickException(f"no account has the email {_printable(email)!r}")
+        raise click.ClickException(f"no account has the email {for_terminal(email)!r}")
     if not yes:
         active = devices.active_devices_of(user)
-        click.echo(f"Printers of {_printable(user.email)} with a working token: {len(active)}")
+        click.echo(f"Printers of {for_terminal(user.email)} with a working token: {len(active)}")
         for device in active:
-            click.echo(f"  {_printable(device.name)}  ({_printable(device.device_uid)}, "
+            click.echo(f"  {for_terminal(device.name)}  ({for_terminal(device.device_uid)}, "
                        f"{device.linked_via}, linked {device.linked_at.isoformat()})")
-        click.secho(f"DRY RUN: would revoke {len(active)} device(s). Nothing changed; add "
-                    "--yes to revoke.", fg="yellow", err=True)
+        click.secho(f"DRY RUN: would revoke {len(active)} device(s) and end every session "
+                    "of the account. Nothing changed; add --yes to revoke.", fg="yellow",
+                    err=True)
         return
     revoked = incident.revoke_account(user, actor=CLI_ACTOR, reason=reason)
-    click.echo(f"Revoked {len(revoked)} device(s) of {_printable(user.email)}; they must be "
+    click.echo(f"Revoked {len(revoked)} device(s) of {for_terminal(user.email)}; they must be "
                "linked again.")
+    click.echo("Every session of the account ended. If its password leaked, set a new one: "
+               "flask --app tsd_server set-password EMAIL")
     if revoked:
         click.echo(render_notices([incident.Notice(
             account_id=user.id, email=user.email, display_name=user.display_name,
@@ -222,8 +228,8 @@ def render(rows: list[incident.AffectedDevice], output: str, window: incident.Wi
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(incident.COLUMNS)
-        for row in rows:
-            writer.writerow([_spreadsheet_safe(value) for value in row.cells()])
+        for row in rows:  # cleaned as the table is: a CSV is read in terminals too
+            writer.writerow([_spreadsheet_safe(for_terminal(value)) for value in row.cells()])
         return buffer.getvalue()
     return _table(rows, window)
 
@@ -233,7 +239,7 @@ def _table(rows: list[incident.AffectedDevice], window: incident.Window) -> str:
               f"{window.until.isoformat()}): {len(rows)}\n")
     if not rows:
         return header
-    cells = [list(incident.COLUMNS)] + [[_printable(v) for v in row.cells()] for row in rows]
+    cells = [list(incident.COLUMNS)] + [[for_terminal(v) for v in row.cells()] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(incident.COLUMNS))]
     lines = ["  ".join(value.ljust(width)
                        for value, width in zip(line, widths, strict=True)).rstrip()
@@ -246,15 +252,10 @@ def render_notices(notices: list[incident.Notice]) -> str:
         return "Nobody to notify.\n"
     lines = [f"Notify {len(notices)} account(s):"]
     for notice in notices:
-        names = ", ".join(_printable(name) for name in notice.device_names)
-        lines.append(f"  {_printable(notice.email)}  ({_printable(notice.display_name)}): {names}")
+        names = ", ".join(for_terminal(name) for name in notice.device_names)
+        lines.append(f"  {for_terminal(notice.email)}  "
+                     f"({for_terminal(notice.display_name)}): {names}")
     return "\n".join(lines) + "\n"
-
-
-def _printable(value: str) -> str:
-    """Device names come from devices, reasons from an admin's web form: no terminal escape
-    sequences reach the operator's terminal."""
-    return "".join(ch if ch.isprintable() else "?" for ch in value)
 
 
 def _spreadsheet_safe(value: str) -> str:
