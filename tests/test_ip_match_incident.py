@@ -1,6 +1,6 @@
 """The incident replayed in-process: the environ each proxy layout hands the app.
 
-Scenarios (a) to (e) of issue 4 live in tests/support/ip_match_world.py and run here
+Scenarios (a) to (e) of issue 4 live in tests/support/ip_match_scenarios.py and run here
 through the Flask test client, and in tests/e2e/ through real nginx and gunicorn.
 """
 
@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.ip_match_world import (
-    IN_PROCESS_LAYOUTS,
-    SCENARIOS,
-    InProcessEndpoint,
-    World,
-)
+from tests.support.ip_match_scenarios import IN_PROCESS_LAYOUTS, SCENARIOS
+from tests.support.ip_match_world import InProcessEndpoint, World
 
 
 @pytest.fixture(params=sorted(SCENARIOS))

@@ -221,3 +221,29 @@ def test_the_count_starts_again_only_after_a_day_without_wrong_codes(app, world,
     row = printer_row(app, printer)
     assert (row.wrong_codes, row.last_wrong_code_at) == (1, clock())
     assert guesser.confirm(offer_id, code).json == {"status": "confirmed"}
+
+
+def test_keeping_the_printer_from_announcing_does_not_wipe_its_count(app, world, clock):
+    """The attack: nine wrong codes, then trip the household breaker with four accounts.
+    The server refuses the printer's announces until its announcement expires, and another
+    device registering meanwhile purges expired ones; the printer, back after the cooldown,
+    must come back with its count, not with nine fresh guesses."""
+    printer, guesser = world.printer(HOME), world.person(HOME)
+    helpers = [world.person(HOME) for _ in range(3)]
+    printer.announce()
+    answered, stop = guess_until_stopped(printer, [guesser], unlink_all)
+    assert (answered, stop.status) == (BOUND, 429)
+    for person in [guesser, *helpers]:
+        person.nearby()  # four accounts in one household: the breaker trips
+    assert world.audit_events("breaker_trip")
+    for _ in range(62 * 6):  # the printer keeps announcing, refused, past the cooldown
+        clock.advance(seconds=10)
+        printer.announce()
+    world.printer(HOME).announce()  # another device registers: expired rows are purged
+    printer.announce()
+    assert (printer_row(app, printer).wrong_codes, guesser.link(printer.device_id).status) \
+        == (BOUND, 429)
+    # A day after the last wrong code the count has run out, and the printer is free again.
+    clock.advance(hours=24)
+    printer.announce()
+    assert guesser.link(printer.device_id).status == 200

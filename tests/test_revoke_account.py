@@ -194,6 +194,8 @@ def test_an_account_without_printers_can_be_logged_out_from_the_admin_page(
     page = asked.get_data(as_text=True)
     assert "no printer with a working token" in page
     assert "Yes, revoke 0 device(s) and log the account out" in page
+    # The command it suggests is not built from the email: an email may hold "$(" and "{".
+    assert "set-password EMAIL" in page and f"set-password {email}" not in page
     assert logged_in(thief.client)
     done = admin.form_post("/admin/incident/revoke-account",
                            {"email": email, "reason": "session stolen", "confirm": "yes"})

@@ -49,6 +49,13 @@ def for_terminal(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
+def control_characters_marked(text: str) -> str:
+    """``text`` with what the input rule refuses (control characters, lone surrogates)
+    shown as "?", and nothing else: for a file of names (the incident CSV), where the
+    direction marks, joiners and no-break spaces that names may hold must stay as typed."""
+    return LONE_SURROGATES.sub("?", CONTROL_CHARACTERS.sub("?", text))
+
+
 def no_control_characters(_form: Form, field: Field) -> None:
     """WTForms validator for a text field shown to other people."""
     if isinstance(field.data, str) and has_control_characters(field.data):

@@ -4,7 +4,7 @@ Households are loopback source addresses (127.0.0.2, 127.0.0.3, ...; LAN mode wi
 32). gunicorn runs the app on the test database (SQLite file or PostgreSQL); nginx is
 started with the ``location`` block from docs/deploying-behind-a-proxy.md, so the snippet
 people copy is the one tested. Scenarios (a) to (e) are the same code as the in-process
-replay (tests/support/ip_match_world.py), and each asserts zero links between households.
+replay (tests/support/ip_match_scenarios.py), and each asserts zero links between households.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import servers
+from tests.support.ip_match_scenarios import SCENARIOS
 from tests.support.ip_match_world import (
     LAN_HOUSEHOLDS,
     OUTER_PROXY,
-    SCENARIOS,
     HttpEndpoint,
     World,
 )

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tsd_server import devices, incident
 from tsd_server.auth import accounts
 from tsd_server.discovery import kill_switch, registry
-from tsd_server.printable_text import CLI_TEXT, for_terminal
+from tsd_server.printable_text import CLI_TEXT, control_characters_marked, for_terminal
 
 CLI_ACTOR = "cli"
 # Exit status when the flag was written but the strategy is still off.
@@ -228,8 +228,9 @@ def render(rows: list[incident.AffectedDevice], output: str, window: incident.Wi
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(incident.COLUMNS)
-        for row in rows:  # cleaned as the table is: a CSV is read in terminals too
-            writer.writerow([_spreadsheet_safe(for_terminal(value)) for value in row.cells()])
+        for row in rows:  # cleaned of what a terminal acts on: a CSV is read with cat too
+            writer.writerow([_spreadsheet_safe(control_characters_marked(value))
+                             for value in row.cells()])
         return buffer.getvalue()
     return _table(rows, window)
 
@@ -259,8 +260,9 @@ def render_notices(notices: list[incident.Notice]) -> str:
 
 
 def _spreadsheet_safe(value: str) -> str:
-    """A cell starting with = + - @ would run as a formula when the CSV is opened."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+    """A cell starting with = + - @ would run as a formula when the CSV is opened (a tab or
+    carriage return in front is "?" by now)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 def register_commands(app: Flask) -> None:

@@ -32,7 +32,7 @@ from tsd_server import audit, audit_throttle, client_address, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
-from tsd_server.discovery.ip_match import breaker, offers
+from tsd_server.discovery.ip_match import breaker, offers, wrong_codes
 from tsd_server.discovery.ip_match.eligibility import (
     HOUSEHOLD_BLOCKED,
     HOUSEHOLD_LIMIT,
@@ -137,14 +137,17 @@ def _quiet_repeat(request: AnnounceRequest, address: ClientAddress,
 
 
 def _live_row(device_uid: str, settings: IpMatchSettings, now: datetime) -> Announcement | None:
-    """The device's live announcement; an expired one is deleted (binding and offer too)."""
+    """The device's live announcement; an expired one is deleted (binding and offer too),
+    unless its wrong-code count still runs: then its offer ends and the row stays for
+    ``_register`` to carry the count over (``wrong_codes.counting``)."""
     # The offer comes in the same query: the answer needs it (one round trip, not two).
     row = db.session.scalar(select(Announcement).where(Announcement.device_uid == device_uid)
                             .options(joinedload(Announcement.offer)))
     if row is not None and row.last_seen_at <= live_since(settings, now):
         if row.offer is not None:
             offers.end(row.offer, "expired", "the device stopped announcing")
-        db.session.delete(row)
+        if not wrong_codes.counting(row, now):
+            db.session.delete(row)
         db.session.commit()
         return None
     return row
@@ -166,7 +169,7 @@ def _register(request: AnnounceRequest, address: ClientAddress, settings: IpMatc
                        secret_hash=secret_hash(request.device_secret), household=household,
                        client_ip=address.client_ip, name=request.name, model=request.model,
                        agent_version=request.agent_version, first_seen_at=now,
-                       last_seen_at=now)
+                       last_seen_at=now, **_count_carried_over(request.device_uid, settings, now))
     db.session.add(row)
     db.session.flush()
     audit.record("ip_match_announce", actor=ACTOR, outcome="registered",
@@ -179,6 +182,24 @@ def _register(request: AnnounceRequest, address: ClientAddress, settings: IpMatc
                             f"{settings.max_devices_per_household}); nearby lists none")
     db.session.commit()
     return row
+
+
+def _count_carried_over(device_uid: str, settings: IpMatchSettings,
+                        now: datetime) -> dict[str, Any]:
+    """The wrong-code count of the device's expired row, which ``_live_row`` and
+    ``purge_expired`` keep while it runs; that row is deleted to make way for the new one.
+    Otherwise a stranger could wipe the count by keeping the printer from announcing for a
+    while (tripping the household breaker does) and guess nine codes more."""
+    previous = db.session.scalar(select(Announcement).where(
+        Announcement.device_uid == device_uid,
+        Announcement.last_seen_at <= live_since(settings, now)))
+    if previous is None:
+        return {}
+    carried = {"wrong_codes": previous.wrong_codes,
+               "last_wrong_code_at": previous.last_wrong_code_at}
+    db.session.delete(previous)
+    db.session.flush()
+    return carried
 
 
 def _changes(row: Any, request: AnnounceRequest, address: ClientAddress) -> dict[str, Any]:
@@ -256,7 +277,9 @@ def find_live(device_uid: str, household: str, settings: IpMatchSettings,
 
 
 def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
-    """Delete expired announcements and their offers (the caller commits)."""
+    """Delete expired announcements and their offers (the caller commits). An expired
+    announcement whose wrong-code count still runs loses its offer but stays until the count
+    ends (``wrong_codes.counting``): the device's next registration carries it over."""
     cutoff = live_since(settings, now)
     expired = select(Announcement.id).where(Announcement.last_seen_at <= cutoff)
     ended = db.session.execute(
@@ -272,6 +295,8 @@ def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
     unsynchronised = {"synchronize_session": False}
     db.session.execute(delete(Offer).where(Offer.announcement_id.in_(expired)),
                        execution_options=unsynchronised)
-    result = db.session.execute(delete(Announcement).where(Announcement.last_seen_at <= cutoff),
-                                execution_options=unsynchronised)
+    result = db.session.execute(
+        delete(Announcement).where(Announcement.last_seen_at <= cutoff,
+                                   wrong_codes.not_counting(now)),
+        execution_options=unsynchronised)
     return result.rowcount or 0

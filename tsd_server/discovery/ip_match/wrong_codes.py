@@ -12,15 +12,16 @@ would have been refused.
 Race: every guess first takes the printer's row with a conditional UPDATE that fails at the
 bound (``hold``) and keeps it until its transaction ends, so a parallel guess waits and
 then sees the new count (PostgreSQL re-checks the condition on the row it waited for;
-SQLite has one writer at a time). The count lives with the announcement: it starts again
-only when the printer stops announcing for longer than ``IP_MATCH_ANNOUNCE_TTL``.
+SQLite has one writer at a time). The count lives with the announcement, and an expired
+announcement is kept while its count runs, so a printer that stops announcing (or is kept
+from it: a tripped household breaker refuses its announces) comes back with its count.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, or_, update
+from sqlalchemy import ColumnElement, and_, case, or_, update
 
 from tsd_server.api.errors import ApiError
 from tsd_server.extensions import db
@@ -41,6 +42,17 @@ def locked_until(row: Announcement | None, now: datetime) -> datetime | None:
     if last is None or last < now - WINDOW or row.wrong_codes < WRONG_CODES_PER_WINDOW:
         return None
     return last + WINDOW
+
+
+def counting(row: Announcement, now: datetime) -> bool:
+    """Does the printer's count still run (a wrong code less than ``WINDOW`` ago)?"""
+    return row.last_wrong_code_at is not None and row.last_wrong_code_at >= now - WINDOW
+
+
+def not_counting(now: datetime) -> ColumnElement[bool]:
+    """``not counting`` as SQL, for deleting expired announcements."""
+    last = Announcement.last_wrong_code_at
+    return or_(last.is_(None), last < now - WINDOW)
 
 
 def refusal(until: datetime | None, now: datetime) -> ApiError:

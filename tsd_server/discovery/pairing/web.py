@@ -161,9 +161,11 @@ def _qr_link_token(target: str) -> str | None:
 
     Read as a browser and this server would: dot segments dropped (``%2e`` too), escapes
     decoded (``%2F`` too), and empty segments dropped (Werkzeug redirects ``/link//qr/x``
-    to ``/link/qr/x``). That erring covers more than reaches the link, never less: a path
-    that would miss is asked about at worst."""
+    to ``/link/qr/x``), and the prefix the app is served under (``request.script_root``,
+    ``TSD_PROXY_FIX_X_PREFIX``) taken off, as the proxy does. That erring covers more than
+    reaches the link, never less: a path that would miss is asked about at worst."""
     adapter = current_app.url_map.bind("localhost")
+    root = [segment for segment in request.script_root.split("/") if segment]
     path = target
     for _ in range(3):
         segments: list[str] = []
@@ -172,6 +174,8 @@ def _qr_link_token(target: str) -> str | None:
                 segments = segments[:-1]
             elif segment not in ("", "."):
                 segments.append(segment)
+        if root and segments[:len(root)] == root:
+            segments = segments[len(root):]
         try:
             endpoint, args = adapter.match("/" + "/".join(segments), method="GET")
         except RequestRedirect as moved:
