@@ -104,11 +104,11 @@ REFUSAL_WRITES = {
     # changed (docs/ip-match.md, "the audit trail").
     "ip_match_web.link": Writes(frozenset({"link_failed", "ip_match_nearby"}),
                                 frozenset({SIGHTINGS})),
-    # A wrong code uses up one of the offer's tries; the last voids the offer and counts
-    # against the printer (docs/ip-match.md).
+    # A wrong code uses up one of the offer's tries and counts against the printer's id;
+    # the last try voids the offer (docs/ip-match.md).
     "ip_match_web.confirm": Writes(frozenset({"confirmation", "ip_match_offer_ended"}),
                                    frozenset({SIGHTINGS, "ip_match_offers",
-                                              "ip_match_announcements"})),
+                                              "ip_match_wrong_codes"})),
 }
 
 Snapshot = dict[str, Counter[str]]

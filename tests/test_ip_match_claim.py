@@ -159,7 +159,7 @@ def test_a_printer_takes_no_new_offers_after_nine_wrong_codes(app, world, clock)
 
     from tsd_server.discovery.ip_match import wrong_codes
     from tsd_server.extensions import db
-    from tsd_server.models.ip_match import Announcement
+    from tsd_server.models.ip_match import WrongCodeCount
 
     printer = world.printer(HOME_A)
     guesser, other_guesser, owner = (world.person(HOME_A) for _ in range(3))
@@ -167,7 +167,7 @@ def test_a_printer_takes_no_new_offers_after_nine_wrong_codes(app, world, clock)
     for person in (guesser, other_guesser, guesser):
         void_by_wrong_codes(person, printer)
         clock.advance(seconds=20)
-        printer.announce()  # still announcing: the count lives with its announcement
+        printer.announce()
     refused = owner.link(printer.device_id)
     assert refused.status == 429 and refused.json["error"] == "too_many_wrong_codes"
     retry_after = int(refused.headers["Retry-After"])
@@ -178,8 +178,8 @@ def test_a_printer_takes_no_new_offers_after_nine_wrong_codes(app, world, clock)
     # Once the window has passed (moved back by hand: the printer would have to announce
     # for a day), offers are made again, and a right code links as ever.
     with app.app_context():
-        last = db.session.scalar(select(Announcement.last_wrong_code_at))
-        db.session.execute(update(Announcement).values(
+        last = db.session.scalar(select(WrongCodeCount.last_wrong_code_at))
+        db.session.execute(update(WrongCodeCount).values(
             last_wrong_code_at=last - wrong_codes.WINDOW - timedelta(seconds=1)))
         db.session.commit()
     link_and_confirm(owner, printer)

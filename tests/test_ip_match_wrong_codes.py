@@ -2,7 +2,9 @@
 
 An offer that expired or was withdrawn ("Unlink all printers") after two wrong codes used
 to count nothing, and the next offer brought fresh tries: one same-household stranger got
-20 wrong codes in 10 minutes. Every wrong code now counts against the printer.
+20 wrong codes in 10 minutes. Every wrong code now counts against the printer's device_id,
+in a table of its own: neither its announcement expiring nor a link ending it (even a fake
+printer's, under the same id) wipes the count.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tests.support import ip_match_fixtures
 from tests.support.ip_match_world import parallel_wrong_codes, wrong
@@ -20,6 +22,7 @@ app_config = ip_match_fixtures.app_config
 world = ip_match_fixtures.world
 
 HOME = "8.8.8.8"
+AWAY = "9.9.9.9"
 BOUND = 9
 
 
@@ -35,6 +38,16 @@ def unlink_all(person) -> None:
     reply = person.endpoint.request("POST", "/printers/unlink-all",
                                     data={"csrf_token": person.csrf, "confirm": "y"})
     assert reply.status == 302, reply.body
+
+
+def eight_wrong_codes(guesser, printer) -> None:
+    """Two wrong codes in each of four offers, each withdrawn by the guesser's Unlink all."""
+    for _ in range(4):
+        offer_id = guesser.link(printer.device_id).json["offer_id"]
+        code = printer.announce().json["confirmation"]["code"]
+        for _ in range(2):
+            assert guesser.confirm(offer_id, wrong(code)).status == 400
+        unlink_all(guesser)
 
 
 def guess_until_stopped(printer, people, end_offer) -> tuple[int, object]:
@@ -57,26 +70,29 @@ def guess_until_stopped(printer, people, end_offer) -> tuple[int, object]:
     raise AssertionError("twenty offers and never stopped")
 
 
-def printer_row(app, printer):
+def count_row(app, printer):
+    """The printer's wrong-code count: kept by device_id, apart from its announcement."""
     from tsd_server.extensions import db
-    from tsd_server.models.ip_match import Announcement
+    from tsd_server.models.ip_match import WrongCodeCount
 
     with app.app_context():
-        row = db.session.scalar(select(Announcement)
-                                .where(Announcement.device_uid == printer.device_id))
+        row = db.session.get(WrongCodeCount, printer.device_id)
         db.session.expunge_all()
         db.session.remove()
     return row
 
 
+def count_of(app, printer) -> int:
+    return count_row(app, printer).wrong_codes
+
+
 def set_count(app, printer, count: int, last) -> None:
     from tsd_server.extensions import db
-    from tsd_server.models.ip_match import Announcement
+    from tsd_server.models.ip_match import WrongCodeCount
 
     with app.app_context():
-        db.session.execute(update(Announcement)
-                           .where(Announcement.device_uid == printer.device_id)
-                           .values(wrong_codes=count, last_wrong_code_at=last))
+        db.session.merge(WrongCodeCount(device_uid=printer.device_id, wrong_codes=count,
+                                        last_wrong_code_at=last))
         db.session.commit()
         db.session.remove()
 
@@ -107,7 +123,7 @@ def test_offers_left_to_expire_after_two_wrong_codes_stop_at_nine(app, world, cl
     assert_stopped_at_the_bound(world, printer, answered, stop, owner)
     ended = [e.outcome for e in world.audit_events("ip_match_offer_ended")]
     assert ended == ["expired"] * 4 + ["voided"]
-    assert printer_row(app, printer).wrong_codes == BOUND
+    assert count_of(app, printer) == BOUND
 
 
 def test_offers_withdrawn_by_unlink_all_after_two_wrong_codes_stop_at_nine(app, world, clock):
@@ -122,19 +138,14 @@ def test_offers_withdrawn_by_unlink_all_after_two_wrong_codes_stop_at_nine(app, 
 def test_parallel_wrong_codes_cannot_pass_the_printers_bound(app, world, clock):
     printer, guesser = world.printer(HOME), world.person(HOME)
     printer.announce()
-    for _ in range(4):  # eight wrong codes, the offers withdrawn
-        offer_id = guesser.link(printer.device_id).json["offer_id"]
-        code = printer.announce().json["confirmation"]["code"]
-        for _ in range(2):
-            assert guesser.confirm(offer_id, wrong(code)).status == 400
-        unlink_all(guesser)
+    eight_wrong_codes(guesser, printer)
     offer_id = guesser.link(printer.device_id).json["offer_id"]
     code = printer.announce().json["confirmation"]["code"]
     results = parallel_wrong_codes(app, guesser, offer_id, code, HOME)
     assert results.count(400) == 1 and set(results) <= {400, 404, 429}, results
     wrong_rows = [r for r in world.audit_events("confirmation") if r.outcome == "wrong_code"]
     assert len(wrong_rows) == BOUND
-    assert printer_row(app, printer).wrong_codes == BOUND
+    assert count_of(app, printer) == BOUND
     assert guesser.link(printer.device_id).status == 429
 
 
@@ -147,14 +158,14 @@ def test_parallel_transactions_each_count_and_none_passes_the_bound(app, world, 
     printer = world.printer(HOME)
     printer.announce()
     set_count(app, printer, BOUND - 2, clock())
-    announcement_id, now = printer_row(app, printer).id, clock()
+    device_uid, now = printer.device_id, clock()
     counted: list[int | None] = []
 
     def guess() -> None:
         with app.app_context():
-            if wrong_codes.hold(announcement_id, now):
+            if wrong_codes.hold(device_uid, now):
                 time.sleep(0.3)  # compare the code, slowly: the others must wait
-                counted.append(wrong_codes.count_wrong(announcement_id, now))
+                counted.append(wrong_codes.count_wrong(device_uid, now))
             else:
                 counted.append(None)
             db.session.commit()
@@ -166,7 +177,7 @@ def test_parallel_transactions_each_count_and_none_passes_the_bound(app, world, 
     for thread in threads:
         thread.join()
     assert sorted(counted, key=str) == [BOUND - 1, BOUND, None, None], counted
-    assert printer_row(app, printer).wrong_codes == BOUND
+    assert count_of(app, printer) == BOUND
 
 
 def test_at_the_bound_even_the_right_code_is_refused_and_costs_no_try(app, world, clock):
@@ -199,7 +210,7 @@ def test_a_right_code_is_not_counted(app, world, clock):
     offer_id = owner.link(printer.device_id).json["offer_id"]
     code = printer.announce().json["confirmation"]["code"]
     assert owner.confirm(offer_id, code).json == {"status": "confirmed"}
-    assert printer_row(app, printer).wrong_codes == BOUND - 1
+    assert count_of(app, printer) == BOUND - 1
     assert printer.announce().json["status"] == "linked"
 
 
@@ -211,14 +222,14 @@ def test_the_count_starts_again_only_after_a_day_without_wrong_codes(app, world,
     offer_id = guesser.link(printer.device_id).json["offer_id"]
     code = printer.announce().json["confirmation"]["code"]
     assert guesser.confirm(offer_id, wrong(code)).json["attempts_left"] == 0
-    assert printer_row(app, printer).wrong_codes == BOUND
+    assert count_of(app, printer) == BOUND
     assert guesser.link(printer.device_id).status == 429
     # A day after the last one, the count starts again from one.
     set_count(app, printer, BOUND, clock() - timedelta(hours=24, seconds=1))
     offer_id = guesser.link(printer.device_id).json["offer_id"]
     code = printer.announce().json["confirmation"]["code"]
     assert guesser.confirm(offer_id, wrong(code)).json["attempts_left"] == 2
-    row = printer_row(app, printer)
+    row = count_row(app, printer)
     assert (row.wrong_codes, row.last_wrong_code_at) == (1, clock())
     assert guesser.confirm(offer_id, code).json == {"status": "confirmed"}
 
@@ -241,9 +252,34 @@ def test_keeping_the_printer_from_announcing_does_not_wipe_its_count(app, world,
         printer.announce()
     world.printer(HOME).announce()  # another device registers: expired rows are purged
     printer.announce()
-    assert (printer_row(app, printer).wrong_codes, guesser.link(printer.device_id).status) \
+    assert (count_of(app, printer), guesser.link(printer.device_id).status) \
         == (BOUND, 429)
-    # A day after the last wrong code the count has run out, and the printer is free again.
+    # A day after the last wrong code the count has run out, and the printer is free again;
+    # the next registration (the printer's own, expired meanwhile) purges the count's row.
     clock.advance(hours=24)
     printer.announce()
+    assert count_row(app, printer) is None
     assert guesser.link(printer.device_id).status == 200
+
+
+def test_a_fake_printer_linked_under_the_printers_id_does_not_wipe_its_count(app, world, clock):
+    """The attack: eight wrong codes, then the printer is kept from announcing past the TTL.
+    A fake printer elsewhere registers with the printer's device_id, the attacker links it
+    with the right code (which counts nothing), and linking ends the announcement. The count
+    is the device_id's, not the announcement's: the real printer comes back with it."""
+    printer, guesser = world.printer(HOME), world.person(HOME)
+    printer.announce()
+    eight_wrong_codes(guesser, printer)
+    clock.advance(minutes=30)  # the printer is off (or refused) past its announcement's TTL
+    fake, attacker = world.printer(AWAY, "fake"), world.person(AWAY)
+    fake.device_id = printer.device_id
+    assert fake.announce().status == 200
+    offer_id = attacker.link(fake.device_id).json["offer_id"]
+    code = fake.announce().json["confirmation"]["code"]
+    assert attacker.confirm(offer_id, code).json == {"status": "confirmed"}
+    assert fake.announce().json["status"] == "linked"
+    assert printer.announce().status == 200  # the real printer is back
+    answered, stop = guess_until_stopped(printer, [guesser], unlink_all)
+    assert (answered, stop.status) == (1, 429), (answered, stop.body)
+    assert 23 * 3600 < int(stop.headers["Retry-After"]) <= 24 * 3600 + 1
+    assert count_of(app, printer) == BOUND

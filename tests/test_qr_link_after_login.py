@@ -186,18 +186,22 @@ def test_other_next_targets_are_left_alone(app, make_user):
         assert posted.headers["Location"] == target
 
 
-def test_under_a_path_prefix_the_qr_link_in_next_asks_first_too(app, client, make_user):
-    """Served under /tsd (X-Forwarded-Prefix: the app sees SCRIPT_NAME=/tsd), the browser
-    reaches the QR link at /tsd/link/qr/<token>: that is the QR link too."""
+@pytest.mark.parametrize("prefix", ["/tsd", "/my%20app"])
+def test_under_a_path_prefix_the_qr_link_in_next_asks_first_too(app, client, make_user,
+                                                                 prefix):
+    """Served under a prefix (X-Forwarded-Prefix: the app sees it as SCRIPT_NAME, escapes
+    and all), the browser reaches the QR link at <prefix>/link/qr/<token>: that is the QR
+    link too."""
     _, email, password = make_user()
     answer = started(client)
     link = qr_path(answer)
     victim = Browser(app)
-    base = "http://localhost/tsd"
-    victim.get("/login?next=/tsd" + link, source="cross-site", base_url=base)
-    posted = victim.client.post("/login?next=/tsd" + link, base_url=base, data={
+    target = prefix.replace("%", "%25") + link
+    environ = {"SCRIPT_NAME": prefix}
+    victim.get("/login?next=" + target, source="cross-site", environ_overrides=environ)
+    posted = victim.client.post("/login?next=" + target, environ_overrides=environ, data={
         "email": email, "password": password, "csrf_token": victim.csrf},
         headers={"Sec-Fetch-Site": "same-origin"})
     assert posted.status_code == 302
-    assert posted.headers["Location"] == "/tsd" + link + "?asked=login"
+    assert posted.headers["Location"].endswith(link + "?asked=login")
     assert opened_at(app, answer["device_code"]) is None

@@ -2,8 +2,9 @@
 
 All of it lives in the database so every process (gunicorn workers, the CLI) sees the same
 state. Every table is bounded: announcements are purged once their TTL has passed, an
-announcement has at most one offer, account sightings older than the breaker window and
-finished household blocks are deleted as new ones are written.
+announcement has at most one offer, wrong-code counts are purged a day after their last
+wrong code, account sightings older than the breaker window and finished household blocks
+are deleted as new ones are written.
 """
 
 from __future__ import annotations
@@ -41,10 +42,8 @@ class Announcement(db.Model):
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Written at most every IP_MATCH_LAST_SEEN_WRITE_INTERVAL seconds.
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Wrong confirmation codes typed for this device, each less than a day after the one
-    # before, and when the last was (wrong_codes.py bounds them).
-    wrong_codes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    last_wrong_code_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The device's wrong-code count is not here but in WrongCodeCount, keyed by device_uid:
+    # this row goes when the device expires or is linked, and the count must not.
 
     offer: Mapped[Offer | None] = relationship(
         back_populates="announcement", cascade="all, delete-orphan", passive_deletes=True,
@@ -82,6 +81,26 @@ class Offer(db.Model):
 
     announcement: Mapped[Announcement] = relationship(back_populates="offer")
     user: Mapped[User] = relationship()
+
+
+class WrongCodeCount(db.Model):
+    """Wrong confirmation codes typed for a device_id (wrong_codes.py bounds them).
+
+    Keyed by device_uid, not by announcement: registering, expiring, purging or linking an
+    announcement leaves it alone (anyone may announce under a device_id that is not live,
+    so a count on the announcement could be wiped by linking a fake printer). A row goes
+    only once it counts nothing any more: a day after its last wrong code.
+    """
+
+    __tablename__ = "ip_match_wrong_codes"
+    # the purge of rows that count nothing any more.
+    __table_args__ = (Index("ix_ip_match_wrong_codes_last_wrong_code_at", "last_wrong_code_at"),)
+
+    device_uid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Wrong codes, each less than a day after the one before, and when the last was (NULL:
+    # none yet, the row was only taken for a guess).
+    wrong_codes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_wrong_code_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class HouseholdAccount(db.Model):

@@ -4,7 +4,9 @@ A device announces every ``poll_interval`` seconds until it is linked. The first
 binds its ``device_secret`` (stored as SHA-256) to its ``device_id``; while that
 announcement lives, another secret gets 409, so nobody else can answer for the device or
 receive its token. An announcement is listed for ``IP_MATCH_ANNOUNCE_TTL`` seconds after
-the last announce; after that it is gone, together with its binding and any offer.
+the last announce; after that it is gone, together with its binding and any offer -- but
+not the device's wrong-code count, which is kept by device_id in its own table for a day
+after the last wrong code, whatever becomes of announcements and links (``wrong_codes``).
 
 ``last_seen_at`` is written at most every ``IP_MATCH_LAST_SEEN_WRITE_INTERVAL`` seconds,
 so it may lag the real last announce by up to that much: a silent device disappears at most
@@ -41,7 +43,7 @@ from tsd_server.discovery.ip_match.eligibility import (
 )
 from tsd_server.discovery.ip_match.settings import IpMatchSettings, current
 from tsd_server.extensions import db
-from tsd_server.models.ip_match import Announcement, Offer
+from tsd_server.models.ip_match import Announcement, Offer, WrongCodeCount
 from tsd_server.rate_limit_keys import address_key
 
 log = logging.getLogger(__name__)
@@ -137,17 +139,14 @@ def _quiet_repeat(request: AnnounceRequest, address: ClientAddress,
 
 
 def _live_row(device_uid: str, settings: IpMatchSettings, now: datetime) -> Announcement | None:
-    """The device's live announcement; an expired one is deleted (binding and offer too),
-    unless its wrong-code count still runs: then its offer ends and the row stays for
-    ``_register`` to carry the count over (``wrong_codes.counting``)."""
+    """The device's live announcement; an expired one is deleted (binding and offer too)."""
     # The offer comes in the same query: the answer needs it (one round trip, not two).
     row = db.session.scalar(select(Announcement).where(Announcement.device_uid == device_uid)
                             .options(joinedload(Announcement.offer)))
     if row is not None and row.last_seen_at <= live_since(settings, now):
         if row.offer is not None:
             offers.end(row.offer, "expired", "the device stopped announcing")
-        if not wrong_codes.counting(row, now):
-            db.session.delete(row)
+        db.session.delete(row)
         db.session.commit()
         return None
     return row
@@ -169,7 +168,7 @@ def _register(request: AnnounceRequest, address: ClientAddress, settings: IpMatc
                        secret_hash=secret_hash(request.device_secret), household=household,
                        client_ip=address.client_ip, name=request.name, model=request.model,
                        agent_version=request.agent_version, first_seen_at=now,
-                       last_seen_at=now, **_count_carried_over(request.device_uid, settings, now))
+                       last_seen_at=now)
     db.session.add(row)
     db.session.flush()
     audit.record("ip_match_announce", actor=ACTOR, outcome="registered",
@@ -182,24 +181,6 @@ def _register(request: AnnounceRequest, address: ClientAddress, settings: IpMatc
                             f"{settings.max_devices_per_household}); nearby lists none")
     db.session.commit()
     return row
-
-
-def _count_carried_over(device_uid: str, settings: IpMatchSettings,
-                        now: datetime) -> dict[str, Any]:
-    """The wrong-code count of the device's expired row, which ``_live_row`` and
-    ``purge_expired`` keep while it runs; that row is deleted to make way for the new one.
-    Otherwise a stranger could wipe the count by keeping the printer from announcing for a
-    while (tripping the household breaker does) and guess nine codes more."""
-    previous = db.session.scalar(select(Announcement).where(
-        Announcement.device_uid == device_uid,
-        Announcement.last_seen_at <= live_since(settings, now)))
-    if previous is None:
-        return {}
-    carried = {"wrong_codes": previous.wrong_codes,
-               "last_wrong_code_at": previous.last_wrong_code_at}
-    db.session.delete(previous)
-    db.session.flush()
-    return carried
 
 
 def _changes(row: Any, request: AnnounceRequest, address: ClientAddress) -> dict[str, Any]:
@@ -277,9 +258,9 @@ def find_live(device_uid: str, household: str, settings: IpMatchSettings,
 
 
 def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
-    """Delete expired announcements and their offers (the caller commits). An expired
-    announcement whose wrong-code count still runs loses its offer but stays until the count
-    ends (``wrong_codes.counting``): the device's next registration carries it over."""
+    """Delete expired announcements and their offers, and wrong-code counts that count
+    nothing any more (the caller commits). A running count stays whatever becomes of the
+    device's announcement: it is kept by device_id (``wrong_codes``)."""
     cutoff = live_since(settings, now)
     expired = select(Announcement.id).where(Announcement.last_seen_at <= cutoff)
     ended = db.session.execute(
@@ -295,8 +276,8 @@ def purge_expired(settings: IpMatchSettings, now: datetime) -> int:
     unsynchronised = {"synchronize_session": False}
     db.session.execute(delete(Offer).where(Offer.announcement_id.in_(expired)),
                        execution_options=unsynchronised)
-    result = db.session.execute(
-        delete(Announcement).where(Announcement.last_seen_at <= cutoff,
-                                   wrong_codes.not_counting(now)),
-        execution_options=unsynchronised)
+    db.session.execute(delete(WrongCodeCount).where(wrong_codes.not_counting(now)),
+                       execution_options=unsynchronised)
+    result = db.session.execute(delete(Announcement).where(Announcement.last_seen_at <= cutoff),
+                                execution_options=unsynchronised)
     return result.rowcount or 0

@@ -3,12 +3,12 @@
 Pages refresh every few seconds, so an answer is audited when it changes, not per call.
 The session cookie remembers the last audited answer, which keeps a normal browser's
 refreshes away from the audit throttle. A client can replay an old cookie, though, so the
-server also writes at most one row a minute per account, household and answer
-(``audit_throttle``), keyed only by what the client cannot vary at will: the outcome, the
-devices listed and the household its trusted address makes, never the forwarded headers
-(docs/security.md: the audit log must not be floodable). A household needs an address of
-its own, which the per-address rate limits bound; and a look from another household in
-the same minute is still written.
+server also writes at most one row a minute per account and answer (``audit_throttle``),
+keyed only by what the client cannot vary at will: the outcome and the devices listed,
+never the address, the household or the forwarded headers (docs/security.md: the audit
+log must not be floodable; a client holding many IPv6 /64s has as many households). The
+price: a look with the same answer from another household within that minute (a copied
+cookie elsewhere, say) is written only if that session looks again after the minute.
 """
 
 from __future__ import annotations
@@ -66,13 +66,14 @@ def _digest(*parts: str) -> str:
 
 def _audit(user: User, check: UserCheck, devices: list[dict[str, Any]]) -> None:
     """Audit what the user was shown when it changed: once per change per login, and at
-    most once a minute per account, household and answer whatever the cookie says."""
+    most once a minute per account and answer whatever the cookie says."""
     ids = sorted(device["device_id"] for device in devices)
     outcome = check.reason or "listed"
     shown = _digest(outcome, check.address.household or "", *ids)
     if session.get(AUDITED_KEY) == shown:
         return
-    if not audit_throttle.first_this_minute(THROTTLE_KIND, f"{user.id}:{shown}"):
+    if not audit_throttle.first_this_minute(THROTTLE_KIND,
+                                            f"{user.id}:{_digest(outcome, *ids)}"):
         return  # the cookie keeps its old answer: this one is audited once the minute is over
     session[AUDITED_KEY] = shown
     audit.record("ip_match_nearby", actor=f"user:{user.id}", outcome=outcome, user_id=user.id,

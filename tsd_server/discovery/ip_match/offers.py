@@ -10,7 +10,8 @@
 3. ``confirm``: the user types the code (constant-time compare). Each try first reserves
    one of ``IP_MATCH_CODE_ATTEMPTS`` in a single UPDATE, so parallel guesses get no more
    tries; the last wrong one voids the offer. Every wrong code also counts against the
-   device, whatever becomes of the offer (``wrong_codes``: nine a day at most).
+   device_id, whatever becomes of the offer or the announcement (``wrong_codes``: nine a
+   day at most).
 4. ``device_step`` completes a confirmed offer (or, with confirmation off, any offer) on
    the device's next announce, after re-checking household, breaker and cap, through
    ``link_service.link_device`` -- the only code that creates devices and tokens. The
@@ -168,7 +169,7 @@ def link(user: User, device_uid: str) -> Offer:
                 device_uid=device_uid)
         if existing is not None:
             end(existing, "expired", "expired before it was used")
-        locked_until = wrong_codes.locked_until(row, now)
+        locked_until = wrong_codes.locked_until(row.device_uid, now)
         if locked_until is not None:
             raise _refuse("link_failed", user, check, wrong_codes.TOO_MANY,
                           wrong_codes.refusal(locked_until, now), device_uid=device_uid)
@@ -243,7 +244,7 @@ def confirm(user: User, public_id: str, typed_code: str) -> str:
 
 
 def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: datetime) -> str:
-    device_uid, announcement_id = offer.announcement.device_uid, offer.announcement_id
+    device_uid = offer.announcement.device_uid
     public_id, expected = offer.public_id, code_of(offer)
     # Reserve one try first: parallel guesses cannot get more than the configured number.
     reserved = db.session.execute(
@@ -257,9 +258,9 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
             404, "not_found", "This offer has no tries left and is void. Start again from "
             "'Printers near you'."), device_uid=device_uid)
     # Then the device's: its wrong codes are bounded however this offer ends.
-    if not wrong_codes.hold(announcement_id, now):
+    if not wrong_codes.hold(device_uid, now):
         db.session.rollback()
-        until = wrong_codes.locked_until(db.session.get(Announcement, announcement_id), now)
+        until = wrong_codes.locked_until(device_uid, now)
         raise _refuse("confirmation", user, check, wrong_codes.TOO_MANY,
                       wrong_codes.refusal(until, now), device_uid=device_uid)
     if expected is not None and hmac.compare_digest(expected, code):
@@ -274,7 +275,7 @@ def _try_code(offer: Offer, user: User, code: str, check: UserCheck, now: dateti
         return CONFIRMED
     # Still in the reserving transaction (both rows held): count, void and audit together.
     left = db.session.scalar(select(Offer.attempts_left).where(*_same_offer(offer))) or 0
-    counted = wrong_codes.count_wrong(announcement_id, now)
+    counted = wrong_codes.count_wrong(device_uid, now)
     device_done = counted >= wrong_codes.WRONG_CODES_PER_WINDOW
     if left <= 0 or device_done:
         why = "too many wrong codes for this printer" if device_done else "too many wrong codes"
@@ -363,6 +364,8 @@ def _complete(row: Announcement, offer: Offer, address: ClientAddress,
     if won != 1:
         db.session.rollback()
         return None
+    # The device's wrong-code count stays: it is the device_id's (wrong_codes), and a linked
+    # fake printer under the same id must not take it away.
     db.session.execute(delete(Announcement).where(Announcement.id == row.id),
                        execution_options={"synchronize_session": False})
     how = (f"confirmed with the code from {confirmed_from}" if status == CONFIRMED

@@ -3,56 +3,60 @@
 An offer's own tries (``IP_MATCH_CODE_ATTEMPTS``) bound nothing on their own: an offer can
 end before they are used up (it expires, or "Unlink all printers" or a password change
 withdraws it) and the next one brings fresh tries. So every wrong code also counts against
-the printer's announcement, however its offer ends. The count runs while wrong codes come
+the printer's device_id, however its offer ends. The count runs while wrong codes come
 less than ``WINDOW`` apart; once it holds ``WRONG_CODES_PER_WINDOW``, the printer takes no
 offers and no codes until ``WINDOW`` after the last. Hence no ``WINDOW`` ever holds more:
 ten wrong codes within one would be less than ``WINDOW`` apart, in one count, and the tenth
 would have been refused.
 
-Race: every guess first takes the printer's row with a conditional UPDATE that fails at the
-bound (``hold``) and keeps it until its transaction ends, so a parallel guess waits and
-then sees the new count (PostgreSQL re-checks the condition on the row it waited for;
-SQLite has one writer at a time). The count lives with the announcement, and an expired
-announcement is kept while its count runs, so a printer that stops announcing (or is kept
-from it: a tripped household breaker refuses its announces) comes back with its count.
+Where the count lives: in its own table (``WrongCodeCount``), keyed by device_uid. Nothing
+that happens to announcements touches it -- registration, expiry, purge, or a link
+completing -- so neither keeping the printer from announcing (a tripped household breaker
+refuses its announces) nor registering and linking a fake printer under its device_id once
+its announcement expired gives it a fresh count. A row is deleted only once it counts
+nothing any more (``not_counting``: a day after its last wrong code).
+
+Race: every guess first takes the device's row (``hold``: one INSERT ... ON CONFLICT DO
+UPDATE, so the row exists afterwards, that writes nothing new and fails at the bound) and
+keeps it until its transaction ends, so a parallel guess waits and then sees the new count
+(PostgreSQL re-checks the condition on the newest row after waiting; SQLite has one writer
+at a time).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, or_, update
+from sqlalchemy import ColumnElement, and_, case, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from tsd_server.api.errors import ApiError
 from tsd_server.extensions import db
-from tsd_server.models.ip_match import Announcement
+from tsd_server.models.ip_match import WrongCodeCount
 
 WRONG_CODES_PER_WINDOW = 9
 WINDOW = timedelta(hours=24)
 TOO_MANY = "too_many_wrong_codes"
 
 _UNSYNCHRONISED = {"synchronize_session": False}
+_LAST = WrongCodeCount.last_wrong_code_at
 
 
-def locked_until(row: Announcement | None, now: datetime) -> datetime | None:
+def locked_until(device_uid: str, now: datetime) -> datetime | None:
     """Until when the printer takes no offers and no codes, or None."""
+    row = db.session.execute(select(WrongCodeCount.wrong_codes, _LAST)
+                             .where(WrongCodeCount.device_uid == device_uid)).first()
     if row is None:
         return None
-    last = row.last_wrong_code_at
-    if last is None or last < now - WINDOW or row.wrong_codes < WRONG_CODES_PER_WINDOW:
+    count, last = row
+    if last is None or last < now - WINDOW or count < WRONG_CODES_PER_WINDOW:
         return None
     return last + WINDOW
 
 
-def counting(row: Announcement, now: datetime) -> bool:
-    """Does the printer's count still run (a wrong code less than ``WINDOW`` ago)?"""
-    return row.last_wrong_code_at is not None and row.last_wrong_code_at >= now - WINDOW
-
-
 def not_counting(now: datetime) -> ColumnElement[bool]:
-    """``not counting`` as SQL, for deleting expired announcements."""
-    last = Announcement.last_wrong_code_at
-    return or_(last.is_(None), last < now - WINDOW)
+    """Rows that count nothing any more (no wrong code less than ``WINDOW`` ago), as SQL."""
+    return or_(_LAST.is_(None), _LAST < now - WINDOW)
 
 
 def refusal(until: datetime | None, now: datetime) -> ApiError:
@@ -65,28 +69,30 @@ def refusal(until: datetime | None, now: datetime) -> ApiError:
     return error
 
 
-def hold(announcement_id: int, now: datetime) -> bool:
-    """Take the printer's row for one guess, until the caller's transaction ends; False
-    (nothing taken) when the printer is at its bound or gone."""
-    last = Announcement.last_wrong_code_at
-    taken = db.session.execute(
-        update(Announcement)
-        .where(Announcement.id == announcement_id,
-               or_(last.is_(None), last < now - WINDOW,
-                   Announcement.wrong_codes < WRONG_CODES_PER_WINDOW))
-        .values(wrong_codes=Announcement.wrong_codes),
-        execution_options=_UNSYNCHRONISED).rowcount
-    return bool(taken)
+def hold(device_uid: str, now: datetime) -> bool:
+    """Take the device's count row for one guess, until the caller's transaction ends
+    (creating it if need be); False (nothing taken) when the printer is at its bound.
+
+    One statement, so a purge deleting the row meanwhile cannot make it fail: the row is
+    inserted, or the existing one updated (to itself) only where the bound is not reached.
+    """
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(WrongCodeCount).values(
+        device_uid=device_uid, wrong_codes=0, last_wrong_code_at=None)
+    statement = statement.on_conflict_do_update(
+        index_elements=[WrongCodeCount.device_uid],
+        set_={"wrong_codes": WrongCodeCount.wrong_codes},
+        where=or_(not_counting(now), WrongCodeCount.wrong_codes < WRONG_CODES_PER_WINDOW))
+    return db.session.execute(statement).rowcount > 0
 
 
-def count_wrong(announcement_id: int, now: datetime) -> int:
-    """Count one wrong code against a printer taken with ``hold``; returns its count."""
-    last = Announcement.last_wrong_code_at
-    running = and_(last.is_not(None), last >= now - WINDOW)
+def count_wrong(device_uid: str, now: datetime) -> int:
+    """Count one wrong code against a device taken with ``hold``; returns its count."""
+    running = and_(_LAST.is_not(None), _LAST >= now - WINDOW)
     # Both SET expressions read the row as it was before this UPDATE.
     return db.session.execute(
-        update(Announcement).where(Announcement.id == announcement_id)
-        .values(wrong_codes=case((running, Announcement.wrong_codes + 1), else_=1),
+        update(WrongCodeCount).where(WrongCodeCount.device_uid == device_uid)
+        .values(wrong_codes=case((running, WrongCodeCount.wrong_codes + 1), else_=1),
                 last_wrong_code_at=now)
-        .returning(Announcement.wrong_codes),
+        .returning(WrongCodeCount.wrong_codes),
         execution_options=_UNSYNCHRONISED).scalar_one()

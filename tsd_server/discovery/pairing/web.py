@@ -165,7 +165,9 @@ def _qr_link_token(target: str) -> str | None:
     ``TSD_PROXY_FIX_X_PREFIX``) taken off, as the proxy does. That erring covers more than
     reaches the link, never less: a path that would miss is asked about at worst."""
     adapter = current_app.url_map.bind("localhost")
-    root = [segment for segment in request.script_root.split("/") if segment]
+    # Read like the path below: the prefix may hold escapes (X-Forwarded-Prefix: /my%20app).
+    root = [segment for segment in unquote(request.script_root).split("/")
+            if segment not in ("", ".")]
     path = target
     for _ in range(3):
         segments: list[str] = []
