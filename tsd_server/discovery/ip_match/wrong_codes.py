@@ -71,7 +71,9 @@ def refusal(until: datetime | None, now: datetime) -> ApiError:
 
 def hold(device_uid: str, now: datetime) -> bool:
     """Take the device's count row for one guess, until the caller's transaction ends
-    (creating it if need be); False (nothing taken) when the printer is at its bound.
+    (creating it if need be); False when the printer is at its bound. Then nothing is
+    written, but PostgreSQL still holds the row (ON CONFLICT locks it): the caller must
+    roll back at once, as the refusal in offers.py does.
 
     One statement, so a purge deleting the row meanwhile cannot make it fail: the row is
     inserted, or the existing one updated (to itself) only where the bound is not reached.
