@@ -25,7 +25,6 @@ from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit, pending_links
@@ -34,6 +33,7 @@ from tsd_server.clock import utcnow
 from tsd_server.config import ConfigurationError
 from tsd_server.extensions import db
 from tsd_server.models import StrategyFlag
+from tsd_server.upsert import upsert
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,8 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
         raise ValueError(f"the reason is longer than {MAX_REASON} characters")
     now = utcnow()
     values = {"enabled": enabled, "reason": reason, "changed_by": actor, "changed_at": now}
-    _upsert_flag(target, values)
+    # One statement: another process may be writing the same flag's row.
+    upsert(StrategyFlag, {"strategy": target, **values}, ["strategy"])
     cleared: list[str] = []
     if target == ALL and enabled:
         cleared = list(db.session.scalars(select(StrategyFlag.strategy).where(
@@ -312,13 +313,3 @@ def _withdraw_waiting_links(target: str, *, actor: str, reason: str | None) -> N
         db.session.rollback()
         log.exception("%s is switched off, but withdrawing the links waiting to happen "
                       "through it failed; switch it off again to retry", target)
-
-
-def _upsert_flag(target: str, values: dict) -> None:
-    """One statement on both backends: INSERT, or UPDATE the row another process made."""
-    dialect = postgresql if db.session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(StrategyFlag).values(strategy=target, **values)
-    statement = statement.on_conflict_do_update(
-        index_elements=[StrategyFlag.strategy],
-        set_={key: statement.excluded[key] for key in values})
-    db.session.execute(statement)

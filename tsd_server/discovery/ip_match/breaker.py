@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ScalarSelect, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tsd_server import audit
 from tsd_server.discovery import kill_switch
@@ -25,6 +24,7 @@ from tsd_server.discovery.ip_match.settings import IpMatchSettings
 from tsd_server.extensions import db
 from tsd_server.models import StrategyFlag
 from tsd_server.models.ip_match import HouseholdAccount, HouseholdBlock
+from tsd_server.upsert import upsert
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def note_account(household: str, user_id: int, seen: Seen, settings: IpMatchSett
             # New sightings are what grows the table: drop those outside the window first.
             db.session.execute(delete(HouseholdAccount).where(
                 HouseholdAccount.last_seen_at <= window_start))
-        _upsert(HouseholdAccount, {"household": household, "user_id": user_id,
+        upsert(HouseholdAccount, {"household": household, "user_id": user_id,
                                    "last_seen_at": now}, ["household", "user_id"])
         db.session.commit()
         accounts = db.session.scalar(select(accounts_seen(household, window_start))) or 0
@@ -101,7 +101,7 @@ def note_account(household: str, user_id: int, seen: Seen, settings: IpMatchSett
 def trip(household: str, accounts: int, settings: IpMatchSettings, now: datetime) -> None:
     """Block the household (once, even when several processes trip it at the same moment)."""
     until = now + settings.breaker_cooldown
-    won = _upsert(HouseholdBlock, {"household": household, "tripped_at": now,
+    won = upsert(HouseholdBlock, {"household": household, "tripped_at": now,
                                    "blocked_until": until, "accounts": accounts},
                   ["household"], only_if=HouseholdBlock.blocked_until <= now)
     if not won:
@@ -145,17 +145,3 @@ def _last_enabled_at() -> datetime | None:
     return db.session.scalar(select(func.max(StrategyFlag.changed_at)).where(
         StrategyFlag.strategy.in_((STRATEGY, kill_switch.ALL)),
         StrategyFlag.enabled.is_(True)))
-
-
-def _upsert(model: Any, values: dict[str, Any], keys: list[str], *, only_if: Any = None) -> bool:
-    """INSERT, or UPDATE the existing row (optionally only where ``only_if`` holds).
-
-    One statement on both backends, so concurrent writers cannot both insert. Returns
-    whether a row was written.
-    """
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(model).values(**values)
-    changes = {key: statement.excluded[key] for key in values if key not in keys}
-    statement = statement.on_conflict_do_update(index_elements=keys, set_=changes,
-                                                where=only_if)
-    return db.session.execute(statement).rowcount > 0

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, case, not_, or_, select, update
 
 from tsd_server.api.errors import ApiError
 from tsd_server.extensions import db
 from tsd_server.models.ip_match import WrongCodeCount
+from tsd_server.upsert import upsert
 
 WRONG_CODES_PER_WINDOW = 9
 WINDOW = timedelta(hours=24)
@@ -78,19 +78,16 @@ def hold(device_uid: str, now: datetime) -> bool:
     One statement, so a purge deleting the row meanwhile cannot make it fail: the row is
     inserted, or the existing one updated (to itself) only where the bound is not reached.
     """
-    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(WrongCodeCount).values(
-        device_uid=device_uid, wrong_codes=0, last_wrong_code_at=None)
-    statement = statement.on_conflict_do_update(
-        index_elements=[WrongCodeCount.device_uid],
-        set_={"wrong_codes": WrongCodeCount.wrong_codes},
-        where=or_(not_counting(now), WrongCodeCount.wrong_codes < WRONG_CODES_PER_WINDOW))
-    return db.session.execute(statement).rowcount > 0
+    return upsert(WrongCodeCount,
+                  {"device_uid": device_uid, "wrong_codes": 0, "last_wrong_code_at": None},
+                  ["device_uid"], changes={"wrong_codes": WrongCodeCount.wrong_codes},
+                  only_if=or_(not_counting(now),
+                              WrongCodeCount.wrong_codes < WRONG_CODES_PER_WINDOW))
 
 
 def count_wrong(device_uid: str, now: datetime) -> int:
     """Count one wrong code against a device taken with ``hold``; returns its count."""
-    running = and_(_LAST.is_not(None), _LAST >= now - WINDOW)
+    running = not_(not_counting(now))
     # Both SET expressions read the row as it was before this UPDATE.
     return db.session.execute(
         update(WrongCodeCount).where(WrongCodeCount.device_uid == device_uid)
