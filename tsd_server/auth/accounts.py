@@ -181,26 +181,31 @@ def create_user(email: str, password: str, *, display_name: str | None = None,
     return user
 
 
+def _password_matches(user: User | None, password: str) -> bool:
+    """Whether ``password`` is ``user``'s; an unknown email (None) takes the same time."""
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return False
+    return user.check_password(password)
+
+
 def authenticate(email: str, password: str) -> User | None:
     """The user for these credentials, or None; unknown emails take the same time."""
     user = find_user(email)
-    if user is None:
-        check_password_hash(_DUMMY_HASH, password)
-        return None
-    return user if user.check_password(password) else None
+    return user if _password_matches(user, password) else None
 
 
 def log_in(email: str, password: str) -> User | None:
     """``authenticate``, audited either way and committed: ``login`` for the account, or
     ``login_failed`` (with the account when the email has one, so a guessing campaign
     against it shows in its history; the answer is the same either way)."""
-    user = authenticate(email, password)
-    if user is None:
-        known = find_user(email)
+    user = find_user(email)
+    if not _password_matches(user, password):
         audit.record("login_failed", actor="anonymous", outcome="refused",
-                     user_id=known.id if known is not None else None)
-    else:
-        audit.record("login", actor=f"user:{user.id}", user_id=user.id)
+                     user_id=user.id if user is not None else None)
+        db.session.commit()
+        return None
+    audit.record("login", actor=f"user:{user.id}", user_id=user.id)
     db.session.commit()
     return user
 
