@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
+from flask import g
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -12,6 +15,8 @@ from tsd_server.extensions import db
 from tsd_server.models import User
 from tsd_server.printable_text import MESSAGE as CONTROL_CHARACTERS_MESSAGE
 from tsd_server.printable_text import has_control_characters, has_lone_surrogates
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 10
 # The login form's limit too: a longer password set from the CLI could never be typed in.
@@ -31,6 +36,10 @@ class EmailTaken(AccountError):
 
 class WrongPassword(AccountError):
     """The current password given to change it is not the account's."""
+
+
+class SessionEnded(Exception):
+    """The request's session ended while the request ran (``require_session_current``)."""
 
 
 def normalise_email(email: str) -> str:
@@ -66,11 +75,52 @@ def session_user(session_id: str) -> User | None:
         user = User(**row._mapping)
         make_transient_to_detached(user)
         db.session.add(user)
-    return user if user.session_epoch == int(epoch) else None  # type: ignore[union-attr]
+    if user.session_epoch != int(epoch):  # type: ignore[union-attr]
+        return None
+    g.session_epoch = int(epoch)  # what require_session_current holds the account to
+    return user
 
 
 _NEXT_EPOCH = (update(User.__table__).where(User.__table__.c.id == bindparam("user_id"))
                .values(session_epoch=User.__table__.c.session_epoch + 1))
+
+
+_EPOCH_HELD = (select(User.__table__.c.session_epoch)
+               .where(User.__table__.c.id == bindparam("user_id")).with_for_update(read=True))
+
+
+def require_session_current(user: User) -> None:
+    """Raise ``SessionEnded``, rolled back, unless the request's session is still valid.
+
+    A request checks its session when it starts (``session_user``), but an ending (log out
+    everywhere, a new password, an account revoke) may commit while it runs, and its
+    withdrawal would miss a code, approval or offer this request commits afterwards. So
+    each of these is committed only after this, in its transaction, after its writes: it
+    holds the account's row (FOR SHARE on PostgreSQL). An ending that has not raised the
+    epoch yet then waits for this commit, and its second withdrawal (``commit_ending``)
+    finds what was prepared; one that has raised it makes this wait, and refuse. On SQLite
+    the writes here already keep every other writer out until the commit."""
+    held = db.session.scalar(_EPOCH_HELD, {"user_id": user.id})
+    if held is None or held != g.get("session_epoch"):
+        db.session.rollback()
+        raise SessionEnded("the session ended while the request ran")
+
+
+def commit_ending(user: User, *, actor: str, why: str) -> None:
+    """Commit a transaction that raised the account's session epoch, then withdraw once
+    more, in a transaction of its own, what a request of an ended session prepared meanwhile
+    (``require_session_current`` holds such a request's commit before the raise). The
+    first withdrawal stays in the ending's transaction, so a failure here leaves only those
+    few; they are logged and a second ending withdraws them."""
+    user_id = user.id
+    db.session.commit()
+    try:
+        pending_links.withdraw(user, actor=actor, why=why)
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.exception("account %s: sessions ended, but the second withdrawal failed; "
+                      "log the account out again to retry", user_id)
 
 
 def raise_session_epoch(user: User) -> None:
@@ -94,8 +144,9 @@ def _log_out_everywhere(user: User, *, actor: str, why: str) -> None:
 def end_sessions(user: User) -> None:
     """Log the account out everywhere ("Log out" does), withdrawing what its sessions
     prepared and have not used yet. Committed at once."""
-    _log_out_everywhere(user, actor=f"user:{user.id}", why="logged out everywhere")
-    db.session.commit()
+    actor, why = f"user:{user.id}", "logged out everywhere"
+    _log_out_everywhere(user, actor=actor, why=why)
+    commit_ending(user, actor=actor, why=why)
 
 
 def _replace_password(user: User, new: str, *, actor: str, why: str) -> None:
@@ -124,7 +175,7 @@ def change_password(user: User, current: str, new: str) -> None:
     _replace_password(user, new, actor=actor, why="password changed")
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
-    db.session.commit()
+    commit_ending(user, actor=actor, why="password changed")
 
 
 def set_password(user: User, new: str, *, actor: str) -> None:
@@ -134,7 +185,7 @@ def set_password(user: User, new: str, *, actor: str) -> None:
     _replace_password(user, new, actor=actor, why="password set by an operator")
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="set by an operator; every session of the account ended")
-    db.session.commit()
+    commit_ending(user, actor=actor, why="password set by an operator")
 
 
 def find_user(email: str) -> User | None:

@@ -16,10 +16,12 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 
+from tsd_server.api.errors import ApiError, is_api_request
 from tsd_server.auth import limits
 from tsd_server.auth.accounts import (
     AccountError,
     EmailTaken,
+    SessionEnded,
     WrongPassword,
     change_password,
     create_user,
@@ -32,6 +34,19 @@ from tsd_server.extensions import db
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Email or password is not right."
+SESSION_ENDED = ("Your session ended while that request ran (you logged out everywhere, or "
+                 "the password changed), so nothing was done. Log in again.")
+
+
+@bp.app_errorhandler(SessionEnded)
+def session_ended(_error: SessionEnded):
+    """A request whose session ended while it ran: refused like one that came logged out
+    (``accounts.require_session_current`` rolled its work back)."""
+    logout_user()
+    if is_api_request():
+        return ApiError(401, "login_required", SESSION_ENDED).response()
+    flash(SESSION_ENDED)
+    return redirect(url_for("auth.login"))
 
 
 def safe_next(target: str | None) -> str:

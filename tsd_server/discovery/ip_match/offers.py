@@ -35,6 +35,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from tsd_server import audit
 from tsd_server.api.errors import ApiError
+from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch, link_service
@@ -175,6 +176,7 @@ def link(user: User, device_uid: str) -> Offer:
                           wrong_codes.refusal(locked_until, now), device_uid=device_uid)
         offer = _new_offer(row, user, check, settings, now)
         try:
+            accounts.require_session_current(user)
             db.session.commit()
         except IntegrityError:
             db.session.rollback()  # another request opened an offer first: look again

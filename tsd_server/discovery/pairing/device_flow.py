@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tsd_server import audit, audit_throttle, single_statement
 from tsd_server.api.errors import ApiError
+from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
@@ -312,6 +313,8 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
     if not won:
         db.session.rollback()
         return False
+    if approve:
+        accounts.require_session_current(user)
     audit.record("device_flow_decision", actor=f"user:{user.id}", outcome=outcome,
                  user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
                  detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")

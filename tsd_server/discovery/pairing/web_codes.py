@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tsd_server import audit, single_statement
 from tsd_server.api.errors import ApiError
+from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
@@ -81,6 +82,7 @@ def issue(user: User, address: ClientAddress | None) -> IssuedCode:
         audit.record("pairing_code_issued", actor=f"user:{user.id}", user_id=user.id,
                      strategy=STRATEGY, address=address, detail=f"expires in {ttl} s")
         try:
+            accounts.require_session_current(user)
             db.session.commit()
         except IntegrityError:  # the same code drawn concurrently elsewhere
             db.session.rollback()
