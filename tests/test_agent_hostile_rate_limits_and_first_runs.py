@@ -35,7 +35,7 @@ from tests.support.hostile_server import (
     reply,
     saved_token,
 )
-from tsd_agent import commands
+from tsd_agent import commands, pacing
 from tsd_agent import messages as m
 from tsd_agent.state import AgentState, load, load_or_create
 
@@ -91,7 +91,7 @@ def test_rate_limit_waits_are_at_least_a_second_and_at_most_ten_minutes(hostile,
     # Still waiting, or (link) the next wait would pass the code's expiry.
     assert code in (None, m.EXIT_EXPIRED), agent.err.getvalue()
     assert clock.sleeps
-    assert all(1 <= wait <= commands.MAX_POLL_INTERVAL for wait in clock.sleeps), clock.sleeps
+    assert all(1 <= wait <= pacing.MAX_POLL_INTERVAL for wait in clock.sleeps), clock.sleeps
     assert "too many attempts" in agent.err.getvalue()
 
 

@@ -39,7 +39,7 @@ from tests.support.hostile_server import (
     saved_token,
 )
 from tsd_agent import client as agent_client
-from tsd_agent import commands
+from tsd_agent import commands, pacing
 from tsd_agent import messages as m
 from tsd_agent.client import Client
 
@@ -181,7 +181,7 @@ def test_timeout_ends_a_call_in_flight(hostile, tmp_path, command, path, server_
     hostile.scripts[path] = STALLS[server_does]
     state = tmp_path / "s.json"
     before = set(threading.enumerate())
-    # 3 s: time for the poll after 1 s with more than commands.CALL_FLOOR left.
+    # 3 s: time for the poll after 1 s with more than pacing.CALL_FLOOR left.
     run = AgentRun.in_process(["--server", hostile.url, "--state", str(state), command,
                                "--timeout", "3", *(["--no-qr"] if command == "link" else [])])
     code = run.finish(HANG_GUARD)
@@ -289,4 +289,4 @@ def test_no_poll_starts_in_the_last_second_before_the_timeout_past_the_expiry(ho
     hostile.scripts[TOKEN_PATH] = pending
     agent = agent_with(hostile, tmp_path, clock)
     assert commands.link(agent, timeout=timeout) == m.EXIT_EXPIRED, agent.err.getvalue()
-    assert polled_with_left and min(polled_with_left) >= commands.CALL_FLOOR, polled_with_left
+    assert polled_with_left and min(polled_with_left) >= pacing.CALL_FLOOR, polled_with_left

@@ -28,7 +28,7 @@ from tests.support.hostile_server import (
     run_agent,
     saved_token,
 )
-from tsd_agent import commands
+from tsd_agent import commands, pacing
 from tsd_agent import messages as m
 from tsd_agent.cli import main
 
@@ -64,7 +64,7 @@ def test_discover_survives_bad_values(hostile, tmp_path, answer):
                          ids=["nan", "infinity", "-infinity", "401-digits", "negative"])
 def test_an_interval_that_is_no_finite_number_of_seconds_gets_the_default(value):
     # Not clamped to 0.1 s or 10 minutes: such a value says nothing about the server's pace.
-    assert commands.interval_from(value) == commands.DEFAULT_POLL_INTERVAL
+    assert pacing.interval_from(value) == pacing.DEFAULT_POLL_INTERVAL
 
 
 def test_discover_shows_the_code_when_its_expiry_is_infinite(hostile, tmp_path):
