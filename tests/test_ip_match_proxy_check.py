@@ -37,6 +37,9 @@ def test_defaults_explain_every_setting_and_find_nothing_wrong(check):
     ({"TRUSTED_PROXIES": "127.0.0.1/32"}, "PROXY_FIX_X_FOR is 0"),
     ({"PROXY_FIX_X_FOR": 1, "TRUSTED_PROXIES": "0.0.0.0/0"}, "far too wide"),
     ({"PROXY_FIX_X_FOR": 1, "TRUSTED_PROXIES": "::/0"}, "far too wide"),
+    # One household across many homes: the incident ip_match exists to prevent.
+    ({"IPV6_HOUSEHOLD_PREFIX": 32}, "IPV6_HOUSEHOLD_PREFIX is 32: a /32 holds many customers"),
+    ({"IPV6_HOUSEHOLD_PREFIX": 47}, "IPV6_HOUSEHOLD_PREFIX is 47"),
 ])
 def test_mistakes_in_the_settings_are_errors_and_exit_1(check, settings, expected):
     code, out = check(settings)
@@ -49,11 +52,18 @@ def test_mistakes_in_the_settings_are_errors_and_exit_1(check, settings, expecte
      "WARNING: TRUSTED_PROXIES contains the public network 8.8.8.0/24"),
     ({"IP_MATCH_ALLOW_PRIVATE": True}, "WARNING: LAN mode is on"),
     ({"PROXY_FIX_X_FOR": 1, "TRUSTED_PROXIES": "127.0.0.1/32"}, "NOTE: PROXY_FIX_X_PROTO is 0"),
+    ({"IPV6_HOUSEHOLD_PREFIX": 80}, "NOTE: IPV6_HOUSEHOLD_PREFIX is 80"),
 ])
 def test_risky_settings_are_warnings(check, settings, expected):
     code, out = check(settings)
     assert code == 0
     assert expected in " ".join(out.split())
+
+
+@pytest.mark.parametrize("prefix", [48, 56, 64])
+def test_a_home_sized_ipv6_household_prefix_is_fine(check, prefix):
+    code, out = check({"IPV6_HOUSEHOLD_PREFIX": prefix})
+    assert code == 0 and "IPV6_HOUSEHOLD_PREFIX is" not in " ".join(out.split())
 
 
 def test_a_good_proxy_setup_has_no_findings(check):

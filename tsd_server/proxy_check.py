@@ -117,6 +117,7 @@ def findings(settings: ProxySettings) -> list[Finding]:
             found.append(Finding(NOTE, "LAN mode without a proxy: a reverse proxy on the same "
                                  "machine would make every client 127.0.0.1 -- one household; "
                                  "if you add one, set X_FOR and TRUSTED_PROXIES."))
+    found.extend(_household_prefix_findings(settings.ipv6_household_prefix))
     if settings.x_for > 1:
         found.append(Finding(NOTE, f"{settings.x_for} proxies: each one, not just the nearest, "
                              "must be inside TRUSTED_PROXIES."))
@@ -125,6 +126,25 @@ def findings(settings: ProxySettings) -> list[Finding]:
                              "over https look like http to the server. Set it to 1 if your "
                              "proxy sends X-Forwarded-Proto."))
     return found
+
+
+# The shortest prefix a provider gives one home (RFC 6177: a /48 at most; usually a /56 or
+# a /64). Shorter, and one "household" spans many customers' homes.
+SHORTEST_HOME_PREFIX_V6 = 48
+
+
+def _household_prefix_findings(prefix: int) -> list[Finding]:
+    if prefix < SHORTEST_HOME_PREFIX_V6:
+        return [Finding(ERROR, f"IPV6_HOUSEHOLD_PREFIX is {prefix}: a /{prefix} holds "
+                        "many customers of one provider (a home gets a /48 at most, usually a "
+                        "/56 or /64), and ip_match would make them one household, each "
+                        "seeing and linking the others' printers. Set it to 64 (or 56).")]
+    if prefix > 64:
+        return [Finding(NOTE, f"IPV6_HOUSEHOLD_PREFIX is {prefix}: devices of one home "
+                        "normally share a /64 but pick their own addresses in it, so a "
+                        "printer and a phone at home will rarely be in one household. 64 is "
+                        "the usual choice.")]
+    return []
 
 
 def _is_private(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
