@@ -20,11 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit, pending_links
@@ -43,6 +45,9 @@ DEFAULT_CACHE_SECONDS = 0.5
 MAX_CACHE_SECONDS = 1.0
 MAX_REASON = 500
 CACHE_KEY = "tsd.kill_switch_cache"
+# PostgreSQL's advisory lock that orders a change of a switch against the commit of a link
+# (or a link waiting to happen): taken exclusively by set_flag, shared by hold_enabled.
+SWITCH_LOCK_KEY = 0x74736B73
 
 # Why a strategy is off (``StrategyState.disabled_by``).
 DEPLOYMENT = "deployment"
@@ -155,9 +160,13 @@ def _read_flags() -> dict[str, FlagSnapshot] | None:
             rows = connection.execute(select(StrategyFlag.__table__)).mappings().all()
     except SQLAlchemyError:
         return None
-    return {row["strategy"]: FlagSnapshot(
-        strategy=row["strategy"], enabled=bool(row["enabled"]), reason=row["reason"],
-        changed_by=row["changed_by"], changed_at=row["changed_at"]) for row in rows}
+    return {row["strategy"]: _snapshot(row) for row in rows}
+
+
+def _snapshot(row: Mapping[str, Any]) -> FlagSnapshot:
+    return FlagSnapshot(strategy=row["strategy"], enabled=bool(row["enabled"]),
+                        reason=row["reason"], changed_by=row["changed_by"],
+                        changed_at=row["changed_at"])
 
 
 _log_lock = threading.Lock()
@@ -215,6 +224,11 @@ def forget_cached_flags() -> None:
 
 def state(name: str, *, fresh: bool = False) -> StrategyState:
     """The effective state of one strategy. ``fresh`` bypasses the per-process cache."""
+    return _state_from(name, lambda: _flags(fresh))
+
+
+def _state_from(name: str,
+                read_flags: Callable[[], dict[str, FlagSnapshot] | None]) -> StrategyState:
     if name not in known_names():
         return StrategyState(False, UNKNOWN_STRATEGY, f"{name!r} is not a strategy.")
     setting = deployment_setting()
@@ -223,7 +237,7 @@ def state(name: str, *, fresh: bool = False) -> StrategyState:
         if setting.problem:
             reason = f"{setting.problem}; every strategy is off until that is corrected."
         return StrategyState(False, DEPLOYMENT, reason)
-    flags = _flags(fresh)
+    flags = read_flags()
     if flags is None:
         return StrategyState(False, FLAG_STORE_UNREADABLE,
                              "The kill-switch flags cannot be read, so discovery is off.")
@@ -232,6 +246,36 @@ def state(name: str, *, fresh: bool = False) -> StrategyState:
         if flag is not None and not flag.enabled:
             return StrategyState(False, RUNTIME, flag.reason, flag.changed_by, flag.changed_at)
     return StrategyState(True)
+
+
+def hold_enabled(name: str) -> None:
+    """Raise ``StrategyDisabled``, rolled back, unless ``name`` is on, read in the caller's
+    transaction just before it commits a link, or a link waiting to happen (a web code, an
+    approval, an ip_match offer).
+
+    A request reads the switch first on a connection of its own, and a switch-off may
+    commit after that read; its withdrawal of waiting links (``set_flag``) would then miss
+    what the request commits, which would complete once the strategy is switched on again.
+    So this reads again holding the switches' lock shared (PostgreSQL's advisory lock),
+    which a change of a switch takes exclusively before it writes: either the switch-off
+    waits for this commit, and its withdrawal then finds what was made, or this waits for
+    the switch-off, and reads it. On SQLite the caller's writes already keep every other
+    writer out until it commits."""
+    _lock_switches(shared=True)
+    rows = db.session.execute(select(StrategyFlag.__table__).where(
+        StrategyFlag.strategy.in_((ALL, name)))).mappings().all()
+    current = _state_from(name, lambda: {row["strategy"]: _snapshot(row) for row in rows})
+    if not current.enabled:
+        db.session.rollback()
+        raise StrategyDisabled(name, current)
+
+
+def _lock_switches(*, shared: bool) -> None:
+    """Until the transaction ends (PostgreSQL; SQLite has one writer at a time)."""
+    if db.session.get_bind().dialect.name != "postgresql":
+        return
+    lock = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
+    db.session.execute(select(lock(SWITCH_LOCK_KEY)))
 
 
 def is_enabled(name: str, *, fresh: bool = False) -> bool:
@@ -276,6 +320,7 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
         raise ValueError(f"the reason is longer than {MAX_REASON} characters")
     now = utcnow()
     values = {"enabled": enabled, "reason": reason, "changed_by": actor, "changed_at": now}
+    _lock_switches(shared=False)  # links being committed finish first (hold_enabled)
     # One statement: another process may be writing the same flag's row.
     upsert(StrategyFlag, {"strategy": target, **values}, ["strategy"])
     cleared: list[str] = []
@@ -302,8 +347,10 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
 def _withdraw_waiting_links(target: str, *, actor: str, reason: str | None) -> None:
     """After the switch-off is committed, in a transaction of its own: a link in progress
     holding one of these rows must not delay the switch-off, nor roll it back if this waits
-    too long. Nothing can link in between: every link re-reads the switch. On failure the
-    links stay refused while the switch is off, and switching off again retries."""
+    too long. Nothing can link or be prepared in between: each re-reads the switch before
+    it commits (``hold_enabled``), and what committed before the switch-off is found here.
+    On failure the links stay refused while the switch is off, and switching off again
+    retries."""
     strategies = set(known_names()) if target == ALL else {target}
     try:
         pending_links.withdraw_strategies(strategies, actor=actor,

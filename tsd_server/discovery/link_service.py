@@ -119,6 +119,12 @@ def link_device(
     event = audit.record("link", actor=actor, user_id=owner_id, device=device,
                          strategy=strategy, address=address, detail="; ".join(notes) or None)
     event.at = now
+    try:
+        kill_switch.hold_enabled(strategy)
+    except kill_switch.StrategyDisabled as refused:
+        _audit_refusal(owner_id, device_uid, strategy, actor, address, "strategy_disabled",
+                       refused.state.reason)
+        raise
     db.session.commit()
     return LinkResult(device=device, access_token=token)
 

@@ -177,6 +177,7 @@ def link(user: User, device_uid: str) -> Offer:
         offer = _new_offer(row, user, check, settings, now)
         try:
             accounts.require_session_current(user)
+            kill_switch.hold_enabled(STRATEGY)
             db.session.commit()
         except IntegrityError:
             db.session.rollback()  # another request opened an offer first: look again

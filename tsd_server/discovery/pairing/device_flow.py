@@ -315,6 +315,7 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
         return False
     if approve:
         accounts.require_session_current(user)
+        kill_switch.hold_enabled(via)
     audit.record("device_flow_decision", actor=f"user:{user.id}", outcome=outcome,
                  user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
                  detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")

@@ -83,6 +83,7 @@ def issue(user: User, address: ClientAddress | None) -> IssuedCode:
                      strategy=STRATEGY, address=address, detail=f"expires in {ttl} s")
         try:
             accounts.require_session_current(user)
+            kill_switch.hold_enabled(STRATEGY)
             db.session.commit()
         except IntegrityError:  # the same code drawn concurrently elsewhere
             db.session.rollback()
