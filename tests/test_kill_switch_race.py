@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import ip_match_fixtures
+from tests.support import held_requests, ip_match_fixtures
 from tests.support.held_requests import (
     THIEF,
-    Hold,
     Running,
     Scene,
     wait_until_waiting_for_a_lock,
@@ -24,6 +23,7 @@ from tests.support.held_requests import (
 from tests.support.pairing import LOOSE_LIMITS, audit_rows, issue_code, redeem, switch
 
 world = ip_match_fixtures.world
+hold = held_requests.hold
 
 STRATEGY_OF = {"web_code": "pairing_code", "approval": "pairing_code",
                "ip_match_offer": "ip_match"}
@@ -40,44 +40,48 @@ def scene_for(app, client, clock, make_user, login, world):
 
 
 @pytest.mark.parametrize("action", sorted(STRATEGY_OF))
-def test_a_link_prepared_across_a_switch_off_is_refused(app, monkeypatch, scene_for, action):
+def test_a_link_prepared_across_a_switch_off_is_refused(app, monkeypatch, hold, scene_for,
+                                                        action):
     """The request read the switch as on; the switch-off commits and withdraws before the
     request writes anything. The request is refused, and after the switch-on nothing it
     would have prepared works."""
     from tsd_server.discovery import kill_switch
 
     scene = scene_for(action)
-    hold = Hold()
-    monkeypatch.setattr(kill_switch, "state", hold.wrap(
+    held = hold()
+    monkeypatch.setattr(kill_switch, "state", held.wrap(
         kill_switch.state, only=lambda *args, **kwargs: kwargs.get("fresh", False)))
     thief = Running(THIEF, scene.request)
     thief.start()
-    assert hold.reached.wait(30)
+    assert held.reached.wait(30)
     switch(app, STRATEGY_OF[action], False)
-    hold.release.set()
+    held.release.set()
     status, answer = thief.result()
     assert scene.refused_as_switched_off(status, answer), (status, answer)
+    if action == "approval":  # refused at its second read, and audited like at its first
+        decisions = audit_rows(app, "device_flow_decision")
+        assert [row.outcome for row in decisions] == ["strategy_disabled"]
     switch(app, STRATEGY_OF[action], True)
     scene.assert_nothing_usable(answer)
 
 
 @pytest.mark.parametrize("action", sorted(STRATEGY_OF))
-def test_a_link_prepared_while_a_switch_off_waits_is_withdrawn(app, monkeypatch, scene_for,
-                                                                action):
+def test_a_link_prepared_while_a_switch_off_waits_is_withdrawn(app, monkeypatch, hold,
+                                                                scene_for, action):
     """The request holds the switches' lock when the switch-off starts: the switch-off
     waits for the request's commit, and its withdrawal then finds what it prepared."""
     from tsd_server.discovery import kill_switch
 
     scene = scene_for(action)
-    hold = Hold()
-    monkeypatch.setattr(kill_switch, "hold_enabled", hold.wrap(kill_switch.hold_enabled))
+    held = hold()
+    monkeypatch.setattr(kill_switch, "hold_enabled", held.wrap(kill_switch.hold_enabled))
     thief = Running(THIEF, scene.request)
     thief.start()
-    assert hold.reached.wait(30)
+    assert held.reached.wait(30)
     switch_off = Running("switch-off", lambda: switch(app, STRATEGY_OF[action], False))
     switch_off.start()
     wait_until_waiting_for_a_lock(app, switch_off)
-    hold.release.set()
+    held.release.set()
     status, answer = thief.result()
     assert status in (200, 201, 302), (status, answer)  # it committed first
     switch_off.result()
@@ -86,7 +90,7 @@ def test_a_link_prepared_while_a_switch_off_waits_is_withdrawn(app, monkeypatch,
 
 
 def test_a_redemption_racing_a_switch_off_links_before_it_or_not_at_all(
-        app, client, monkeypatch, make_user, login):
+        app, client, monkeypatch, hold, make_user, login):
     """A device redeems a web code while pairing_code is switched off: its link is written
     and audited, not committed yet. On PostgreSQL the switch-off commits, and its
     withdrawal waits for the code the redemption holds; the redemption then reads the
@@ -97,16 +101,16 @@ def test_a_redemption_racing_a_switch_off_links_before_it_or_not_at_all(
 
     _, email, password = make_user("owner@example.org")
     code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
-    hold = Hold()
-    monkeypatch.setattr(audit, "record", hold.wrap(
+    held = hold()
+    monkeypatch.setattr(audit, "record", held.wrap(
         audit.record, only=lambda event, **fields: event == "link"))
     device = Running(THIEF, lambda: redeem(client, code, device_id="thief-dev-1", ip="6.6.6.6"))
     device.start()
-    assert hold.reached.wait(30)
+    assert held.reached.wait(30)
     switch_off = Running("switch-off", lambda: switch(app, "pairing_code", False))
     switch_off.start()
     wait_until_waiting_for_a_lock(app, switch_off)
-    hold.release.set()
+    held.release.set()
     answer = device.result()
     switch_off.result()
     order = [row.event for row in audit_rows(app) if row.event in ("link", "flag_toggle")]

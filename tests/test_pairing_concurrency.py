@@ -260,10 +260,11 @@ def test_a_conflicting_link_answers_409_and_leaves_the_code_unused(app, make_use
 def test_a_code_redeemed_while_the_account_unlinks_all_links_and_is_revoked(
         app, make_user, login):
     """The withdrawal of unused codes (tsd_server/pending_links.py) against a redemption in
-    flight: the redemption has claimed the code and is about to take the account's lock
-    when "Unlink all printers" starts. Unlink-all waits at the code's row, the redemption
-    links and commits, then unlink-all revokes the new printer. Had unlink-all taken the
-    account's lock before touching the codes, the two would deadlock here."""
+    flight: the redemption holds the account's lock and is about to claim the code when
+    "Unlink all printers" starts. Unlink-all waits for the lock, the redemption links and
+    commits, then unlink-all revokes the new printer and has nothing left to withdraw. Both
+    take the account's lock before touching a code, so neither can hold a row the other
+    waits for."""
     from sqlalchemy import event
 
     from tsd_server.extensions import db
@@ -276,14 +277,14 @@ def test_a_code_redeemed_while_the_account_unlinks_all_links_and_is_revoked(
 
     def unlink_all_now(conn, cursor, statement, parameters, context, executemany) -> None:
         if (started_unlink or threading.get_ident() != redeemer
-                or "FOR NO KEY UPDATE" not in statement):
+                or not statement.lstrip().upper().startswith("UPDATE PAIRING_CODES")):
             return
-        # The redemption holds the code's row and is about to lock the account.
+        # The redemption holds the account's lock and is about to claim the code.
         started_unlink.append(run_together(
             lambda: owner.form_post("/printers/unlink-all", {"confirm": "y"})))
         deadline = time.monotonic() + 20
         while waiting_for_locks(app) < 1:
-            assert time.monotonic() < deadline, "unlink-all never waited at the code"
+            assert time.monotonic() < deadline, "unlink-all never waited for the lock"
             time.sleep(0.02)
 
     with app.app_context():
@@ -302,7 +303,7 @@ def test_a_code_redeemed_while_the_account_unlinks_all_links_and_is_revoked(
 
 
 def test_a_locked_approval_does_not_hold_up_a_switch_off(app, make_user, login, clock):
-    """A link in progress holds its approval's row while it waits for the account's lock.
+    """A link in progress holds its approval's row (claimed, and linking) for a while.
     The switch-off must take effect at once all the same: it is committed before the
     waiting links are withdrawn, and the withdrawal waits for the row instead."""
     from tsd_server.discovery import kill_switch

@@ -14,23 +14,26 @@ ending meanwhile:
 - ``ended_first``: after its session check, before its writes; the ending commits.
 - ``ended_while_held``: after its writes and its hold on the account's row, before its
   commit; the ending starts, and must wait for the commit (and then withdraw).
+
+And a device that redeems such a code the moment it is committed waits for the ending's
+lock on the account, like every link, and finds the code withdrawn.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support import ip_match_fixtures
+from tests.support import held_requests, ip_match_fixtures
 from tests.support.held_requests import (
     THIEF,
-    Hold,
     Running,
     Scene,
     wait_until_waiting_for_a_lock,
 )
-from tests.support.pairing import LOOSE_LIMITS
+from tests.support.pairing import LOOSE_LIMITS, me, redeem
 
 world = ip_match_fixtures.world
+hold = held_requests.hold
 
 ACTIONS = ["web_code", "approval", "ip_match_offer", "ip_match_confirm"]
 
@@ -61,23 +64,23 @@ def scene_for(app, client, clock, make_user, login, world):
 
 @pytest.mark.parametrize("action", ["web_code", "approval", "ip_match_offer"])
 def test_a_request_whose_session_ended_before_its_writes_is_refused(
-        app, monkeypatch, scene_for, action):
+        app, monkeypatch, hold, scene_for, action):
     """The ending commits while the request is between its session check and its writes:
     the request is refused, and nothing it would have prepared exists. (A confirmation
     changes an offer made before the ending, which the ending deletes: the next test.)"""
     from tsd_server.discovery import kill_switch
 
     scene = scene_for(action)
-    hold = Hold()
+    held = hold()
     # Every one of these actions reads the kill switch fresh after the session check and
     # before its first write.
-    monkeypatch.setattr(kill_switch, "state", hold.wrap(
+    monkeypatch.setattr(kill_switch, "state", held.wrap(
         kill_switch.state, only=lambda *args, **kwargs: kwargs.get("fresh", False)))
     thief = Running(THIEF, scene.request)
     thief.start()
-    assert hold.reached.wait(30)
+    assert held.reached.wait(30)
     end_every_session(app, scene.user_id, "log_out")
-    hold.release.set()
+    held.release.set()
     status, answer = thief.result()
     assert scene.refused_as_logged_out(status, answer), (status, answer)
     scene.assert_nothing_usable(answer)
@@ -86,28 +89,77 @@ def test_a_request_whose_session_ended_before_its_writes_is_refused(
 @pytest.mark.parametrize("ending", ["log_out", "revoke_account"])
 @pytest.mark.parametrize("action", ACTIONS)
 def test_a_request_that_commits_while_the_ending_waits_is_withdrawn(
-        app, monkeypatch, scene_for, action, ending):
+        app, monkeypatch, hold, scene_for, action, ending):
     """The request holds the account's row when the ending starts: the ending waits for the
-    request's commit, then withdraws what it prepared, in its second withdrawal."""
+    request's commit, then withdraws what it prepared."""
     from tsd_server import audit
     from tsd_server.auth import accounts
 
     scene = scene_for(action)
-    hold = Hold()
+    held = hold()
     if action == "ip_match_confirm":  # it changes an offer that exists: held on its writes
-        monkeypatch.setattr(audit, "record", hold.wrap(
+        monkeypatch.setattr(audit, "record", held.wrap(
             audit.record, only=lambda event, **fields: event == "confirmation"))
     else:
         monkeypatch.setattr(accounts, "require_session_current",
-                            hold.wrap(accounts.require_session_current))
+                            held.wrap(accounts.require_session_current))
     thief = Running(THIEF, scene.request)
     thief.start()
-    assert hold.reached.wait(30)
+    assert held.reached.wait(30)
     owner = Running("owner-ending", lambda: end_every_session(app, scene.user_id, ending))
     owner.start()
     wait_until_waiting_for_a_lock(app, owner)
-    hold.release.set()
+    held.release.set()
     status, answer = thief.result()
     assert not scene.refused_as_logged_out(status, answer), (status, answer)  # it committed first
     owner.result()
     scene.assert_nothing_usable(answer)
+
+
+@pytest.mark.parametrize("ending", ["log_out", "revoke_account"])
+def test_a_code_redeemed_while_the_ending_holds_the_account_gives_no_working_token(
+        app, client, clock, monkeypatch, hold, make_user, login, ending):
+    """The thief's code is committed while the ending waits for it (as above), and the
+    thief's device redeems it at once, while the ending holds the account's lock and has not
+    withdrawn yet. The redemption waits for that lock before it claims the code (as every
+    link does), so it finds the code withdrawn. It read the time before waiting and the
+    withdrawal later: the withdrawn code is expired as of its issue, not of the withdrawal,
+    or the earlier time would still find it valid."""
+    from tsd_server import pending_links
+    from tsd_server.auth import accounts
+
+    user_id, email, password = make_user("owner@example.org")
+    thief = login(email, password, REMOTE_ADDR="6.6.6.6")
+    held_thief, held_ending = hold(), hold("owner-ending")
+    monkeypatch.setattr(accounts, "require_session_current",
+                        held_thief.wrap(accounts.require_session_current))
+    monkeypatch.setattr(pending_links, "withdraw", held_ending.wrap(
+        pending_links.withdraw, before=True))
+    issuing = Running(THIEF, lambda: thief.post("/api/v1/pairing/codes"))
+    issuing.start()
+    assert held_thief.reached.wait(30)
+    owner = Running("owner-ending", lambda: end_every_session(app, user_id, ending))
+    owner.start()
+    wait_until_waiting_for_a_lock(app, owner)
+    held_thief.release.set()
+    issued = issuing.result()
+    assert issued.status_code == 201  # committed before the ending's raise
+    assert held_ending.reached.wait(30)  # the ending holds the account's lock, and waits
+    device = Running("device", lambda: redeem(app.test_client(), issued.get_json()["code"],
+                                              device_id="thief-dev-1", ip="6.6.6.6"))
+    device.start()
+    with app.app_context():
+        from tsd_server.extensions import db
+
+        postgresql = db.engine.dialect.name == "postgresql"
+    if postgresql or ending == "log_out":  # SQLite's revoke has written nothing yet
+        wait_until_waiting_for_a_lock(app, device)
+    clock.advance(seconds=1)  # the withdrawal's time is after the redemption's
+    held_ending.release.set()
+    owner.result()
+    answer = device.result()
+    if answer.status_code == 201:  # SQLite's revoke: linked first, then revoked with the rest
+        assert not postgresql and ending == "revoke_account"
+        assert me(app.test_client(), answer.get_json()["access_token"]).status_code == 401
+    else:
+        assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_code"

@@ -69,7 +69,8 @@ def unlink(device: Device, user: User) -> None:
 def lock_links_of(owner_id: int) -> None:
     """Wait for the account's other links and revocations to finish (PostgreSQL; SQLite has
     one writer at a time). FOR NO KEY UPDATE on the account's row: rows that merely refer
-    to the account (audit rows, codes) are not held up."""
+    to the account (audit rows, codes) are not held up. Every link takes it before it claims
+    its code, approval or offer, and a withdrawal holds it (``pending_links``)."""
     db.session.execute(select(User.id).where(User.id == owner_id)
                        .with_for_update(key_share=True))
 
@@ -86,8 +87,8 @@ def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = Fals
     withdraw the links it has set in motion (``pending_links``); the caller commits.
     Returns the printers revoked. A link landing at the same moment comes either before
     (and is revoked too) or after, and then only if it was not one of those withdrawn."""
-    pending_links.withdraw(user, actor=actor, why=detail)  # before the lock: see there
     lock_links_of(user.id)
+    pending_links.withdraw(user, actor=actor, why=detail)  # holding the lock: see there
     active = active_devices_of(user)
     for device in active:
         revoke_token(device, actor=actor, detail=detail, needs_relink=needs_relink)

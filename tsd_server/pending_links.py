@@ -11,11 +11,14 @@ owner logs out everywhere, these go too: each is made unusable and audited
 every account's waiting links of that strategy, for the same reason.
 
 Order against a redemption, a token collection or an offer's completion running at the
-same moment: each claims its row (a conditional UPDATE or DELETE) before it links, and so
-does this, row against row;
-whichever comes second finds the row no longer usable. Call this before taking
-``devices.lock_links_of`` in the same transaction (a link in progress holds its row, then
-waits for that lock: taking the lock first would deadlock with it).
+same moment: each takes the account's lock (``devices.lock_links_of``) and then claims its
+row (a conditional UPDATE or DELETE) before it links. Call ``withdraw`` holding that lock
+too, in the same transaction: a link in progress then either finishes first or finds its
+row withdrawn, and no link can claim a row between this and the commit (which is what
+makes an ending of the account's sessions hold: a code that a request of an ended session
+committed while the ending waited for it is found here and cannot be redeemed first).
+``withdraw_strategies`` runs after a switch-off has committed, holding no account's lock:
+a link then re-reads the switch before it commits (``kill_switch.hold_enabled``).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ OFFER_STRATEGY = "ip_match"
 
 def withdraw(user: User, *, actor: str, why: str) -> None:
     """Spend the account's unredeemed web codes, deny its uncollected approvals and delete
-    its ip_match offers, one ``revocation`` audit row each; the caller commits."""
+    its ip_match offers, one ``revocation`` audit row each; the caller holds the account's
+    lock (see above) and commits."""
     _withdraw(codes=PairingCode.user_id == user.id,
               approvals=DeviceAuthorization.decided_by_id == user.id,
               offers=Offer.user_id == user.id, actor=actor, why=why)
@@ -56,10 +60,12 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
               offers: ColumnElement[bool] | None, actor: str, why: str) -> None:
     """Withdraw the waiting links each condition selects (None: none of that kind)."""
     now = utcnow()
+    # Expired as of its issue, not as of now: a redemption that read the time a moment
+    # before this ran, and claims after it, compares that earlier time with the expiry.
     spent_codes = db.session.execute(
         update(PairingCode)
         .where(codes, PairingCode.used_at.is_(None), PairingCode.expires_at > now)
-        .values(expires_at=now)
+        .values(expires_at=PairingCode.created_at)
         .returning(PairingCode.user_id, PairingCode.created_at)
         .execution_options(synchronize_session=False)).all() if codes is not None else []
     denied = db.session.execute(

@@ -7,29 +7,54 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.support.pairing import decide, enter_code, poll, redeem, started
 
 THIEF = "thief-request"
 
 
 class Hold:
-    """Stops the thread named THIEF the first time it returns from a wrapped call, until
-    released."""
+    """Stops one thread (by name, THIEF unless told) the first time it passes a wrapped call,
+    after the call (or before it, with ``before=True``), until released. Use it through the
+    ``hold`` fixture, which releases it when the test ends, passed or failed, so a held
+    request never keeps its locks into the next test."""
 
-    def __init__(self) -> None:
+    def __init__(self, thread: str = THIEF) -> None:
+        self.thread = thread
         self.reached = threading.Event()
         self.release = threading.Event()
 
-    def wrap(self, real, *, only=lambda *args, **kwargs: True):
-        def held(*args, **kwargs):
-            result = real(*args, **kwargs)
-            if (threading.current_thread().name == THIEF and only(*args, **kwargs)
+    def wrap(self, real, *, only=lambda *args, **kwargs: True, before: bool = False):
+        def stop_here(*args, **kwargs) -> None:
+            if (threading.current_thread().name == self.thread and only(*args, **kwargs)
                     and not self.reached.is_set()):
                 self.reached.set()
                 assert self.release.wait(30), "the test never released the request"
+
+        def held(*args, **kwargs):
+            if before:
+                stop_here(*args, **kwargs)
+            result = real(*args, **kwargs)
+            if not before:
+                stop_here(*args, **kwargs)
             return result
 
         return held
+
+
+@pytest.fixture
+def hold():
+    """``hold(thread=THIEF)`` makes a Hold; every one is released at the end of the test."""
+    made: list[Hold] = []
+
+    def make(thread: str = THIEF) -> Hold:
+        made.append(Hold(thread))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.release.set()
 
 
 class Running(threading.Thread):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import g
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -15,8 +13,6 @@ from tsd_server.extensions import db
 from tsd_server.models import User
 from tsd_server.printable_text import MESSAGE as CONTROL_CHARACTERS_MESSAGE
 from tsd_server.printable_text import has_control_characters, has_lone_surrogates
-
-log = logging.getLogger(__name__)
 
 MIN_PASSWORD_LENGTH = 10
 # The login form's limit too: a longer password set from the CLI could never be typed in.
@@ -97,30 +93,14 @@ def require_session_current(user: User) -> None:
     withdrawal would miss a code, approval or offer this request commits afterwards. So
     each of these is committed only after this, in its transaction, after its writes: it
     holds the account's row (FOR SHARE on PostgreSQL). An ending that has not raised the
-    epoch yet then waits for this commit, and its second withdrawal (``commit_ending``)
-    finds what was prepared; one that has raised it makes this wait, and refuse. On SQLite
-    the writes here already keep every other writer out until the commit."""
+    epoch yet then waits for this commit, and its withdrawal, which comes after the raise,
+    finds what was prepared before any device can use it (``pending_links``); one that has
+    raised it makes this wait, and refuse. On SQLite the writes here already keep every
+    other writer out until the commit."""
     held = db.session.scalar(_EPOCH_HELD, {"user_id": user.id})
     if held is None or held != g.get("session_epoch"):
         db.session.rollback()
         raise SessionEnded("the session ended while the request ran")
-
-
-def commit_ending(user: User, *, actor: str, why: str) -> None:
-    """Commit a transaction that raised the account's session epoch, then withdraw once
-    more, in a transaction of its own, what a request of an ended session prepared meanwhile
-    (``require_session_current`` holds such a request's commit before the raise). The
-    first withdrawal stays in the ending's transaction, so a failure here leaves only those
-    few; they are logged and a second ending withdraws them."""
-    user_id = user.id
-    db.session.commit()
-    try:
-        pending_links.withdraw(user, actor=actor, why=why)
-        db.session.commit()
-    except SQLAlchemyError:
-        db.session.rollback()
-        log.exception("account %s: sessions ended, but the second withdrawal failed; "
-                      "log the account out again to retry", user_id)
 
 
 def raise_session_epoch(user: User) -> None:
@@ -129,24 +109,23 @@ def raise_session_epoch(user: User) -> None:
 
     Flask's session lives in the cookie, so forgetting it in one browser leaves any copy
     of it valid; raising the epoch is what makes a logout (or a new password) hold. It
-    writes the account's row: call ``pending_links.withdraw`` first in the same transaction
-    (a link in progress holds its code's row and then waits for the account's row)."""
+    writes the account's row, which holds the account's lock (``devices.lock_links_of``)
+    until the commit: ``pending_links.withdraw`` comes after it."""
     db.session.execute(_NEXT_EPOCH, {"user_id": user.id})
 
 
 def _log_out_everywhere(user: User, *, actor: str, why: str) -> None:
     """End every session and withdraw the links they prepared (a stolen cookie's codes and
     approvals must not outlive it); the caller commits."""
-    pending_links.withdraw(user, actor=actor, why=why)  # before the account's row: see there
-    raise_session_epoch(user)
+    raise_session_epoch(user)  # takes the account's lock, as pending_links.withdraw needs
+    pending_links.withdraw(user, actor=actor, why=why)
 
 
 def end_sessions(user: User) -> None:
     """Log the account out everywhere ("Log out" does), withdrawing what its sessions
     prepared and have not used yet. Committed at once."""
-    actor, why = f"user:{user.id}", "logged out everywhere"
-    _log_out_everywhere(user, actor=actor, why=why)
-    commit_ending(user, actor=actor, why=why)
+    _log_out_everywhere(user, actor=f"user:{user.id}", why="logged out everywhere")
+    db.session.commit()
 
 
 def _replace_password(user: User, new: str, *, actor: str, why: str) -> None:
@@ -175,7 +154,7 @@ def change_password(user: User, current: str, new: str) -> None:
     _replace_password(user, new, actor=actor, why="password changed")
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
-    commit_ending(user, actor=actor, why="password changed")
+    db.session.commit()
 
 
 def set_password(user: User, new: str, *, actor: str) -> None:
@@ -185,7 +164,7 @@ def set_password(user: User, new: str, *, actor: str) -> None:
     _replace_password(user, new, actor=actor, why="password set by an operator")
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="set by an operator; every session of the account ended")
-    commit_ending(user, actor=actor, why="password set by an operator")
+    db.session.commit()
 
 
 def find_user(email: str) -> User | None:

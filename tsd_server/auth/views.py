@@ -34,8 +34,9 @@ from tsd_server.extensions import db
 bp = Blueprint("auth", __name__)
 
 LOGIN_FAILED = "Email or password is not right."
-SESSION_ENDED = ("Your session ended while that request ran (you logged out everywhere, or "
-                 "the password changed), so nothing was done. Log in again.")
+SESSION_ENDED = ("Your session ended while that request ran (you logged out everywhere, the "
+                 "password changed, or an administrator ended it), so nothing was done. Log "
+                 "in again.")
 
 
 @bp.app_errorhandler(SessionEnded)

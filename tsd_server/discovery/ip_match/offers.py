@@ -33,7 +33,7 @@ from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from tsd_server import audit
+from tsd_server import audit, devices
 from tsd_server.api.errors import ApiError
 from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
@@ -174,8 +174,8 @@ def link(user: User, device_uid: str) -> Offer:
         if locked_until is not None:
             raise _refuse("link_failed", user, check, wrong_codes.TOO_MANY,
                           wrong_codes.refusal(locked_until, now), device_uid=device_uid)
-        offer = _new_offer(row, user, check, settings, now)
         try:
+            offer = _new_offer(row, user, check, settings, now)  # flushed: may collide
             accounts.require_session_current(user)
             kill_switch.hold_enabled(STRATEGY)
             db.session.commit()
@@ -360,7 +360,9 @@ def _complete(row: Announcement, offer: Offer, address: ClientAddress,
     owner, status, public_id = offer.user, offer.status, offer.public_id
     uid, name, model = row.device_uid, row.name, row.model
     confirmed_from = offer.confirmed_from_ip
-    # The gate: exactly one announce deletes the offer in its ready state and goes on.
+    # The gate: exactly one announce deletes the offer in its ready state and goes on, after
+    # taking the account's lock, as every link does (``pending_links`` says why).
+    devices.lock_links_of(offer.user_id)
     won = db.session.execute(
         delete(Offer).where(*_same_offer(offer), Offer.status == status),
         execution_options={"synchronize_session": False}).rowcount

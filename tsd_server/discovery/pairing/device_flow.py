@@ -24,7 +24,7 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tsd_server import audit, audit_throttle, single_statement
+from tsd_server import audit, audit_throttle, devices, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
@@ -201,6 +201,8 @@ def _pending_poll(row: Row, now: datetime) -> NoReturn:
 
 
 def _issue_token(row: Row, now: datetime) -> LinkResult:
+    if row.decided_by_id is not None:  # the account's lock first (``pending_links``)
+        devices.lock_links_of(row.decided_by_id)
     claimed = db.session.execute(
         update(DeviceAuthorization)
         .where(DeviceAuthorization.id == row.id, DeviceAuthorization.status == APPROVED,
@@ -293,13 +295,11 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
     if row is None:
         return False
     outcome = APPROVED if approve else DENIED
+    device_uid = row.device_uid
     if approve:
         current = kill_switch.state(via, fresh=True)
         if not current.enabled:
-            audit.record("device_flow_decision", actor=f"user:{user.id}",
-                         outcome="strategy_disabled", user_id=user.id,
-                         device_uid=row.device_uid, strategy=via, address=address)
-            db.session.commit()
+            _refused_as_switched_off(user, device_uid, via, address)
             raise kill_switch.StrategyDisabled(via, current)
     now = utcnow()
     won = db.session.execute(
@@ -315,12 +315,23 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
         return False
     if approve:
         accounts.require_session_current(user)
-        kill_switch.hold_enabled(via)
+        try:
+            kill_switch.hold_enabled(via)  # switched off since the read above?
+        except kill_switch.StrategyDisabled:
+            _refused_as_switched_off(user, device_uid, via, address)
+            raise
     audit.record("device_flow_decision", actor=f"user:{user.id}", outcome=outcome,
                  user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
                  detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
     db.session.commit()
     return True
+
+
+def _refused_as_switched_off(user: User, device_uid: str, via: str,
+                             address: ClientAddress | None) -> None:
+    audit.record("device_flow_decision", actor=f"user:{user.id}", outcome="strategy_disabled",
+                 user_id=user.id, device_uid=device_uid, strategy=via, address=address)
+    db.session.commit()
 
 
 def purge(now: datetime) -> None:

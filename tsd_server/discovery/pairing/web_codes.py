@@ -16,7 +16,7 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tsd_server import audit, single_statement
+from tsd_server import audit, devices, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
@@ -125,7 +125,9 @@ def redeem(text: str, *, device_uid: str, name: str, model: str | None) -> LinkR
 
 
 def _claim(row: Row, now: datetime) -> bool:
-    """The single-use gate: True for exactly one caller, even on concurrent redemptions."""
+    """The single-use gate: True for exactly one caller, even on concurrent redemptions.
+    The account's lock comes first, as for every link (``pending_links`` says why)."""
+    devices.lock_links_of(row.user_id)
     result = db.session.execute(
         update(PairingCode)
         .where(PairingCode.id == row.id, PairingCode.used_at.is_(None),
