@@ -5,8 +5,8 @@ web code, a device-flow approval, an ip_match offer or its confirmation); the ow
 out everywhere, or an operator revokes the account, while that request runs. The request
 passed its session check when it started, so either it is refused before it commits
 (``accounts.require_session_current``), or it committed first and the ending withdraws what
-it made (``accounts.commit_ending``). Either way nothing it prepared can be used: no code
-redeems, no approval hands out a token, no offer completes.
+it made, holding the account's lock (``pending_links``). Either way nothing it prepared can
+be used: no code redeems, no approval hands out a token, no offer completes.
 
 Each test holds the thief's request at one point in a thread of its own and runs the
 ending meanwhile:
@@ -16,7 +16,7 @@ ending meanwhile:
   commit; the ending starts, and must wait for the commit (and then withdraw).
 
 And a device that redeems such a code the moment it is committed waits for the ending's
-lock on the account, like every link, and finds the code withdrawn.
+lock on the account, like every link, and finds the code withdrawn, whatever its clock.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.support.held_requests import (
     Scene,
     wait_until_waiting_for_a_lock,
 )
-from tests.support.pairing import LOOSE_LIMITS, me, redeem
+from tests.support.pairing import LOOSE_LIMITS, issue_code, me, redeem
 
 world = ip_match_fixtures.world
 hold = held_requests.hold
@@ -163,3 +163,35 @@ def test_a_code_redeemed_while_the_ending_holds_the_account_gives_no_working_tok
         assert me(app.test_client(), answer.get_json()["access_token"]).status_code == 401
     else:
         assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_code"
+
+
+def test_a_code_expiring_as_it_is_withdrawn_is_spent_whatever_the_redeemers_clock(
+        app, clock, monkeypatch, hold, make_user, login):
+    """A device redeems a code a second before it expires and waits for the account's lock,
+    held by a log-out; the log-out withdraws a second after the expiry, and the device's
+    clock (another host's) is two seconds behind. The withdrawal still spends the code (it
+    takes codes that expired a moment ago too, and marks them spent, not expired), so the
+    redemption finds it used, whatever its clock says."""
+    from tsd_server import pending_links
+
+    user_id, email, password = make_user("owner@example.org")
+    code = issue_code(login(email, password, REMOTE_ADDR="6.6.6.6"))["code"]
+    clock.advance(seconds=599)  # PAIRING_CODE_TTL is 600 s: one second left
+    before, after = hold("owner-ending"), hold("owner-ending")
+    monkeypatch.setattr(pending_links, "withdraw", after.wrap(
+        before.wrap(pending_links.withdraw, before=True)))
+    owner = Running("owner-ending", lambda: end_every_session(app, user_id, "log_out"))
+    owner.start()
+    assert before.reached.wait(30)  # the log-out holds the account's lock
+    device = Running("device", lambda: redeem(app.test_client(), code,
+                                              device_id="thief-dev-1", ip="6.6.6.6"))
+    device.start()
+    wait_until_waiting_for_a_lock(app, device)  # its first look found the code valid
+    clock.advance(seconds=2)
+    before.release.set()
+    assert after.reached.wait(30)  # withdrawn as of a second after the expiry
+    clock.advance(seconds=-2)  # the time the device reads after the lock
+    after.release.set()
+    owner.result()
+    answer = device.result()
+    assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_code"

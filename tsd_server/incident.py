@@ -166,8 +166,8 @@ def _find(window: Window, *, lock: bool = False) -> list[tuple[Device, User, dat
     for start in range(0, len(ids), CHUNK):  # bounded IN lists (SQLite caps bound parameters)
         query = (select(Device, User).join(User, User.id == Device.owner_id)
                  .where(Device.id.in_(ids[start:start + CHUNK])))
-        if lock:
-            query = query.with_for_update(of=Device)
+        if lock:  # in id order, as revoke_all writes them: two revokes never cross
+            query = query.with_for_update(of=Device).order_by(Device.id)
         for device, owner in db.session.execute(query):
             at, strategy, ip = latest[device.id]
             found.append((device, owner, at, strategy, ip))

@@ -23,6 +23,8 @@ a link then re-reads the switch before it commits (``kill_switch.hold_enabled``)
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import ColumnElement, delete, select, true, update
 
 from tsd_server import audit
@@ -34,6 +36,10 @@ from tsd_server.models.pairing import APPROVED, DENIED
 
 WEB_CODE_STRATEGY = "pairing_code"
 OFFER_STRATEGY = "ip_match"
+# Codes and approvals that expired this recently are withdrawn too: a link compares the
+# expiry with its own clock, which may be behind this one (another host, or read before
+# the link waited for the account's lock). Far under the day they are kept (RETENTION).
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=10)
 
 
 def withdraw(user: User, *, actor: str, why: str) -> None:
@@ -60,19 +66,19 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
               offers: ColumnElement[bool] | None, actor: str, why: str) -> None:
     """Withdraw the waiting links each condition selects (None: none of that kind)."""
     now = utcnow()
-    # Expired as of its issue, not as of now: a redemption that read the time a moment
-    # before this ran, and claims after it, compares that earlier time with the expiry.
+    recent = now - CLOCK_SKEW_ALLOWANCE
+    # Marked spent, a state every redemption's claim checks whatever its clock says.
     spent_codes = db.session.execute(
         update(PairingCode)
-        .where(codes, PairingCode.used_at.is_(None), PairingCode.expires_at > now)
-        .values(expires_at=PairingCode.created_at)
+        .where(codes, PairingCode.used_at.is_(None), PairingCode.expires_at > recent)
+        .values(used_at=now)
         .returning(PairingCode.user_id, PairingCode.created_at)
         .execution_options(synchronize_session=False)).all() if codes is not None else []
     denied = db.session.execute(
         update(DeviceAuthorization)
         .where(approvals, DeviceAuthorization.status == APPROVED,
                DeviceAuthorization.token_issued_at.is_(None),
-               DeviceAuthorization.expires_at > now)
+               DeviceAuthorization.expires_at > recent)
         .values(status=DENIED)
         .returning(DeviceAuthorization.decided_by_id, DeviceAuthorization.device_uid,
                    DeviceAuthorization.decided_via)

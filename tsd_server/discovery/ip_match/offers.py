@@ -169,7 +169,10 @@ def link(user: User, device_uid: str) -> Offer:
                 "again when their offer has ended (at most a few minutes)."),
                 device_uid=device_uid)
         if existing is not None:
+            # Committed alone: a row held while this waits for the account's row (below)
+            # would deadlock with a log-out, which holds that row and deletes offers.
             end(existing, "expired", "expired before it was used")
+            db.session.commit()
         locked_until = wrong_codes.locked_until(row.device_uid, now)
         if locked_until is not None:
             raise _refuse("link_failed", user, check, wrong_codes.TOO_MANY,

@@ -165,7 +165,7 @@ def poll(device_code: str | None) -> LinkResult:
         raise GrantError("access_denied")
     if row.status == PENDING:
         _pending_poll(row, now)
-    return _issue_token(row, now)
+    return _issue_token(row)
 
 
 # The two writes of a pending poll, built once (bindparams): a poll runs one of them.
@@ -200,19 +200,25 @@ def _pending_poll(row: Row, now: datetime) -> NoReturn:
     raise GrantError("slow_down", interval=slowed.poll_interval)
 
 
-def _issue_token(row: Row, now: datetime) -> LinkResult:
-    if row.decided_by_id is not None:  # the account's lock first (``pending_links``)
+def _issue_token(row: Row) -> LinkResult:
+    """The account's lock first (``pending_links``), then the time (the lock may have
+    waited for a withdrawal), then the claim: approved, not collected, not expired."""
+    if row.decided_by_id is not None:
         devices.lock_links_of(row.decided_by_id)
+    now = utcnow()
     claimed = db.session.execute(
         update(DeviceAuthorization)
         .where(DeviceAuthorization.id == row.id, DeviceAuthorization.status == APPROVED,
-               DeviceAuthorization.token_issued_at.is_(None))
+               DeviceAuthorization.token_issued_at.is_(None),
+               DeviceAuthorization.expires_at > now)
         .values(token_issued_at=now)
         .execution_options(synchronize_session=False)).rowcount == 1
     owner = db.session.get(User, row.decided_by_id) if row.decided_by_id else None
     if not claimed or owner is None:
         db.session.rollback()
-        raise GrantError("invalid_grant" if not claimed else "access_denied")
+        if not claimed:
+            raise GrantError("expired_token" if row.expires_at <= now else "invalid_grant")
+        raise GrantError("access_denied")
     approver = ClientAddress(client_ip=row.decided_from_ip, peer_ip=row.decided_peer_ip)
     result = link_device(
         owner=owner, device_uid=row.device_uid, name=row.name, model=row.model,

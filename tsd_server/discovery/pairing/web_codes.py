@@ -108,7 +108,7 @@ def redeem(text: str, *, device_uid: str, name: str, model: str | None) -> LinkR
     row = None
     if code is not None:
         row = single_statement.first(_BY_CODE_HASH, {"code_hash": codes.code_hash(code)})
-    if row is None or row.used_at is not None or row.expires_at <= now or not _claim(row, now):
+    if row is None or row.used_at is not None or row.expires_at <= now or not _claim(row):
         db.session.rollback()  # a lost claim's transaction ends before the audit write
         failure_breaker.record_invalid_code(where="redeem", actor="device",
                                             device_uid=device_uid)
@@ -124,10 +124,12 @@ def redeem(text: str, *, device_uid: str, name: str, model: str | None) -> LinkR
     return result
 
 
-def _claim(row: Row, now: datetime) -> bool:
+def _claim(row: Row) -> bool:
     """The single-use gate: True for exactly one caller, even on concurrent redemptions.
-    The account's lock comes first, as for every link (``pending_links`` says why)."""
+    The account's lock comes first, as for every link (``pending_links`` says why), and the
+    time is read after it: the lock may have waited for a withdrawal."""
     devices.lock_links_of(row.user_id)
+    now = utcnow()
     result = db.session.execute(
         update(PairingCode)
         .where(PairingCode.id == row.id, PairingCode.used_at.is_(None),
