@@ -30,7 +30,17 @@ from tests.support.held_requests import (
     Scene,
     wait_until_waiting_for_a_lock,
 )
-from tests.support.pairing import LOOSE_LIMITS, issue_code, me, redeem
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    decide,
+    enter_code,
+    issue_code,
+    me,
+    poll,
+    redeem,
+    started,
+)
 
 world = ip_match_fixtures.world
 hold = held_requests.hold
@@ -122,9 +132,8 @@ def test_a_code_redeemed_while_the_ending_holds_the_account_gives_no_working_tok
     """The thief's code is committed while the ending waits for it (as above), and the
     thief's device redeems it at once, while the ending holds the account's lock and has not
     withdrawn yet. The redemption waits for that lock before it claims the code (as every
-    link does), so it finds the code withdrawn. It read the time before waiting and the
-    withdrawal later: the withdrawn code is expired as of its issue, not of the withdrawal,
-    or the earlier time would still find it valid."""
+    link does), so it finds the code withdrawn: marked spent, which no clock can undo (the
+    clock moves on between the redemption's first look and the withdrawal)."""
     from tsd_server import pending_links
     from tsd_server.auth import accounts
 
@@ -195,3 +204,33 @@ def test_a_code_expiring_as_it_is_withdrawn_is_spent_whatever_the_redeemers_cloc
     owner.result()
     answer = device.result()
     assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_code"
+    # Spent, but not audited as withdrawn: by the log-out's clock it had expired already.
+    assert audit_rows(app, "revocation") == []
+
+
+def test_a_token_collection_waiting_for_the_ending_is_told_access_denied(
+        app, client, monkeypatch, hold, make_user, login):
+    """A device collects its approved token while a log-out holds the account's lock: it
+    waits, the log-out withdraws the approval, and the device is told ``access_denied``
+    (RFC 8628), the answer its agent explains, not ``invalid_grant``."""
+    from tsd_server import pending_links
+
+    user_id, email, password = make_user("owner@example.org")
+    thief = login(email, password, REMOTE_ADDR="6.6.6.6")
+    flow = started(client, device_id="thief-dev-1", ip="6.6.6.6")
+    assert enter_code(thief, flow["user_code"]).status_code == 302
+    assert decide(thief, "approve").status_code == 302
+    held = hold("owner-ending")
+    monkeypatch.setattr(pending_links, "withdraw", held.wrap(pending_links.withdraw,
+                                                            before=True))
+    owner = Running("owner-ending", lambda: end_every_session(app, user_id, "log_out"))
+    owner.start()
+    assert held.reached.wait(30)
+    device = Running("device", lambda: poll(app.test_client(), flow["device_code"],
+                                            ip="6.6.6.6"))
+    device.start()
+    wait_until_waiting_for_a_lock(app, device)
+    held.release.set()
+    owner.result()
+    answer = device.result()
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "access_denied")

@@ -72,7 +72,7 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
         update(PairingCode)
         .where(codes, PairingCode.used_at.is_(None), PairingCode.expires_at > recent)
         .values(used_at=now)
-        .returning(PairingCode.user_id, PairingCode.created_at)
+        .returning(PairingCode.user_id, PairingCode.created_at, PairingCode.expires_at)
         .execution_options(synchronize_session=False)).all() if codes is not None else []
     denied = db.session.execute(
         update(DeviceAuthorization)
@@ -81,7 +81,7 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
                DeviceAuthorization.expires_at > recent)
         .values(status=DENIED)
         .returning(DeviceAuthorization.decided_by_id, DeviceAuthorization.device_uid,
-                   DeviceAuthorization.decided_via)
+                   DeviceAuthorization.decided_via, DeviceAuthorization.expires_at)
         .execution_options(synchronize_session=False)).all()
     deleted = db.session.execute(
         delete(Offer).where(offers)
@@ -96,12 +96,16 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
         audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user_id,
                      **fields)
 
-    for user_id, created_at in spent_codes:
-        withdrawn(user_id, strategy=WEB_CODE_STRATEGY,
-                  detail=f"unused web code issued {created_at.isoformat()}: {why}")
-    for user_id, device_uid, via in denied:
-        withdrawn(user_id, device_uid=device_uid, strategy=via,
-                  detail=f"approved, token not collected yet: {why}")
+    # Audited only what was still usable by this clock: one that expired a moment ago is
+    # spent all the same, but an operator counting what a thief held must not count it.
+    for user_id, created_at, expires_at in spent_codes:
+        if expires_at > now:
+            withdrawn(user_id, strategy=WEB_CODE_STRATEGY,
+                      detail=f"unused web code issued {created_at.isoformat()}: {why}")
+    for user_id, device_uid, via, expires_at in denied:
+        if expires_at > now:
+            withdrawn(user_id, device_uid=device_uid, strategy=via,
+                      detail=f"approved, token not collected yet: {why}")
     for user_id, public_id, status, announcement_id in deleted:
         withdrawn(user_id, device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
                   detail=f"offer {public_id} ({status}), printer not linked yet: {why}")

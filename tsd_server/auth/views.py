@@ -44,6 +44,7 @@ def session_ended(_error: SessionEnded):
     """A request whose session ended while it ran: refused like one that came logged out
     (``accounts.require_session_current`` rolled its work back)."""
     logout_user()
+    session.clear()
     if is_api_request():
         return ApiError(401, "login_required", SESSION_ENDED).response()
     flash(SESSION_ENDED)

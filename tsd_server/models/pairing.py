@@ -35,7 +35,8 @@ class PairingCode(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_from_ip: Mapped[str | None] = mapped_column(String(45))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # Set once, by a conditional UPDATE: the redemption that sets it is the only one.
+    # Set once, by a conditional UPDATE: by the one redemption (then device_id is set too),
+    # or by a withdrawal (pending_links), which spends the code unused.
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
 

@@ -154,7 +154,7 @@ def link(user: User, device_uid: str) -> Offer:
     check = _checked_user("link_failed", user, settings, now, device_uid)
     from tsd_server.discovery.ip_match import announcements
 
-    for _ in range(2):
+    for _ in range(3):  # an expired offer ended, then one collision with another request
         row = announcements.find_live(device_uid, check.household or "", settings, now)
         if row is None:
             raise _refuse("link_failed", user, check, "not_found", ApiError(
@@ -173,6 +173,7 @@ def link(user: User, device_uid: str) -> Offer:
             # would deadlock with a log-out, which holds that row and deletes offers.
             end(existing, "expired", "expired before it was used")
             db.session.commit()
+            continue  # look again: the announcement may have gone meanwhile
         locked_until = wrong_codes.locked_until(row.device_uid, now)
         if locked_until is not None:
             raise _refuse("link_failed", user, check, wrong_codes.TOO_MANY,

@@ -216,9 +216,7 @@ def _issue_token(row: Row) -> LinkResult:
     owner = db.session.get(User, row.decided_by_id) if row.decided_by_id else None
     if not claimed or owner is None:
         db.session.rollback()
-        if not claimed:
-            raise GrantError("expired_token" if row.expires_at <= now else "invalid_grant")
-        raise GrantError("access_denied")
+        raise GrantError(_why_not_claimed(row.id, now) if not claimed else "access_denied")
     approver = ClientAddress(client_ip=row.decided_from_ip, peer_ip=row.decided_peer_ip)
     result = link_device(
         owner=owner, device_uid=row.device_uid, name=row.name, model=row.model,
@@ -331,6 +329,18 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
                  detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
     db.session.commit()
     return True
+
+
+def _why_not_claimed(authorization_id: int, now: datetime) -> str:
+    """The answer for a claim lost after the first look (RFC 8628 §3.5): collected since
+    (``invalid_grant``), withdrawn since (``access_denied``: a log-out, a switch-off), or
+    expired while the collection waited for the account's lock (``expired_token``)."""
+    current = db.session.get(DeviceAuthorization, authorization_id, populate_existing=True)
+    if current is None or current.token_issued_at is not None:
+        return "invalid_grant"
+    if current.status != APPROVED:
+        return "access_denied"
+    return "expired_token" if current.expires_at <= now else "invalid_grant"
 
 
 def _refused_as_switched_off(user: User, device_uid: str, via: str,
