@@ -17,13 +17,14 @@ from tests.support import held_requests, ip_match_fixtures
 from tests.support.held_requests import (
     THIEF,
     Running,
-    Scene,
+    request_across_after_its_switch_read,
     wait_until_waiting_for_a_lock,
 )
 from tests.support.pairing import LOOSE_LIMITS, audit_rows, issue_code, redeem, switch
 
 world = ip_match_fixtures.world
 hold = held_requests.hold
+scene_for = held_requests.scene_for
 
 STRATEGY_OF = {"web_code": "pairing_code", "approval": "pairing_code",
                "ip_match_offer": "ip_match"}
@@ -34,29 +35,15 @@ def app_config():
     return {**LOOSE_LIMITS, **ip_match_fixtures.UNLIMITED}
 
 
-@pytest.fixture
-def scene_for(app, client, clock, make_user, login, world):
-    return lambda action: Scene(action, app, client, clock, make_user, login, world)
-
-
 @pytest.mark.parametrize("action", sorted(STRATEGY_OF))
 def test_a_link_prepared_across_a_switch_off_is_refused(app, monkeypatch, hold, scene_for,
                                                         action):
     """The request read the switch as on; the switch-off commits and withdraws before the
     request writes anything. The request is refused, and after the switch-on nothing it
     would have prepared works."""
-    from tsd_server.discovery import kill_switch
-
     scene = scene_for(action)
-    held = hold()
-    monkeypatch.setattr(kill_switch, "state", held.wrap(
-        kill_switch.state, only=lambda *args, **kwargs: kwargs.get("fresh", False)))
-    thief = Running(THIEF, scene.request)
-    thief.start()
-    assert held.reached.wait(30)
-    switch(app, STRATEGY_OF[action], False)
-    held.release.set()
-    status, answer = thief.result()
+    status, answer = request_across_after_its_switch_read(
+        monkeypatch, hold(), scene, lambda: switch(app, STRATEGY_OF[action], False))
     assert scene.refused_as_switched_off(status, answer), (status, answer)
     if action == "approval":  # refused at its second read, and audited like at its first
         decisions = audit_rows(app, "device_flow_decision")

@@ -27,7 +27,7 @@ from tests.support import held_requests, ip_match_fixtures
 from tests.support.held_requests import (
     THIEF,
     Running,
-    Scene,
+    request_across_after_its_switch_read,
     wait_until_waiting_for_a_lock,
 )
 from tests.support.pairing import (
@@ -44,6 +44,7 @@ from tests.support.pairing import (
 
 world = ip_match_fixtures.world
 hold = held_requests.hold
+scene_for = held_requests.scene_for
 
 ACTIONS = ["web_code", "approval", "ip_match_offer", "ip_match_confirm"]
 
@@ -67,31 +68,15 @@ def end_every_session(app, user_id: int, ending: str) -> None:
             incident.revoke_account(user, actor="cli", reason="session stolen")
 
 
-@pytest.fixture
-def scene_for(app, client, clock, make_user, login, world):
-    return lambda action: Scene(action, app, client, clock, make_user, login, world)
-
-
 @pytest.mark.parametrize("action", ["web_code", "approval", "ip_match_offer"])
 def test_a_request_whose_session_ended_before_its_writes_is_refused(
         app, monkeypatch, hold, scene_for, action):
     """The ending commits while the request is between its session check and its writes:
     the request is refused, and nothing it would have prepared exists. (A confirmation
     changes an offer made before the ending, which the ending deletes: the next test.)"""
-    from tsd_server.discovery import kill_switch
-
     scene = scene_for(action)
-    held = hold()
-    # Every one of these actions reads the kill switch fresh after the session check and
-    # before its first write.
-    monkeypatch.setattr(kill_switch, "state", held.wrap(
-        kill_switch.state, only=lambda *args, **kwargs: kwargs.get("fresh", False)))
-    thief = Running(THIEF, scene.request)
-    thief.start()
-    assert held.reached.wait(30)
-    end_every_session(app, scene.user_id, "log_out")
-    held.release.set()
-    status, answer = thief.result()
+    status, answer = request_across_after_its_switch_read(
+        monkeypatch, hold(), scene, lambda: end_every_session(app, scene.user_id, "log_out"))
     assert scene.refused_as_logged_out(status, answer), (status, answer)
     scene.assert_nothing_usable(answer)
 

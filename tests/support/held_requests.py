@@ -78,6 +78,23 @@ class Running(threading.Thread):
         return self.value
 
 
+def request_across_after_its_switch_read(monkeypatch, held: Hold, scene: Scene,
+                                         meanwhile) -> tuple[int, object]:
+    """Run ``scene``'s request, held where every preparing action reads the kill switch
+    fresh (after its session check, before its first write), run ``meanwhile`` there, then
+    let it go on: its (status, answer)."""
+    from tsd_server.discovery import kill_switch
+
+    monkeypatch.setattr(kill_switch, "state", held.wrap(
+        kill_switch.state, only=lambda *args, **kwargs: kwargs.get("fresh", False)))
+    thief = Running(THIEF, scene.request)
+    thief.start()
+    assert held.reached.wait(30)
+    meanwhile()
+    held.release.set()
+    return thief.result()
+
+
 def wait_until_waiting_for_a_lock(app, ending: Running) -> None:
     """The ending is blocked by the thief's uncommitted transaction: on PostgreSQL it waits
     for a row lock (seen in pg_stat_activity); on SQLite for the one writer's lock."""
@@ -187,3 +204,9 @@ class Scene:
 
         with self.app.app_context():
             return db.session.scalar(select(func.count()).select_from(model).where(*conditions))
+
+
+@pytest.fixture
+def scene_for(app, client, clock, make_user, login, world):
+    """``scene_for(action)``: a Scene in this test's app (``world`` is ip_match's)."""
+    return lambda action: Scene(action, app, client, clock, make_user, login, world)
