@@ -2,7 +2,8 @@
 
 Every failure becomes a ``ServerError`` (the server answered with an error) or an
 ``Unreachable`` (it did not answer); ``tsd_agent.messages`` turns both into one line for a
-person. The access token only ever travels in the Authorization header.
+person. The access token only ever travels in the Authorization header, and nothing else
+does: requests' ~/.netrc lookup is switched off (see ``_session``).
 
 The server may be hostile or broken, so an answer is read with limits: at most
 MAX_ANSWER_BYTES (never decompressed), within ANSWER_TIMEOUT in all (or the caller's
@@ -17,11 +18,13 @@ import http.cookiejar
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import requests.auth
 import urllib3
 from requests.adapters import HTTPAdapter
 
@@ -131,8 +134,7 @@ class Client:
                           within=within)
 
     def me(self, access_token: str) -> dict[str, Any]:
-        return self._request("GET", "/api/v1/device/me",
-                             headers={"Authorization": f"Bearer {access_token}"})
+        return self._request("GET", "/api/v1/device/me", token=access_token)
 
     def _post(self, path: str, body: dict[str, Any], *,
               within: float | None = None) -> dict[str, Any]:
@@ -140,7 +142,7 @@ class Client:
         return self._request("POST", path, within=within, json=body)
 
     def _request(self, method: str, path: str, *, within: float | None = None,
-                 **kwargs: Any) -> dict[str, Any]:
+                 token: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """The call, given up after ANSWER_TIMEOUT in all, or OutOfTime after ``within``
         seconds if that is sooner.
 
@@ -166,7 +168,7 @@ class Client:
 
         def call() -> None:
             try:
-                with _session(adapter) as session:
+                with _session(adapter, token) as session:
                     outcome.append(self._exchange(session, method, path, **kwargs))
             except Unreachable as error:
                 error.sent = adapter.wrote_request
@@ -250,8 +252,18 @@ class Client:
         return b"".join(parts)
 
 
-def _session(adapter: _Adapter) -> requests.Session:
-    session = requests.Session()
+def _session(adapter: _Adapter, token: str | None) -> requests.Session:
+    """A session that sends only the agent's own credentials: ``token``, if any.
+
+    Left to itself requests reads ~/.netrc (whose ``default`` entry matches every host)
+    and sends its password as Basic auth, to any --server and over plain http too, in
+    place of the Bearer token. It does so only for a session without ``auth`` (prepare_request),
+    so the session always has one, even without a token; and since it reads ~/.netrc
+    again when it prepares a redirect's request, _NoRedirects prepares none. The rest of
+    trust_env stays: proxies (HTTP(S)_PROXY, NO_PROXY) and CA bundles from the environment.
+    """
+    session = _NoRedirects()
+    session.auth = _Bearer(token)
     session.headers["User-Agent"] = USER_AGENT
     # Answers are tiny; compressed ones are never unpacked (no decompression bombs).
     session.headers["Accept-Encoding"] = "identity"
@@ -260,6 +272,33 @@ def _session(adapter: _Adapter) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+class _NoRedirects(requests.Session):
+    """A session that never prepares a request to follow a redirect.
+
+    Even with ``allow_redirects=False`` requests prepares one (for ``Response.next``):
+    it reads the redirect's whole body first, however large (past MAX_ANSWER_BYTES), and
+    looks the new host up in ~/.netrc. The agent follows no redirect, so it needs none.
+    """
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())
+
+
+class _Bearer(requests.auth.AuthBase):
+    """The token as a Bearer Authorization header, or no Authorization at all.
+
+    Being the session's ``auth`` is what keeps requests from using ~/.netrc instead.
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self.token:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
 
 
 class _Adapter(HTTPAdapter):

@@ -303,7 +303,14 @@ def whoami(agent: Agent) -> int:
         agent.warn(f"error: this printer is not linked yet (no token in {agent.state_path}); "
                    "run `tsd-agent discover`, `tsd-agent pair CODE` or `tsd-agent link`.")
         return m.EXIT_NOT_LINKED
-    if state.server and state.server != agent.client.base_url:
+    # The token goes only to the server that issued it. A file with a token but no server
+    # (hand-edited: the agent saves both) does not say where that is, so it goes nowhere.
+    if not state.server:
+        agent.warn(f"error: the token in {agent.state_path} does not say which server issued "
+                   "it, so it is sent nowhere; link this printer again (or use another "
+                   "--state file).")
+        return m.EXIT_NOT_LINKED
+    if state.server != agent.client.base_url:
         agent.warn(f"error: this printer's token was issued by {state.server} and is sent only "
                    f"there; use --server {state.server} (or another --state file).")
         return m.EXIT_NOT_LINKED

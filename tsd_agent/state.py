@@ -3,9 +3,9 @@
 The threat is another local user reading the device secret or the token. So the file is
 created 0600 by ``os.open`` (never chmod-ed after writing: there is no moment when it is
 readable by others), its folder 0700 when the agent creates it, every save writes a fresh
-0600 file that atomically replaces the old one, and a symlinked or foreign-owned file is
-refused. An existing file that others can read is fixed to 0600 with a warning, because its
-secrets may already have been read.
+0600 file that atomically replaces the old one, and a symlinked, non-regular (a FIFO, say)
+or foreign-owned file is refused. An existing file that others can read is fixed to 0600
+with a warning, because its secrets may already have been read.
 """
 
 from __future__ import annotations
@@ -92,20 +92,29 @@ def load_or_create(path: Path, *, warn: Callable[[str], None]) -> AgentState:
 
 
 def load(path: Path, *, warn: Callable[[str], None]) -> AgentState:
-    """Read the state file, refusing symlinks and foreign owners, fixing loose permissions."""
+    """Read the state file, refusing symlinks, non-regular files and foreign owners, fixing
+    loose permissions.
+
+    O_NONBLOCK: opening a FIFO (say another user's, at a shared path) for reading would
+    otherwise wait for a writer before any check could refuse it. It changes nothing for a
+    regular file, and the checks are on the file opened, so nothing can be swapped in.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise
     except OSError as error:
         if path.is_symlink():
             raise StateError(f"state file {path} is a symbolic link; refusing to follow it "
                              "(use --state with the real path)") from None
+        if path.exists() and not path.is_file():  # a socket cannot even be opened
+            raise StateError(not_regular(path)) from None
         raise StateError(f"cannot read state file {path}: {error.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder by raising
+        os.close(fd)
+        raise StateError(not_regular(path))
     with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise StateError(f"state file {path} is not a regular file")
         if info.st_uid != os.getuid():
             raise StateError(f"state file {path} belongs to another user (uid {info.st_uid}); "
                              "refusing to use secrets others control")
@@ -124,6 +133,11 @@ def load(path: Path, *, warn: Callable[[str], None]) -> AgentState:
         raise StateError(f"state file {path} is not valid JSON; move it away to start with a "
                          "new printer identity") from None
     return AgentState.from_json(data, path)
+
+
+def not_regular(path: Path) -> str:
+    return (f"state file {path} is not a regular file (a FIFO, device, socket or folder); "
+            "refusing to use it (use --state with a file of your own)")
 
 
 def save(path: Path, state: AgentState) -> None:
