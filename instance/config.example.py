@@ -2,7 +2,7 @@
 # environment variables override this file.
 
 # SECRET_KEY = "output of: python -c 'import secrets; print(secrets.token_hex(32))'"
-# DATABASE_URL = "postgresql+psycopg2://tsd@127.0.0.1/tsd"
+# DATABASE_URL = "postgresql+psycopg2://tsd:PASSWORD@127.0.0.1/tsd"
 
 # Behind one reverse proxy (nginx, Caddy) on the same machine:
 # PROXY_FIX_X_FOR = 1

@@ -18,6 +18,7 @@ from flask_login import login_required
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.pairing import started
 from tsd_server.api.request_body import device_id_field, json_object, string_field
 from tsd_server.extensions import csrf, limiter
 
@@ -174,6 +175,34 @@ def test_unexpected_exception_is_500_json_without_details(api, caplog):
     body = assert_error(response, 500, "internal_error")
     assert "hunter2" not in json.dumps(body) and "RuntimeError" not in json.dumps(body)
     assert any("test-probe/boom" in record.getMessage() for record in caplog.records)
+
+
+def test_unexpected_exception_on_a_qr_link_logs_its_route_not_its_token(
+        app, client, make_user, login, monkeypatch, caplog):
+    """The QR link's one-time token is in the path; the log names the route instead, so
+    whoever reads the journal cannot open the link first (the access logs redact it too)."""
+    from tsd_server.discovery.pairing import device_flow
+
+    _, email, password = make_user()
+    session = login(email, password)
+    token = started(client)["verification_uri_complete"].rsplit("/", 1)[1]
+
+    def fails(*_args, **_kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(device_flow, "open_qr_link", fails)
+    with caplog.at_level(logging.DEBUG):
+        response = session.get("/link/qr/" + token)
+    assert response.status_code == 500 and response.mimetype == "text/html"
+    assert token not in response.get_data(as_text=True)
+    failed = [record for record in caplog.records
+              if record.name == "tsd_server.api.errors" and record.exc_info]
+    assert len(failed) == 1 and failed[0].exc_info[0] is RuntimeError
+    assert "GET /link/qr/<token> (qr_web.open_qr_link)" in failed[0].getMessage()
+    assert token not in caplog.text
+    for record in caplog.records:
+        assert token not in record.getMessage()
+        assert token not in str(record.args)
 
 
 def test_rate_limit_is_429_json_with_retry_after(api):

@@ -129,10 +129,20 @@ def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch
         create_app({"SECRET_KEY": "k" * 32})
 
 
+@pytest.mark.parametrize("uri", ["rediss+tls://:S3cretPW@127.0.0.1:6379/0",
+                                 "async+redis://:S3cretPW@127.0.0.1:6379/0", "S3cretPW"])
+def test_an_unknown_rate_limit_storage_stops_start_up_without_its_password(
+        instance, monkeypatch, uri):
+    monkeypatch.setenv("TSD_RATELIMIT_STORAGE_URI", uri)
+    with pytest.raises(ConfigurationError, match="TSD_RATELIMIT_STORAGE_URI") as refused:
+        create_app({"SECRET_KEY": "k" * 32})
+    assert "S3cretPW" not in str(refused.value)
+
+
 @pytest.mark.parametrize("key, weaker", [
     ("SESSION_COOKIE_HTTPONLY", "false"), ("SESSION_COOKIE_SAMESITE", "None"),
     ("WTF_CSRF_ENABLED", "false"), ("WTF_CSRF_CHECK_DEFAULT", "false"),
-    ("WTF_CSRF_SSL_STRICT", "false"), ("LOGIN_DISABLED", "true"),
+    ("WTF_CSRF_SSL_STRICT", "false"), ("WTF_CSRF_METHODS", "[]"), ("LOGIN_DISABLED", "true"),
     ("RATELIMIT_SWALLOW_ERRORS", "true"), ("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", "true"),
 ])
 def test_security_settings_cannot_be_weakened(instance, monkeypatch, key, weaker):

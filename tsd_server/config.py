@@ -13,7 +13,9 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import limits.storage
 from flask import Flask, current_app
 from limits import parse_many
 
@@ -121,6 +123,8 @@ FIXED: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_ENABLED": True,
     "WTF_CSRF_CHECK_DEFAULT": True,
+    # Flask-WTF's own default; TSD_WTF_CSRF_METHODS=[] would check no method at all.
+    "WTF_CSRF_METHODS": frozenset({"POST", "PUT", "PATCH", "DELETE"}),
     "WTF_CSRF_TIME_LIMIT": None,
     "WTF_CSRF_SSL_STRICT": True,
     # True would let every request through unlimited while the limit storage (Redis) is
@@ -256,6 +260,7 @@ def _check_settings(config: dict[str, Any]) -> None:
         _check_rate_limit(key, config[key])
     for key, (low, high) in NUMBER_BOUNDS.items():
         bounded_int_setting(config, key, low, high)
+    _check_storage_uri(config["RATELIMIT_STORAGE_URI"])
 
 
 def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
@@ -276,6 +281,16 @@ def _check_rate_limit(key: str, value: Any) -> None:
         raise ConfigurationError(
             f"TSD_{key} must be a rate limit such as {DEFAULTS[key]!r} (several joined by "
             f"';'), not {value!r}: a limit that does not parse would not be applied at all.")
+
+
+def _check_storage_uri(uri: Any) -> None:
+    """A storage ``limits`` knows, said without the URI: the library's own error would
+    print it whole, password included, into the log."""
+    scheme = urlsplit(uri).scheme if isinstance(uri, str) else ""
+    if scheme.startswith("async+") or scheme not in limits.storage.SCHEMES:
+        raise ConfigurationError(
+            f"TSD_RATELIMIT_STORAGE_URI has an unknown scheme {scheme!r}: use memory:// (one "
+            "process) or redis://, rediss:// or redis+unix:// (shared by every process).")
 
 
 def _is_development(app: Flask) -> bool:

@@ -54,9 +54,15 @@ SETTING_MEANINGS = [
 ]
 
 COMMON_MISTAKES = [
-    "nginx without 'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;': the "
-    "server cannot see who the client is. ip_match refuses everyone with "
-    "missing_forwarded_header (this is the incident ip_match guards against, failing closed).",
+    "nginx without 'proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;' in the "
+    "location that passes requests to the server: nginx passes the client's own "
+    "X-Forwarded-For on unchanged. Clients that send none are refused with "
+    "missing_forwarded_header and all count as the proxy's address; a client that forges "
+    "the header IS BELIEVED (ip_match household, rate limits, audit log). The first proxy "
+    "must overwrite the header with a value ending in the address it saw. A location with "
+    "any proxy_set_header of its own inherits none from the server block: include the "
+    "snippet (deploy/tsd-server-proxy.conf) there again. Check from outside with a forged "
+    "X-Forwarded-For (under Verify): client_ip must stay your own address.",
     "X_FOR too low (two proxies, e.g. a load balancer and nginx, with X_FOR=1): every client "
     "looks like the outer proxy, i.e. one household for everybody. If the outer proxy is in "
     "TRUSTED_PROXIES the answer is proxy_address; if not, the anomaly breaker trips within "
@@ -80,8 +86,11 @@ VERIFY = [
     "  client_ip must be your home's public address (compare with your router), peer_ip your "
     "proxy, and ip_match.eligible true.",
     "From another network (a phone on mobile data) the client_ip must change with it.",
-    "Send a forged header:  curl -s -H 'X-Forwarded-For: 9.9.9.9' https://YOUR-SERVER/api/v1/"
+    "From outside, forge a header:  curl -s -H 'X-Forwarded-For: 9.9.9.9' https://YOUR-SERVER/api/v1/"
     "client-address  -- client_ip must NOT become 9.9.9.9.",
+    "  It must stay your own address, and forwarded_for must end with it. If it is 9.9.9.9,",
+    "  the proxy passes clients' headers on (the first common mistake): switch ip_match off",
+    "  (flask --app tsd_server discovery disable ip_match --reason ...) until it is fixed.",
 ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import textwrap
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from tests.support.ip_match_world import (
 )
 from tests.support.skips import skip_loudly
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "deploying-behind-a-proxy.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "deploying-behind-a-proxy.md"
+DEPLOY = ROOT / "deploy"
 DOC_UPSTREAM = "127.0.0.1:5000"
 XFF_LINE = "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
 
@@ -114,6 +117,47 @@ def test_incident_scenario_through_nginx(app, database, tmp_path, scenario):
                           settings=server_settings(scenario)) as backend:
         with proxies_for(scenario, backend, tmp_path) as entry:
             run(World(app, lambda home: HttpEndpoint(entry.base_url, home)))
+
+
+def deploy_site_location(upstream_port: int) -> tuple[str, str]:
+    """The ``location /`` of deploy/tsd-server.nginx.conf as shipped (its snippet included
+    from deploy/), and an upstream of the name it proxies to that holds the test's gunicorn."""
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    match = re.search(r"^( *)location / \{\n.*?^\1\}\n", site, re.S | re.M)
+    assert match, "no 'location /' in deploy/tsd-server.nginx.conf"
+    block = textwrap.dedent(match.group(0))
+    include = "include snippets/tsd-server-proxy.conf;"
+    assert include in block and "proxy_pass http://tsd_server;" in block, block
+    block = block.replace(include, f"include {DEPLOY / 'tsd-server-proxy.conf'};")
+    return block, f"upstream tsd_server {{ server 127.0.0.1:{upstream_port}; }}"
+
+
+@pytest.mark.parametrize("config", ["docs location block", "deploy site"])
+def test_a_forged_forwarded_for_is_not_believed_through_the_documented_configs(
+        app, database, tmp_path, config):
+    """The documented nginx configs overwrite X-Forwarded-For: whatever a client writes into
+    it, the server sees the address the client connected from (docs/deploying-behind-a-
+    proxy.md, "Without the X-Forwarded-For line, a forged header is believed")."""
+    real = "127.0.0.2"
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=database,
+                          settings={**doc_settings(), **LAN_HOUSEHOLDS}) as backend:
+        if config == "deploy site":
+            locations, http_extra = deploy_site_location(backend.port)
+        else:
+            locations, http_extra = nginx_location(backend.port), ""
+        with servers.nginx(tmp_path / "nginx", locations, http_extra=http_extra) as entry:
+            client = servers.http_session(real)
+            for forged in ("127.0.0.3", "81.2.69.160", "127.0.0.3, 127.0.0.1", "127.0.0.1",
+                           None):
+                headers = {"X-Forwarded-For": forged} if forged else {}
+                reply = client.get(entry.base_url + "/api/v1/client-address",
+                                   headers=headers, timeout=10)
+                assert reply.status_code == 200, reply.text
+                seen = reply.json()
+                assert (seen["client_ip"], seen["peer_ip"]) == (real, "127.0.0.1"), seen
+                assert seen["household"] == f"{real}/32", seen
+                assert seen["forwarded_for"][-1] == real, seen
+                assert seen["ip_match"] == {"eligible": True, "reason": None}, seen
 
 
 def caddy_site(upstream_port: int) -> str:

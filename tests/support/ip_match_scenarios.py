@@ -45,7 +45,11 @@ def scenario_a_proxy_passes_address(world: World) -> None:
 
 
 def scenario_b_proxy_drops_address(world: World) -> None:
-    """(b) the incident: nginx does not pass X-Forwarded-For. Everyone is refused."""
+    """(b) the incident: nginx does not set X-Forwarded-For. Everyone who sends none is
+    refused with missing_forwarded_header. (Such an nginx passes a client's own header on
+    unchanged, so a forged one would be believed: the documented configs' line is what stops
+    that, pinned by test_a_forged_forwarded_for_is_not_believed_through_the_documented_configs
+    in tests/e2e/test_ip_match_e2e.py and by scenario (d).)"""
     printers = [world.printer(home) for home in HOUSEHOLDS[:3]]
     people = [world.person(home) for home in HOUSEHOLDS[:3]]
     for printer in printers:

@@ -84,6 +84,21 @@ def retry_after_seconds() -> int:
     return max(1, math.ceil(reset_at - time.time()))
 
 
+def failed_route() -> str:
+    """The route a failed request took, for the log: its rule and endpoint
+    (``/link/qr/<token> (qr_web.open_qr_link)``), never the path itself.
+
+    A path can hold a one-time secret -- a QR link's token -- which the access logs redact
+    (gunicorn.conf.py, deploy/tsd-server.nginx.conf); whoever reads this log must not be able
+    to open the link first. A request that matched no route has no rule: its path is not
+    logged either (``/link//qr/<token>`` redirects to the link, so it holds the token too).
+    """
+    rule = request.url_rule
+    if rule is None:
+        return "(no matching route)"
+    return f"{rule.rule} ({rule.endpoint})"
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
@@ -144,7 +159,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s %s", request.method, failed_route())
         if is_api_request():
             return ApiError(500, "internal_error", "The server failed to handle this "
                             "request; it has been logged.").response()
