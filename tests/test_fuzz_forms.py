@@ -37,6 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -96,8 +97,10 @@ REFUSAL_WRITES = {
     "auth.login": Writes(frozenset({"login_failed"})),
     "auth.password": Writes(frozenset({"password_change_failed"})),
     # "Every refusal and every wrong code is in the audit log" (docs/pairing.md).
-    "pairing_web.link": Writes(frozenset({"code_invalid"})),
-    "qr_web.open_qr_link": Writes(frozenset({"qr_link_invalid", "qr_link_cross_site"})),
+    # A request another account holds is refused and audited (device_flow_opened).
+    "pairing_web.link": Writes(frozenset({"code_invalid", "device_flow_opened"})),
+    "qr_web.open_qr_link": Writes(frozenset({"qr_link_invalid", "qr_link_cross_site",
+                                             "device_flow_opened"})),
     # An answer from a page about another request is audited (docs/security.md).
     "link_web.decide": Writes(frozenset({"device_flow_decision"})),
     # A refused pick is audited, and the page shown again audits what it lists when that
@@ -335,8 +338,9 @@ def _switch_off(world: World) -> None:
 
 @valid("admin.incident_revoke")
 def _revoke_a_window(world: World) -> None:
+    ended = {**WINDOW, "until": datetime.now(UTC).isoformat()}  # only an ended window
     response = world.submit("admin", "POST", "/admin/incident/revoke", strategy="all",
-                            confirm="yes", **WINDOW)
+                            confirm="yes", **ended)
     assert response.status_code == 200 and "Revoked 3" in response.get_data(as_text=True)
 
 

@@ -46,6 +46,17 @@ def run(app, *args):
     return app.test_cli_runner().invoke(args=list(args))
 
 
+def window_ended(clock) -> None:
+    """Revokes run once the window has ended (``incident.check_ended``)."""
+    clock.now = max(clock.now, UNTIL)
+
+
+def revoke(app, clock, strategy="ip_match"):
+    window_ended(clock)
+    with app.app_context():
+        return incident.revoke(strategy, SINCE, UNTIL, actor="cli")
+
+
 WINDOW = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
 
 
@@ -117,15 +128,15 @@ def test_link_in_window_found_through_audit_after_relink_by_another_strategy(
     assert rows[0].linked_from_ip == "9.9.9.9"
 
 
-def test_relinked_after_the_window_is_listed_but_not_revoked(app, make_user, link_at, client):
+def test_relinked_after_the_window_is_listed_but_not_revoked(app, make_user, link_at, client,
+                                                              clock):
     uid, _, _ = make_user()
     link_at(uid, SINCE + timedelta(hours=1), "dev-1")
     _, fresh_token = link_at(uid, UNTIL + timedelta(hours=1), "dev-1", strategy="pairing_code")
     rows = affected(app)
     assert [(r.device_uid, r.status, r.will_revoke) for r in rows] == \
         [("dev-1", "relinked_after", False)]
-    with app.app_context():
-        result = incident.revoke("ip_match", SINCE, UNTIL, actor="cli")
+    result = revoke(app, clock)
     assert result.revoked == [] and result.notify == []
     assert client.get("/api/v1/device/me", headers={
         "Authorization": f"Bearer {fresh_token}"}).status_code == 200
@@ -141,7 +152,7 @@ def test_device_relinked_inside_the_window_from_before_it_is_affected(app, make_
 # --- revoke ---------------------------------------------------------------------------------
 
 def test_revoke_then_device_call_is_401_and_owner_sees_needs_relink(
-        app, make_user, link_at, client, login):
+        app, make_user, link_at, client, login, clock):
     victim_uid, victim_email, password = make_user("owner@example.org")
     stranger_uid, stranger_email, _ = make_user("stranger@example.org")
     _, outside_token = link_at(victim_uid, SINCE - timedelta(hours=1), "dev-outside",
@@ -149,8 +160,7 @@ def test_revoke_then_device_call_is_401_and_owner_sees_needs_relink(
     pk, token = link_at(stranger_uid, SINCE + timedelta(hours=1), "dev-x", name="Voron")
     _, own_token = link_at(victim_uid, SINCE + timedelta(hours=2), "dev-y", name="Prusa")
 
-    with app.app_context():
-        result = incident.revoke("ip_match", SINCE, UNTIL, actor="cli")
+    result = revoke(app, clock)
     assert sorted(r.device_uid for r in result.revoked) == ["dev-x", "dev-y"]
     assert [(n.email, n.device_names) for n in result.notify] == \
         [("owner@example.org", ["Prusa"]), ("stranger@example.org", ["Voron"])]
@@ -178,11 +188,10 @@ def test_revoke_then_device_call_is_401_and_owner_sees_needs_relink(
 
 
 def test_needs_relink_disappears_after_the_owner_links_again(
-        app, make_user, link_at, login):
+        app, make_user, link_at, login, clock):
     uid, email, password = make_user()
     link_at(uid, SINCE + timedelta(hours=1), "dev-1")
-    with app.app_context():
-        incident.revoke("ip_match", SINCE, UNTIL, actor="cli")
+    revoke(app, clock)
     session = login(email, password)
     assert "Needs re-link" in session.get("/").get_data(as_text=True)
     link_at(uid, UNTIL + timedelta(days=1), "dev-1", strategy="pairing_code")
@@ -191,24 +200,23 @@ def test_needs_relink_disappears_after_the_owner_links_again(
     assert [(d["id"], d["needs_relink"], d["active"]) for d in listed] == [("dev-1", False, True)]
 
 
-def test_revoke_twice_is_harmless(app, make_user, link_at):
+def test_revoke_twice_is_harmless(app, make_user, link_at, clock):
     uid, _, _ = make_user()
     link_at(uid, SINCE + timedelta(hours=1), "dev-1")
-    with app.app_context():
-        assert len(incident.revoke("ip_match", SINCE, UNTIL, actor="cli").revoked) == 1
-        again = incident.revoke("ip_match", SINCE, UNTIL, actor="cli")
+    assert len(revoke(app, clock).revoked) == 1
+    again = revoke(app, clock)
     assert again.revoked == [] and again.notify == []
     assert [r.status for r in affected(app)] == ["needs_relink"]
 
 
-def test_unlinked_devices_are_listed_as_revoked_and_not_notified(app, make_user, link_at):
+def test_unlinked_devices_are_listed_as_revoked_and_not_notified(app, make_user, link_at, clock):
     from tsd_server import devices
 
     uid, _, _ = make_user()
     pk, _ = link_at(uid, SINCE + timedelta(hours=1), "dev-1")
     with app.app_context():
         devices.unlink(db.session.get(Device, pk), db.session.get(User, uid))
-        result = incident.revoke("ip_match", SINCE, UNTIL, actor="cli")
+    result = revoke(app, clock)
     assert result.revoked == []
     assert [r.status for r in affected(app)] == ["revoked"]
 
@@ -277,9 +285,10 @@ def test_cli_times_without_offset_mean_utc(app, make_user, link_at):
     assert json.loads(out)["affected"] == []
 
 
-def test_cli_revoke_is_a_dry_run_without_yes(app, make_user, link_at, client):
+def test_cli_revoke_is_a_dry_run_without_yes(app, make_user, link_at, client, clock):
     uid, _, _ = make_user("owner@example.org")
     _, token = link_at(uid, SINCE + timedelta(hours=1), "dev-1", name="Prusa")
+    window_ended(clock)
     dry = run(app, "incident", "revoke", "--strategy", "ip_match", *WINDOW)
     assert dry.exit_code == 0, dry.output
     assert "DRY RUN" in dry.output and "owner@example.org" in dry.output
@@ -302,9 +311,11 @@ def test_cli_revoke_is_a_dry_run_without_yes(app, make_user, link_at, client):
     ["--strategy", "ip_match", "--since", "0001-01-01T00:00+01:00", "--until",
      UNTIL.isoformat()],
 ])
-def test_cli_bad_arguments_are_usage_errors_and_change_nothing(app, make_user, link_at, args):
+def test_cli_bad_arguments_are_usage_errors_and_change_nothing(app, make_user, link_at, args,
+                                                              clock):
     uid, _, _ = make_user()
     _, token = link_at(uid, SINCE + timedelta(hours=1), "dev-1")
+    window_ended(clock)
     result = run(app, "incident", "revoke", *args, "--yes")
     assert result.exit_code == 2, result.output
     with app.app_context():
@@ -312,11 +323,10 @@ def test_cli_bad_arguments_are_usage_errors_and_change_nothing(app, make_user, l
 
 
 def test_many_devices_are_read_in_chunks_without_losing_any(app, make_user, link_at,
-                                                           monkeypatch):
+                                                           monkeypatch, clock):
     monkeypatch.setattr(incident, "CHUNK", 2)
     uid, _, _ = make_user()
     for index in range(5):
         link_at(uid, SINCE + timedelta(minutes=index), f"dev-{index}")
     assert [r.device_uid for r in affected(app)] == [f"dev-{i}" for i in range(5)]
-    with app.app_context():
-        assert len(incident.revoke("ip_match", SINCE, UNTIL, actor="cli").revoked) == 5
+    assert len(revoke(app, clock).revoked) == 5

@@ -272,12 +272,12 @@ def test_unknown_strategy_name_counts_as_disabled(app):
 
 
 def test_concurrent_creation_of_the_same_flag_row_is_not_a_500(app, second):
-    """Both processes see no row; the other one inserts it just before this one writes (on
-    PostgreSQL: just before this one takes the switches' lock, as a second switch change
-    would wait for it). This one's write lands as an update: no IntegrityError, last write
-    wins, both audited."""
+    """Both processes see no row; the other one inserts it just before this one takes the
+    switches' lock (PostgreSQL's advisory lock; on SQLite the write that starts its write
+    transaction), as a second switch change would wait for it. This one's write lands as an
+    update: no IntegrityError, last write wins, both audited."""
     interleaved = []
-    first_write = ("INSERT INTO STRATEGY_FLAGS", "SELECT PG_ADVISORY_XACT_LOCK(")
+    first_write = ("UPDATE STRATEGY_FLAGS", "SELECT PG_ADVISORY_XACT_LOCK(")
 
     def other_process_inserts_first(conn, cursor, statement, parameters, context, many):
         if interleaved or not statement.lstrip().upper().startswith(first_write):

@@ -20,6 +20,12 @@ window -- it went through a working strategy afresh -- so it is listed as
 re-linked after the first run are not revoked again. Widen ``until`` if the strategy was
 still broken later.
 
+What is withdrawn. A revoke also withdraws every link set in motion through the strategy in
+the window that has not happened yet (``pending_links.withdraw_made_in``): an approval given
+in the window would otherwise link its printer when collected, after the revoke and outside
+the window. And only a window that has ended can be revoked (``check_ended``): links still
+completing in it would be missed.
+
 One account (``revoke_account``): when the incident is an account rather than a strategy
 (its password leaked, say), every printer token of that account is revoked and marked for
 re-link, whenever and however it was linked, and every session of the account ends.
@@ -33,8 +39,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from tsd_server import audit, devices
+from tsd_server import audit, devices, pending_links
 from tsd_server.auth import accounts
+from tsd_server.clock import utcnow
+from tsd_server.discovery import kill_switch
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, Device, User
 
@@ -89,6 +97,17 @@ class Window:
                 "until_inclusive": False}
 
 
+def check_ended(window: Window) -> None:
+    """ValueError when ``until`` is still to come: a link completing in the window after
+    the revoke would not be revoked, and the operator must hear it before, not find it
+    later."""
+    if window.until > utcnow():
+        raise ValueError(
+            f"until ({window.until.isoformat()}) has not come yet, and links completing in "
+            "the window after the revoke would be missed: switch the strategy off first, "
+            "and end the window at the switch-off (or now)")
+
+
 @dataclass(frozen=True)
 class AffectedDevice:
     """One device linked in the window: its owner and the (latest) link in the window."""
@@ -135,6 +154,7 @@ class Notice:
 class RevokeResult:
     revoked: list[AffectedDevice]
     notify: list[Notice]
+    withdrawn: int  # links set in motion in the window that had not happened yet
 
 
 def _status(device: Device, until: datetime) -> str:
@@ -200,13 +220,21 @@ def people_to_notify(rows: list[AffectedDevice]) -> list[Notice]:
 
 
 def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> RevokeResult:
-    """Revoke every affected active device in one transaction; returns who to notify.
+    """Withdraw what the window set in motion and revoke every affected active device, in
+    one transaction; returns who to notify. ValueError for a window that has not ended.
 
-    The devices are locked (PostgreSQL) while this runs, so an owner re-linking at the same
-    moment either lands first (and is then ``relinked_after``, not revoked) or after.
+    The withdrawal comes first: it waits for a link that has claimed its code, approval or
+    offer, which is then found below; and on SQLite its write takes the one writer's lock
+    before the reads. The devices are locked (PostgreSQL) while this runs, so an owner
+    re-linking at the same moment either lands first (and is then ``relinked_after``, not
+    revoked) or after.
     """
     window = Window(strategy, since, until)
+    check_ended(window)
     span = f"{window.strategy} links in [{since.isoformat()}, {until.isoformat()})"
+    strategies = set(kill_switch.known_names()) if window.strategy == ALL else {window.strategy}
+    withdrawn = pending_links.withdraw_made_in(strategies, since, until, actor=actor,
+                                               why=f"incident revoke: {span}")
     revoked = []
     for device, owner, at, via, ip in _find(window, lock=True):
         row = _row(device, owner, at, via, ip, until=until)
@@ -217,9 +245,10 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
         revoked.append(row)
     notify = people_to_notify(revoked)
     audit.record("incident_revoke", actor=actor, strategy=window.strategy,
-                 detail=f"{span}: revoked {len(revoked)} device(s) of {len(notify)} account(s)")
+                 detail=f"{span}: revoked {len(revoked)} device(s) of {len(notify)} "
+                        f"account(s), withdrew {withdrawn} link(s) waiting to happen")
     db.session.commit()
-    return RevokeResult(revoked=revoked, notify=notify)
+    return RevokeResult(revoked=revoked, notify=notify, withdrawn=withdrawn)
 
 
 def checked_reason(reason: str | None) -> str:

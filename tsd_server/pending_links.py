@@ -19,13 +19,15 @@ makes an ending of the account's sessions hold: a code that a request of an ende
 committed while the ending waited for it is found here and cannot be redeemed first).
 ``withdraw_strategies`` runs after a switch-off has committed, holding no account's lock:
 a link then re-reads the switch before it commits (``kill_switch.hold_enabled``).
+``withdraw_made_in`` (an incident revoke) holds none either: a link that claimed its row
+first is waited for, and is then among the links the revoke finds.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete, select, true, update
+from sqlalchemy import ColumnElement, and_, delete, select, true, update
 
 from tsd_server import audit
 from tsd_server.clock import utcnow
@@ -42,29 +44,49 @@ OFFER_STRATEGY = "ip_match"
 CLOCK_SKEW_ALLOWANCE = timedelta(minutes=10)
 
 
-def withdraw(user: User, *, actor: str, why: str) -> None:
+def withdraw(user: User, *, actor: str, why: str) -> int:
     """Spend the account's unredeemed web codes, deny its uncollected approvals and delete
     its ip_match offers, one ``revocation`` audit row each; the caller holds the account's
-    lock (see above) and commits."""
-    _withdraw(codes=PairingCode.user_id == user.id,
+    lock (see above) and commits. Returns how many were withdrawn (and audited)."""
+    return _withdraw(codes=PairingCode.user_id == user.id,
               approvals=DeviceAuthorization.decided_by_id == user.id,
               offers=Offer.user_id == user.id, actor=actor, why=why)
 
 
-def withdraw_strategies(strategies: set[str], *, actor: str, why: str) -> None:
+def withdraw_strategies(strategies: set[str], *, actor: str, why: str) -> int:
     """The same for every account, for what would link through ``strategies``: a switch-off
     must not leave links waiting to happen once the strategy is switched on again (an
     approval made during an incident, collected afterwards, would fall outside its window).
     Web codes belong to pairing_code, offers to ip_match, approvals to the strategy they
     were made through. The caller commits."""
-    _withdraw(codes=true() if WEB_CODE_STRATEGY in strategies else None,
-              approvals=DeviceAuthorization.decided_via.in_(sorted(strategies)),
-              offers=true() if OFFER_STRATEGY in strategies else None, actor=actor, why=why)
+    return _withdraw(codes=true() if WEB_CODE_STRATEGY in strategies else None,
+                     approvals=DeviceAuthorization.decided_via.in_(sorted(strategies)),
+                     offers=true() if OFFER_STRATEGY in strategies else None, actor=actor,
+                     why=why)
+
+
+def withdraw_made_in(strategies: set[str], since: datetime, until: datetime, *, actor: str,
+                     why: str) -> int:
+    """The same for what was set in motion through ``strategies`` in [since, until): web
+    codes issued, approvals given and offers made in it. An incident revoke takes them, or
+    an approval given in the window and collected after the revoke would link a printer
+    that the revoke, which finds links by when they completed, never sees. The caller
+    commits."""
+    def made_in(column) -> ColumnElement[bool]:
+        return and_(column >= since, column < until)
+
+    return _withdraw(
+        codes=made_in(PairingCode.created_at) if WEB_CODE_STRATEGY in strategies else None,
+        approvals=and_(DeviceAuthorization.decided_via.in_(sorted(strategies)),
+                       made_in(DeviceAuthorization.decided_at)),
+        offers=made_in(Offer.created_at) if OFFER_STRATEGY in strategies else None,
+        actor=actor, why=why)
 
 
 def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[bool],
-              offers: ColumnElement[bool] | None, actor: str, why: str) -> None:
-    """Withdraw the waiting links each condition selects (None: none of that kind)."""
+              offers: ColumnElement[bool] | None, actor: str, why: str) -> int:
+    """Withdraw the waiting links each condition selects (None: none of that kind); how
+    many were still usable (and are audited)."""
     now = utcnow()
     recent = now - CLOCK_SKEW_ALLOWANCE
     # Marked spent, a state every redemption's claim checks whatever its clock says.
@@ -98,14 +120,15 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
 
     # Audited only what was still usable by this clock: one that expired a moment ago is
     # spent all the same, but an operator counting what a thief held must not count it.
-    for user_id, created_at, expires_at in spent_codes:
-        if expires_at > now:
-            withdrawn(user_id, strategy=WEB_CODE_STRATEGY,
-                      detail=f"unused web code issued {created_at.isoformat()}: {why}")
-    for user_id, device_uid, via, expires_at in denied:
-        if expires_at > now:
-            withdrawn(user_id, device_uid=device_uid, strategy=via,
-                      detail=f"approved, token not collected yet: {why}")
+    live_codes = [row for row in spent_codes if row.expires_at > now]
+    live_approvals = [row for row in denied if row.expires_at > now]
+    for user_id, created_at, _ in live_codes:
+        withdrawn(user_id, strategy=WEB_CODE_STRATEGY,
+                  detail=f"unused web code issued {created_at.isoformat()}: {why}")
+    for user_id, device_uid, via, _ in live_approvals:
+        withdrawn(user_id, device_uid=device_uid, strategy=via,
+                  detail=f"approved, token not collected yet: {why}")
     for user_id, public_id, status, announcement_id in deleted:
         withdrawn(user_id, device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
                   detail=f"offer {public_id} ({status}), printer not linked yet: {why}")
+    return len(live_codes) + len(live_approvals) + len(deleted)

@@ -94,6 +94,14 @@ class RevokeForm(WindowFields, FlaskForm):
         if field.data not in _targets():
             raise ValidationError("Unknown strategy.")
 
+    def validate_until(self, field) -> None:
+        super().validate_until(field)
+        if self.since.data and not self.since.errors:
+            try:
+                incident.check_ended(self.window())
+            except ValueError as error:
+                raise ValidationError(f"Not revoked: {error}.") from None
+
 
 class AccountRevokeForm(FlaskForm):
     """Every printer token of one account; ``confirm`` is set only by the confirmation page."""

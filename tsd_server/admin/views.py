@@ -104,7 +104,8 @@ def incident_revoke():
     """First press: a confirmation page. Only its button (``confirm=yes``) revokes."""
     form = RevokeForm()
     if not form.validate_on_submit():
-        flash("The incident window was not valid; query it again.")
+        flash(form.until.errors[0] if form.until.errors
+              else "The incident window was not valid; query it again.")
         return redirect(url_for("admin.incident_query"))
     window = form.window()
     if form.confirm.data != "yes":

@@ -148,11 +148,16 @@ def _window_options(command):
                         help="The strategy that misbehaved, or 'all'.")(command)
 
 
-def _window(strategy: str, since: datetime, until: datetime) -> incident.Window:
+def _window(strategy: str, since: datetime, until: datetime, *,
+            ended: bool = False) -> incident.Window:
+    """The window; with ``ended``, only one whose end has come (what a revoke needs)."""
     try:
-        return incident.Window(_target(strategy), since, until)
+        window = incident.Window(_target(strategy), since, until)
+        if ended:
+            incident.check_ended(window)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
+    return window
 
 
 @incident_cli.command("affected")
@@ -170,18 +175,22 @@ def affected_command(strategy: str, since: datetime, until: datetime, output: st
 @_window_options
 @click.option("--yes", is_flag=True, help="Really revoke (without it: a dry run).")
 def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -> None:
-    """Revoke the tokens of devices linked in the window and mark them for re-link."""
-    window = _window(strategy, since, until)
+    """Revoke the tokens of devices linked in the window and mark them for re-link, and
+    withdraw the links set in motion in the window that have not happened yet."""
+    window = _window(strategy, since, until, ended=True)
     if not yes:
         rows = incident.affected(window.strategy, window.since, window.until)
         click.echo(render(rows, "table", window), nl=False)
         to_revoke = [row for row in rows if row.will_revoke]
-        click.secho(f"DRY RUN: would revoke {len(to_revoke)} device(s). Nothing changed; "
-                    "add --yes to revoke.", fg="yellow", err=True)
+        click.secho(f"DRY RUN: would revoke {len(to_revoke)} device(s) and withdraw the links "
+                    "set in motion in the window that have not happened yet. Nothing "
+                    "changed; add --yes to revoke.", fg="yellow", err=True)
         click.echo(render_notices(incident.people_to_notify(to_revoke)), nl=False)
         return
     result = incident.revoke(window.strategy, window.since, window.until, actor=CLI_ACTOR)
     click.echo(f"Revoked {len(result.revoked)} device(s); their owners must link them again.")
+    click.echo(f"Withdrew {result.withdrawn} link(s) set in motion in the window that had not "
+               "happened yet.")
     click.echo(render_notices(result.notify), nl=False)
 
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit, pending_links
@@ -271,8 +271,13 @@ def hold_enabled(name: str) -> None:
 
 
 def _lock_switches(*, shared: bool) -> None:
-    """Until the transaction ends (PostgreSQL; SQLite has one writer at a time)."""
+    """Until the transaction ends. PostgreSQL: the switches' advisory lock. SQLite has one
+    writer at a time: a caller sharing the lock has written already, and one taking it
+    exclusively starts its write transaction here, with a write that changes nothing."""
     if db.session.get_bind().dialect.name != "postgresql":
+        if not shared:
+            db.session.execute(update(StrategyFlag).where(false())
+                               .values(enabled=StrategyFlag.enabled))
         return
     lock = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
     db.session.execute(select(lock(SWITCH_LOCK_KEY)))
@@ -318,9 +323,12 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
         raise ValueError("a reason is required to switch a strategy off")
     if reason is not None and len(reason) > MAX_REASON:
         raise ValueError(f"the reason is longer than {MAX_REASON} characters")
+    # Links being committed finish first (hold_enabled), and the time is read after them:
+    # every link that got through has a time before this one, so a window ending at the
+    # switch-off's time misses none of them (docs/incident-response.md).
+    _lock_switches(shared=False)
     now = utcnow()
     values = {"enabled": enabled, "reason": reason, "changed_by": actor, "changed_at": now}
-    _lock_switches(shared=False)  # links being committed finish first (hold_enabled)
     # One statement: another process may be writing the same flag's row.
     upsert(StrategyFlag, {"strategy": target, **values}, ["strategy"])
     cleared: list[str] = []

@@ -1,0 +1,174 @@
+"""Where an incident window ends, and what a revoke leaves behind there.
+
+The runbook ends a window at the switch-off; nothing that got through before it may fall
+after that time. A revoke runs only on a window that has ended, withdraws what the window
+set in motion that has not linked yet (an approval given in it, collected later, would be a
+link outside it), and an owner's re-link landing while the revoke runs keeps its new link.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.support import held_requests
+from tests.support.held_requests import Running, wait_until_waiting_for_a_lock
+from tests.support.pairing import (
+    decide,
+    enter_code,
+    issue_code,
+    me,
+    poll,
+    redeem,
+    started,
+    switch,
+)
+from tsd_server import incident
+from tsd_server.discovery.link_service import link_device
+from tsd_server.extensions import db
+from tsd_server.models import Device, User
+
+hold = held_requests.hold
+
+
+def _link(app, owner_id: int, device_uid: str, strategy: str = "ip_match") -> str:
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "9.9.9.9"}):
+        return link_device(owner=db.session.get(User, owner_id), device_uid=device_uid,
+                           name="Printer", model=None, strategy=strategy,
+                           actor=f"user:{owner_id}", address=None).access_token
+
+
+def _revoke(app, strategy, since, until):
+    with app.app_context():
+        return incident.revoke(strategy, since, until, actor="cli")
+
+
+def test_a_window_ending_at_the_switch_off_holds_every_link_that_got_through(
+        app, client, clock, monkeypatch, hold, make_user, login):
+    """A device links while the switch-off is on its way to the switches' lock. The
+    switch-off's time is read once it holds the lock, so that link is inside
+    [since, switch-off time): the runbook's window finds and revokes it."""
+    from tsd_server.discovery import kill_switch
+    from tsd_server.models import StrategyFlag
+
+    _, email, password = make_user("owner@example.org")
+    since = clock() - timedelta(minutes=1)
+    code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
+    held = hold("switch-off")
+    monkeypatch.setattr(kill_switch, "_lock_switches",
+                        held.wrap(kill_switch._lock_switches, before=True))
+    switch_off = Running("switch-off", lambda: switch(app, "pairing_code", False))
+    switch_off.start()
+    assert held.reached.wait(30)
+    clock.advance(seconds=1)
+    linked = redeem(client, code, device_id="printer-1", ip="6.6.6.6")
+    assert linked.status_code == 201, linked.get_json()
+    clock.advance(seconds=1)
+    held.release.set()
+    switch_off.result()
+    with app.app_context():
+        until = db.session.get(StrategyFlag, "pairing_code").changed_at
+    assert [row.device_uid for row in _revoke(app, "pairing_code", since, until).revoked] \
+        == ["printer-1"]
+    assert me(client, linked.get_json()["access_token"]).status_code == 401
+
+
+@pytest.mark.parametrize("ahead", [timedelta(microseconds=1), timedelta(hours=1)])
+def test_a_window_that_has_not_ended_is_not_revoked(app, clock, make_user, ahead):
+    uid, _, _ = make_user()
+    token = _link(app, uid, "printer-1")
+    since, until = clock() - timedelta(hours=1), clock() + ahead
+    with pytest.raises(ValueError, match="has not come yet"):
+        _revoke(app, "ip_match", since, until)
+    for extra in ([], ["--yes"]):  # the dry run says so too, before anyone relies on it
+        result = app.test_cli_runner().invoke(args=[
+            "incident", "revoke", "--strategy", "ip_match", "--since", since.isoformat(),
+            "--until", until.isoformat(), *extra])
+        assert result.exit_code == 2 and "has not come yet" in result.output, result.output
+    assert me(app.test_client(), token).status_code == 200
+    clock.now = until  # ended: revoked
+    assert [row.device_uid for row in _revoke(app, "ip_match", since, until).revoked] \
+        == ["printer-1"]
+
+
+def test_the_admin_page_refuses_a_window_that_has_not_ended(app, clock, make_user, login):
+    uid, _, _ = make_user()
+    token = _link(app, uid, "printer-1")
+    _, email, password = make_user("admin@example.org", is_admin=True)
+    admin = login(email, password)
+    window = {"strategy": "ip_match", "since": (clock() - timedelta(hours=1)).isoformat(),
+              "until": (clock() + timedelta(hours=1)).isoformat(), "confirm": "yes"}
+    answer = admin.form_post("/admin/incident/revoke", window)
+    assert answer.status_code == 302
+    page = admin.get("/admin/incident").get_data(as_text=True)
+    assert "has not come yet" in page
+    assert me(app.test_client(), token).status_code == 200
+
+
+def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, make_user,
+                                                          login):
+    """An approval given in the window and a web code issued in it, neither used yet: the
+    revoke withdraws both, so the printer collecting its token afterwards links nothing.
+    An approval given before the window, and one through another strategy, are left."""
+    _, email, password = make_user("owner@example.org")
+    person = login(email, password, REMOTE_ADDR="1.1.1.1")
+    before = started(client, device_id="printer-before", ip="6.6.6.6")
+    assert enter_code(person, before["user_code"]).status_code == 302
+    assert decide(person).status_code == 302
+    clock.advance(minutes=2)
+    since = clock()
+    inside = started(client, device_id="printer-inside", ip="6.6.6.6")
+    assert enter_code(person, inside["user_code"]).status_code == 302
+    assert decide(person).status_code == 302
+    code = issue_code(person)["code"]
+    by_qr = started(client, device_id="printer-qr", ip="6.6.6.6")
+    assert person.get(f"/link/qr/{_qr_token(by_qr)}").status_code == 200
+    assert decide(person).status_code == 302
+    clock.advance(minutes=1)
+    until = clock()
+
+    result = _revoke(app, "pairing_code", since, until)
+    assert result.withdrawn == 2 and result.revoked == []
+    clock.advance(seconds=10)
+    collected = poll(client, inside["device_code"], ip="6.6.6.6")
+    assert collected.status_code == 400 and collected.get_json()["error"] == "access_denied"
+    late = redeem(client, code, device_id="printer-code", ip="6.6.6.6")
+    assert late.status_code == 400 and late.get_json()["error"] == "invalid_code"
+    for outside in (before, by_qr):
+        assert poll(client, outside["device_code"], ip="6.6.6.6").status_code == 200
+    with app.app_context():
+        assert sorted(db.session.scalars(select(Device.device_uid))) == \
+            ["printer-before", "printer-qr"]
+
+
+def _qr_token(answer: dict) -> str:
+    return answer["verification_uri_complete"].rsplit("/", 1)[1]
+
+
+def test_a_relink_while_a_revoke_runs_waits_and_keeps_its_new_link(
+        app, clock, monkeypatch, hold, make_user):
+    """The revoke has found the owner's printer linked in the window; the owner re-links
+    it (after the window) at that moment. The re-link waits for the revoke, and its new
+    token works: the revoke took the old one only."""
+    uid, _, _ = make_user()
+    since = clock()
+    clock.advance(minutes=1)
+    old = _link(app, uid, "printer-1")
+    clock.advance(minutes=1)
+    until = clock()
+    held = hold("revoke")
+    monkeypatch.setattr(incident, "_find", held.wrap(incident._find))
+    revoking = Running("revoke", lambda: _revoke(app, "ip_match", since, until))
+    revoking.start()
+    assert held.reached.wait(30)
+    relink = Running("relink", lambda: _link(app, uid, "printer-1", strategy="pairing_code"))
+    relink.start()
+    wait_until_waiting_for_a_lock(app, relink)
+    held.release.set()
+    assert [row.device_uid for row in revoking.result().revoked] == ["printer-1"]
+    fresh = relink.result()
+    client = app.test_client()
+    assert me(client, old).status_code == 401
+    assert me(client, fresh).status_code == 200
