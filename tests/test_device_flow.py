@@ -374,10 +374,16 @@ def test_decision_without_entering_a_code_approves_nothing(app, client, owner):
     assert decide(session, "approve").status_code == 404
 
 
-def test_two_users_one_code_first_decision_wins(app, client, owner, make_user, login, clock):
-    _, first = owner
-    _, email, password = make_user()
-    second = login(email, password, REMOTE_ADDR="9.9.9.9")
+def test_two_browsers_of_one_account_first_decision_wins(app, client, owner, login, clock):
+    """Two browsers of one account (another account is refused at the code, see
+    tests/test_device_flow_binding.py): the first answer decides, the other is too late."""
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    uid, first = owner
+    with app.app_context():
+        email = db.session.get(User, uid).email
+    second = login(email, REMOTE_ADDR="9.9.9.9")
     answer = started(client)
     enter_code(first, answer["user_code"])
     enter_code(second, answer["user_code"])

@@ -60,6 +60,18 @@ class DeviceAuthorization(db.Model):
     qr_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The QR link is single-use: set by the first open that binds it to a user's session.
     qr_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The account that reached the request first, by typing its user code or opening its QR
+    # link (device_flow.open_by_user_code, open_qr_link); only that account may reach it
+    # again or decide it. Set once, with bound_at, by a conditional UPDATE. Rows from before
+    # migration 0011 have neither and go to whoever reaches or decides them first. SET NULL
+    # keeps the row (as for decided_by_id) when the account is deleted, and bound_at stays:
+    # "bound_at set, bound_to_id NULL" is held by a deleted account, which nobody can take
+    # over, so a deletion never frees a request for a stranger who saw the printer's screen;
+    # the printer starts again. (CASCADE would delete the row, and with it the history of the
+    # requests that account decided.)
+    bound_to_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    bound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     device_uid: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(80))

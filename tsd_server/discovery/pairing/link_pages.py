@@ -1,7 +1,9 @@
 """The approval page shared by both ways in (typed code, QR link): approve or deny.
 
 Entering a valid code or opening a QR link binds that device authorization to the user's
-session (the signed session cookie holds its id and how it was reached); the decision is a
+account (``device_flow``: the first account to reach it holds it; nobody else can reach or
+decide it) and to the user's session (the signed session cookie holds its id and how it
+was reached: which printer this browser's approval page is about); the decision is a
 separate POST with the CSRF token and the id of the request the page showed. If the binding
 changed in between (another code or QR link opened in this browser, maybe by a page of
 another site navigating to a QR link), nothing is decided: the answer was given to a page
@@ -30,6 +32,8 @@ WAYS = (device_flow.PAIRING_CODE, device_flow.QR_CODE)
 
 
 def bind(row: DeviceAuthorization, *, via: str) -> None:
+    """Make ``row`` the request this session's approval page is about (after
+    ``device_flow`` bound it to the account)."""
     session[SESSION_KEY] = {"id": row.id, "via": via, "tag": _tag(row)}
 
 
@@ -55,10 +59,18 @@ def _shown(authorization_id: int, tag: str) -> str:
     return f"{authorization_id}.{tag}"
 
 
-def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
-    """The open request the binding names, if it is still the one that was bound."""
-    row = device_flow.get_open(binding[0])
+def _same_request(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
+    """The request the binding names, open or not, if it is still the one that was bound."""
+    row = device_flow.get(binding[0])
     return row if row is not None and _tag(row) == binding[2] else None
+
+
+def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
+    """The open request the binding names, if it is still the one that was bound and this
+    account may decide it."""
+    row = _same_request(binding)
+    return row if row is not None and device_flow.is_open(row) and \
+        device_flow.is_free_or_held_by(row, current_user.id) else None
 
 
 def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,
@@ -122,10 +134,15 @@ def decide():
     authorization_id, via, tag = binding
     if form.authorization.data != _shown(authorization_id, tag):
         return _page_changed(via)
+    address = client_address.for_request()
     try:
-        decided = _bound_row(binding) is not None and device_flow.decide(
-            authorization_id, user=current_user, approve=decision == "approve", via=via,
-            address=client_address.for_request())
+        if _bound_row(binding) is not None:
+            decided = device_flow.decide(authorization_id, user=current_user, via=via,
+                                         approve=decision == "approve", address=address)
+        else:  # decided, expired, gone, or held by another account: audited as too late
+            device_flow.too_late(_same_request(binding), user=current_user, via=via,
+                                 address=address)
+            decided = False
     except kill_switch.StrategyDisabled as refused:
         return _switched_off(via, refused.state)
     session.pop(SESSION_KEY, None)

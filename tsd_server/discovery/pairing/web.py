@@ -32,7 +32,6 @@ from tsd_server.discovery.pairing import (
     qr,
     web_codes,
 )
-from tsd_server.extensions import db
 from tsd_server.rate_limit_keys import account_key, address_key
 from tsd_server.web.forms import ConfirmForm
 
@@ -47,6 +46,10 @@ ASK_PARAM, ASK_AFTER_LOGIN = "asked", "login"
 
 CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, already used or "
                   "expired. Check the printer's screen and try again.")
+# Says nothing about who: the person refused may be the owner, the holder a stranger.
+HELD_ELSEWHERE = ("Another account is already approving this printer's request. If that was "
+                  "not you, someone else may have seen the printer's screen: restart linking "
+                  "on the printer to get a new code.")
 
 
 class CodeEntryForm(FlaskForm):
@@ -79,10 +82,16 @@ def create_code():
 @limits.link_guess_per_address
 @limits.code_guess_per_account
 def link():
-    """The verification URI (RFC 8628): type the code the printer shows."""
+    """The verification URI (RFC 8628): type the code the printer shows. A valid code binds
+    the printer's request to this account (``device_flow.open_by_user_code``)."""
     form = CodeEntryForm()
     if form.validate_on_submit():
-        row = device_flow.live_by_user_code(form.code.data)
+        try:
+            row = device_flow.open_by_user_code(form.code.data, user=current_user,
+                                                address=client_address.for_request())
+        except device_flow.HeldByAnotherAccount:
+            form.code.errors.append(HELD_ELSEWHERE)
+            return render_template("pairing/link.html", form=form), 409
         if row is None:
             failure_breaker.record_invalid_code(where="link", actor=f"user:{current_user.id}",
                                                 user_id=current_user.id)
@@ -195,12 +204,15 @@ def _qr_link_token(target: str) -> str | None:
 @limits.busy_limit("QR_LINK_LIMIT")
 @limits.busy_limit("QR_LINK_LIMIT", key_func=account_key)
 def open_qr_link(token: str):
-    """The link inside a printer's QR code: leads to the approval page, once."""
-    row = device_flow.open_qr_link(token)
+    """The link inside a printer's QR code: leads to the approval page, once, and binds the
+    printer's request to this account (``device_flow.open_qr_link``)."""
+    try:
+        row = device_flow.open_qr_link(token, user=current_user,
+                                       address=client_address.for_request())
+    except device_flow.HeldByAnotherAccount:
+        return render_template("error.html", status=409, title="This link cannot be used",
+                               message=HELD_ELSEWHERE), 409
     if row is None:
-        audit.record("qr_link_invalid", actor=f"user:{current_user.id}", outcome="refused",
-                     user_id=current_user.id, strategy=device_flow.QR_CODE)
-        db.session.commit()
         return render_template("error.html", status=400, title="This link cannot be used",
                                message="This QR link is not valid: it was used already or it "
                                        "has expired. Start linking again on the printer to "
