@@ -181,7 +181,7 @@ def test_unexpected_exception_on_a_qr_link_logs_its_route_not_its_token(
         app, client, make_user, login, monkeypatch, caplog):
     """The QR link's one-time token is in the path; the log names the route instead, so
     whoever reads the journal cannot open the link first (the access logs redact it too)."""
-    from tsd_server.discovery.pairing import device_flow
+    from tsd_server.discovery.pairing import approvals
 
     _, email, password = make_user()
     session = login(email, password)
@@ -190,7 +190,7 @@ def test_unexpected_exception_on_a_qr_link_logs_its_route_not_its_token(
     def fails(*_args, **_kwargs):
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(device_flow, "open_qr_link", fails)
+    monkeypatch.setattr(approvals, "open_qr_link", fails)
     with caplog.at_level(logging.DEBUG):
         response = session.get("/link/qr/" + token)
     assert response.status_code == 500 and response.mimetype == "text/html"

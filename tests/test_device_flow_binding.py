@@ -190,8 +190,8 @@ def test_an_approval_page_from_before_the_upgrade_is_too_late_once_another_accou
         app, client, clock, owner, stranger):
     """The owner's page was drawn before the upgrade; after it, a stranger typed the code
     first and holds the request. The owner's Approve decides nothing (the approval page, and
-    ``device_flow.decide`` itself, check who holds the request)."""
-    from tsd_server.discovery.pairing import device_flow
+    ``approvals.decide`` itself, check who holds the request)."""
+    from tsd_server.discovery.pairing import approvals, device_flow
     from tsd_server.extensions import db
     from tsd_server.models import User
 
@@ -208,8 +208,8 @@ def test_an_approval_page_from_before_the_upgrade_is_too_late_once_another_accou
     assert late.status_code == 409 and "Too late" in late.get_data(as_text=True)
     with app.test_request_context():
         user = db.session.get(User, owner_id)
-        assert device_flow.decide(the_request(app).id, user=user, approve=True,
-                                  via=device_flow.PAIRING_CODE, address=None) is False
+        assert approvals.decide(the_request(app).id, user=user, approve=True,
+                                via=device_flow.PAIRING_CODE, address=None) is False
         db.session.remove()
     row = the_request(app)
     assert (row.status, row.bound_to_id, row.decided_by_id) == ("pending", stranger_id, None)

@@ -61,7 +61,7 @@ class DeviceAuthorization(db.Model):
     # The QR link is single-use: set by the first open that binds it to a user's session.
     qr_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The account that reached the request first, by typing its user code or opening its QR
-    # link (device_flow.open_by_user_code, open_qr_link); only that account may reach it
+    # link (approvals.open_by_user_code, open_qr_link); only that account may reach it
     # again or decide it. Set once, with bound_at, by a conditional UPDATE. Rows from before
     # migration 0011 have neither and go to whoever reaches or decides them first. SET NULL
     # keeps the row (as for decided_by_id) when the account is deleted, and bound_at stays:

@@ -2,7 +2,10 @@
 
 * ``codes``: the alphabet, generation, normalisation and hashing of codes and tokens.
 * ``web_codes``: a code the web shows and the device redeems.
-* ``device_flow``: the device authorization grant (RFC 8628): authorize, poll, decide.
+* ``device_flow``: the device authorization grant (RFC 8628), the device's side: authorize,
+  poll, collect the token.
+* ``approvals``: its person's side: reach a request by code or QR link (binding it to the
+  account) and decide it.
 * ``links`` and ``qr``: absolute verification links and their QR images (segno).
 * ``limits`` and ``failure_breaker``: rate limits and the global switch-off on guessing.
 * ``api``, ``web``, ``link_pages``: the routes, split by the strategy that owns them.

@@ -1,16 +1,10 @@
-"""The device authorization grant (RFC 8628): the device asks, a person approves, it polls.
+"""The device authorization grant (RFC 8628), the device's side: it asks, then it polls.
 
 1. ``start``: the device gets a device_code (256 bits; only its hash is kept), a user_code
    (when pairing_code is on) and a QR link token (when qr_code is on), both derived from the
    device_code (see ``codes``), with ``expires_in`` and ``interval``.
-2. A logged-in person types the user code on /link or opens the QR link, sees the device's
-   details and decides (``decide``). The first account to reach the request, either way,
-   binds it (``bound_to_id``, ``open_by_user_code`` / ``open_qr_link``): the user code sits
-   on the printer's screen next to the QR code (and follows from the QR token), so spending
-   the QR link alone would leave the request to anyone who saw the screen. Another account
-   is refused (``HeldByAnotherAccount``). Binding and deciding are conditional UPDATEs of a
-   pending row held by that account or by none, so of two simultaneous binds or decisions
-   exactly one wins. Approving re-reads the kill switch.
+2. A logged-in person reaches the request by its user code or QR link and decides: that is
+   the person's side, in ``approvals`` (which also binds the request to the first account).
 3. ``poll``: the device polls with its device_code and gets the RFC 8628 §3.5 errors until
    the decision, then the access token exactly once. Issuing claims the row with a
    conditional UPDATE committed together with the link, so two simultaneous polls cannot
@@ -26,23 +20,11 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from flask import current_app
-from sqlalchemy import (
-    ColumnElement,
-    Row,
-    and_,
-    bindparam,
-    delete,
-    func,
-    literal,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tsd_server import audit, audit_throttle, devices, single_statement
 from tsd_server.api.errors import ApiError
-from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
@@ -60,10 +42,6 @@ SLOW_DOWN_STEP = 5  # seconds added per slow_down (RFC 8628 §3.5)
 POLL_TOLERANCE = timedelta(seconds=1)
 RETENTION = timedelta(days=1)
 MAX_DRAWS = 8
-
-
-class HeldByAnotherAccount(Exception):
-    """The request was reached first by another account: only that one may go on with it."""
 
 
 class GrantError(ApiError):
@@ -248,152 +226,6 @@ def _issue_token(row: Row) -> LinkResult:
     return result
 
 
-def _free_or_held_by(user_id: int) -> ColumnElement[bool]:
-    """The request is held by ``user_id``, or by nobody yet.
-
-    Nobody: ``bound_to_id`` and ``bound_at`` both NULL (never reached, or waiting since before
-    migration 0011). ``bound_at`` without ``bound_to_id`` is a request whose account was
-    deleted (``ondelete=SET NULL``): held by nobody who can still act, so closed to all,
-    never freed for a stranger who saw the printer's screen."""
-    return or_(DeviceAuthorization.bound_to_id == user_id,
-               and_(DeviceAuthorization.bound_to_id.is_(None),
-                    DeviceAuthorization.bound_at.is_(None)))
-
-
-def is_free_or_held_by(row: DeviceAuthorization, user_id: int) -> bool:
-    """``_free_or_held_by`` for a row already read."""
-    return row.bound_to_id == user_id or (row.bound_to_id is None and row.bound_at is None)
-
-
-def _bind_values(user_id: int, now: datetime) -> dict:
-    """The binding's columns: the account, and the first time it reached the request."""
-    return {"bound_to_id": user_id,
-            "bound_at": func.coalesce(DeviceAuthorization.bound_at,
-                                      literal(now, DeviceAuthorization.bound_at.type))}
-
-
-def open_by_user_code(text: str | None, *, user: User,
-                      address: ClientAddress | None) -> DeviceAuthorization | None:
-    """Reach a request by its typed user code, binding it to ``user``: the request, or None
-    when no request is waiting with that code (the caller counts it as a wrong code).
-
-    One conditional UPDATE binds it: pending, unexpired, and held by ``user`` or by nobody,
-    so of two accounts typing the code at once exactly one gets it. The same account again
-    (a second tab, the code typed after scanning) is fine. Another account's request raises
-    ``HeldByAnotherAccount`` and changes nothing; that is not a wrong code (it names a live
-    request), so it is audited here, not counted by the failure breaker.
-    """
-    code = codes.normalise(text)
-    if code is None:
-        return None
-    code_hash = codes.code_hash(code)
-    now = utcnow()
-    bound = db.session.execute(
-        update(DeviceAuthorization)
-        .where(DeviceAuthorization.user_code_hash == code_hash,
-               DeviceAuthorization.status == PENDING, DeviceAuthorization.expires_at > now,
-               _free_or_held_by(user.id))
-        .values(**_bind_values(user.id, now))
-        .returning(DeviceAuthorization.id)
-        .execution_options(synchronize_session=False)).scalar()
-    if bound is not None:
-        return _bound(bound, user=user, via=PAIRING_CODE, address=address)
-    db.session.rollback()
-    row = db.session.scalar(select(DeviceAuthorization).where(
-        DeviceAuthorization.user_code_hash == code_hash))
-    if row is None or not is_open(row):
-        return None
-    _refuse_held_elsewhere(row, user=user, via=PAIRING_CODE, address=address)
-
-
-def qr_link_target(token: str) -> DeviceAuthorization | None:
-    """The authorization a QR link names, spent or not (None for an unknown token)."""
-    if not codes.QR_TOKEN_PATTERN.fullmatch(token):
-        return None
-    return db.session.scalar(select(DeviceAuthorization).where(
-        DeviceAuthorization.qr_token_hash == codes.secret_hash(token)))
-
-
-def open_qr_link(token: str, *, user: User,
-                 address: ClientAddress | None) -> DeviceAuthorization | None:
-    """Spend a QR link and bind its request to ``user``, in one conditional UPDATE: the
-    request for the first open of a live link whose request nobody else holds; None (and a
-    ``qr_link_invalid`` row saying why) for an unknown, spent, decided or expired link.
-
-    A link whose request another account reached first by its user code raises
-    ``HeldByAnotherAccount`` and is not spent. The link stays single-use even for the
-    account that holds the request: that account goes on by typing the code.
-    """
-    row = qr_link_target(token)
-    if row is None:
-        _refuse_qr_link(None, user=user, address=address, detail="unknown QR link")
-        return None
-    now = utcnow()
-    opened = db.session.execute(
-        update(DeviceAuthorization)
-        .where(DeviceAuthorization.id == row.id, DeviceAuthorization.qr_opened_at.is_(None),
-               DeviceAuthorization.status == PENDING, DeviceAuthorization.expires_at > now,
-               _free_or_held_by(user.id))
-        .values(qr_opened_at=now, **_bind_values(user.id, now))
-        .execution_options(synchronize_session=False)).rowcount == 1
-    if opened:
-        return _bound(row.id, user=user, via=QR_CODE, address=address)
-    db.session.rollback()
-    current = get(row.id)
-    if current is None or current.expires_at <= now:
-        detail = "expired"
-    elif current.status != PENDING:
-        detail = f"{current.status} already"
-    elif current.qr_opened_at is not None:
-        detail = "opened already" + ("" if current.bound_to_id == user.id
-                                     else f" (the request is {_holder(current)})")
-    else:
-        _refuse_held_elsewhere(current, user=user, via=QR_CODE, address=address)
-    _refuse_qr_link(current, user=user, address=address, detail=detail)
-    return None
-
-
-def _bound(authorization_id: int, *, user: User, via: str,
-           address: ClientAddress | None) -> DeviceAuthorization:
-    """Audit a binding (``device_flow_opened`` / ``bound``) with the UPDATE that made it,
-    commit both, and return the request."""
-    row = get(authorization_id)
-    assert row is not None  # just bound, in this transaction
-    audit.record("device_flow_opened", actor=f"user:{user.id}", outcome="bound",
-                 user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
-                 detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
-    db.session.commit()
-    return row
-
-
-def _holder(row: DeviceAuthorization) -> str:
-    """Who holds a request, for the audit log only (admins read it; the refused person is
-    never told)."""
-    if row.bound_to_id is not None:
-        return f"held by user:{row.bound_to_id}"
-    return "held by a deleted account" if row.bound_at is not None else "held by nobody"
-
-
-def _refuse_held_elsewhere(row: DeviceAuthorization, *, user: User, via: str,
-                           address: ClientAddress | None) -> NoReturn:
-    """Audit a refused binding (``device_flow_opened`` / ``bound_elsewhere``), raise
-    ``HeldByAnotherAccount``."""
-    audit.record("device_flow_opened", actor=f"user:{user.id}", outcome="bound_elsewhere",
-                 user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
-                 detail=f"{row.name!r}: {_holder(row)} since "
-                        f"{row.bound_at.isoformat() if row.bound_at else 'unknown'}")
-    db.session.commit()
-    raise HeldByAnotherAccount(row.device_uid)
-
-
-def _refuse_qr_link(row: DeviceAuthorization | None, *, user: User,
-                    address: ClientAddress | None, detail: str) -> None:
-    audit.record("qr_link_invalid", actor=f"user:{user.id}", outcome="refused",
-                 user_id=user.id, strategy=QR_CODE, address=address,
-                 device_uid=row.device_uid if row is not None else None, detail=detail)
-    db.session.commit()
-
-
 def qr_token_for_device(device_code: str | None) -> str:
     """The QR link token for the device holding ``device_code`` (to draw its QR image)."""
     row = by_device_code(device_code)
@@ -410,92 +242,6 @@ def qr_token_for_device(device_code: str | None) -> str:
     return codes.qr_token_for(device_code)
 
 
-def is_open(row: DeviceAuthorization) -> bool:
-    return row.status == PENDING and row.expires_at > utcnow()
-
-
-def get(authorization_id: int) -> DeviceAuthorization | None:
-    """The request as the database has it now (not as this session last read it)."""
-    return db.session.get(DeviceAuthorization, authorization_id, populate_existing=True)
-
-
-def get_open(authorization_id: int) -> DeviceAuthorization | None:
-    row = get(authorization_id)
-    return row if row is not None and is_open(row) else None
-
-
-def decide(authorization_id: int, *, user: User, approve: bool, via: str,
-           address: ClientAddress | None) -> bool:
-    """Approve or deny a pending authorization; False (audited as ``too_late``) when it is
-    no longer pending, or another account holds it.
-
-    The decision binds the request to ``user`` if nobody held it yet (requests waiting since
-    before migration 0011): of two accounts deciding one, exactly one wins. Approving
-    re-reads the kill switch of ``via`` bypassing the cache (``StrategyDisabled``); the link
-    itself happens when the device next polls, through the link service, which reads it
-    once more.
-    """
-    row = db.session.get(DeviceAuthorization, authorization_id)
-    if row is None:
-        too_late(None, user=user, via=via, address=address)
-        return False
-    outcome = APPROVED if approve else DENIED
-    device_uid = row.device_uid
-    if approve:
-        current = kill_switch.state(via, fresh=True)
-        if not current.enabled:
-            _refused_as_switched_off(user, device_uid, via, address)
-            raise kill_switch.StrategyDisabled(via, current)
-    now = utcnow()
-    won = db.session.execute(
-        update(DeviceAuthorization)
-        .where(DeviceAuthorization.id == authorization_id,
-               DeviceAuthorization.status == PENDING, DeviceAuthorization.expires_at > now,
-               _free_or_held_by(user.id))
-        .values(status=outcome, decided_by_id=user.id, decided_at=now, decided_via=via,
-                decided_from_ip=address.client_ip if address else None,
-                decided_peer_ip=address.peer_ip if address else None,
-                **_bind_values(user.id, now))
-        .execution_options(synchronize_session=False)).rowcount == 1
-    if not won:
-        db.session.rollback()
-        too_late(get(authorization_id), user=user, via=via, address=address)
-        return False
-    if approve:
-        accounts.require_session_current(user)
-        try:
-            kill_switch.hold_enabled(via)  # switched off since the read above?
-        except kill_switch.StrategyDisabled:
-            _refused_as_switched_off(user, device_uid, via, address)
-            raise
-    audit.record("device_flow_decision", actor=f"user:{user.id}", outcome=outcome,
-                 user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
-                 detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
-    db.session.commit()
-    return True
-
-
-def too_late(row: DeviceAuthorization | None, *, user: User, via: str,
-             address: ClientAddress | None) -> None:
-    """Audit an answer that decided nothing ("Too late": ``device_flow_decision`` /
-    ``too_late``), saying why. ``row`` is the request the answer was about, None when it is
-    gone (purged) or the session's id names another request now."""
-    if row is None:
-        why = "the request is gone"
-    elif row.status != PENDING:
-        why = f"{row.status} already"
-    elif row.expires_at <= utcnow():
-        why = "expired"
-    elif not is_free_or_held_by(row, user.id):
-        why = _holder(row)
-    else:
-        why = "not decided"  # lost and freed again in between: not expected
-    audit.record("device_flow_decision", actor=f"user:{user.id}", outcome="too_late",
-                 user_id=user.id, device_uid=row.device_uid if row is not None else None,
-                 strategy=via, address=address, detail=why)
-    db.session.commit()
-
-
 def _why_not_claimed(authorization_id: int, now: datetime) -> str:
     """The answer for a claim lost after the first look (RFC 8628 §3.5): collected since
     (``invalid_grant``), withdrawn since (``access_denied``: a log-out, a switch-off), or
@@ -506,13 +252,6 @@ def _why_not_claimed(authorization_id: int, now: datetime) -> str:
     if current.status != APPROVED:
         return "access_denied"
     return "expired_token" if current.expires_at <= now else "invalid_grant"
-
-
-def _refused_as_switched_off(user: User, device_uid: str, via: str,
-                             address: ClientAddress | None) -> None:
-    audit.record("device_flow_decision", actor=f"user:{user.id}", outcome="strategy_disabled",
-                 user_id=user.id, device_uid=device_uid, strategy=via, address=address)
-    db.session.commit()
 
 
 def purge(now: datetime) -> None:

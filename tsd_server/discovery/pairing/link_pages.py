@@ -1,7 +1,7 @@
 """The approval page shared by both ways in (typed code, QR link): approve or deny.
 
 Entering a valid code or opening a QR link binds that device authorization to the user's
-account (``device_flow``: the first account to reach it holds it; nobody else can reach or
+account (``approvals``: the first account to reach it holds it; nobody else can reach or
 decide it) and to the user's session (the signed session cookie holds its id and how it
 was reached: which printer this browser's approval page is about); the decision is a
 separate POST with the CSRF token and the id of the request the page showed. If the binding
@@ -20,7 +20,7 @@ from flask_login import current_user, login_required
 
 from tsd_server import audit, client_address, devices
 from tsd_server.discovery import kill_switch, registry
-from tsd_server.discovery.pairing import device_flow
+from tsd_server.discovery.pairing import approvals, device_flow
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization
 from tsd_server.web.forms import DecisionForm
@@ -33,7 +33,7 @@ WAYS = (device_flow.PAIRING_CODE, device_flow.QR_CODE)
 
 def bind(row: DeviceAuthorization, *, via: str) -> None:
     """Make ``row`` the request this session's approval page is about (after
-    ``device_flow`` bound it to the account)."""
+    ``approvals`` bound it to the account)."""
     session[SESSION_KEY] = {"id": row.id, "via": via, "tag": _tag(row)}
 
 
@@ -61,7 +61,7 @@ def _shown(authorization_id: int, tag: str) -> str:
 
 def _same_request(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
     """The request the binding names, open or not, if it is still the one that was bound."""
-    row = device_flow.get(binding[0])
+    row = approvals.get(binding[0])
     return row if row is not None and _tag(row) == binding[2] else None
 
 
@@ -69,8 +69,8 @@ def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
     """The open request the binding names, if it is still the one that was bound and this
     account may decide it."""
     row = _same_request(binding)
-    return row if row is not None and device_flow.is_open(row) and \
-        device_flow.is_free_or_held_by(row, current_user.id) else None
+    return row if row is not None and approvals.is_open(row) and \
+        approvals.is_free_or_held_by(row, current_user.id) else None
 
 
 def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,
@@ -137,11 +137,11 @@ def decide():
     address = client_address.for_request()
     try:
         if _bound_row(binding) is not None:
-            decided = device_flow.decide(authorization_id, user=current_user, via=via,
-                                         approve=decision == "approve", address=address)
+            decided = approvals.decide(authorization_id, user=current_user, via=via,
+                                       approve=decision == "approve", address=address)
         else:  # decided, expired, gone, or held by another account: audited as too late
-            device_flow.too_late(_same_request(binding), user=current_user, via=via,
-                                 address=address)
+            approvals.too_late(_same_request(binding), user=current_user, via=via,
+                               address=address)
             decided = False
     except kill_switch.StrategyDisabled as refused:
         return _switched_off(via, refused.state)

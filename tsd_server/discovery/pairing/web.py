@@ -24,6 +24,7 @@ from wtforms.validators import DataRequired, Length
 from tsd_server import audit, audit_throttle, client_address, fetch_metadata
 from tsd_server.api.errors import retry_after_seconds
 from tsd_server.discovery.pairing import (
+    approvals,
     codes,
     device_flow,
     failure_breaker,
@@ -83,13 +84,13 @@ def create_code():
 @limits.code_guess_per_account
 def link():
     """The verification URI (RFC 8628): type the code the printer shows. A valid code binds
-    the printer's request to this account (``device_flow.open_by_user_code``)."""
+    the printer's request to this account (``approvals.open_by_user_code``)."""
     form = CodeEntryForm()
     if form.validate_on_submit():
         try:
-            row = device_flow.open_by_user_code(form.code.data, user=current_user,
-                                                address=client_address.for_request())
-        except device_flow.HeldByAnotherAccount:
+            row = approvals.open_by_user_code(form.code.data, user=current_user,
+                                              address=client_address.for_request())
+        except approvals.HeldByAnotherAccount:
             form.code.errors.append(HELD_ELSEWHERE)
             return render_template("pairing/link.html", form=form), 409
         if row is None:
@@ -205,11 +206,11 @@ def _qr_link_token(target: str) -> str | None:
 @limits.busy_limit("QR_LINK_LIMIT", key_func=account_key)
 def open_qr_link(token: str):
     """The link inside a printer's QR code: leads to the approval page, once, and binds the
-    printer's request to this account (``device_flow.open_qr_link``)."""
+    printer's request to this account (``approvals.open_qr_link``)."""
     try:
-        row = device_flow.open_qr_link(token, user=current_user,
-                                       address=client_address.for_request())
-    except device_flow.HeldByAnotherAccount:
+        row = approvals.open_qr_link(token, user=current_user,
+                                     address=client_address.for_request())
+    except approvals.HeldByAnotherAccount:
         return render_template("error.html", status=409, title="This link cannot be used",
                                message=HELD_ELSEWHERE), 409
     if row is None:
@@ -232,7 +233,7 @@ def _opened_by_another_site(token: str, detail: str):
     login has run yet."""
     if audit_throttle.first_this_minute("qr_link_cross_site", address_key()):
         actor, user_id = audit.request_actor()
-        target = device_flow.qr_link_target(token)
+        target = approvals.qr_link_target(token)
         audit.record_now("qr_link_cross_site", outcome="held", user_id=user_id, actor=actor,
                          strategy=device_flow.QR_CODE,
                          device_uid=target.device_uid if target is not None else None,
