@@ -135,9 +135,12 @@ def test_full_flow_typed_code_approve_then_token_exactly_once(app, client, owner
 
     clock.advance(seconds=5)
     assert error_of(poll(client, answer["device_code"])) == "invalid_grant"
+    # The link row has the printer's address (the request that linked it), like the other
+    # ways of linking; the approver's is on the decision's row and in the link's detail.
     link = audit_rows(app, "link")[-1]
-    assert (link.user_id, link.actor, link.strategy, link.client_ip) == (
-        uid, f"user:{uid}", "pairing_code", "1.1.1.1")
+    assert (link.user_id, link.actor, link.strategy, link.client_ip, link.household) == (
+        uid, f"user:{uid}", "pairing_code", "8.8.8.8", "8.8.8.8/32")
+    assert "from 1.1.1.1" in link.detail
     decision = audit_rows(app, "device_flow_decision")[-1]
     assert (decision.outcome, decision.client_ip) == ("approved", "1.1.1.1")
 

@@ -63,8 +63,8 @@ def test_approve_via_qr_links_with_strategy_qr_code(app, client, owner, clock):
     assert token.get_json()["device"]["linked_via"] == "qr_code"
     assert me(client, token.get_json()["access_token"]).status_code == 200
     link = audit_rows(app, "link")[-1]
-    assert (link.user_id, link.strategy, link.client_ip) == (
-        uid, "qr_code", "2606:4700:4700::1111")
+    assert (link.user_id, link.strategy, link.client_ip) == (uid, "qr_code", "8.8.8.8")
+    assert "from 2606:4700:4700::1111" in link.detail  # the approver's, the phone's
 
 
 def test_a_used_qr_link_is_refused_on_replay(app, client, owner, make_user, login):

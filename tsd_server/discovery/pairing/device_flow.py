@@ -215,11 +215,14 @@ def _issue_token(row: Row) -> LinkResult:
     if not claimed or owner is None:
         db.session.rollback()
         raise GrantError(_why_not_claimed(row.id, now) if not claimed else "access_denied")
-    approver = ClientAddress(client_ip=row.decided_from_ip, peer_ip=row.decided_peer_ip)
+    # The link row's address is this request's, the printer's, as for the other two ways of
+    # linking: a printer linked from an address unlike its approver's is what an operator
+    # looks for (RFC 8628 §5.4). The approver's full address is on the decision's row.
+    approved = row.decided_at.isoformat() if row.decided_at else "(unknown)"
     result = link_device(
         owner=owner, device_uid=row.device_uid, name=row.name, model=row.model,
-        strategy=row.decided_via or PAIRING_CODE, actor=f"user:{owner.id}", address=approver,
-        detail=f"device flow approved {row.decided_at.isoformat() if row.decided_at else ''}")
+        strategy=row.decided_via or PAIRING_CODE, actor=f"user:{owner.id}", address=None,
+        detail=f"device flow approved {approved} from {row.decided_from_ip or 'unknown'}")
     db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == row.id)
                        .values(device_id=result.device.id))
     db.session.commit()
