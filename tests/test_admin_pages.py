@@ -11,6 +11,7 @@ from sqlalchemy import select
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import link_device
 from tsd_server.extensions import db
+from tsd_server.incident import SETTLED
 from tsd_server.models import AuditEvent, Device, StrategyFlag, User
 
 PAGES = ["/admin/", "/admin/kill-switches", "/admin/audit", "/admin/incident"]
@@ -171,6 +172,7 @@ def linked(app, make_user, clock):
             pks[uid_] = link_device(owner=db.session.get(User, owner), device_uid=uid_,
                                     name=f"Name {uid_}", model=None, strategy="ip_match",
                                     actor=f"user:{owner}", address=None).device.id
+    clock.now = UNTIL + SETTLED  # the window ended a minute ago: it can be revoked
     return pks
 
 

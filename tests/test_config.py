@@ -130,7 +130,9 @@ def test_bad_settings_stop_start_up_with_the_setting_named(instance, monkeypatch
 
 
 @pytest.mark.parametrize("uri", ["rediss+tls://:S3cretPW@127.0.0.1:6379/0",
-                                 "async+redis://:S3cretPW@127.0.0.1:6379/0", "S3cretPW"])
+                                 "async+redis://:S3cretPW@127.0.0.1:6379/0", "S3cretPW",
+                                 "redis+sentinel://:S3cretPW@127.0.0.1:26379/mymaster",
+                                 "memcached://S3cretPW@127.0.0.1:11211"])
 def test_an_unknown_rate_limit_storage_stops_start_up_without_its_password(
         instance, monkeypatch, uri):
     monkeypatch.setenv("TSD_RATELIMIT_STORAGE_URI", uri)

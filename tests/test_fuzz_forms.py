@@ -338,7 +338,11 @@ def _switch_off(world: World) -> None:
 
 @valid("admin.incident_revoke")
 def _revoke_a_window(world: World) -> None:
-    ended = {**WINDOW, "until": datetime.now(UTC).isoformat()}  # only an ended window
+    from tsd_server import incident
+
+    # Only a window that ended a minute ago is revoked: the server's clock a minute on.
+    world.app.config["CLOCK"] = lambda: datetime.now(UTC) + incident.SETTLED
+    ended = {**WINDOW, "until": datetime.now(UTC).isoformat()}
     response = world.submit("admin", "POST", "/admin/incident/revoke", strategy="all",
                             confirm="yes", **ended)
     assert response.status_code == 200 and "Revoked 3" in response.get_data(as_text=True)

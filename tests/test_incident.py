@@ -47,8 +47,8 @@ def run(app, *args):
 
 
 def window_ended(clock) -> None:
-    """Revokes run once the window has ended (``incident.check_ended``)."""
-    clock.now = max(clock.now, UNTIL)
+    """Revokes run once the window has ended, a minute ago (``incident.check_ended``)."""
+    clock.now = max(clock.now, UNTIL + incident.SETTLED)
 
 
 def revoke(app, clock, strategy="ip_match"):

@@ -70,16 +70,21 @@ def test_a_window_ending_at_the_switch_off_holds_every_link_that_got_through(
     switch_off.result()
     with app.app_context():
         until = db.session.get(StrategyFlag, "pairing_code").changed_at
+    clock.now = until + incident.SETTLED
     assert [row.device_uid for row in _revoke(app, "pairing_code", since, until).revoked] \
         == ["printer-1"]
     assert me(client, linked.get_json()["access_token"]).status_code == 401
 
 
-@pytest.mark.parametrize("ahead", [timedelta(microseconds=1), timedelta(hours=1)])
-def test_a_window_that_has_not_ended_is_not_revoked(app, clock, make_user, ahead):
+@pytest.mark.parametrize("since_until", [-timedelta(hours=1), -timedelta(microseconds=1),
+                                         incident.SETTLED - timedelta(microseconds=1)])
+def test_a_window_that_has_not_ended_is_not_revoked(app, clock, make_user, since_until):
+    """A window still open, or closed less than a minute ago (a link made as it ended may
+    still be committing), is refused, dry run included; a minute later it is revoked."""
     uid, _, _ = make_user()
     token = _link(app, uid, "printer-1")
-    since, until = clock() - timedelta(hours=1), clock() + ahead
+    since, until = clock() - timedelta(hours=1), clock() + timedelta(microseconds=1)
+    clock.now = until + since_until
     with pytest.raises(ValueError, match="has not come yet"):
         _revoke(app, "ip_match", since, until)
     for extra in ([], ["--yes"]):  # the dry run says so too, before anyone relies on it
@@ -88,7 +93,7 @@ def test_a_window_that_has_not_ended_is_not_revoked(app, clock, make_user, ahead
             "--until", until.isoformat(), *extra])
         assert result.exit_code == 2 and "has not come yet" in result.output, result.output
     assert me(app.test_client(), token).status_code == 200
-    clock.now = until  # ended: revoked
+    clock.now = until + incident.SETTLED  # ended a minute ago: revoked
     assert [row.device_uid for row in _revoke(app, "ip_match", since, until).revoked] \
         == ["printer-1"]
 
@@ -128,6 +133,7 @@ def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, ma
     assert decide(person).status_code == 302
     clock.advance(minutes=1)
     until = clock()
+    clock.advance(seconds=incident.SETTLED.total_seconds())
 
     result = _revoke(app, "pairing_code", since, until)
     assert result.withdrawn == 2 and result.revoked == []
@@ -147,6 +153,35 @@ def _qr_token(answer: dict) -> str:
     return answer["verification_uri_complete"].rsplit("/", 1)[1]
 
 
+def test_a_link_of_the_window_still_committing_when_the_revoke_starts_is_revoked(
+        app, client, clock, monkeypatch, hold, make_user, login):
+    """A device redeems a code inside the window; its link is written (with a time inside
+    the window) but not committed when the revoke starts. The revoke waits for it, then
+    finds and revokes it."""
+    from tsd_server.discovery import kill_switch
+
+    _, email, password = make_user("owner@example.org")
+    code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
+    since = clock()
+    clock.advance(seconds=1)
+    held = hold("device")
+    monkeypatch.setattr(kill_switch, "hold_enabled", held.wrap(kill_switch.hold_enabled))
+    device = Running("device", lambda: redeem(client, code, device_id="printer-1",
+                                              ip="6.6.6.6"))
+    device.start()
+    assert held.reached.wait(30)
+    until = clock() + timedelta(seconds=1)
+    clock.now = until + incident.SETTLED
+    revoking = Running("revoke", lambda: _revoke(app, "pairing_code", since, until))
+    revoking.start()
+    wait_until_waiting_for_a_lock(app, revoking)
+    held.release.set()
+    linked = device.result()
+    assert linked.status_code == 201, linked.get_json()
+    assert [row.device_uid for row in revoking.result().revoked] == ["printer-1"]
+    assert me(client, linked.get_json()["access_token"]).status_code == 401
+
+
 def test_a_relink_while_a_revoke_runs_waits_and_keeps_its_new_link(
         app, clock, monkeypatch, hold, make_user):
     """The revoke has found the owner's printer linked in the window; the owner re-links
@@ -158,6 +193,7 @@ def test_a_relink_while_a_revoke_runs_waits_and_keeps_its_new_link(
     old = _link(app, uid, "printer-1")
     clock.advance(minutes=1)
     until = clock()
+    clock.now = until + incident.SETTLED
     held = hold("revoke")
     monkeypatch.setattr(incident, "_find", held.wrap(incident._find))
     revoking = Running("revoke", lambda: _revoke(app, "ip_match", since, until))

@@ -271,27 +271,34 @@ def test_upgrade_0006_merges_duplicate_printers_into_their_newest_row(old_app):
     assert (me_old.status_code, me_new.status_code) == (401, 200)
 
 
+def add_request(uid: str) -> int:
+    """A device authorization with only the columns 0007 has (the model's later ones, from
+    0011, may not be there yet); its id."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    now = datetime.now(UTC)
+    added = db.session.execute(insert(DeviceAuthorization).values(
+        device_code_hash=secrets.token_hex(32), device_uid=uid, name=uid,
+        requested_at=now, poll_interval=5, expires_at=now + timedelta(minutes=15)))
+    db.session.commit()
+    return added.inserted_primary_key[0]
+
+
 def test_upgrade_0008_keeps_rows_and_gives_no_id_out_twice(old_app):
     """Before 0008, SQLite gave a deleted newest row's id to the next row: a purged request
     or an ended offer could pass its id to a stranger's. After the upgrade (rows kept), an
     id deleted is never given out again, on either backend. (What was deleted before the
     upgrade, SQLite has no record of; the approval tag and the offers' public ids cover
     that.)"""
-    from datetime import timedelta
-
-    from sqlalchemy import delete, insert, select
+    from sqlalchemy import delete, select
 
     from tsd_server.extensions import db
     from tsd_server.models import DeviceAuthorization
-
-    def add_request(uid: str) -> int:
-        # Only the columns 0007 has: the model's later ones (0011) are not there yet.
-        now = datetime.now(UTC)
-        added = db.session.execute(insert(DeviceAuthorization).values(
-            device_code_hash=secrets.token_hex(32), device_uid=uid, name=uid,
-            requested_at=now, poll_interval=5, expires_at=now + timedelta(minutes=15)))
-        db.session.commit()
-        return added.inserted_primary_key[0]
 
     with old_app.app_context():
         upgrade(revision="0007")
@@ -309,4 +316,30 @@ def test_upgrade_0008_keeps_rows_and_gives_no_id_out_twice(old_app):
                     "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
                     {"name": table})
                 assert "AUTOINCREMENT" in created, table
+        db.session.remove()
+
+
+def test_rebuilds_after_0008_give_no_purged_id_out_again(old_app):
+    """0011 rebuilds device_authorizations on SQLite (a foreign key); a rebuilt table's
+    AUTOINCREMENT counter would restart at the highest id left, so the id of a newest
+    request purged before the upgrade would be given out again. Neither the upgrade nor
+    the downgrade does that."""
+    from sqlalchemy import delete
+
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    with old_app.app_context():
+        upgrade(revision="0010")
+        add_request("kept-printer")
+        purged = add_request("purged-printer")
+        db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.id == purged))
+        db.session.commit()
+        upgrade(revision="0011")
+        newer = add_request("newer-printer")
+        assert newer > purged
+        db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.id == newer))
+        db.session.commit()
+        downgrade(revision="0010")
+        assert add_request("after-downgrade") > newer
         db.session.remove()

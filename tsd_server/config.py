@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import limits.storage
 from flask import Flask, current_app
 from limits import parse_many
+from limits.storage import RedisStorage
 
 DEFAULTS: dict[str, Any] = {
     # "production" requires TSD_SECRET_KEY; "development" keeps a generated key in instance/.
@@ -283,14 +283,20 @@ def _check_rate_limit(key: str, value: Any) -> None:
             f"';'), not {value!r}: a limit that does not parse would not be applied at all.")
 
 
+# The storages this server wraps (rate_limit_storage.py, redis_storage.py: a failing Redis
+# answers 503 at once); other schemes of ``limits`` (memcached, sentinel, cluster) are not.
+STORAGE_SCHEMES = ("memory", *RedisStorage.STORAGE_SCHEME)
+
+
 def _check_storage_uri(uri: Any) -> None:
-    """A storage ``limits`` knows, said without the URI: the library's own error would
-    print it whole, password included, into the log."""
+    """One of ``STORAGE_SCHEMES``, refused without repeating the URI: ``limits``' own
+    error would print it whole, password included, into the log."""
     scheme = urlsplit(uri).scheme if isinstance(uri, str) else ""
-    if scheme.startswith("async+") or scheme not in limits.storage.SCHEMES:
+    if scheme not in STORAGE_SCHEMES:
         raise ConfigurationError(
-            f"TSD_RATELIMIT_STORAGE_URI has an unknown scheme {scheme!r}: use memory:// (one "
-            "process) or redis://, rediss:// or redis+unix:// (shared by every process).")
+            f"TSD_RATELIMIT_STORAGE_URI has a scheme this server does not use ({scheme!r}): "
+            f"one of {', '.join(f'{name}://' for name in STORAGE_SCHEMES)} (memory:// for "
+            "one process, Redis shared by every process).")
 
 
 def _is_development(app: Flask) -> bool:

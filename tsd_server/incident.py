@@ -23,8 +23,10 @@ still broken later.
 What is withdrawn. A revoke also withdraws every link set in motion through the strategy in
 the window that has not happened yet (``pending_links.withdraw_made_in``): an approval given
 in the window would otherwise link its printer when collected, after the revoke and outside
-the window. And only a window that has ended can be revoked (``check_ended``): links still
-completing in it would be missed.
+the window. And only a window that ended a minute ago can be revoked (``check_ended``): a
+link reads its time a moment before it commits, so one made as the window ended may still
+be committing with a time inside it. The revoke first waits for the links being committed
+(``kill_switch.wait_for_links_in_progress``), then reads the time.
 
 One account (``revoke_account``): when the incident is an account rather than a strategy
 (its password leaked, say), every printer token of that account is revoked and marked for
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
@@ -97,15 +99,21 @@ class Window:
                 "until_inclusive": False}
 
 
+# How long ago a window must have ended to be revoked: far more than a link takes from
+# reading its time to its commit (milliseconds; longer only while it waits for a lock).
+SETTLED = timedelta(minutes=1)
+
+
 def check_ended(window: Window) -> None:
-    """ValueError when ``until`` is still to come: a link completing in the window after
-    the revoke would not be revoked, and the operator must hear it before, not find it
-    later."""
-    if window.until > utcnow():
+    """ValueError unless ``until`` is at least ``SETTLED`` ago: a link completing in the
+    window after the revoke would not be revoked, and the operator must hear it before,
+    not find it later."""
+    if window.until > utcnow() - SETTLED:
         raise ValueError(
-            f"until ({window.until.isoformat()}) has not come yet, and links completing in "
-            "the window after the revoke would be missed: switch the strategy off first, "
-            "and end the window at the switch-off (or now)")
+            f"until ({window.until.isoformat()}) has not come yet or is less than a minute "
+            "ago, and links still completing in the window would be missed: revoke once "
+            "a minute has passed (switch the strategy off first, and end the window at the "
+            "switch-off)")
 
 
 @dataclass(frozen=True)
@@ -223,14 +231,19 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
     """Withdraw what the window set in motion and revoke every affected active device, in
     one transaction; returns who to notify. ValueError for a window that has not ended.
 
-    The withdrawal comes first: it waits for a link that has claimed its code, approval or
-    offer, which is then found below; and on SQLite its write takes the one writer's lock
-    before the reads. The devices are locked (PostgreSQL) while this runs, so an owner
-    re-linking at the same moment either lands first (and is then ``relinked_after``, not
-    revoked) or after.
+    Links being committed finish first, and later ones wait (the switches' lock, taken
+    before the time is read; on SQLite the one writer's lock), so every link with a time in
+    the window is found. The withdrawal comes before the reads. The devices are locked
+    (PostgreSQL) while this runs, so an owner re-linking at the same moment either lands
+    first (and is then ``relinked_after``, not revoked) or after.
     """
     window = Window(strategy, since, until)
-    check_ended(window)
+    kill_switch.wait_for_links_in_progress()
+    try:
+        check_ended(window)
+    except ValueError:
+        db.session.rollback()
+        raise
     span = f"{window.strategy} links in [{since.isoformat()}, {until.isoformat()})"
     strategies = set(kill_switch.known_names()) if window.strategy == ALL else {window.strategy}
     withdrawn = pending_links.withdraw_made_in(strategies, since, until, actor=actor,

@@ -4,7 +4,7 @@ account's printers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import expect
 
@@ -78,10 +78,11 @@ def test_proxy_diagnostics_shows_this_browsers_request(live, page, admin):
 
 
 def test_incident_listing_and_revoke_mark_the_printer_for_relink(live, open_context, admin,
-                                                                 user):
+                                                                 user, monkeypatch):
     from tsd_server.clock import utcnow
     from tsd_server.discovery.link_service import link_device
     from tsd_server.extensions import db
+    from tsd_server.incident import SETTLED
     from tsd_server.models import User
 
     printer = Printer(live.base_url, "Linked during the incident")
@@ -98,7 +99,10 @@ def test_incident_listing_and_revoke_mark_the_printer_for_relink(live, open_cont
     boss.goto("/admin/incident")
     boss.get_by_label("Strategy").select_option("ip_match")
     boss.get_by_label("Since").fill((now - timedelta(minutes=5)).isoformat())
-    boss.get_by_label("Until").fill((now + timedelta(minutes=5)).isoformat())
+    boss.get_by_label("Until").fill((now + timedelta(seconds=1)).isoformat())
+    # Only a window that ended a minute ago is revoked: the server's clock two minutes on.
+    monkeypatch.setitem(live.app.config, "CLOCK",
+                        lambda: datetime.now(UTC) + SETTLED + timedelta(minutes=1))
     boss.get_by_role("button", name="Show affected devices").click()
     row = boss.locator(f'table.incident tr:has-text("{printer.device_id}")')
     expect(row).to_contain_text(user["email"])

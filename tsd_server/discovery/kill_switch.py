@@ -270,6 +270,14 @@ def hold_enabled(name: str) -> None:
         raise StrategyDisabled(name, current)
 
 
+def wait_for_links_in_progress() -> None:
+    """Hold the switches' lock exclusively until the transaction ends: every link, approval,
+    web code or offer being committed (each holds it shared, ``hold_enabled``) finishes
+    first, and those that come later wait. An incident revoke takes it, so that the links
+    it reads are all that will ever have a time inside its window."""
+    _lock_switches(shared=False)
+
+
 def _lock_switches(*, shared: bool) -> None:
     """Until the transaction ends. PostgreSQL: the switches' advisory lock. SQLite has one
     writer at a time: a caller sharing the lock has written already, and one taking it

@@ -13,8 +13,12 @@ refused, and only the bound account can decide it (docs/pairing.md).
 
 Requests waiting during the upgrade have no binding (both columns NULL): the first account
 to reach or decide one binds it, as if it had been made after the upgrade. On SQLite the
-table is rebuilt to add the foreign key, keeping AUTOINCREMENT (migration 0008).
+table is rebuilt to add the foreign key, keeping AUTOINCREMENT (migration 0008) and its
+counter: a rebuilt table's counter restarts at the highest id left, which would give out
+again the id of a newest request purged before the upgrade.
 """
+from contextlib import contextmanager
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -29,9 +33,28 @@ depends_on = None
 SQLITE_TABLE = {'sqlite_autoincrement': True}
 
 
+@contextmanager
+def _counter_kept():
+    """SQLite: the table's AUTOINCREMENT counter, as it was before the rebuild."""
+    bind = op.get_bind()
+    sqlite = bind.dialect.name == 'sqlite'
+    select_counter = sa.text(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'device_authorizations'")
+    before = bind.execute(select_counter).scalar() if sqlite else None
+    yield
+    if before is not None:
+        after = bind.execute(select_counter).scalar()
+        if after is None:
+            bind.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) "
+                                 "VALUES ('device_authorizations', :seq)"), {'seq': before})
+        elif after < before:
+            bind.execute(sa.text("UPDATE sqlite_sequence SET seq = :seq "
+                                 "WHERE name = 'device_authorizations'"), {'seq': before})
+
+
 def upgrade():
-    with op.batch_alter_table('device_authorizations', schema=None,
-                              table_kwargs=SQLITE_TABLE) as batch_op:
+    with _counter_kept(), op.batch_alter_table('device_authorizations', schema=None,
+                                               table_kwargs=SQLITE_TABLE) as batch_op:
         batch_op.add_column(sa.Column('bound_to_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('bound_at', sa.DateTime(), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_device_authorizations_bound_to_id_users'),
@@ -39,8 +62,8 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('device_authorizations', schema=None,
-                              table_kwargs=SQLITE_TABLE) as batch_op:
+    with _counter_kept(), op.batch_alter_table('device_authorizations', schema=None,
+                                               table_kwargs=SQLITE_TABLE) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_device_authorizations_bound_to_id_users'),
                                  type_='foreignkey')
         batch_op.drop_column('bound_at')
