@@ -114,11 +114,14 @@ def test_the_admin_page_refuses_a_window_that_has_not_ended(app, clock, make_use
 
 def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, make_user,
                                                           login):
-    """An approval given in the window and a web code issued in it, neither used yet: the
-    revoke withdraws both, so the printer collecting its token afterwards links nothing.
-    An approval given before the window, and one through another strategy, are left."""
+    """An approval given in the window, a web code issued in it and a printer's request a
+    stranger reached in it by its code without deciding yet: the revoke withdraws all
+    three, so nothing of them links a printer afterwards. An approval given before the
+    window, and one through another strategy, are left."""
     _, email, password = make_user("owner@example.org")
     person = login(email, password, REMOTE_ADDR="1.1.1.1")
+    _, stranger_email, stranger_password = make_user("stranger@example.org")
+    stranger = login(stranger_email, stranger_password, REMOTE_ADDR="7.7.7.7")
     before = started(client, device_id="printer-before", ip="6.6.6.6")
     assert enter_code(person, before["user_code"]).status_code == 302
     assert decide(person).status_code == 302
@@ -131,12 +134,17 @@ def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, ma
     by_qr = started(client, device_id="printer-qr", ip="6.6.6.6")
     assert person.get(f"/link/qr/{_qr_token(by_qr)}").status_code == 200
     assert decide(person).status_code == 302
+    reached = started(client, device_id="printer-reached", ip="6.6.6.6")
+    assert enter_code(stranger, reached["user_code"]).status_code == 302  # holds it
     clock.advance(minutes=1)
     until = clock()
     clock.advance(seconds=incident.SETTLED.total_seconds())
 
     result = _revoke(app, "pairing_code", since, until)
-    assert result.withdrawn == 2 and result.revoked == []
+    assert result.withdrawn == 3 and result.revoked == []
+    assert decide(stranger).status_code != 302  # nothing left to approve
+    refused = poll(client, reached["device_code"], ip="6.6.6.6")
+    assert refused.status_code == 400 and refused.get_json()["error"] == "access_denied"
     clock.advance(seconds=10)
     collected = poll(client, inside["device_code"], ip="6.6.6.6")
     assert collected.status_code == 400 and collected.get_json()["error"] == "access_denied"

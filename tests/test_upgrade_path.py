@@ -343,3 +343,28 @@ def test_rebuilds_after_0008_give_no_purged_id_out_again(old_app):
         downgrade(revision="0010")
         assert add_request("after-downgrade") > newer
         db.session.remove()
+
+
+def test_upgrade_0011_closes_requests_whose_qr_link_was_opened(old_app):
+    """Who opened a QR link before 0011 is not recorded: such a waiting request is closed to
+    everyone (its code must not hand it to whoever types it); one not reached yet goes to
+    the first account that reaches it."""
+    from sqlalchemy import select, update
+
+    from tsd_server.discovery.pairing import approvals
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    with old_app.app_context():
+        upgrade(revision="0010")
+        opened, untouched = add_request("scanned-printer"), add_request("waiting-printer")
+        db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == opened)
+                           .values(qr_opened_at=datetime.now(UTC)))
+        db.session.commit()
+        upgrade(revision="0011")
+        rows = {row.id: row for row in db.session.scalars(select(DeviceAuthorization))}
+        assert rows[opened].bound_at is not None and rows[opened].bound_to_id is None
+        assert not approvals.is_free_or_held_by(rows[opened], 1)
+        assert approvals.is_free_or_held_by(rows[untouched], 1)
+        db.session.remove()
+

@@ -27,16 +27,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, select, true, update
+from sqlalchemy import ColumnElement, and_, delete, or_, select, true, update
 
 from tsd_server import audit
 from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization, PairingCode, User
 from tsd_server.models.ip_match import Announcement, Offer
-from tsd_server.models.pairing import APPROVED, DENIED
+from tsd_server.models.pairing import APPROVED, DENIED, PENDING
 
 WEB_CODE_STRATEGY = "pairing_code"
+QR_STRATEGY = "qr_code"
 OFFER_STRATEGY = "ip_match"
 # Codes and approvals that expired this recently are withdrawn too: a link compares the
 # expiry with its own clock, which may be behind this one (another host, or read before
@@ -68,10 +69,10 @@ def withdraw_strategies(strategies: set[str], *, actor: str, why: str) -> int:
 def withdraw_made_in(strategies: set[str], since: datetime, until: datetime, *, actor: str,
                      why: str) -> int:
     """The same for what was set in motion through ``strategies`` in [since, until): web
-    codes issued, approvals given and offers made in it. An incident revoke takes them, or
-    an approval given in the window and collected after the revoke would link a printer
-    that the revoke, which finds links by when they completed, never sees. The caller
-    commits."""
+    codes issued, approvals given and offers made in it, and printers' requests reached in
+    it but not decided yet (denied). An incident revoke takes them, or an approval given in
+    the window and collected after the revoke would link a printer that the revoke, which
+    finds links by when they completed, never sees. The caller commits."""
     def made_in(column) -> ColumnElement[bool]:
         return and_(column >= since, column < until)
 
@@ -80,7 +81,37 @@ def withdraw_made_in(strategies: set[str], since: datetime, until: datetime, *, 
         approvals=and_(DeviceAuthorization.decided_via.in_(sorted(strategies)),
                        made_in(DeviceAuthorization.decided_at)),
         offers=made_in(Offer.created_at) if OFFER_STRATEGY in strategies else None,
-        actor=actor, why=why)
+        actor=actor, why=why) + _deny_reached(strategies, made_in(DeviceAuthorization.bound_at),
+                                              actor=actor, why=why)
+
+
+def _deny_reached(strategies: set[str], reached: ColumnElement[bool], *, actor: str,
+                  why: str) -> int:
+    """Deny the printers' requests an account reached (``bound_at``) as ``reached`` selects
+    and has not decided yet, through ``strategies``: whoever holds one could otherwise
+    approve it later and take a printer it reached during the incident. A request whose QR
+    link was opened counts as reached by qr_code, any other by its code (pairing_code)."""
+    ways = []
+    if QR_STRATEGY in strategies:
+        ways.append(DeviceAuthorization.qr_opened_at.is_not(None))
+    if WEB_CODE_STRATEGY in strategies:
+        ways.append(DeviceAuthorization.qr_opened_at.is_(None))
+    if not ways:
+        return 0
+    denied = db.session.execute(
+        update(DeviceAuthorization)
+        .where(reached, or_(*ways), DeviceAuthorization.status == PENDING,
+               DeviceAuthorization.expires_at > utcnow())
+        .values(status=DENIED)
+        .returning(DeviceAuthorization.bound_to_id, DeviceAuthorization.device_uid,
+                   DeviceAuthorization.qr_opened_at)
+        .execution_options(synchronize_session=False)).all()
+    for user_id, device_uid, qr_opened_at in denied:
+        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user_id,
+                     device_uid=device_uid,
+                     strategy=QR_STRATEGY if qr_opened_at else WEB_CODE_STRATEGY,
+                     detail=f"printer's request reached, not decided yet: {why}")
+    return len(denied)
 
 
 def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[bool],

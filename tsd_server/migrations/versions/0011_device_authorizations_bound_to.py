@@ -12,7 +12,10 @@ request is now bound to the first account that reaches it, either way; another a
 refused, and only the bound account can decide it (docs/pairing.md).
 
 Requests waiting during the upgrade have no binding (both columns NULL): the first account
-to reach or decide one binds it, as if it had been made after the upgrade. On SQLite the
+to reach or decide one binds it, as if it had been made after the upgrade. Except those
+whose QR link was opened already: who opened it is not recorded, so nobody may take them
+over by their code; they are closed (bound_at without an account, as for a deleted one's)
+and their printers start linking again. On SQLite the
 table is rebuilt to add the foreign key, keeping AUTOINCREMENT (migration 0008) and its
 counter: a rebuilt table's counter restarts at the highest id left, which would give out
 again the id of a newest request purged before the upgrade.
@@ -59,6 +62,8 @@ def upgrade():
         batch_op.add_column(sa.Column('bound_at', sa.DateTime(), nullable=True))
         batch_op.create_foreign_key(batch_op.f('fk_device_authorizations_bound_to_id_users'),
                                     'users', ['bound_to_id'], ['id'], ondelete='SET NULL')
+    op.execute("UPDATE device_authorizations SET bound_at = qr_opened_at "
+               "WHERE qr_opened_at IS NOT NULL AND status = 'pending'")
 
 
 def downgrade():
