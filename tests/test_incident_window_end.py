@@ -190,6 +190,39 @@ def test_a_link_of_the_window_still_committing_when_the_revoke_starts_is_revoked
     assert me(client, linked.get_json()["access_token"]).status_code == 401
 
 
+def test_a_redemption_of_a_code_of_the_window_racing_the_revoke_is_revoked(
+        app, client, clock, monkeypatch, hold, make_user, login):
+    """A device redeems a code issued in the window: the code is claimed and the link
+    written, not yet committed, and the device has not re-read the switch yet (its shared
+    lock) when the revoke starts. The revoke's withdrawal waits for the code, the link
+    commits, and the revoke finds and revokes it: no deadlock between the two."""
+    from tsd_server.discovery import kill_switch
+
+    _, email, password = make_user("owner@example.org")
+    since = clock()
+    code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
+    clock.advance(seconds=1)
+    held = hold("device")
+    monkeypatch.setattr(kill_switch, "hold_enabled",
+                        held.wrap(kill_switch.hold_enabled, before=True))
+    device = Running("device", lambda: redeem(client, code, device_id="printer-1",
+                                              ip="6.6.6.6"))
+    device.start()
+    assert held.reached.wait(30)
+    until = clock() + timedelta(seconds=1)
+    clock.now = until + incident.SETTLED
+    revoking = Running("revoke", lambda: _revoke(app, "pairing_code", since, until))
+    revoking.start()
+    wait_until_waiting_for_a_lock(app, revoking)
+    held.release.set()
+    linked = device.result()
+    assert linked.status_code == 201, linked.get_json()
+    result = revoking.result()
+    assert [row.device_uid for row in result.revoked] == ["printer-1"]
+    assert result.withdrawn == 0  # redeemed before the withdrawal could spend it
+    assert me(client, linked.get_json()["access_token"]).status_code == 401
+
+
 def test_a_relink_while_a_revoke_runs_waits_and_keeps_its_new_link(
         app, clock, monkeypatch, hold, make_user):
     """The revoke has found the owner's printer linked in the window; the owner re-links

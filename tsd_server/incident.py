@@ -26,7 +26,8 @@ in the window would otherwise link its printer when collected, after the revoke 
 the window. And only a window that ended a minute ago can be revoked (``check_ended``): a
 link reads its time a moment before it commits, so one made as the window ended may still
 be committing with a time inside it. The revoke first waits for the links being committed
-(``kill_switch.wait_for_links_in_progress``), then reads the time.
+(``kill_switch.wait_for_links_in_progress``), then reads the time; a link still in flight
+then would have had to take over a minute from reading its time to its commit.
 
 One account (``revoke_account``): when the incident is an account rather than a strategy
 (its password leaked, say), every printer token of that account is revoked and marked for
@@ -231,11 +232,12 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
     """Withdraw what the window set in motion and revoke every affected active device, in
     one transaction; returns who to notify. ValueError for a window that has not ended.
 
-    Links being committed finish first, and later ones wait (the switches' lock, taken
-    before the time is read; on SQLite the one writer's lock), so every link with a time in
-    the window is found. The withdrawal comes before the reads. The devices are locked
-    (PostgreSQL) while this runs, so an owner re-linking at the same moment either lands
-    first (and is then ``relinked_after``, not revoked) or after.
+    Links being committed finish first (``kill_switch.wait_for_links_in_progress``, before
+    the time is read), and the window ended a minute before that, so every link with a time
+    in it is found. The withdrawal comes before the reads: it waits for a link that has
+    claimed one of its rows, and on SQLite its write takes the one writer's lock. The
+    devices are locked (PostgreSQL) while this runs, so an owner re-linking at the same
+    moment either lands first (and is then ``relinked_after``, not revoked) or after.
     """
     window = Window(strategy, since, until)
     kill_switch.wait_for_links_in_progress()

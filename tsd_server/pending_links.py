@@ -19,8 +19,8 @@ makes an ending of the account's sessions hold: a code that a request of an ende
 committed while the ending waited for it is found here and cannot be redeemed first).
 ``withdraw_strategies`` runs after a switch-off has committed, holding no account's lock:
 a link then re-reads the switch before it commits (``kill_switch.hold_enabled``).
-``withdraw_made_in`` (an incident revoke) holds none either, but the switches' lock: no
-link is being committed while it runs (``kill_switch.wait_for_links_in_progress``).
+``withdraw_made_in`` (an incident revoke) holds none either: it waits for a link that has
+claimed one of its rows, and the revoke then finds that link among those it revokes.
 """
 
 from __future__ import annotations

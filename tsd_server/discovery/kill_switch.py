@@ -271,11 +271,13 @@ def hold_enabled(name: str) -> None:
 
 
 def wait_for_links_in_progress() -> None:
-    """Hold the switches' lock exclusively until the transaction ends: every link, approval,
-    web code or offer being committed (each holds it shared, ``hold_enabled``) finishes
-    first, and those that come later wait. An incident revoke takes it, so that the links
-    it reads are all that will ever have a time inside its window."""
+    """Return once every link, approval, web code or offer being committed has committed:
+    each holds the switches' lock shared (``hold_enabled``) until then, so this takes it
+    exclusively, and commits at once. Held any longer, it would deadlock with a link that
+    has claimed a row the caller waits for next (an incident revoke's withdrawal). The
+    caller has nothing pending; a revoke calls it before it reads the time."""
     _lock_switches(shared=False)
+    db.session.commit()
 
 
 def _lock_switches(*, shared: bool) -> None:

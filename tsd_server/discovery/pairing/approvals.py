@@ -191,11 +191,6 @@ def get(authorization_id: int) -> DeviceAuthorization | None:
     return db.session.get(DeviceAuthorization, authorization_id, populate_existing=True)
 
 
-def get_open(authorization_id: int) -> DeviceAuthorization | None:
-    row = get(authorization_id)
-    return row if row is not None and is_open(row) else None
-
-
 def decide(authorization_id: int, *, user: User, approve: bool, via: str,
            address: ClientAddress | None) -> bool:
     """Approve or deny a pending authorization; False (audited as ``too_late``) when it is
