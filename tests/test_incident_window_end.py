@@ -161,41 +161,14 @@ def _qr_token(answer: dict) -> str:
     return answer["verification_uri_complete"].rsplit("/", 1)[1]
 
 
+@pytest.mark.parametrize("before_its_switch_read", [False, True])
 def test_a_link_of_the_window_still_committing_when_the_revoke_starts_is_revoked(
-        app, client, clock, monkeypatch, hold, make_user, login):
-    """A device redeems a code inside the window; its link is written (with a time inside
-    the window) but not committed when the revoke starts. The revoke waits for it, then
-    finds and revokes it."""
-    from tsd_server.discovery import kill_switch
-
-    _, email, password = make_user("owner@example.org")
-    code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
-    since = clock()
-    clock.advance(seconds=1)
-    held = hold("device")
-    monkeypatch.setattr(kill_switch, "hold_enabled", held.wrap(kill_switch.hold_enabled))
-    device = Running("device", lambda: redeem(client, code, device_id="printer-1",
-                                              ip="6.6.6.6"))
-    device.start()
-    assert held.reached.wait(30)
-    until = clock() + timedelta(seconds=1)
-    clock.now = until + incident.SETTLED
-    revoking = Running("revoke", lambda: _revoke(app, "pairing_code", since, until))
-    revoking.start()
-    wait_until_waiting_for_a_lock(app, revoking)
-    held.release.set()
-    linked = device.result()
-    assert linked.status_code == 201, linked.get_json()
-    assert [row.device_uid for row in revoking.result().revoked] == ["printer-1"]
-    assert me(client, linked.get_json()["access_token"]).status_code == 401
-
-
-def test_a_redemption_of_a_code_of_the_window_racing_the_revoke_is_revoked(
-        app, client, clock, monkeypatch, hold, make_user, login):
+        app, client, clock, monkeypatch, hold, make_user, login, before_its_switch_read):
     """A device redeems a code issued in the window: the code is claimed and the link
-    written, not yet committed, and the device has not re-read the switch yet (its shared
-    lock) when the revoke starts. The revoke's withdrawal waits for the code, the link
-    commits, and the revoke finds and revokes it: no deadlock between the two."""
+    written, with a time inside the window, but not committed when the revoke starts. The
+    device holds the switches' lock shared (it re-read the switch) or not yet. Either way
+    the revoke waits for it (for that lock, or for the code its withdrawal would spend),
+    the link commits, and the revoke finds and revokes it, without a deadlock."""
     from tsd_server.discovery import kill_switch
 
     _, email, password = make_user("owner@example.org")
@@ -203,8 +176,8 @@ def test_a_redemption_of_a_code_of_the_window_racing_the_revoke_is_revoked(
     code = issue_code(login(email, password, REMOTE_ADDR="1.1.1.1"))["code"]
     clock.advance(seconds=1)
     held = hold("device")
-    monkeypatch.setattr(kill_switch, "hold_enabled",
-                        held.wrap(kill_switch.hold_enabled, before=True))
+    monkeypatch.setattr(kill_switch, "hold_enabled", held.wrap(
+        kill_switch.hold_enabled, before=before_its_switch_read))
     device = Running("device", lambda: redeem(client, code, device_id="printer-1",
                                               ip="6.6.6.6"))
     device.start()
