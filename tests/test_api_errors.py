@@ -18,7 +18,7 @@ from flask_login import login_required
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.pairing import started
+from tests.support.pairing import qr_token, started
 from tsd_server.api.request_body import device_id_field, json_object, string_field
 from tsd_server.extensions import csrf, limiter
 
@@ -185,7 +185,7 @@ def test_unexpected_exception_on_a_qr_link_logs_its_route_not_its_token(
 
     _, email, password = make_user()
     session = login(email, password)
-    token = started(client)["verification_uri_complete"].rsplit("/", 1)[1]
+    token = qr_token(started(client))
 
     def fails(*_args, **_kwargs):
         raise RuntimeError("the database went away")

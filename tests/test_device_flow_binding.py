@@ -19,6 +19,8 @@ from tests.support.pairing import (
     enter_code,
     me,
     poll,
+    qr_path,
+    qr_token,
     shown_request,
     started,
 )
@@ -43,9 +45,6 @@ def stranger(make_user, login):
     uid, email, password = make_user(display_name="Sam Stranger")
     return uid, login(email, password, REMOTE_ADDR="6.6.6.6")
 
-
-def qr_path(answer: dict) -> str:
-    return "/link/qr/" + answer["verification_uri_complete"].rsplit("/", 1)[1]
 
 
 def the_request(app):
@@ -91,7 +90,7 @@ def test_a_stranger_typing_the_code_after_the_owner_scanned_is_refused(
     page = owners_phone.get(qr_path(answer), headers=FRESH_SCAN)
     assert page.status_code == 200 and 'value="approve"' in page.get_data(as_text=True)
 
-    derived = codes.display(codes.user_code_for(qr_path(answer).rsplit("/", 1)[1]))
+    derived = codes.display(codes.user_code_for(qr_token(answer)))
     assert derived == answer["user_code"]
     for code in (answer["user_code"], derived.lower().replace("-", " ")):
         refused = enter_code(strangers, code)

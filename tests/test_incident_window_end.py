@@ -21,6 +21,7 @@ from tests.support.pairing import (
     issue_code,
     me,
     poll,
+    qr_token,
     redeem,
     started,
     switch,
@@ -132,7 +133,7 @@ def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, ma
     assert decide(person).status_code == 302
     code = issue_code(person)["code"]
     by_qr = started(client, device_id="printer-qr", ip="6.6.6.6")
-    assert person.get(f"/link/qr/{_qr_token(by_qr)}").status_code == 200
+    assert person.get(f"/link/qr/{qr_token(by_qr)}").status_code == 200
     assert decide(person).status_code == 302
     reached = started(client, device_id="printer-reached", ip="6.6.6.6")
     assert enter_code(stranger, reached["user_code"]).status_code == 302  # holds it
@@ -156,9 +157,6 @@ def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, ma
         assert sorted(db.session.scalars(select(Device.device_uid))) == \
             ["printer-before", "printer-qr"]
 
-
-def _qr_token(answer: dict) -> str:
-    return answer["verification_uri_complete"].rsplit("/", 1)[1]
 
 
 @pytest.mark.parametrize("before_its_switch_read", [False, True])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import CSRF_META
-from tests.support.pairing import LOOSE_LIMITS, audit_rows, decide, poll, started
+from tests.support.pairing import LOOSE_LIMITS, audit_rows, decide, poll, qr_path, started
 
 ASKS = "Did you just scan"
 APPROVAL_FORM = 'value="approve"'
@@ -50,9 +50,6 @@ class Browser:
         return self.client.post(path, data={"csrf_token": self.csrf, **data},
                                 headers={"Sec-Fetch-Site": "same-origin"})
 
-
-def qr_path(answer: dict) -> str:
-    return "/link/qr/" + answer["verification_uri_complete"].rsplit("/", 1)[1]
 
 
 def opened_at(app, device_code: str):

@@ -10,6 +10,7 @@ from tests.support.pairing import (
     decide,
     me,
     poll,
+    qr_path,
     shown_request,
     started,
     switch,
@@ -28,9 +29,6 @@ def owner(make_user, login):
     uid, email, password = make_user(display_name="Grace")
     return uid, login(email, password, REMOTE_ADDR="2606:4700:4700::1111")
 
-
-def qr_path(answer: dict) -> str:
-    return "/link/qr/" + answer["verification_uri_complete"].rsplit("/", 1)[1]
 
 
 def test_opening_the_link_shows_the_approval_page_with_the_printer_code(app, client, owner):

@@ -240,12 +240,8 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
     moment either lands first (and is then ``relinked_after``, not revoked) or after.
     """
     window = Window(strategy, since, until)
-    kill_switch.wait_for_links_in_progress()
-    try:
-        check_ended(window)
-    except ValueError:
-        db.session.rollback()
-        raise
+    kill_switch.wait_for_links_in_progress()  # commits: nothing is pending after it
+    check_ended(window)
     span = f"{window.strategy} links in [{since.isoformat()}, {until.isoformat()})"
     strategies = set(kill_switch.known_names()) if window.strategy == ALL else {window.strategy}
     withdrawn = pending_links.withdraw_made_in(strategies, since, until, actor=actor,

@@ -56,6 +56,16 @@ def started(client, **kwargs) -> dict:
     return response.get_json()
 
 
+def qr_token(answer: dict) -> str:
+    """The QR link's token in an authorize answer (its ``verification_uri_complete``)."""
+    return answer["verification_uri_complete"].rsplit("/", 1)[1]
+
+
+def qr_path(answer: dict) -> str:
+    """The QR link of an authorize answer, as a path on this server."""
+    return "/link/qr/" + qr_token(answer)
+
+
 def poll(client, device_code: str, *, ip: str = DEVICE_IP):
     return client.post(TOKEN_PATH, json={"device_code": device_code},
                        environ_base=device_env(ip))
