@@ -345,6 +345,32 @@ def test_rebuilds_after_0008_give_no_purged_id_out_again(old_app):
         db.session.remove()
 
 
+def test_0012_leaves_the_counter_alone_both_ways(old_app):
+    """0012 adds and drops a column in place (no SQLite rebuild that would restart the
+    AUTOINCREMENT counter); requests from before it have no household kept."""
+    from sqlalchemy import delete, select
+
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    with old_app.app_context():
+        upgrade(revision="0011")
+        kept = add_request("kept-printer")
+        purged = add_request("purged-printer")
+        db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.id == purged))
+        db.session.commit()
+        upgrade(revision="0012")
+        assert db.session.scalar(select(DeviceAuthorization.requested_household)
+                                 .where(DeviceAuthorization.id == kept)) is None
+        newer = add_request("newer-printer")
+        assert newer > purged
+        db.session.execute(delete(DeviceAuthorization).where(DeviceAuthorization.id == newer))
+        db.session.commit()
+        downgrade(revision="0011")
+        assert add_request("after-downgrade") > newer
+        db.session.remove()
+
+
 def test_upgrade_0011_closes_requests_whose_qr_link_was_opened(old_app):
     """Who opened a QR link before 0011 is not recorded: such a waiting request is closed to
     everyone (its code must not hand it to whoever types it); one not reached yet goes to
@@ -362,7 +388,10 @@ def test_upgrade_0011_closes_requests_whose_qr_link_was_opened(old_app):
                            .values(qr_opened_at=datetime.now(UTC)))
         db.session.commit()
         upgrade(revision="0011")
-        rows = {row.id: row for row in db.session.scalars(select(DeviceAuthorization))}
+        # The columns 0011 has (the model's later ones are not there yet).
+        rows = {row.id: row for row in db.session.execute(select(
+            DeviceAuthorization.id, DeviceAuthorization.bound_to_id,
+            DeviceAuthorization.bound_at))}
         assert rows[opened].bound_at is not None and rows[opened].bound_to_id is None
         assert not approvals.is_free_or_held_by(rows[opened], 1)
         assert approvals.is_free_or_held_by(rows[untouched], 1)

@@ -157,12 +157,12 @@ def live_app(database: str, **settings: Any) -> Iterator[LiveApp]:
 
 
 class Printer(ip_match_world.Printer):
-    """A simulated printer at 127.0.0.1: every way it can ask to be linked, over HTTP."""
+    """A simulated printer at 127.0.0.1 (or another loopback ``source``: another household,
+    LAN mode's households being /32): every way it can ask to be linked, over HTTP."""
 
-    def __init__(self, base_url: str, name: str = "Prusa in the lab", model: str = "MK4"
-                 ) -> None:
-        super().__init__(ip_match_world.HttpEndpoint(base_url, "127.0.0.1"), "127.0.0.1",
-                         name)
+    def __init__(self, base_url: str, name: str = "Prusa in the lab", model: str = "MK4",
+                 source: str = "127.0.0.1") -> None:
+        super().__init__(ip_match_world.HttpEndpoint(base_url, source), source, name)
         self.model = model
 
     def call(self, method: str, path: str, **kwargs: Any) -> ip_match_world.Reply:

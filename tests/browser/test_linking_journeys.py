@@ -99,6 +99,10 @@ def test_code_shown_by_the_printer_typed_at_link_and_approved(live, page, user):
     expect(page.get_by_role("heading", name="Link this printer to your account?")).to_be_visible()
     expect(page.locator("#device-heading")).to_have_text("Ender in the hall")
     expect(page.get_by_text("3 V2")).to_be_visible()
+    expect(page.locator("#approving-account")).to_contain_text(user["email"])
+    expect(page.locator("#network-seen")).to_have_text(
+        "the same: it asked from the network you are on now")
+    expect(page.locator("#other-network-notice")).to_have_count(0)
     # Nothing is linked by typing the code alone.
     assert printer.poll(started["device_code"]).json["error"] in (GRANT_PENDING, "slow_down")
 
@@ -107,6 +111,30 @@ def test_code_shown_by_the_printer_typed_at_link_and_approved(live, page, user):
     expect(page.get_by_role("status")).to_contain_text("Approved.")
     assert printer.poll(started["device_code"]).status == 200
     assert_linked(live, page, printer, user, "Pairing code")
+
+
+def test_a_printer_asking_from_another_network_is_flagged_and_denied(live, page, user):
+    """RFC 8628 §5.4: a code sent by someone elsewhere comes from their network."""
+    printer = Printer(live.base_url, name="Voron far away", source="127.0.0.3")
+    started = printer.authorize()
+
+    log_in(page, user["email"])
+    start_from_add_printer(page, "Enter the printer's code")
+    page.get_by_label("Code shown on the printer").fill(started["user_code"])
+    page.get_by_role("button", name="Continue").click()
+    notice = page.locator("#other-network-notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("another network than the one you are on now")
+    expect(page.locator("#network-seen")).to_have_text("a different one: you are on 127.0.0.1")
+    expect(page.get_by_role("definition").filter(has_text="127.0.0.3")).to_be_visible()
+    # The warning comes before the buttons it is about.
+    notice_box = notice.bounding_box()
+    assert notice_box["y"] < page.get_by_role("button", name="Approve").bounding_box()["y"]
+
+    page.get_by_role("button", name="Deny").click()
+    page.wait_for_url(live.url("/"))
+    expect(page.get_by_role("status")).to_contain_text("Denied.")
+    assert printer.poll(started["device_code"]).json["error"] == "access_denied"
 
 
 def test_qr_link_opened_on_a_phone_and_approved(live, open_context, user):

@@ -31,6 +31,11 @@ from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization, User
 from tsd_server.models.pairing import APPROVED, DENIED, PENDING
 
+# Where the printer asked from, against where the approver is now (``network_seen``).
+SAME_NETWORK = "same_network"
+OTHER_NETWORK = "other_network"
+NOT_COMPARABLE = "not_comparable"
+
 
 class HeldByAnotherAccount(Exception):
     """The request was reached first by another account: only that one may go on with it."""
@@ -149,7 +154,7 @@ def _bound(authorization_id: int, *, user: User, via: str,
     assert row is not None  # just bound, in this transaction
     audit.record("device_flow_opened", actor=f"user:{user.id}", outcome="bound",
                  user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
-                 detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
+                 detail=asked_from(row, address))
     db.session.commit()
     return row
 
@@ -180,6 +185,30 @@ def _refuse_qr_link(row: DeviceAuthorization | None, *, user: User,
                  user_id=user.id, strategy=QR_CODE, address=address,
                  device_uid=row.device_uid if row is not None else None, detail=detail)
     db.session.commit()
+
+
+def network_seen(row: DeviceAuthorization, address: ClientAddress | None) -> str:
+    """Did the printer ask from the network the approver is on now (RFC 8628 §5.4)?
+
+    A printer in front of the person is usually on the same home network; a request from
+    another network is what a code or link sent by someone elsewhere looks like, and also
+    what a phone on mobile data looks like, so the page warns and does not refuse. Both
+    sides are households (``client_address``): an address that cannot be trusted has none,
+    and then nothing is claimed either way (``NOT_COMPARABLE``), least of all "the same".
+    """
+    approver = address.household if address is not None else None
+    if row.requested_household is None or approver is None:
+        return NOT_COMPARABLE
+    return SAME_NETWORK if row.requested_household == approver else OTHER_NETWORK
+
+
+def asked_from(row: DeviceAuthorization, address: ClientAddress | None) -> str:
+    """The audit detail of a binding or decision: the printer, its address, and whether it
+    asked from the approver's network (the remote-phishing signal the runbook searches)."""
+    where = {SAME_NETWORK: "the approver's network",
+             OTHER_NETWORK: "another network than the approver's",
+             NOT_COMPARABLE: "network not comparable"}[network_seen(row, address)]
+    return f"{row.name!r} asked from {row.requested_from_ip or 'unknown'} ({where})"
 
 
 def is_open(row: DeviceAuthorization) -> bool:
@@ -237,7 +266,7 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
             raise
     audit.record("device_flow_decision", actor=f"user:{user.id}", outcome=outcome,
                  user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
-                 detail=f"{row.name!r} asked from {row.requested_from_ip or 'unknown'}")
+                 detail=asked_from(row, address))
     db.session.commit()
     return True
 

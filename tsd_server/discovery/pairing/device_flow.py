@@ -97,6 +97,7 @@ def start(*, device_uid: str, name: str, model: str | None,
             qr_token_hash=codes.secret_hash(qr_token) if qr_on else None,
             device_uid=device_uid, name=name, model=model, requested_at=now,
             requested_from_ip=address.client_ip if address else None,
+            requested_household=address.household if address else None,
             expires_at=now + timedelta(seconds=ttl), poll_interval=interval, status=PENDING))
         audit.record("device_flow_requested", actor="device", device_uid=device_uid,
                      strategy=PAIRING_CODE if pairing_on else QR_CODE, address=address,

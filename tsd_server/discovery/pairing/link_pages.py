@@ -7,10 +7,11 @@ was reached: which printer this browser's approval page is about); the decision 
 separate POST with the CSRF token and the id of the request the page showed. If the binding
 changed in between (another code or QR link opened in this browser, maybe by a page of
 another site navigating to a QR link), nothing is decided: the answer was given to a page
-about another printer. The page shows what the device said about itself and
-where it asked from, and warns (RFC 8628 §5.4) that only a printer in front of the user
-should be approved: someone who sends a code or link is trying to get their own device into
-the user's account.
+about another printer. The page shows what the device said about itself, where it asked
+from, and which account it would join, and warns (RFC 8628 §5.4) that only a printer in
+front of the user should be approved: someone who sends a code or link is trying to get
+their own device into the user's account. A printer that asked from another network than
+the approver's gets a warning of its own (``approvals.network_seen``).
 """
 
 from __future__ import annotations
@@ -80,8 +81,11 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
     replaces = devices.active_device_with_uid(current_user, row.device_uid) if row else None
     form = DecisionForm(formdata=None, data={"authorization": _shown(row.id, _tag(row))
                                              if row else ""})
+    address = client_address.for_request()
+    network = approvals.network_seen(row, address) if row else None
     return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
-                           replaces=replaces, form=form), status
+                           replaces=replaces, form=form, network=network,
+                           approver_ip=address.client_ip), status
 
 
 def _switched_off(via: str, current: kill_switch.StrategyState):

@@ -1,0 +1,181 @@
+"""The approval page says which account approves and whether the printer asked from the
+approver's network (RFC 8628 §5.4, remote phishing).
+
+Someone elsewhere who sends a victim their printer's code or QR link asks from their own
+network; the victim approves from theirs. The page warns when the two households differ,
+and never claims "the same network" unless both addresses were trusted (client_address):
+the household an untrusted or missing forwarded header would give is no household at all,
+which is how the incident this server exists to prevent (a proxy that stopped passing the
+client's address) made strangers look like one household.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    decide,
+    enter_code,
+    qr_path,
+    started,
+)
+
+OTHER_NETWORK_NOTICE = 'id="other-network-notice"'
+SAME = "the same: it asked from the network you are on now"
+NOT_COMPARABLE = "cannot be compared"
+FRESH_SCAN = {"Sec-Fetch-Site": "none"}
+
+
+@pytest.fixture
+def app_config():
+    return dict(LOOSE_LIMITS)
+
+
+@pytest.fixture
+def approver(make_user, login):
+    """A signed-in person at home: 1.1.1.1."""
+    def at(**environ):
+        uid, email, password = make_user(email="olivia@example.org",
+                                         display_name="Olivia Owner")
+        return uid, login(email, password, **environ)
+    return at
+
+
+def approval_page(session, answer: dict) -> str:
+    """The page the approver sees after typing the printer's code."""
+    assert enter_code(session, answer["user_code"]).status_code == 302
+    page = session.get("/link/confirm")
+    assert page.status_code == 200
+    return page.get_data(as_text=True)
+
+
+def decision_detail(app) -> str:
+    (row,) = audit_rows(app, "device_flow_decision")
+    return row.detail
+
+
+def test_the_page_names_the_account_that_approves(client, approver):
+    _, session = approver(REMOTE_ADDR="1.1.1.1")
+    page = approval_page(session, started(client, ip="1.1.1.1"))
+    assert "You are signed in as <strong>Olivia Owner</strong>" in page
+    assert "(olivia@example.org). Approving links this printer to this account." in page
+
+
+def test_a_printer_on_another_network_is_warned_about_and_audited(app, client, approver):
+    _, session = approver(REMOTE_ADDR="1.1.1.1")
+    page = approval_page(session, started(client, ip="8.8.8.8"))
+    assert OTHER_NETWORK_NOTICE in page
+    assert "<strong>a different one</strong>: you are on 1.1.1.1" in page
+    assert SAME not in page
+    assert decide(session, "approve").status_code == 302  # a warning, not a refusal
+    assert decision_detail(app) == ("'Voron in the garage' asked from 8.8.8.8 "
+                                    "(another network than the approver's)")
+
+
+def test_a_printer_on_the_approvers_network_gets_no_warning(app, client, approver):
+    _, session = approver(REMOTE_ADDR="8.8.8.8")
+    page = approval_page(session, started(client, ip="8.8.8.8"))
+    assert SAME in page
+    assert OTHER_NETWORK_NOTICE not in page
+    assert decide(session, "deny").status_code == 302
+    assert decision_detail(app) == ("'Voron in the garage' asked from 8.8.8.8 "
+                                    "(the approver's network)")
+    (bound,) = audit_rows(app, "device_flow_opened")
+    assert bound.detail == decision_detail(app)
+
+
+def test_ipv6_households_compare_by_their_prefix(client, approver):
+    """Two hosts of one /64 (``IPV6_HOUSEHOLD_PREFIX``'s default) are one network; the
+    next /64 is another."""
+    _, session = approver(REMOTE_ADDR="2606:4700:10:1::1")
+    page = approval_page(session, started(client, ip="2606:4700:10:1:aa::2"))
+    assert SAME in page and OTHER_NETWORK_NOTICE not in page
+    page = approval_page(session, started(client, device_id="printer-0003",
+                                          ip="2606:4700:10:2::2"))
+    assert OTHER_NETWORK_NOTICE in page and SAME not in page
+
+
+def test_the_qr_way_shows_the_comparison_too(client, approver):
+    _, session = approver(REMOTE_ADDR="1.1.1.1")
+    answer = started(client, ip="8.8.8.8")
+    assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 200
+    page = session.get("/link/confirm").get_data(as_text=True)
+    assert OTHER_NETWORK_NOTICE in page
+
+
+def test_a_forged_forwarded_header_cannot_make_a_stranger_look_like_home(
+        app, client, approver):
+    """The stranger's printer names the approver's address in X-Forwarded-For; no proxy is
+    trusted, so the header is not believed and the page claims nothing."""
+    app.config["BASE_URL"] = "https://print.example.org"  # else refused: base_url_unknown
+    _, session = approver(REMOTE_ADDR="1.1.1.1")
+    answer = started(client, environ_base={"REMOTE_ADDR": "8.8.8.8",
+                                           "HTTP_X_FORWARDED_FOR": "1.1.1.1"})
+    page = approval_page(session, answer)
+    assert SAME not in page
+    assert NOT_COMPARABLE in page
+    assert decide(session, "deny").status_code == 302
+    assert decision_detail(app).endswith("(network not comparable)")
+
+
+def test_a_request_from_before_the_upgrade_is_not_comparable(app, client, approver):
+    """Requests made before migration 0012 have no household kept."""
+    from sqlalchemy import update
+
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    _, session = approver(REMOTE_ADDR="8.8.8.8")
+    answer = started(client, ip="8.8.8.8")
+    with app.app_context():
+        db.session.execute(update(DeviceAuthorization).values(requested_household=None))
+        db.session.commit()
+        db.session.remove()
+    page = approval_page(session, answer)
+    assert NOT_COMPARABLE in page and SAME not in page and OTHER_NETWORK_NOTICE not in page
+
+
+class TestBehindAProxy:
+    """nginx at 10.0.0.1 (trusted, one hop)."""
+
+    PROXY = "10.0.0.1"
+
+    @pytest.fixture
+    def app_config(self):
+        return {**LOOSE_LIMITS, "TRUSTED_PROXIES": f"{self.PROXY}/32", "PROXY_FIX_X_FOR": 1,
+                "BASE_URL": "https://print.example.org"}
+
+    def via_proxy(self, client_ip: str | None) -> dict:
+        environ = {"REMOTE_ADDR": self.PROXY}
+        if client_ip is not None:
+            environ["HTTP_X_FORWARDED_FOR"] = client_ip
+        return environ
+
+    def test_the_client_addresses_the_proxy_passes_are_compared(self, client, approver):
+        _, session = approver(**self.via_proxy("1.1.1.1"))
+        page = approval_page(session, started(client, environ_base=self.via_proxy("1.1.1.1")))
+        assert SAME in page
+        page = approval_page(session, started(client, device_id="printer-0003",
+                                              environ_base=self.via_proxy("8.8.8.8")))
+        assert OTHER_NETWORK_NOTICE in page
+
+    def test_a_proxy_that_stopped_passing_addresses_makes_nobody_the_same(
+            self, app, client, approver):
+        """The incident: every request arrives from the proxy's address. The printer and
+        the approver would share it; the page must not call that one network."""
+        _, session = approver(**self.via_proxy(None))
+        page = approval_page(session, started(client, environ_base=self.via_proxy(None)))
+        assert SAME not in page and OTHER_NETWORK_NOTICE not in page
+        assert NOT_COMPARABLE in page
+        assert decide(session, "approve").status_code == 302
+        assert decision_detail(app).endswith("(network not comparable)")
+
+    def test_a_client_going_round_the_proxy_cannot_claim_the_approvers_address(
+            self, client, approver):
+        _, session = approver(**self.via_proxy("1.1.1.1"))
+        answer = started(client, environ_base={"REMOTE_ADDR": "8.8.8.8",
+                                               "HTTP_X_FORWARDED_FOR": "1.1.1.1"})
+        page = approval_page(session, answer)
+        assert SAME not in page and NOT_COMPARABLE in page
