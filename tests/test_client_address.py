@@ -251,3 +251,22 @@ def test_untrusted_peer_is_logged_once(client, caplog, monkeypatch):
     warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.client_address"]
     assert len(warned) == 2
     assert "9.9.9.9" in warned[0] and "TSD_TRUSTED_PROXIES" in warned[0]
+
+
+@pytest.mark.parametrize("app_config", [
+    {"TRUSTED_PROXIES": "10.0.0.1/32", "PROXY_FIX_X_FOR": 2}], indirect=True)
+def test_an_untrusted_hop_behind_a_trusted_proxy_is_named_once_per_proxy(
+        client, caplog, monkeypatch):
+    """Two proxies expected; the hop before the trusted one is not a proxy. The warning
+    names that hop (the settings' gap), not the trusted peer, and a client writing a new
+    hop each time gets no second line."""
+    monkeypatch.setattr(client_address, "_warned_peers", OrderedDict())
+    with caplog.at_level(logging.WARNING, logger="tsd_server.client_address"):
+        for hop in ("203.0.113.7", "203.0.113.8", "203.0.113.9"):
+            ask(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"1.1.1.1, {hop}")
+    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.client_address"]
+    assert warned == [
+        "X-Forwarded-For passed on by trusted proxy 10.0.0.1 names 203.0.113.7 where a proxy "
+        "was expected (TSD_PROXY_FIX_X_FOR=2); ip_match refuses its requests. If 203.0.113.7 "
+        "is a proxy of yours, add it to TSD_TRUSTED_PROXIES; otherwise a client wrote that "
+        "hop, or TSD_PROXY_FIX_X_FOR counts more proxies than there are."]

@@ -266,7 +266,7 @@ def for_request() -> ClientAddress:
             peer = request.environ.get("tsd.peer_addr", request.environ.get("REMOTE_ADDR"))
             record = resolve(peer, request.environ, settings)
         if record.ineligibility_reason == UNTRUSTED_FORWARDED_HEADER:
-            _warn_untrusted_peer_once(record.peer_ip)
+            _warn_untrusted_peer_once(record)
         g._client_address = record
     return record
 
@@ -291,14 +291,28 @@ _warned_peers: OrderedDict[str, None] = OrderedDict()
 _WARNED_PEERS_MAX = 4096
 
 
-def _warn_untrusted_peer_once(peer: str | None) -> None:
-    """One warning per peer (bounded memory), so a misconfigured proxy is visible in the log."""
-    key = peer or "unknown"
+def _warn_untrusted_peer_once(record: ClientAddress) -> None:
+    """One warning per peer (bounded memory), so a misconfigured proxy is visible in the log.
+
+    Keyed by the direct peer, never by a hop a client can write: a client sending a new
+    forged hop with each request must not get a log line for each."""
+    key = record.peer_ip or "unknown"
     if key in _warned_peers:
         return
     _warned_peers[key] = None
     if len(_warned_peers) > _WARNED_PEERS_MAX:
         _warned_peers.popitem(last=False)
+    settings = current_app.extensions["tsd.proxy_settings"]
+    if settings.x_for > 0 and settings.is_trusted_proxy(parse_ip(record.peer_ip)):
+        # The walk up X-Forwarded-For stopped at a hop that is not a trusted proxy: that hop,
+        # not the (trusted) peer, is what the settings do not cover.
+        log.warning(
+            "X-Forwarded-For passed on by trusted proxy %s names %s where a proxy was "
+            "expected (TSD_PROXY_FIX_X_FOR=%d); ip_match refuses its requests. If %s is a "
+            "proxy of yours, add it to TSD_TRUSTED_PROXIES; otherwise a client wrote that "
+            "hop, or TSD_PROXY_FIX_X_FOR counts more proxies than there are.",
+            key, record.client_ip, settings.x_for, record.client_ip)
+        return
     log.warning(
         "Forwarded headers from untrusted peer %s were ignored; ip_match refuses its requests. "
         "If %s is your reverse proxy, add it to TSD_TRUSTED_PROXIES and set "

@@ -188,26 +188,33 @@ def _refuse_qr_link(row: DeviceAuthorization | None, *, user: User,
 
 
 def network_seen(row: DeviceAuthorization, address: ClientAddress | None) -> str:
-    """Did the printer ask from the network the approver is on now (RFC 8628 §5.4)?
+    """Did the printer ask from the household the approver is in now (RFC 8628 §5.4)?
 
     A printer in front of the person is usually on the same home network; a request from
-    another network is what a code or link sent by someone elsewhere looks like, and also
-    what a phone on mobile data looks like, so the page warns and does not refuse. Both
-    sides are households (``client_address``): an address that cannot be trusted has none,
-    and then nothing is claimed either way (``NOT_COMPARABLE``), least of all "the same".
+    another one is what a code or link sent by someone elsewhere looks like (and also what
+    a phone on mobile data looks like, so the page warns and does not refuse). Households
+    are ``client_address``'s: an address that cannot be trusted has none, and then nothing
+    is claimed (``NOT_COMPARABLE``). Nor across address families: a printer on IPv4 and a
+    phone on IPv6 in one home have unrelated addresses.
+
+    ``SAME_NETWORK`` compares keys only, and is never shown as a reassurance: behind a
+    proxy the server was not told about, or a shared public address (carrier NAT, a
+    café), strangers share one key.
     """
     approver = address.household if address is not None else None
-    if row.requested_household is None or approver is None:
+    printer = row.requested_household
+    if printer is None or approver is None or (":" in printer) != (":" in approver):
         return NOT_COMPARABLE
-    return SAME_NETWORK if row.requested_household == approver else OTHER_NETWORK
+    return SAME_NETWORK if printer == approver else OTHER_NETWORK
 
 
 def asked_from(row: DeviceAuthorization, address: ClientAddress | None) -> str:
     """The audit detail of a binding or decision: the printer, its address, and whether it
-    asked from the approver's network (the remote-phishing signal the runbook searches)."""
-    where = {SAME_NETWORK: "the approver's network",
-             OTHER_NETWORK: "another network than the approver's",
-             NOT_COMPARABLE: "network not comparable"}[network_seen(row, address)]
+    asked from the household of the request answering (the remote-phishing signal the
+    runbook searches)."""
+    where = {SAME_NETWORK: "the approver's household",
+             OTHER_NETWORK: "another household than the approver's",
+             NOT_COMPARABLE: "households not comparable"}[network_seen(row, address)]
     return f"{row.name!r} asked from {row.requested_from_ip or 'unknown'} ({where})"
 
 
