@@ -231,6 +231,23 @@ def test_sign_up_log_in_and_log_out(live, page):
         elsewhere.close()
 
 
+def test_an_account_locked_by_the_operator_is_logged_out_and_told_at_log_in(live, page, user):
+    log_in(page, user["email"])
+    expect(page.get_by_role("heading", name="My printers")).to_be_visible()
+    result = live.app.test_cli_runner().invoke(
+        args=["lock-account", user["email"], "--reason", "browser test"])
+    assert result.exit_code == 0, result.output
+
+    page.goto("/printers/add")
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.get_by_label("Email").fill(user["email"])
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text(
+        "This account is locked by the server's operator. Ask them why.")
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
 def test_change_the_password_and_another_browser_is_logged_out(live, page, user):
     log_in(page, user["email"])
     elsewhere = page.context.browser.new_context(base_url=live.base_url)

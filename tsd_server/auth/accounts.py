@@ -9,6 +9,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from tsd_server import audit, pending_links, single_statement
+from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models import User
 from tsd_server.printable_text import MESSAGE as CONTROL_CHARACTERS_MESSAGE
@@ -32,6 +33,10 @@ class EmailTaken(AccountError):
 
 class WrongPassword(AccountError):
     """The current password given to change it is not the account's."""
+
+
+class AccountLocked(AccountError):
+    """The password was right, but an operator locked the account (``lock``)."""
 
 
 class SessionEnded(Exception):
@@ -228,16 +233,48 @@ def authenticate(email: str, password: str) -> User | None:
 def log_in(email: str, password: str) -> User | None:
     """``authenticate``, audited either way and committed: ``login`` for the account, or
     ``login_failed`` (with the account when the email has one, so a guessing campaign
-    against it shows in its history; the answer is the same either way)."""
+    against it shows in its history; the answer is the same either way).
+
+    A locked account raises ``AccountLocked`` (audited ``login_failed`` / ``locked``), and
+    only after its right password: a guess does not learn that the account is locked."""
     user = find_user(email)
     if not _password_matches(user, password):
         audit.record("login_failed", actor="anonymous", outcome="refused",
                      user_id=user.id if user is not None else None)
         db.session.commit()
         return None
+    if not user.is_active:
+        audit.record("login_failed", actor="anonymous", outcome="locked", user_id=user.id)
+        db.session.commit()
+        raise AccountLocked("This account is locked by the server's operator. Ask them why.")
     audit.record("login", actor=f"user:{user.id}", user_id=user.id)
     db.session.commit()
     return user
+
+
+def lock(user: User, *, actor: str, reason: str) -> None:
+    """Lock the account (an operator's decision: abuse, a takeover being looked into): every
+    session ends, the links they prepared are withdrawn, and nobody logs in until
+    ``unlock``. Its printers keep working (``flask incident revoke-account`` cuts them off).
+    Audited (``account_locked``) and committed; AccountError if it is locked already."""
+    if user.locked_at is not None:
+        since = user.locked_at.strftime("%Y-%m-%d %H:%M UTC")
+        raise AccountError(f"the account is locked already (since {since})")
+    _log_out_everywhere(user, actor=actor, why="account locked")
+    user.locked_at = utcnow()
+    audit.record("account_locked", actor=actor, user_id=user.id,
+                 detail=f"every session ended: {reason}")
+    db.session.commit()
+
+
+def unlock(user: User, *, actor: str, reason: str) -> None:
+    """Let the account log in again (its sessions stay ended). Audited (``account_unlocked``)
+    and committed; AccountError if it is not locked."""
+    if user.locked_at is None:
+        raise AccountError("the account is not locked")
+    user.locked_at = None
+    audit.record("account_unlocked", actor=actor, user_id=user.id, detail=reason)
+    db.session.commit()
 
 
 def user_count() -> int:

@@ -20,6 +20,7 @@ from tsd_server.api.errors import ApiError, is_api_request
 from tsd_server.auth import limits
 from tsd_server.auth.accounts import (
     AccountError,
+    AccountLocked,
     EmailTaken,
     SessionEnded,
     WrongPassword,
@@ -101,7 +102,11 @@ def register():
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        user = log_in(form.email.data, form.password.data)
+        try:
+            user = log_in(form.email.data, form.password.data)
+        except AccountLocked as locked:
+            form.password.errors.append(str(locked))
+            return render_template("auth/login.html", form=form), 403
         if user is None:
             form.password.errors.append(LOGIN_FAILED)
             return render_template("auth/login.html", form=form), 400

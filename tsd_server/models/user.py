@@ -26,6 +26,14 @@ class User(UserMixin, db.Model):
     # Part of every session cookie's user id; logging out raises it, so cookies issued
     # before (a copy included) name a session that no longer exists.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set by an operator (``flask lock-account``): nobody logs in to the account until
+    # ``unlock-account``; locking ended its sessions. Its printers keep their tokens.
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login's word for an account that may log in: ``login_user`` refuses others."""
+        return self.locked_at is None
 
     def get_id(self) -> str:
         """What Flask-Login keeps in the session: the id and the session epoch."""

@@ -1,0 +1,123 @@
+"""``flask --app tsd_server lock-account EMAIL --reason ...`` and ``unlock-account``: an
+operator shuts an account out (abuse, a takeover being looked into) without touching its
+password or its printers.
+
+Locking ends every session (a copy of a cookie included) and withdraws what they prepared;
+the right password then gets "locked", a wrong one the usual answer, so a guess does not
+learn that the account is locked.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import CSRF_META
+from tests.support.pairing import LOOSE_LIMITS, audit_rows, issue_code, me, redeem
+
+PASSWORD = "correct horse battery"
+LOCKED = "This account is locked by the server&#39;s operator. Ask them why."
+
+
+@pytest.fixture
+def app_config():
+    return dict(LOOSE_LIMITS)
+
+
+def run(app, *args: str):
+    return app.test_cli_runner().invoke(args=list(args))
+
+
+def logged_in(session) -> bool:
+    return session.client.get("/api/v1/devices").status_code == 200
+
+
+def log_in(app, email: str, password: str = PASSWORD):
+    """A log-in on the form from a fresh browser: the answer (``.browser`` is the client)."""
+    browser = app.test_client()
+    token = CSRF_META.search(browser.get("/login").get_data(as_text=True)).group(1)
+    response = browser.post("/login", data={"email": email, "password": password,
+                                            "csrf_token": token})
+    response.browser = browser
+    return response
+
+
+def test_a_locked_account_is_logged_out_and_cannot_log_in(app, client, make_user, login):
+    uid, email, _ = make_user("mallory@example.org")
+    _, other_email, _ = make_user("other@example.org")
+    mallory, other = login(email), login(other_email)
+    code = issue_code(mallory)["code"]
+
+    result = run(app, "lock-account", "Mallory@Example.org", "--reason", "abuse report #12")
+    assert result.exit_code == 0, result.output
+    assert "Locked mallory@example.org" in result.output
+
+    assert not logged_in(mallory)
+    assert logged_in(other)  # another account is untouched
+    assert redeem(client, code).status_code == 400  # what the session prepared is withdrawn
+    refused = log_in(app, email)
+    assert refused.status_code == 403
+    assert LOCKED in refused.get_data(as_text=True)
+    assert refused.browser.get("/api/v1/devices").status_code == 401
+    [locked] = audit_rows(app, "account_locked")
+    assert (locked.user_id, locked.actor) == (uid, "cli")
+    assert locked.detail == "every session ended: abuse report #12"
+
+
+def test_a_wrong_password_does_not_tell_that_the_account_is_locked(app, make_user):
+    uid, email, _ = make_user("mallory@example.org")
+    assert run(app, "lock-account", email, "--reason", "abuse").exit_code == 0
+    guessed = log_in(app, email, "not the password at all")
+    assert guessed.status_code == 400
+    page = guessed.get_data(as_text=True)
+    assert "Email or password is not right." in page and "locked" not in page
+    assert [(r.user_id, r.outcome) for r in audit_rows(app, "login_failed")] == [
+        (uid, "refused")]
+    assert log_in(app, email).status_code == 403
+    assert [(r.user_id, r.outcome) for r in audit_rows(app, "login_failed")] == [
+        (uid, "refused"), (uid, "locked")]
+    assert audit_rows(app, "login") == []
+
+
+def test_unlock_lets_the_account_log_in_again(app, make_user):
+    uid, email, _ = make_user("mallory@example.org")
+    assert run(app, "lock-account", email, "--reason", "looking into it").exit_code == 0
+    result = run(app, "unlock-account", email, "--reason", "cleared")
+    assert result.exit_code == 0, result.output
+    assert "Unlocked mallory@example.org" in result.output
+    assert log_in(app, email).status_code == 302
+    [unlocked] = audit_rows(app, "account_unlocked")
+    assert (unlocked.user_id, unlocked.actor, unlocked.detail) == (uid, "cli", "cleared")
+
+
+def test_its_printers_keep_working(app, client, make_user, login):
+    """Locking is about people; ``incident revoke-account`` is the way to cut printers off."""
+    _, email, _ = make_user("owner@example.org")
+    linked = redeem(client, issue_code(login(email))["code"])
+    assert linked.status_code == 201
+    assert run(app, "lock-account", email, "--reason", "holiday").exit_code == 0
+    assert me(client, linked.get_json()["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lock-account", "nobody@example.org", "--reason", "x"], "no account has the email"),
+    (["lock-account", "mallory@example.org", "--reason", "   "], "the reason must say why"),
+    (["lock-account", "mallory@example.org"], "Missing option '--reason'"),
+    (["unlock-account", "mallory@example.org", "--reason", "x"], "the account is not locked"),
+])
+def test_refusals_change_nothing(app, make_user, args, message):
+    make_user("mallory@example.org")
+    result = run(app, *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert audit_rows(app, "account_locked") == audit_rows(app, "account_unlocked") == []
+    assert log_in(app, "mallory@example.org").status_code == 302
+
+
+def test_locking_twice_is_refused_and_keeps_the_first_lock(app, make_user):
+    uid, email, _ = make_user("mallory@example.org")
+    assert run(app, "lock-account", email, "--reason", "first").exit_code == 0
+    again = run(app, "lock-account", email, "--reason", "second")
+    assert again.exit_code == 1
+    assert "the account is locked already (since " in again.output
+    assert [r.detail for r in audit_rows(app, "account_locked")] == [
+        "every session ended: first"]
