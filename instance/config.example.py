@@ -1,7 +1,9 @@
 # Copy to instance/config.py and edit. Keys are the TSD_* settings without the prefix;
 # environment variables override this file.
 
-# SECRET_KEY = "output of: python -c 'import secrets; print(secrets.token_hex(32))'"
+# A key of 64 random hex characters: python -c 'import secrets; print(secrets.token_hex(32))'
+# (the placeholder is refused in production: too short to be a key).
+# SECRET_KEY = "replace-with-64-hex-characters"
 # DATABASE_URL = "postgresql+psycopg2://tsd:PASSWORD@127.0.0.1/tsd"
 
 # Behind one reverse proxy (nginx, Caddy) on the same machine:

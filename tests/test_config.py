@@ -216,6 +216,17 @@ def test_the_example_settings_file_does_not_start_as_it_is(instance, monkeypatch
         create_app()
 
 
+def test_the_example_config_file_does_not_start_with_its_placeholder(instance):
+    """instance/config.example.py, copied to instance/config.py with its SECRET_KEY line
+    uncommented and left as it is: refused, like the environment file's placeholder."""
+    example = (ROOT / "instance" / "config.example.py").read_text()
+    [line] = [line for line in example.splitlines() if line.startswith("# SECRET_KEY")]
+    instance.mkdir()
+    (instance / "config.py").write_text(line.removeprefix("# ") + "\n")
+    with pytest.raises(ConfigurationError, match="at least 32 characters"):
+        create_app()
+
+
 def test_numeric_secret_key_still_signs_sessions(instance, monkeypatch):
     monkeypatch.setenv("TSD_SECRET_KEY", "1234567890" * 4)
     app = create_app()

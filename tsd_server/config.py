@@ -77,8 +77,9 @@ DEFAULTS: dict[str, Any] = {
     # pairing_code / qr_code (docs/pairing.md, docs/security.md); times in seconds.
     # A code the web shows (XXXX-XXXX) lives this long and works once.
     "PAIRING_CODE_TTL": 600,
-    # Code guesses (device redeeming a web code, or a person typing a device's code on
-    # /link) per client address (IPv6: per /64), shared by both, and per account on /link.
+    # Code guesses per client address (IPv6: per /64), counted apart at each place codes
+    # are typed (a device redeeming a web code; a person typing a device's code on /link),
+    # and per account on /link.
     # tests/test_pairing_bound.py fails if these let one attacker reach a 1e-6 chance of
     # hitting any of 10,000 live codes within a code's lifetime (docs/security.md).
     "PAIRING_GUESS_LIMIT_PER_IP": "2 per 15 minutes",
@@ -106,6 +107,12 @@ DEFAULTS: dict[str, Any] = {
     # Flask-Limiter: a moving window counts exactly N in any period (a fixed window lets
     # 2N through around a window boundary, which the brute-force bound has to allow for).
     "RATELIMIT_STRATEGY": "moving-window",
+    # Options for the storage's client (redis-py): a JSON object; the 1 s timeouts of
+    # redis_storage apply unless set here.
+    "RATELIMIT_STORAGE_OPTIONS": {},
+    # Before every key in the storage: one per deployment sharing a Redis server (the
+    # limits and the audit throttle are shared between deployments with the same one).
+    "RATELIMIT_KEY_PREFIX": "",
     "RATELIMIT_STORAGE_URI": "memory://",
     # Secure cookies are also set per request whenever it arrives over https.
     "SESSION_COOKIE_SECURE": False,
@@ -210,7 +217,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
         raise ConfigurationError(
             f"TSD_SECRET_KEY must be at least {MIN_SECRET_KEY} characters: whoever guesses "
             "it can sign a session cookie for any account, an admin's included (the example "
-            f"file's placeholder is refused too). {GENERATE_KEY}")
+            f"files' placeholders are refused too). {GENERATE_KEY}")
 
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
