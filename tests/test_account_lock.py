@@ -121,3 +121,90 @@ def test_locking_twice_is_refused_and_keeps_the_first_lock(app, make_user):
     assert "the account is locked already (since " in again.output
     assert [r.detail for r in audit_rows(app, "account_locked")] == [
         "every session ended: first"]
+
+
+def while_the_password_is_checked(monkeypatch, operator) -> None:
+    """Run ``operator`` (another thread and app context: another process) during the first
+    password check, when the request has read its account and not yet written anything."""
+    import threading
+
+    from tsd_server.models import User
+
+    check_password = User.check_password
+    done: list[BaseException | None] = []
+
+    def check(self, password):
+        result = check_password(self, password)
+        if not done:
+            def run_operator():
+                try:
+                    operator()
+                    done.append(None)
+                except BaseException as error:  # noqa: BLE001 - reported below
+                    done.append(error)
+            thread = threading.Thread(target=run_operator)
+            thread.start()
+            thread.join(30)
+            assert done == [None], done or "the operator's command hung"
+        return result
+
+    monkeypatch.setattr(User, "check_password", check)
+
+
+def test_a_password_change_already_running_loses_to_the_operator(
+        app, make_user, login, monkeypatch):
+    """A thief with the password and a session changes it; the operator locks the account
+    and sets a new password while that request runs. The thief's change must not land
+    after them: it would overwrite the operator's password."""
+    uid, email, _ = make_user("victim@example.org")
+    thief = login(email)
+    operators = "the operator's new passphrase"
+
+    def operator():
+        assert run(app, "lock-account", email, "--reason", "takeover").exit_code == 0
+        reset = app.test_cli_runner().invoke(args=["set-password", email],
+                                             input=f"{operators}\n{operators}\n")
+        assert reset.exit_code == 0, reset.output
+
+    while_the_password_is_checked(monkeypatch, operator)
+    answer = thief.form_post("/account/password", {
+        "current": PASSWORD, "password": "the thief's passphrase",
+        "confirm": "the thief's passphrase"})
+    monkeypatch.undo()
+    assert answer.status_code == 302 and "/login" in answer.location
+    assert [r.actor for r in audit_rows(app, "password_changed")] == ["cli"]
+    assert run(app, "unlock-account", email, "--reason", "owner verified").exit_code == 0
+    assert log_in(app, email, "the thief's passphrase").status_code == 400
+    assert log_in(app, email, operators).status_code == 302
+
+
+def test_a_log_in_already_running_when_the_lock_commits_is_refused(
+        app, make_user, monkeypatch):
+    uid, email, _ = make_user("victim@example.org")
+    while_the_password_is_checked(
+        monkeypatch, lambda: run(app, "lock-account", email, "--reason", "takeover"))
+    answer = log_in(app, email)
+    monkeypatch.undo()
+    assert answer.status_code == 403 and LOCKED in answer.get_data(as_text=True)
+    assert answer.browser.get("/api/v1/devices").status_code == 401
+    assert audit_rows(app, "login") == []
+    assert [r.outcome for r in audit_rows(app, "login_failed")] == ["locked"]
+
+
+def test_a_lock_written_by_hand_ends_the_sessions_too(app, make_user, login):
+    """An operator who sets users.locked_at in SQL (no epoch raise) still shuts the
+    account's sessions out: Flask-Login counts an inactive user (``is_active``) as not
+    authenticated."""
+    from sqlalchemy import update
+
+    from tsd_server.clock import utcnow
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    uid, email, _ = make_user("mallory@example.org")
+    mallory = login(email)
+    assert logged_in(mallory)
+    with app.app_context():
+        db.session.execute(update(User).where(User.id == uid).values(locked_at=utcnow()))
+        db.session.commit()
+    assert not logged_in(mallory)

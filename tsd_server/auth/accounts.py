@@ -133,12 +133,12 @@ def end_sessions(user: User) -> None:
     db.session.commit()
 
 
-def _replace_password(user: User, new: str, *, actor: str, why: str) -> None:
-    """The new password, every session ended, waiting links withdrawn; the caller commits.
-    Codes and approvals made with the old password's sessions must not outlive them."""
-    _check_new_password(new)
-    _log_out_everywhere(user, actor=actor, why=why)
-    user.set_password(new)  # written at the commit, after the withdrawals (see above)
+# The owner's own change: the epoch goes up only from the one the request's session holds.
+# A lock, an operator's new password and a logout everywhere all raise it.
+_NEXT_EPOCH_FROM = (update(User.__table__)
+                    .where(User.__table__.c.id == bindparam("user_id"),
+                           User.__table__.c.session_epoch == bindparam("epoch"))
+                    .values(session_epoch=User.__table__.c.session_epoch + 1))
 
 
 def change_password(user: User, current: str, new: str) -> None:
@@ -148,7 +148,8 @@ def change_password(user: User, current: str, new: str) -> None:
     with the old password, or holds a copy of a cookie, is out; the caller logs the current
     browser in again. Codes and approvals the account has not seen used yet are withdrawn
     (``pending_links``). A wrong current password is audited (``password_change_failed``)
-    and changes nothing.
+    and changes nothing. So does a change whose session ended while it ran (an operator's
+    lock or new password, a logout everywhere): ``SessionEnded``.
     """
     actor = f"user:{user.id}"
     if not user.check_password(current):
@@ -156,7 +157,16 @@ def change_password(user: User, current: str, new: str) -> None:
                      user_id=user.id)
         db.session.commit()
         raise WrongPassword("The current password is not right.")
-    _replace_password(user, new, actor=actor, why="password changed")
+    _check_new_password(new)
+    # The check above used the row as the request read it. An operator's lock or new
+    # password, or a logout everywhere, committed since then wins: otherwise a thief's
+    # change started a moment before would overwrite the operator's password.
+    if db.session.execute(_NEXT_EPOCH_FROM, {"user_id": user.id,
+                                             "epoch": g.get("session_epoch")}).rowcount != 1:
+        db.session.rollback()
+        raise SessionEnded("the account changed while the request ran")
+    pending_links.withdraw(user, actor=actor, why="password changed")
+    user.set_password(new)  # written at the commit, after the withdrawals (see above)
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
     db.session.commit()
@@ -166,7 +176,9 @@ def set_password(user: User, new: str, *, actor: str) -> None:
     """An operator gives the account a new password, without the current one (it leaked,
     or its owner lost it): otherwise as ``change_password``, so whoever knew the old one,
     or holds a session, is out. Audited and committed."""
-    _replace_password(user, new, actor=actor, why="password set by an operator")
+    _check_new_password(new)
+    _log_out_everywhere(user, actor=actor, why="password set by an operator")
+    user.set_password(new)  # written at the commit, after the withdrawals (see above)
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="set by an operator; every session of the account ended")
     db.session.commit()
@@ -243,6 +255,10 @@ def log_in(email: str, password: str) -> User | None:
                      user_id=user.id if user is not None else None)
         db.session.commit()
         return None
+    # As it is now, not as before the slow hash: a lock committed meanwhile refuses this
+    # log-in (the audit would otherwise show a "login" after the lock), and the session
+    # cookie carries the epoch current now.
+    db.session.refresh(user)
     if not user.is_active:
         audit.record("login_failed", actor="anonymous", outcome="locked", user_id=user.id)
         db.session.commit()

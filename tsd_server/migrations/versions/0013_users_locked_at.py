@@ -6,7 +6,8 @@ Create Date: 2026-11-30
 
 ``flask lock-account`` ends an account's sessions and refuses its logins until
 ``unlock-account``; NULL (every account at the upgrade) is not locked. A plain ADD / DROP
-COLUMN on both databases.
+COLUMN on both databases. Downgrading below it unlocks every locked account (their
+sessions stay ended): set a new password on those first.
 """
 from alembic import op
 import sqlalchemy as sa
