@@ -208,3 +208,77 @@ def test_a_lock_written_by_hand_ends_the_sessions_too(app, make_user, login):
         db.session.execute(update(User).where(User.id == uid).values(locked_at=utcnow()))
         db.session.commit()
     assert not logged_in(mallory)
+
+
+# --- the admin page (Incident → One account: lock or unlock it) -----------------------------
+
+LOCK_PATH = "/admin/incident/lock-account"
+
+
+@pytest.fixture
+def admin(make_user, login):
+    uid, email, _ = make_user("root@example.org", is_admin=True)
+    session = login(email)
+    session.uid, session.email = uid, email
+    return session
+
+
+def flashed(admin) -> str:
+    return admin.get("/admin/incident").get_data(as_text=True)
+
+
+def test_an_admin_locks_and_unlocks_an_account_on_the_incident_page(app, admin, make_user,
+                                                                    login):
+    uid, email, _ = make_user("mallory@example.org")
+    mallory = login(email)
+    locked = admin.form_post(LOCK_PATH, {"email": " Mallory@Example.org ",
+                                         "reason": "abuse report", "action": "lock"})
+    assert locked.status_code == 302
+    assert "Locked mallory@example.org: every session of it ended" in flashed(admin)
+    assert not logged_in(mallory)
+    assert log_in(app, email).status_code == 403
+    assert admin.form_post(LOCK_PATH, {"email": email, "reason": "cleared",
+                                       "action": "unlock"}).status_code == 302
+    assert "Unlocked mallory@example.org" in flashed(admin)
+    assert log_in(app, email).status_code == 302
+    assert [(r.event, r.actor, r.user_id) for r in audit_rows(app)
+            if r.event.startswith("account_")] == [
+        ("account_locked", f"admin:{admin.uid}", uid),
+        ("account_unlocked", f"admin:{admin.uid}", uid)]
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"email": "nobody@example.org", "reason": "x", "action": "lock"},
+     "No account has that email. Nothing was changed."),
+    ({"email": "mallory@example.org", "reason": " ", "action": "lock"},
+     "Say why (it goes to the audit log). Nothing was changed."),
+    ({"email": "mallory@example.org", "reason": "x", "action": "delete"},
+     "Press Lock or Unlock. Nothing was changed."),
+    ({"email": "mallory@example.org", "reason": "x"}, "Press Lock or Unlock."),
+    ({"email": "mallory@example.org", "reason": "x", "action": "unlock"},
+     "mallory@example.org: the account is not locked. Nothing was changed."),
+])
+def test_the_admin_page_refuses_bad_input_and_changes_nothing(app, admin, make_user, fields,
+                                                             words):
+    make_user("mallory@example.org")
+    assert admin.form_post(LOCK_PATH, fields).status_code == 302
+    assert words in flashed(admin)
+    assert audit_rows(app, "account_locked") == audit_rows(app, "account_unlocked") == []
+    assert log_in(app, "mallory@example.org").status_code == 302
+
+
+def test_an_admin_cannot_lock_their_own_account_on_the_page(app, admin):
+    """It would shut them out of the page that unlocks it; the command line can."""
+    assert admin.form_post(LOCK_PATH, {"email": admin.email, "reason": "oops",
+                                       "action": "lock"}).status_code == 302
+    assert "You cannot lock or unlock your own account here." in flashed(admin)
+    assert audit_rows(app, "account_locked") == []
+
+
+def test_locking_on_the_page_needs_an_admin_and_the_csrf_token(app, admin, make_user, login):
+    _, email, _ = make_user("mallory@example.org")
+    member = login(make_user("member@example.org")[1])
+    fields = {"email": email, "reason": "x", "action": "lock"}
+    assert member.form_post(LOCK_PATH, fields).status_code == 403
+    assert admin.client.post(LOCK_PATH, data=fields).status_code == 400
+    assert audit_rows(app, "account_locked") == []

@@ -92,6 +92,17 @@ def test_admin_sees_pages(admin, path):
     assert admin.get(path).status_code == 200
 
 
+@pytest.mark.parametrize("path", PAGES[1:])
+def test_every_label_names_one_field(admin, path):
+    """Two forms on one page with fields of one name: a label would name the other's field
+    (the incident page's lock form did, until its fields got ids of their own)."""
+    page = admin.get(path).get_data(as_text=True)
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    labelled = re.findall(r'<label[^>]*\sfor="([^"]+)"', page)
+    assert labelled and {name: ids.count(name) for name in labelled} == dict.fromkeys(
+        labelled, 1)
+
+
 def test_admin_link_in_nav_only_for_admins(admin, member):
     assert 'href="/admin/"' in admin.get("/").get_data(as_text=True)
     assert 'href="/admin/"' not in member.get("/").get_data(as_text=True)

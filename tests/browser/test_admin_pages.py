@@ -1,15 +1,16 @@
 """The admin in a browser: a kill switch with a reason, the audit log, proxy diagnostics,
-an incident revoke that leaves the owner's printer marked "needs re-link", and revoking one
-account's printers."""
+an incident revoke that leaves the owner's printer marked "needs re-link", revoking one
+account's printers, and locking an account."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.browser.live import Printer
+from tests.browser.live import PASSWORD, Printer
 
 REASON = "Incident 42: the load balancer stopped passing X-Forwarded-For"
 
@@ -136,3 +137,31 @@ def test_revoking_one_account_lists_its_printers_first(live, open_context, admin
     boss.get_by_role("button", name="Yes, revoke 1 device(s)").click()
     expect(boss.get_by_role("status")).to_contain_text(f"Revoked 1 device(s) of {user['email']}")
     assert printer.me().status == 401
+
+
+def test_locking_an_account_logs_it_out_until_it_is_unlocked(live, open_context, admin, user):
+    owner = open_context().new_page()
+    log_in(owner, user["email"])
+    expect(owner.get_by_role("heading", name="My printers")).to_be_visible()
+
+    boss = open_context().new_page()
+    log_in(boss, admin["email"])
+    boss.goto("/admin/incident")
+    boss.get_by_label("Email of the account").fill(user["email"])
+    boss.get_by_label("Why").fill("abuse report")
+    boss.get_by_role("button", name="Lock", exact=True).click()
+    expect(boss.get_by_role("status")).to_contain_text(f"Locked {user['email']}")
+
+    owner.goto("/")
+    expect(owner).to_have_url(re.compile(r"/login"))
+    owner.get_by_label("Email").fill(user["email"])
+    owner.get_by_label("Password").fill(PASSWORD)
+    owner.get_by_role("button", name="Log in").click()
+    expect(owner.get_by_role("alert")).to_contain_text("This account is locked")
+
+    boss.get_by_label("Email of the account").fill(user["email"])
+    boss.get_by_label("Why").fill("cleared")
+    boss.get_by_role("button", name="Unlock").click()
+    expect(boss.get_by_role("status")).to_contain_text(f"Unlocked {user['email']}")
+    log_in(owner, user["email"])
+    expect(owner.get_by_role("heading", name="My printers")).to_be_visible()

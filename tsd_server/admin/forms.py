@@ -114,6 +114,17 @@ class AccountRevokeForm(FlaskForm):
     confirm = HiddenField()
 
 
+class AccountLockForm(FlaskForm):
+    """Lock an account, or unlock it (the button pressed: ``action``, read by the view)."""
+
+    # Ids of their own: the revoke form on the same page has fields of the same names.
+    email = StringField("Email of the account", id="lock-email", filters=[_strip], validators=[
+        DataRequired("Give the email of the account."), Length(max=254)])
+    reason = StringField("Why", id="lock-reason", filters=[_strip], validators=[
+        DataRequired("Say why (it goes to the audit log)."),
+        Length(max=incident.MAX_REASON)])
+
+
 class AuditFilterForm(FlaskForm):
     class Meta:
         csrf = False

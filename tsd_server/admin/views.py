@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from tsd_server import devices, incident
 from tsd_server.admin import audit_log
 from tsd_server.admin.access import admin_actor, refuse_non_admins
 from tsd_server.admin.forms import (
+    AccountLockForm,
     AccountRevokeForm,
     AuditFilterForm,
     FlagForm,
@@ -96,6 +98,7 @@ def incident_query():
         "strategy": form.strategy.data, "since": form.since.data, "until": form.until.data})
     return render_template("admin/incident.html", form=form, rows=rows, window=window,
                            revoke_form=revoke_form, account_form=AccountRevokeForm(formdata=None),
+                           lock_form=AccountLockForm(formdata=None),
                            to_revoke=[row for row in rows or [] if row.will_revoke]), status
 
 
@@ -144,4 +147,37 @@ def incident_revoke_account():
     flash(f"Revoked {len(revoked)} device(s) of {user.email}; they must be linked again. "
           "Every session of the account ended; if its password leaked, set a new one "
           f"(flask --app tsd_server set-password EMAIL). Tell {user.email} why.")
+    return redirect(url_for("admin.incident_query"))
+
+
+@bp.post("/incident/lock-account")
+def incident_lock_account():
+    """Lock or unlock one account (``accounts.lock``); never the admin's own, which would
+    shut them out of this page (the command line can)."""
+    form = AccountLockForm()
+    action = request.form.get("action")
+    if not form.validate_on_submit() or action not in ("lock", "unlock"):
+        problems = " ".join(error for errors in form.errors.values() for error in errors)
+        flash(f"{problems or 'Press Lock or Unlock.'} Nothing was changed.")
+        return redirect(url_for("admin.incident_query"))
+    user = accounts.find_user(form.email.data)
+    if user is None:
+        flash("No account has that email. Nothing was changed.")
+        return redirect(url_for("admin.incident_query"))
+    if user.id == current_user.id:
+        flash("You cannot lock or unlock your own account here. Nothing was changed.")
+        return redirect(url_for("admin.incident_query"))
+    change = accounts.lock if action == "lock" else accounts.unlock
+    try:
+        change(user, actor=admin_actor(), reason=form.reason.data)
+    except accounts.AccountError as error:
+        flash(f"{user.email}: {error}. Nothing was changed.")
+        return redirect(url_for("admin.incident_query"))
+    if action == "lock":
+        flash(f"Locked {user.email}: every session of it ended, and nobody can log in to it "
+              "until it is unlocked. Its printers keep working (revoke them above if they "
+              "must stop too).")
+    else:
+        flash(f"Unlocked {user.email}: it can log in again. If it was taken over, it needs a "
+              "new password (flask --app tsd_server set-password EMAIL).")
     return redirect(url_for("admin.incident_query"))
