@@ -357,6 +357,15 @@ def _revoke_an_account(world: World) -> None:
         Device.needs_relink.is_(True))) == 2
 
 
+@valid("admin.incident_lock_account")
+def _lock_an_account(world: World) -> None:
+    response = world.submit("admin", "POST", "/admin/incident/lock-account",
+                            email=world.accounts["user"][0], reason="fuzzing", action="lock")
+    assert response.status_code == 302
+    assert world.scalar(select(func.count()).select_from(User).where(
+        User.locked_at.is_not(None))) == 1
+
+
 @valid("admin.audit")
 def _filter_the_audit_log(world: World) -> None:
     response = world.submit("admin", "GET", "/admin/audit", event="link", **WINDOW)
