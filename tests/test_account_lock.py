@@ -113,6 +113,24 @@ def test_refusals_change_nothing(app, make_user, args, message):
     assert log_in(app, "mallory@example.org").status_code == 302
 
 
+def test_a_lock_decides_on_the_account_as_it_is_now(app, make_user):
+    """Two operators at once: the second one's view of the account was read before the
+    first lock. It is refused, and nothing is written twice."""
+    from tsd_server.auth import accounts
+    from tsd_server.extensions import db
+
+    _, email, _ = make_user("mallory@example.org")
+    with app.test_request_context():
+        read_before = accounts.find_user(email)
+        assert read_before.locked_at is None
+        assert run(app, "lock-account", email, "--reason", "first").exit_code == 0
+        with pytest.raises(accounts.AccountError, match="locked already"):
+            accounts.lock(read_before, actor="cli", reason="second")
+        db.session.remove()
+    assert [r.detail for r in audit_rows(app, "account_locked")] == [
+        "every session ended: first"]
+
+
 def test_locking_twice_is_refused_and_keeps_the_first_lock(app, make_user):
     uid, email, _ = make_user("mallory@example.org")
     assert run(app, "lock-account", email, "--reason", "first").exit_code == 0
@@ -173,6 +191,8 @@ def test_a_password_change_already_running_loses_to_the_operator(
     monkeypatch.undo()
     assert answer.status_code == 302 and "/login" in answer.location
     assert [r.actor for r in audit_rows(app, "password_changed")] == ["cli"]
+    [refused] = audit_rows(app, "password_change_failed")
+    assert (refused.actor, refused.outcome) == (f"user:{uid}", "session_ended")
     assert run(app, "unlock-account", email, "--reason", "owner verified").exit_code == 0
     assert log_in(app, email, "the thief's passphrase").status_code == 400
     assert log_in(app, email, operators).status_code == 302
@@ -189,6 +209,26 @@ def test_a_log_in_already_running_when_the_lock_commits_is_refused(
     assert answer.browser.get("/api/v1/devices").status_code == 401
     assert audit_rows(app, "login") == []
     assert [r.outcome for r in audit_rows(app, "login_failed")] == ["locked"]
+
+
+def test_a_lock_right_after_the_password_check_still_refuses_the_log_in(
+        app, make_user, monkeypatch):
+    """The lock commits after ``log_in`` read the account and before the session is made:
+    Flask-Login's ``login_user`` refuses an inactive account, and so does the page."""
+    from tsd_server.auth import views
+
+    _, email, _ = make_user("victim@example.org")
+    checked = views.log_in
+
+    def then_locked(*args):
+        user = checked(*args)
+        assert run(app, "lock-account", email, "--reason", "takeover").exit_code == 0
+        return user
+
+    monkeypatch.setattr(views, "log_in", then_locked)
+    answer = log_in(app, email)
+    assert answer.status_code == 403 and LOCKED in answer.get_data(as_text=True)
+    assert answer.browser.get("/api/v1/devices").status_code == 401
 
 
 def test_a_lock_written_by_hand_ends_the_sessions_too(app, make_user, login):
@@ -267,12 +307,18 @@ def test_the_admin_page_refuses_bad_input_and_changes_nothing(app, admin, make_u
     assert log_in(app, "mallory@example.org").status_code == 302
 
 
-def test_an_admin_cannot_lock_their_own_account_on_the_page(app, admin):
-    """It would shut them out of the page that unlocks it; the command line can."""
-    assert admin.form_post(LOCK_PATH, {"email": admin.email, "reason": "oops",
+@pytest.mark.parametrize("whom", ["self", "another admin"])
+def test_the_page_does_not_lock_administrators(app, admin, make_user, login, whom):
+    """A stolen admin cookie must not shut the other admins out (nor lock its owner out of
+    the page that unlocks); the command line can."""
+    email = admin.email if whom == "self" else make_user("ops@example.org", is_admin=True)[1]
+    other = login(email)
+    assert admin.form_post(LOCK_PATH, {"email": email.upper(), "reason": "oops",
                                        "action": "lock"}).status_code == 302
-    assert "You cannot lock or unlock your own account here." in flashed(admin)
+    assert f"{email} is an administrator: lock or unlock it on the command line" in \
+        flashed(admin)
     assert audit_rows(app, "account_locked") == []
+    assert logged_in(other)
 
 
 def test_locking_on_the_page_needs_an_admin_and_the_csrf_token(app, admin, make_user, login):

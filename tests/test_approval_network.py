@@ -2,12 +2,11 @@
 another network than the approver's (RFC 8628 §5.4, remote phishing).
 
 Someone elsewhere who sends a victim their printer's code or QR link asks from their own
-network; the victim approves from theirs. The page warns when both addresses were trusted
-(client_address) and their households differ; it never says "the same network" (strangers
-share one key behind an undeclared proxy or a carrier NAT). The audit row of the decision
-records which of the three it was: the household an untrusted or missing forwarded header
-would give is no household at all, so a forged header cannot make a stranger's printer
-count as the approver's household.
+network; the victim approves from theirs. The page warns when their households differ
+(client_address.warning_household: a forged X-Forwarded-For changes nothing, the address
+the connection came from counts), notes when the printer's cannot be checked (the other
+address family, say), and never says "the same network" (strangers share one key behind
+an undeclared proxy or a carrier NAT). The audit row of the decision records which it was.
 """
 
 from __future__ import annotations
@@ -24,9 +23,11 @@ from tests.support.pairing import (
 )
 
 OTHER_NETWORK_NOTICE = 'id="other-network-notice"'
+UNCHECKED_NOTICE = 'id="unchecked-network-notice"'
 SAME = "(the approver's household)"
 OTHER = "(another household than the approver's)"
-NOT_COMPARABLE = "(households not comparable)"
+PRINTER_UNCHECKED = "(the printer's household not comparable)"
+NOT_COMPARABLE = "(the approver's household unknown)"
 FRESH_SCAN = {"Sec-Fetch-Site": "none"}
 
 
@@ -95,15 +96,19 @@ def test_ipv6_households_compare_by_their_prefix(client, approver):
     assert OTHER_NETWORK_NOTICE in page
 
 
-def test_a_printer_on_ipv4_and_a_phone_on_ipv6_are_not_compared(app, client, approver):
-    """One dual-stack home: the printer asks over IPv4, the phone answers over IPv6. Their
+@pytest.mark.parametrize("approver_ip, printer_ip", [
+    ("2606:4700:10:1::1", "8.8.8.8"), ("1.1.1.1", "2606:4700:10:1::1")])
+def test_a_printer_on_the_other_address_family_gets_a_note(app, client, approver,
+                                                          approver_ip, printer_ip):
+    """One dual-stack home: the printer asks over IPv4, the phone answers over IPv6; their
     addresses say nothing about each other, so no warning (it would be a false one in most
-    homes, and teach people to ignore it)."""
-    _, session = approver(REMOTE_ADDR="2606:4700:10:1::1")
-    page = approval_page(session, started(client, ip="8.8.8.8"))
-    assert OTHER_NETWORK_NOTICE not in page
+    such homes). But a stranger's printer could ask over the family the victim is not on
+    to escape the warning: so a note says the network could not be checked."""
+    _, session = approver(REMOTE_ADDR=approver_ip)
+    page = approval_page(session, started(client, ip=printer_ip))
+    assert OTHER_NETWORK_NOTICE not in page and UNCHECKED_NOTICE in page
     assert decide(session, "deny").status_code == 302
-    assert decision_detail(app).endswith(NOT_COMPARABLE)
+    assert decision_detail(app).endswith(PRINTER_UNCHECKED)
 
 
 def test_the_qr_way_shows_the_comparison_too(client, approver):
@@ -114,20 +119,22 @@ def test_the_qr_way_shows_the_comparison_too(client, approver):
     assert OTHER_NETWORK_NOTICE in page
 
 
-def test_a_forged_forwarded_header_cannot_make_a_stranger_look_like_home(
-        app, client, approver):
-    """The stranger's printer names the approver's address in X-Forwarded-For; no proxy is
-    trusted, so the header is not believed and the page claims nothing."""
+@pytest.mark.parametrize("forged", ["1.1.1.1", "x", "1.1.1.1, 1.1.1.1"])
+def test_a_forged_forwarded_header_does_not_take_the_warning_away(app, client, approver,
+                                                                 forged):
+    """The stranger's printer sends X-Forwarded-For (the approver's address, or nonsense);
+    no proxy is trusted, so the header is not believed, and the address the connection
+    came from is compared: still another network."""
     app.config["BASE_URL"] = "https://print.example.org"  # else refused: base_url_unknown
     _, session = approver(REMOTE_ADDR="1.1.1.1")
     answer = started(client, environ_base={"REMOTE_ADDR": "8.8.8.8",
-                                           "HTTP_X_FORWARDED_FOR": "1.1.1.1"})
-    approval_page(session, answer)
+                                           "HTTP_X_FORWARDED_FOR": forged})
+    assert OTHER_NETWORK_NOTICE in approval_page(session, answer)
     assert decide(session, "deny").status_code == 302
-    assert decision_detail(app).endswith(NOT_COMPARABLE)
+    assert decision_detail(app).endswith(OTHER)
 
 
-def test_a_request_from_before_the_upgrade_is_not_comparable(app, client, approver):
+def test_a_request_from_before_the_upgrade_gets_the_note(app, client, approver):
     """Requests made before migration 0012 have no household kept."""
     from sqlalchemy import update
 
@@ -140,9 +147,10 @@ def test_a_request_from_before_the_upgrade_is_not_comparable(app, client, approv
         db.session.execute(update(DeviceAuthorization).values(requested_household=None))
         db.session.commit()
         db.session.remove()
-    assert OTHER_NETWORK_NOTICE not in approval_page(session, answer)
+    page = approval_page(session, answer)
+    assert OTHER_NETWORK_NOTICE not in page and UNCHECKED_NOTICE in page
     assert decide(session, "deny").status_code == 302
-    assert decision_detail(app).endswith(NOT_COMPARABLE)
+    assert decision_detail(app).endswith(PRINTER_UNCHECKED)
 
 
 class TestBehindAProxy:
@@ -172,9 +180,11 @@ class TestBehindAProxy:
     def test_a_proxy_that_stopped_passing_addresses_makes_nobody_the_same(
             self, app, client, approver):
         """The incident: every request arrives from the proxy's address. The printer and
-        the approver would share it; the audit must not count that as one household."""
+        the approver would share it; the audit must not count that as one household, and
+        the page has nothing to say (it would say it on every approval)."""
         _, session = approver(**self.via_proxy(None))
-        approval_page(session, started(client, environ_base=self.via_proxy(None)))
+        page = approval_page(session, started(client, environ_base=self.via_proxy(None)))
+        assert OTHER_NETWORK_NOTICE not in page and UNCHECKED_NOTICE not in page
         assert decide(session, "approve").status_code == 302
         assert decision_detail(app).endswith(NOT_COMPARABLE)
 
@@ -183,6 +193,26 @@ class TestBehindAProxy:
         _, session = approver(**self.via_proxy("1.1.1.1"))
         answer = started(client, environ_base={"REMOTE_ADDR": "8.8.8.8",
                                                "HTTP_X_FORWARDED_FOR": "1.1.1.1"})
-        approval_page(session, answer)
+        assert OTHER_NETWORK_NOTICE in approval_page(session, answer)
         assert decide(session, "deny").status_code == 302
-        assert decision_detail(app).endswith(NOT_COMPARABLE)
+        assert decision_detail(app).endswith(OTHER)
+
+
+class TestBehindTwoProxies:
+    """Two proxies expected (TSD_PROXY_FIX_X_FOR=2); 10.0.0.1 is trusted (both of them)."""
+
+    @pytest.fixture
+    def app_config(self):
+        return {**LOOSE_LIMITS, "TRUSTED_PROXIES": "10.0.0.1/32", "PROXY_FIX_X_FOR": 2,
+                "BASE_URL": "https://print.example.org"}
+
+    def test_a_hop_a_trusted_proxy_saw_is_compared(self, app, client, approver):
+        """The printer's request reached the trusted proxy from 8.8.8.8, which is not the
+        second proxy expected: no household for ip_match, but the address the trusted
+        proxy saw connect is compared, whatever the printer wrote before it."""
+        _, session = approver(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.1, 10.0.0.1")
+        answer = started(client, environ_base={"REMOTE_ADDR": "10.0.0.1",
+                                               "HTTP_X_FORWARDED_FOR": "1.1.1.1, 8.8.8.8"})
+        assert OTHER_NETWORK_NOTICE in approval_page(session, answer)
+        assert decide(session, "deny").status_code == 302
+        assert decision_detail(app).endswith(OTHER)

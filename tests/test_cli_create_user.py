@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import ROOT
-from tsd_server.auth.accounts import authenticate
+from tsd_server.auth.accounts import find_user
 from tsd_server.extensions import db
 from tsd_server.models import User
 
@@ -34,7 +34,7 @@ def test_create_admin_from_stdin(app):
     assert PASSWORD not in result.output  # the prompt does not echo it
     assert all_users(app) == [("admin@example.org", True)]
     with app.app_context():
-        assert authenticate("admin@example.org", PASSWORD) is not None
+        assert find_user("admin@example.org").check_password(PASSWORD)
 
 
 def test_create_plain_user_with_name(app):

@@ -216,6 +216,17 @@ def test_the_example_settings_file_does_not_start_as_it_is(instance, monkeypatch
         create_app()
 
 
+def test_one_apps_nested_setting_does_not_reach_the_next_app(instance, monkeypatch):
+    """TSD_X__KEY is written into the dict under X; the defaults' own dict must not keep
+    it (tests, and anything else making several apps in one process)."""
+    monkeypatch.setenv("TSD_RATELIMIT_STORAGE_OPTIONS__socket_timeout", "7")
+    assert create_app({"SECRET_KEY": "k" * 32}).config["RATELIMIT_STORAGE_OPTIONS"][
+        "socket_timeout"] == 7
+    monkeypatch.delenv("TSD_RATELIMIT_STORAGE_OPTIONS__socket_timeout")
+    assert "socket_timeout" not in create_app({"SECRET_KEY": "k" * 32}).config[
+        "RATELIMIT_STORAGE_OPTIONS"]
+
+
 def test_the_example_config_file_does_not_start_with_its_placeholder(instance):
     """instance/config.example.py, copied to instance/config.py with its SECRET_KEY line
     uncommented and left as it is: refused, like the environment file's placeholder."""

@@ -245,6 +245,26 @@ def household_key(address: IPAddress | None, settings: ProxySettings) -> str | N
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
+def warning_household(record: ClientAddress) -> str | None:
+    """The household to compare for a warning, never to match on (the approval page's
+    "another network", ``approvals.network_seen``).
+
+    The household when the address is trusted; and when only a forwarded header that is
+    not believed withheld it, the household of the address the connection came from (or
+    that a trusted proxy saw connect to it), which that header cannot change. So a printer
+    cannot escape the warning by sending a forged X-Forwarded-For. A proxy the server was
+    not told about then stands for all its clients: a warning may be missed, never raised
+    for a printer that is really at home. None otherwise (a trusted proxy that passed no
+    address: that address is the proxy's).
+    """
+    if record.household is not None:
+        return record.household
+    if record.ineligibility_reason != UNTRUSTED_FORWARDED_HEADER:
+        return None
+    settings = current_app.extensions["tsd.proxy_settings"]
+    return household_key(parse_ip(record.client_ip), settings)
+
+
 def is_public(address: IPAddress) -> bool:
     """Globally routable unicast: excludes private, CGNAT, documentation, multicast, reserved."""
     if not address.is_global or address.is_multicast or address.is_reserved:

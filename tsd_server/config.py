@@ -7,6 +7,7 @@ where they parse (``TSD_PROXY_FIX_X_FOR=1`` is the integer 1, ``true`` is a bool
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import secrets
@@ -186,7 +187,9 @@ class ConfigurationError(RuntimeError):
 
 def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     """Apply the layers in order and derive the settings Flask extensions read."""
-    app.config.from_mapping(DEFAULTS)
+    # A copy: from_prefixed_env writes TSD_X__KEY into the dict under X, and DEFAULTS' own
+    # dicts must not carry one app's settings into the next.
+    app.config.from_mapping(copy.deepcopy(DEFAULTS))
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("TSD")
     if overrides:

@@ -24,8 +24,8 @@ outage of the rate-limit storage becomes an outage of the site.
 
 It declares limits' Redis schemes, so importing this module (tsd_server/extensions.py
 does) makes every ``redis://``, ``rediss://`` and ``redis+unix://`` URI (and limits'
-``valkey`` ones) in the process use it. Sentinel and cluster URIs keep the library's
-storages, and redis-py's timeouts.
+``valkey`` ones) in the process use it. Sentinel and cluster URIs are refused at start-up
+(``config._check_storage_uri``).
 """
 
 from __future__ import annotations

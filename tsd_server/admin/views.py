@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user
 
 from tsd_server import devices, incident
 from tsd_server.admin import audit_log
@@ -152,8 +151,9 @@ def incident_revoke_account():
 
 @bp.post("/incident/lock-account")
 def incident_lock_account():
-    """Lock or unlock one account (``accounts.lock``); never the admin's own, which would
-    shut them out of this page (the command line can)."""
+    """Lock or unlock one account (``accounts.lock``), not an administrator's: a stolen admin
+    cookie must not shut the other admins out (nor its owner, their own); the command line
+    can."""
     form = AccountLockForm()
     action = request.form.get("action")
     if not form.validate_on_submit() or action not in ("lock", "unlock"):
@@ -164,8 +164,9 @@ def incident_lock_account():
     if user is None:
         flash("No account has that email. Nothing was changed.")
         return redirect(url_for("admin.incident_query"))
-    if user.id == current_user.id:
-        flash("You cannot lock or unlock your own account here. Nothing was changed.")
+    if user.is_admin:
+        flash(f"{user.email} is an administrator: lock or unlock it on the command line "
+              "(flask --app tsd_server lock-account EMAIL --reason ...). Nothing was changed.")
         return redirect(url_for("admin.incident_query"))
     change = accounts.lock if action == "lock" else accounts.unlock
     try:

@@ -35,6 +35,9 @@ class WrongPassword(AccountError):
     """The current password given to change it is not the account's."""
 
 
+LOCKED = "This account is locked by the server's operator. Ask them why."
+
+
 class AccountLocked(AccountError):
     """The password was right, but an operator locked the account (``lock``)."""
 
@@ -164,9 +167,11 @@ def change_password(user: User, current: str, new: str) -> None:
     if db.session.execute(_NEXT_EPOCH_FROM, {"user_id": user.id,
                                              "epoch": g.get("session_epoch")}).rowcount != 1:
         db.session.rollback()
+        audit.record_now("password_change_failed", actor=actor, outcome="session_ended",
+                         user_id=user.id, detail="the session ended while the change ran")
         raise SessionEnded("the account changed while the request ran")
     pending_links.withdraw(user, actor=actor, why="password changed")
-    user.set_password(new)  # written at the commit, after the withdrawals (see above)
+    user.set_password(new)  # written at the commit, after the withdrawals
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="every session of the account ended")
     db.session.commit()
@@ -178,7 +183,7 @@ def set_password(user: User, new: str, *, actor: str) -> None:
     or holds a session, is out. Audited and committed."""
     _check_new_password(new)
     _log_out_everywhere(user, actor=actor, why="password set by an operator")
-    user.set_password(new)  # written at the commit, after the withdrawals (see above)
+    user.set_password(new)  # written at the commit, after the withdrawals
     audit.record("password_changed", actor=actor, user_id=user.id,
                  detail="set by an operator; every session of the account ended")
     db.session.commit()
@@ -236,14 +241,9 @@ def _password_matches(user: User | None, password: str) -> bool:
     return user.check_password(password)
 
 
-def authenticate(email: str, password: str) -> User | None:
-    """The user for these credentials, or None; unknown emails take the same time."""
-    user = find_user(email)
-    return user if _password_matches(user, password) else None
-
-
 def log_in(email: str, password: str) -> User | None:
-    """``authenticate``, audited either way and committed: ``login`` for the account, or
+    """The user for these credentials, or None (unknown emails take the same time), audited
+    either way and committed: ``login`` for the account, or
     ``login_failed`` (with the account when the email has one, so a guessing campaign
     against it shows in its history; the answer is the same either way).
 
@@ -262,10 +262,14 @@ def log_in(email: str, password: str) -> User | None:
     if not user.is_active:
         audit.record("login_failed", actor="anonymous", outcome="locked", user_id=user.id)
         db.session.commit()
-        raise AccountLocked("This account is locked by the server's operator. Ask them why.")
+        raise AccountLocked(LOCKED)
     audit.record("login", actor=f"user:{user.id}", user_id=user.id)
     db.session.commit()
     return user
+
+
+_SET_LOCK = (update(User.__table__).where(User.__table__.c.id == bindparam("user_id"))
+             .values(locked_at=bindparam("locked_at")))
 
 
 def lock(user: User, *, actor: str, reason: str) -> None:
@@ -273,23 +277,34 @@ def lock(user: User, *, actor: str, reason: str) -> None:
     session ends, the links they prepared are withdrawn, and nobody logs in until
     ``unlock``. Its printers keep working (``flask incident revoke-account`` cuts them off).
     Audited (``account_locked``) and committed; AccountError if it is locked already."""
-    if user.locked_at is not None:
-        since = user.locked_at.strftime("%Y-%m-%d %H:%M UTC")
-        raise AccountError(f"the account is locked already (since {since})")
-    _log_out_everywhere(user, actor=actor, why="account locked")
-    user.locked_at = utcnow()
-    audit.record("account_locked", actor=actor, user_id=user.id,
-                 detail=f"every session ended: {reason}")
-    db.session.commit()
+    _change_lock(user, lock=True, actor=actor, reason=reason)
 
 
 def unlock(user: User, *, actor: str, reason: str) -> None:
     """Let the account log in again (its sessions stay ended). Audited (``account_unlocked``)
     and committed; AccountError if it is not locked."""
-    if user.locked_at is None:
+    _change_lock(user, lock=False, actor=actor, reason=reason)
+
+
+def _change_lock(user: User, *, lock: bool, actor: str, reason: str) -> None:
+    """One conditional UPDATE: of two operators locking (or unlocking) at once, one does it
+    and the other is told; the row's state is read as it is now, not as ``user`` was."""
+    column = User.__table__.c.locked_at
+    changed = db.session.execute(
+        _SET_LOCK.where(column.is_(None) if lock else column.is_not(None)),
+        {"user_id": user.id, "locked_at": utcnow() if lock else None}).rowcount == 1
+    if not changed:
+        db.session.rollback()  # expires ``user``: read again below, as it is now
+        if lock:
+            since = user.locked_at.strftime("%Y-%m-%d %H:%M UTC") if user.locked_at else "?"
+            raise AccountError(f"the account is locked already (since {since})")
         raise AccountError("the account is not locked")
-    user.locked_at = None
-    audit.record("account_unlocked", actor=actor, user_id=user.id, detail=reason)
+    if lock:
+        _log_out_everywhere(user, actor=actor, why="account locked")
+        audit.record("account_locked", actor=actor, user_id=user.id,
+                     detail=f"every session ended: {reason}")
+    else:
+        audit.record("account_unlocked", actor=actor, user_id=user.id, detail=reason)
     db.session.commit()
 
 

@@ -19,6 +19,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from tsd_server.api.errors import ApiError, is_api_request
 from tsd_server.auth import limits
 from tsd_server.auth.accounts import (
+    LOCKED,
     AccountError,
     AccountLocked,
     EmailTaken,
@@ -113,7 +114,9 @@ def login():
         target = safe_next(request.args.get("next"))
         # A fresh session on every login: nothing planted before it survives.
         session.clear()
-        login_user(user)
+        if not login_user(user):  # locked since log_in read the account
+            form.password.errors.append(LOCKED)
+            return render_template("auth/login.html", form=form), 403
         return redirect(target)
     status = 400 if form.errors else 200
     return render_template("auth/login.html", form=form), status

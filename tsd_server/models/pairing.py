@@ -78,9 +78,9 @@ class DeviceAuthorization(db.Model):
     model: Mapped[str | None] = mapped_column(String(80))
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     requested_from_ip: Mapped[str | None] = mapped_column(String(45))
-    # The household (client_address.household_key) it asked from; NULL when its address
-    # could not be trusted, or the request predates migration 0012. The approval page
-    # compares it with the approver's (approvals.network_seen).
+    # The household it asked from, for the approval page's warning (approvals.network_seen,
+    # client_address.warning_household); NULL when it has none, or the request predates
+    # migration 0012.
     requested_household: Mapped[str | None] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Seconds the device must wait between polls; grows by 5 on each slow_down.

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
 
-from tsd_server import audit
+from tsd_server import audit, client_address
 from tsd_server.auth import accounts
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
@@ -34,6 +34,7 @@ from tsd_server.models.pairing import APPROVED, DENIED, PENDING
 # Where the printer asked from, against where the approver is now (``network_seen``).
 SAME_NETWORK = "same_network"
 OTHER_NETWORK = "other_network"
+PRINTER_UNCHECKED = "printer_unchecked"
 NOT_COMPARABLE = "not_comparable"
 
 
@@ -193,18 +194,23 @@ def network_seen(row: DeviceAuthorization, address: ClientAddress | None) -> str
     A printer in front of the person is usually on the same home network; a request from
     another one is what a code or link sent by someone elsewhere looks like (and also what
     a phone on mobile data looks like, so the page warns and does not refuse). Households
-    are ``client_address``'s: an address that cannot be trusted has none, and then nothing
-    is claimed (``NOT_COMPARABLE``). Nor across address families: a printer on IPv4 and a
-    phone on IPv6 in one home have unrelated addresses.
+    are ``client_address.warning_household``'s.
 
-    ``SAME_NETWORK`` compares keys only, and is never shown as a reassurance: behind a
-    proxy the server was not told about, or a shared public address (carrier NAT, a
-    café), strangers share one key.
+    - ``OTHER_NETWORK``: both known, of one address family, and different: a warning.
+    - ``PRINTER_UNCHECKED``: the approver's known, the printer's not, or of the other family
+      (a printer on IPv4 and a phone on IPv6 in one home; also a stranger's printer asking
+      over the family the victim is not on, to escape the warning): a note.
+    - ``NOT_COMPARABLE``: the approver's unknown (then nobody's is, usually: a proxy that
+      passes no address): nothing, as for every approval on such a server.
+    - ``SAME_NETWORK``: nothing either. Never shown as a reassurance: behind a proxy the
+      server was not told about, or a shared public address, strangers share one key.
     """
-    approver = address.household if address is not None else None
-    printer = row.requested_household
-    if printer is None or approver is None or (":" in printer) != (":" in approver):
+    approver = client_address.warning_household(address) if address is not None else None
+    if approver is None:
         return NOT_COMPARABLE
+    printer = row.requested_household
+    if printer is None or (":" in printer) != (":" in approver):
+        return PRINTER_UNCHECKED
     return SAME_NETWORK if printer == approver else OTHER_NETWORK
 
 
@@ -214,7 +220,8 @@ def asked_from(row: DeviceAuthorization, address: ClientAddress | None) -> str:
     runbook searches)."""
     where = {SAME_NETWORK: "the approver's household",
              OTHER_NETWORK: "another household than the approver's",
-             NOT_COMPARABLE: "households not comparable"}[network_seen(row, address)]
+             PRINTER_UNCHECKED: "the printer's household not comparable",
+             NOT_COMPARABLE: "the approver's household unknown"}[network_seen(row, address)]
     return f"{row.name!r} asked from {row.requested_from_ip or 'unknown'} ({where})"
 
 

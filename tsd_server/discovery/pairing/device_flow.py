@@ -23,7 +23,7 @@ from flask import current_app
 from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from tsd_server import audit, audit_throttle, devices, single_statement
+from tsd_server import audit, audit_throttle, client_address, devices, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import ClientAddress
 from tsd_server.clock import utcnow
@@ -97,7 +97,8 @@ def start(*, device_uid: str, name: str, model: str | None,
             qr_token_hash=codes.secret_hash(qr_token) if qr_on else None,
             device_uid=device_uid, name=name, model=model, requested_at=now,
             requested_from_ip=address.client_ip if address else None,
-            requested_household=address.household if address else None,
+            requested_household=client_address.warning_household(address)
+            if address else None,
             expires_at=now + timedelta(seconds=ttl), poll_interval=interval, status=PENDING))
         audit.record("device_flow_requested", actor="device", device_uid=device_uid,
                      strategy=PAIRING_CODE if pairing_on else QR_CODE, address=address,
