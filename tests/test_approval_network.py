@@ -59,6 +59,14 @@ def decision_detail(app) -> str:
     return row.detail
 
 
+def assert_nothing_compared(app, session, answer: dict) -> None:
+    """The approver's network is unknown: the page says nothing, the audit says so."""
+    page = approval_page(session, answer)
+    assert OTHER_NETWORK_NOTICE not in page and UNCHECKED_NOTICE not in page
+    assert decide(session, "deny").status_code == 302
+    assert decision_detail(app).endswith(NOT_COMPARABLE)
+
+
 def test_the_page_names_the_account_that_approves(client, approver):
     _, session = approver(REMOTE_ADDR="1.1.1.1")
     page = approval_page(session, started(client, ip="1.1.1.1"))
@@ -183,10 +191,8 @@ class TestBehindAProxy:
         the approver would share it; the audit must not count that as one household, and
         the page has nothing to say (it would say it on every approval)."""
         _, session = approver(**self.via_proxy(None))
-        page = approval_page(session, started(client, environ_base=self.via_proxy(None)))
-        assert OTHER_NETWORK_NOTICE not in page and UNCHECKED_NOTICE not in page
-        assert decide(session, "approve").status_code == 302
-        assert decision_detail(app).endswith(NOT_COMPARABLE)
+        assert_nothing_compared(app, session, started(client,
+                                                      environ_base=self.via_proxy(None)))
 
     def test_a_client_going_round_the_proxy_cannot_claim_the_approvers_address(
             self, app, client, approver):
@@ -199,20 +205,54 @@ class TestBehindAProxy:
 
 
 class TestBehindTwoProxies:
-    """Two proxies expected (TSD_PROXY_FIX_X_FOR=2); 10.0.0.1 is trusted (both of them)."""
+    """A load balancer (10.0.0.2) in front of nginx (10.0.0.1), both trusted:
+    TSD_PROXY_FIX_X_FOR=2."""
 
     @pytest.fixture
     def app_config(self):
-        return {**LOOSE_LIMITS, "TRUSTED_PROXIES": "10.0.0.1/32", "PROXY_FIX_X_FOR": 2,
+        return {**LOOSE_LIMITS, "TRUSTED_PROXIES": "10.0.0.0/24", "PROXY_FIX_X_FOR": 2,
                 "BASE_URL": "https://print.example.org"}
 
-    def test_a_hop_a_trusted_proxy_saw_is_compared(self, app, client, approver):
-        """The printer's request reached the trusted proxy from 8.8.8.8, which is not the
-        second proxy expected: no household for ip_match, but the address the trusted
-        proxy saw connect is compared, whatever the printer wrote before it."""
-        _, session = approver(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.1, 10.0.0.1")
+    def test_the_client_addresses_the_proxies_pass_are_compared(self, client, approver):
+        _, session = approver(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.1, 10.0.0.2")
         answer = started(client, environ_base={"REMOTE_ADDR": "10.0.0.1",
-                                               "HTTP_X_FORWARDED_FOR": "1.1.1.1, 8.8.8.8"})
+                                               "HTTP_X_FORWARDED_FOR": "8.8.8.8, 10.0.0.2"})
+        assert OTHER_NETWORK_NOTICE in approval_page(session, answer)
+
+    @pytest.mark.parametrize("forwarded", ["8.8.8.8", "1.1.1.1, 8.8.8.8"])
+    def test_a_printer_going_round_the_load_balancer_is_still_warned_about(
+            self, app, client, approver, forwarded):
+        """It connects to nginx itself (writing an X-Forwarded-For of its own, or none):
+        nginx saw 8.8.8.8 connect, which is not the load balancer expected, so ip_match
+        gets no household; but 8.8.8.8 is compared, whatever the printer wrote before it."""
+        _, session = approver(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.1, 10.0.0.2")
+        answer = started(client, environ_base={"REMOTE_ADDR": "10.0.0.1",
+                                               "HTTP_X_FORWARDED_FOR": forwarded})
         assert OTHER_NETWORK_NOTICE in approval_page(session, answer)
         assert decide(session, "deny").status_code == 302
         assert decision_detail(app).endswith(OTHER)
+
+    def test_a_load_balancer_that_stopped_passing_addresses_makes_nobody_comparable(
+            self, app, client, approver):
+        """The incident with two proxies: nginx sees only the load balancer."""
+        _, session = approver(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="10.0.0.2")
+        answer = started(client, environ_base={"REMOTE_ADDR": "10.0.0.1",
+                                               "HTTP_X_FORWARDED_FOR": "10.0.0.2"})
+        assert_nothing_compared(app, session, answer)
+
+
+
+class TestATrustedProxyThatPassesNoAddress:
+    """TSD_TRUSTED_PROXIES set, TSD_PROXY_FIX_X_FOR=0 (proxy-check calls it an error): every
+    request comes from the proxy, whose address is nobody's household."""
+
+    @pytest.fixture
+    def app_config(self):
+        return {**LOOSE_LIMITS, "TRUSTED_PROXIES": "9.9.9.9/32",
+                "BASE_URL": "https://print.example.org"}
+
+    def test_nothing_is_compared(self, app, client, approver):
+        _, session = approver(REMOTE_ADDR="9.9.9.9", HTTP_X_FORWARDED_FOR="1.1.1.1")
+        answer = started(client, environ_base={"REMOTE_ADDR": "9.9.9.9",
+                                               "HTTP_X_FORWARDED_FOR": "8.8.8.8"})
+        assert_nothing_compared(app, session, answer)

@@ -249,20 +249,38 @@ def warning_household(record: ClientAddress) -> str | None:
     """The household to compare for a warning, never to match on (the approval page's
     "another network", ``approvals.network_seen``).
 
-    The household when the address is trusted; and when only a forwarded header that is
-    not believed withheld it, the household of the address the connection came from (or
-    that a trusted proxy saw connect to it), which that header cannot change. So a printer
-    cannot escape the warning by sending a forged X-Forwarded-For. A proxy the server was
-    not told about then stands for all its clients: a warning may be missed, never raised
-    for a printer that is really at home. None otherwise (a trusted proxy that passed no
-    address: that address is the proxy's).
+    The household when the address is trusted. Otherwise that of the nearest address no
+    trusted party calls a proxy (``_seen_address``): the direct peer, or the hop a trusted
+    proxy wrote for whoever connected to it. A forwarded header that is not believed, or
+    one hop fewer than ``PROXY_FIX_X_FOR`` says (a printer that went round the outer
+    proxy), changes nothing then: a printer cannot escape the warning by them. A proxy the
+    server was not told about stands for all its clients: it hides the warning, or, with
+    several outgoing addresses, may raise a false one. None when no such address is known
+    (a trusted proxy that passed none: it would be the proxy's).
     """
     if record.household is not None:
         return record.household
-    if record.ineligibility_reason != UNTRUSTED_FORWARDED_HEADER:
-        return None
     settings = current_app.extensions["tsd.proxy_settings"]
-    return household_key(parse_ip(record.client_ip), settings)
+    seen = _seen_address(record, settings)
+    return household_key(seen, settings) if seen is not None else None
+
+
+def _seen_address(record: ClientAddress, settings: ProxySettings) -> IPAddress | None:
+    """The direct peer unless it is a trusted proxy; then, if trusted proxies are said to
+    pass addresses (``PROXY_FIX_X_FOR``), the hops from the right while they are trusted
+    proxies: each hop was written by the proxy to its right, so the first that is not one
+    was seen connecting by a trusted proxy. None when the hops run out or one is not an
+    address."""
+    peer = parse_ip(record.peer_ip)
+    if peer is None or not settings.is_trusted_proxy(peer):
+        return peer
+    if settings.x_for == 0:
+        return None
+    for text in reversed(record.forwarded_for):
+        hop = parse_ip(text)
+        if hop is None or not settings.is_trusted_proxy(hop):
+            return hop
+    return None
 
 
 def is_public(address: IPAddress) -> bool:
