@@ -78,7 +78,7 @@ def test_a_printer_on_another_network_is_warned_about_and_audited(app, client, a
     _, session = approver(REMOTE_ADDR="1.1.1.1")
     page = approval_page(session, started(client, ip="8.8.8.8"))
     assert OTHER_NETWORK_NOTICE in page
-    assert "(it asked from\n  8.8.8.8; you are on 1.1.1.1)" in page
+    assert "(it asked from\n  8.8.8.8/32; you are on 1.1.1.1/32)" in page
     assert decide(session, "approve").status_code == 302  # a warning, not a refusal
     assert decision_detail(app) == f"'Voron in the garage' asked from 8.8.8.8 {OTHER}"
 
@@ -228,7 +228,9 @@ class TestBehindTwoProxies:
         _, session = approver(REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.1.1.1, 10.0.0.2")
         answer = started(client, environ_base={"REMOTE_ADDR": "10.0.0.1",
                                                "HTTP_X_FORWARDED_FOR": forwarded})
-        assert OTHER_NETWORK_NOTICE in approval_page(session, answer)
+        page = approval_page(session, answer)
+        assert OTHER_NETWORK_NOTICE in page
+        assert "(it asked from\n  8.8.8.8/32; you are on 1.1.1.1/32)" in page
         assert decide(session, "deny").status_code == 302
         assert decision_detail(app).endswith(OTHER)
 

@@ -123,7 +123,7 @@ def test_a_printer_asking_from_another_network_is_flagged_and_denied(live, page,
     notice = page.locator("#other-network-notice")
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("another network than the one you are on now")
-    expect(notice).to_contain_text("(it asked from 127.0.0.3; you are on 127.0.0.1)")
+    expect(notice).to_contain_text("(it asked from 127.0.0.3/32; you are on 127.0.0.1/32)")
     # The warning comes before the buttons it is about.
     notice_box = notice.bounding_box()
     assert notice_box["y"] < page.get_by_role("button", name="Approve").bounding_box()["y"]

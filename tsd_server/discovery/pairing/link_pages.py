@@ -83,9 +83,10 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
                                              if row else ""})
     address = client_address.for_request()
     network = approvals.network_seen(row, address) if row else None
+    approver_network = client_address.warning_household(address)
     return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
                            replaces=replaces, form=form, network=network,
-                           approver_ip=address.client_ip), status
+                           approver_network=approver_network), status
 
 
 def _switched_off(via: str, current: kill_switch.StrategyState):

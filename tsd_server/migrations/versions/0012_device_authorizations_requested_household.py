@@ -6,10 +6,10 @@ Create Date: 2026-11-30
 
 The approval page compares the network a printer asked from with the approver's own, and
 warns when they differ (RFC 8628 §5.4, remote phishing: a code or link sent by someone
-elsewhere). The printer's household is kept with its request; NULL when its address could
-not be trusted (client_address), and for requests made before this upgrade, which the page
-shows as "cannot compare". A plain ADD / DROP COLUMN on both databases: SQLite does not
-rebuild the table, so its AUTOINCREMENT counter (0008) is untouched.
+elsewhere). The printer's household is kept with its request (NULL when none is known:
+client_address.warning_household); requests made before this upgrade have none, and the
+page notes that it could not check them. A plain ADD / DROP COLUMN on both databases:
+SQLite does not rebuild the table, so its AUTOINCREMENT counter (0008) is untouched.
 """
 from alembic import op
 import sqlalchemy as sa
