@@ -6,11 +6,9 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from tsd_server import incident
 from tsd_server.auth import accounts
 from tsd_server.auth.accounts import AccountError, create_user, find_user, set_password
 from tsd_server.discovery import cli as discovery_cli
-from tsd_server.models import User
 from tsd_server.printable_text import CLI_TEXT, for_terminal
 from tsd_server.proxy_check import proxy_check_command
 
@@ -51,17 +49,6 @@ def set_password_command(email: str, password: str) -> None:
                "of the account ended, and links it had prepared were withdrawn.")
 
 
-def _account_and_reason(email: str, reason: str) -> tuple[User, str]:
-    try:
-        reason = incident.checked_reason(reason)
-    except ValueError as error:
-        raise click.UsageError(f"--reason: {error}") from None
-    user = find_user(email)
-    if user is None:
-        raise click.ClickException(f"no account has the email {for_terminal(email)!r}")
-    return user, reason
-
-
 @click.command("lock-account")
 @click.argument("email", type=CLI_TEXT)
 @click.option("--reason", required=True, type=CLI_TEXT, help="Why (kept in the audit log).")
@@ -70,7 +57,7 @@ def lock_account_command(email: str, reason: str) -> None:
     """Lock the account EMAIL: every session of it ends, the links they prepared are
     withdrawn, and nobody can log in to it until unlock-account. Its printers keep working
     (flask incident revoke-account cuts them off)."""
-    user, reason = _account_and_reason(email, reason)
+    user, reason = discovery_cli.account_and_reason(email, reason)
     try:
         accounts.lock(user, actor=discovery_cli.CLI_ACTOR, reason=reason)
     except AccountError as error:
@@ -85,7 +72,7 @@ def lock_account_command(email: str, reason: str) -> None:
 @with_appcontext
 def unlock_account_command(email: str, reason: str) -> None:
     """Let the account EMAIL log in again (after lock-account)."""
-    user, reason = _account_and_reason(email, reason)
+    user, reason = discovery_cli.account_and_reason(email, reason)
     try:
         accounts.unlock(user, actor=discovery_cli.CLI_ACTOR, reason=reason)
     except AccountError as error:

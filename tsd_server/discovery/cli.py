@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tsd_server import devices, incident
 from tsd_server.auth import accounts
 from tsd_server.discovery import kill_switch, registry
+from tsd_server.models import User
 from tsd_server.printable_text import CLI_TEXT, control_characters_marked, for_terminal
 
 CLI_ACTOR = "cli"
@@ -201,13 +202,7 @@ def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -
 def revoke_account_command(email: str, reason: str, yes: bool) -> None:
     """Revoke every printer token of the account EMAIL, mark them for re-link and end every
     session of the account (a leaked password needs ``set-password`` as well)."""
-    try:
-        reason = incident.checked_reason(reason)
-    except ValueError as error:
-        raise click.UsageError(f"--reason: {error}") from None
-    user = accounts.find_user(email)
-    if user is None:
-        raise click.ClickException(f"no account has the email {for_terminal(email)!r}")
+    user, reason = account_and_reason(email, reason)
     if not yes:
         active = devices.active_devices_of(user)
         click.echo(f"Printers of {for_terminal(user.email)} with a working token: {len(active)}")
@@ -227,6 +222,20 @@ def revoke_account_command(email: str, reason: str, yes: bool) -> None:
         click.echo(render_notices([incident.Notice(
             account_id=user.id, email=user.email, display_name=user.display_name,
             device_names=[device.name for device in revoked])]), nl=False)
+
+
+def account_and_reason(email: str, reason: str) -> tuple[User, str]:
+    """The account an operator's command names, and its checked ``--reason``: a usage error
+    (exit status 2) for the reason, exit status 1 for an unknown email, before anything
+    changes."""
+    try:
+        reason = incident.checked_reason(reason)
+    except ValueError as error:
+        raise click.UsageError(f"--reason: {error}") from None
+    user = accounts.find_user(email)
+    if user is None:
+        raise click.ClickException(f"no account has the email {for_terminal(email)!r}")
+    return user, reason
 
 
 def render(rows: list[incident.AffectedDevice], output: str, window: incident.Window) -> str:
