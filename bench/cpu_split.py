@@ -9,7 +9,8 @@ is the CPU each request cost in each process. "idle" is CPU time nobody used whi
 load ran: with two sync workers it is time both spent waiting (a commit's fsync), which a
 path pays in throughput although no process burns it.
 
-``--no-rate-limits`` runs the server with ``RATELIMIT_ENABLED=false`` to show what
+``--no-rate-limits`` runs the server with ``RATELIMIT_ENABLED=false`` (and
+``ENV=development``, without which that is refused) to show what
 Flask-Limiter's bookkeeping costs each path. Run it on a quiet machine: every process
 named ``postgres`` or ``redis-server`` is counted, whoever it serves.
 """
@@ -127,7 +128,9 @@ def run(args, settings_for) -> Path:
     with world(backend, 100) as w:
         settings = settings_for(backend, w.secret_key)
         if args.no_rate_limits:
-            settings["RATELIMIT_ENABLED"] = False
+            # Refused in production (tsd_server/config.py); ENV changes nothing else here,
+            # as the secret key is given.
+            settings.update(RATELIMIT_ENABLED=False, ENV="development")
         with bench_server.gunicorn(w.directory / "server", database_url=w.url,
                                    settings=settings) as server:
             target = measure.prepare(w, server, label)

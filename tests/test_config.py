@@ -153,6 +153,23 @@ def test_security_settings_cannot_be_weakened(instance, monkeypatch, key, weaker
     assert app.config[key] == config_module.FIXED[key]
 
 
+# "false" arrives as JSON false; "off" as text, which Flask-Limiter alone would take as true.
+@pytest.mark.parametrize("off", ["false", "off"])
+def test_rate_limits_cannot_be_switched_off_in_production(instance, monkeypatch, off):
+    """The bound on guessing pairing codes and passwords rests on the limits: a production
+    server must not start without them. A benchmark on its own machine may."""
+    monkeypatch.setenv("TSD_RATELIMIT_ENABLED", off)
+    with pytest.raises(ConfigurationError, match="TSD_RATELIMIT_ENABLED=false"):
+        create_app({"SECRET_KEY": "k" * 32})
+    with pytest.raises(ConfigurationError, match="TSD_RATELIMIT_ENABLED=false"):
+        create_app({"SECRET_KEY": "k" * 32, "RATELIMIT_ENABLED": "false"})  # instance/config.py
+    # Not create_app: Flask-Limiter keeps `enabled` on its one Limiter, which would stay off
+    # for every later app in this process.
+    app = Flask(__name__, instance_path=str(instance))
+    config_module.load_config(app, {"SECRET_KEY": "k" * 32, "ENV": "development"})
+    assert app.config["RATELIMIT_ENABLED"] is False
+
+
 def test_login_stays_required_whatever_the_environment_says(instance, monkeypatch, tmp_path):
     """Flask-Login's LOGIN_DISABLED (meant for its own tests) would turn every login check
     into a no-op; from the environment it must change nothing."""

@@ -105,6 +105,9 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_LIMIT_PER_EMAIL": "25 per hour",
     "SIGN_UP_LIMIT_PER_IP": "10 per hour",
     "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT": "10 per hour",
+    # False switches every rate limit off, and with them the bound on guessing pairing codes
+    # and passwords (docs/security.md): refused unless ENV is "development".
+    "RATELIMIT_ENABLED": True,
     # Flask-Limiter: a moving window counts exactly N in any period (a fixed window lets
     # 2N through around a window boundary, which the brute-force bound has to allow for).
     "RATELIMIT_STRATEGY": "moving-window",
@@ -221,6 +224,11 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
             f"TSD_SECRET_KEY must be at least {MIN_SECRET_KEY} characters: whoever guesses "
             "it can sign a session cookie for any account, an admin's included (the example "
             f"files' placeholders are refused too). {GENERATE_KEY}")
+    if not app.config["RATELIMIT_ENABLED"] and not _is_development(app):
+        raise ConfigurationError(
+            "TSD_RATELIMIT_ENABLED=false switches every rate limit off, and with them the "
+            "bound on guessing pairing codes and passwords (docs/security.md): it is refused "
+            "unless TSD_ENV=development (a benchmark, a machine of your own).")
 
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
