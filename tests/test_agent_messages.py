@@ -29,6 +29,10 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
      m.EXIT_INELIGIBLE, ["proxy did not pass your address"]),
     (server_error(403, "ip_match_ineligible", reason="untrusted_forwarded_header"),
      m.EXIT_INELIGIBLE, ["proxy the server trusts"]),
+    (server_error(403, "ip_match_ineligible", reason="untrusted_peer"),
+     m.EXIT_INELIGIBLE, ["came another way"]),
+    (server_error(403, "ip_match_ineligible", reason="contradictory_forwarded_headers"),
+     m.EXIT_INELIGIBLE, ["two different addresses"]),
     (server_error(403, "ip_match_ineligible", reason="household_blocked"),
      m.EXIT_INELIGIBLE, ["paused"]),
     (server_error(403, "ip_match_ineligible", reason="household_limit"),
@@ -159,3 +163,10 @@ def test_state_problems_exit_10(tmp_path, capsys):
 def test_whoami_without_a_token_exits_9(tmp_path, capsys):
     assert main(["--state", str(tmp_path / "s.json"), "whoami"]) == m.EXIT_NOT_LINKED
     assert "not linked yet" in capsys.readouterr().err
+
+
+def test_every_address_reason_of_the_server_has_words():
+    """A reason added on the server must not reach a printer's owner as a bare code."""
+    from tsd_server.client_address import REASON_MESSAGES
+
+    assert set(REASON_MESSAGES) <= set(m.INELIGIBLE_REASON_WORDS)

@@ -12,8 +12,9 @@ from collections import OrderedDict
 
 import pytest
 
-from tsd_server import client_address
+from tsd_server import proxy_warnings
 from tsd_server.client_address import (
+    CONTRADICTORY_FORWARDED_HEADERS,
     INVALID_FORWARDED_HEADER,
     MAX_HOP_LENGTH,
     MAX_RECORDED_HOPS,
@@ -21,6 +22,7 @@ from tsd_server.client_address import (
     NON_PUBLIC_ADDRESS,
     PROXY_ADDRESS,
     UNTRUSTED_FORWARDED_HEADER,
+    UNTRUSTED_PEER,
     ProxySettings,
     parse_networks,
     resolve,
@@ -74,6 +76,48 @@ CASES = {
     # The attacker at 9.9.9.9 skips the load balancer and claims to be 1.1.1.1.
     "two proxies, outer one bypassed": (TWO_PROXIES, PROXY, xff("1.1.1.1, 9.9.9.9"), "9.9.9.9",
                                         None, UNTRUSTED_FORWARDED_HEADER),
+    # A proxy is configured, so a request straight from anywhere else may stand for many
+    # clients: a load balancer whose new address nobody listed, and which stopped passing
+    # X-Forwarded-For too, would make everybody that one address.
+    "straight from a peer that is not a proxy": (ONE_PROXY, "8.8.8.8", {}, "8.8.8.8", None,
+                                                 UNTRUSTED_PEER),
+    "straight from an ipv6 peer that is not a proxy": (
+        TWO_PROXIES, "2001:4860:4860::8888", {}, "2001:4860:4860::8888", None, UNTRUSTED_PEER),
+    # The proxy writes X-Real-IP or Forwarded itself but passes the client's own
+    # X-Forwarded-For on (nginx with only X-Real-IP set; HAProxy's `option forwarded`).
+    "proxy's X-Real-IP names another client": (
+        ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_X_REAL_IP": "8.8.4.4"}, "9.9.9.9", None,
+        CONTRADICTORY_FORWARDED_HEADERS),
+    "proxy's Forwarded names another client": (
+        ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_FORWARDED": 'for="8.8.4.4:61234";proto=https'},
+        "9.9.9.9", None, CONTRADICTORY_FORWARDED_HEADERS),
+    "proxy's Forwarded names another ipv6 client": (
+        ONE_PROXY, PROXY,
+        {**xff("9.9.9.9"), "HTTP_FORWARDED": 'For="[2001:4860:4860::8844]:4711"'},
+        "9.9.9.9", None, CONTRADICTORY_FORWARDED_HEADERS),
+    "the last Forwarded element is the proxy's": (
+        ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_FORWARDED": "for=9.9.9.9, for=8.8.4.4"},
+        "9.9.9.9", None, CONTRADICTORY_FORWARDED_HEADERS),
+    "a client's own Forwarded before the proxy's agreeing one": (
+        ONE_PROXY, PROXY, {**xff("8.8.4.4, 9.9.9.9"), "HTTP_FORWARDED": "for=8.8.4.4, for=9.9.9.9"},
+        "9.9.9.9", "9.9.9.9/32", None),
+    "proxy's X-Real-IP agrees": (ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_X_REAL_IP": "9.9.9.9"},
+                                 "9.9.9.9", "9.9.9.9/32", None),
+    "X-Real-IP repeated: the last line is the proxy's": (
+        ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_X_REAL_IP": "8.8.4.4, ::ffff:9.9.9.9"},
+        "9.9.9.9", "9.9.9.9/32", None),
+    "obfuscated and unknown Forwarded nodes claim nothing": (
+        ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_FORWARDED": "for=unknown, for=_hidden"},
+        "9.9.9.9", "9.9.9.9/32", None),
+    "X-Real-IP that is no address claims nothing": (
+        ONE_PROXY, PROXY, {**xff("9.9.9.9"), "HTTP_X_REAL_IP": "client.example"},
+        "9.9.9.9", "9.9.9.9/32", None),
+    "two proxies, X-Real-IP names the outer one": (
+        TWO_PROXIES, PROXY, {**xff("9.9.9.9, " + OUTER), "HTTP_X_REAL_IP": OUTER},
+        "9.9.9.9", "9.9.9.9/32", None),
+    "two proxies, X-Real-IP names a hop the client wrote": (
+        TWO_PROXIES, PROXY, {**xff("1.1.1.1, 9.9.9.9, " + OUTER), "HTTP_X_REAL_IP": "1.1.1.1"},
+        "9.9.9.9", None, CONTRADICTORY_FORWARDED_HEADERS),
     "hop is not an address": (ONE_PROXY, PROXY, xff("not-an-ip"), None, None,
                               INVALID_FORWARDED_HEADER),
     "hop with a port": (ONE_PROXY, PROXY, xff("9.9.9.9:443"), None, None,
@@ -213,6 +257,13 @@ ENDPOINT_CASES = {
         {"REMOTE_ADDR": "8.8.8.8", "HTTP_X_FORWARDED_FOR": "9.9.9.9"},
         "8.8.8.8", None, UNTRUSTED_FORWARDED_HEADER),
     "proxy dropped the header": ({"REMOTE_ADDR": PROXY}, PROXY, None, MISSING_FORWARDED_HEADER),
+    "straight from a peer that is not the proxy": ({"REMOTE_ADDR": "8.8.8.8"}, "8.8.8.8", None,
+                                                   UNTRUSTED_PEER),
+    # nginx with `proxy_set_header X-Real-IP $remote_addr` and no X-Forwarded-For line
+    # passes a client's forged header on: the client at 8.8.4.4 claims 9.9.9.9.
+    "proxy passed the client's own header on": (
+        {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "9.9.9.9", "HTTP_X_REAL_IP": "8.8.4.4"},
+        "9.9.9.9", None, CONTRADICTORY_FORWARDED_HEADERS),
     "proxy passed garbage": ({"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": "unknown"},
                              None, None, INVALID_FORWARDED_HEADER),
     "client is the proxy": ({"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": PROXY},
@@ -243,12 +294,12 @@ def test_endpoint_in_lan_mode(client):
 
 
 def test_untrusted_peer_is_logged_once(client, caplog, monkeypatch):
-    monkeypatch.setattr(client_address, "_warned_peers", OrderedDict())
-    with caplog.at_level(logging.WARNING, logger="tsd_server.client_address"):
+    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
+    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
         for forged in ("1.1.1.1", "8.8.8.8", "1.0.0.1"):
             ask(client, REMOTE_ADDR="9.9.9.9", HTTP_X_FORWARDED_FOR=forged)
         ask(client, REMOTE_ADDR="2606:4700:4700::1111", HTTP_X_FORWARDED_FOR="1.1.1.1")
-    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.client_address"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
     assert len(warned) == 2
     assert "9.9.9.9" in warned[0] and "TSD_TRUSTED_PROXIES" in warned[0]
 
@@ -260,13 +311,44 @@ def test_an_untrusted_hop_behind_a_trusted_proxy_is_named_once_per_proxy(
     """Two proxies expected; the hop before the trusted one is not a proxy. The warning
     names that hop (the settings' gap), not the trusted peer, and a client writing a new
     hop each time gets no second line."""
-    monkeypatch.setattr(client_address, "_warned_peers", OrderedDict())
-    with caplog.at_level(logging.WARNING, logger="tsd_server.client_address"):
+    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
+    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
         for hop in ("203.0.113.7", "203.0.113.8", "203.0.113.9"):
             ask(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"1.1.1.1, {hop}")
-    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.client_address"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
     assert warned == [
         "X-Forwarded-For passed on by trusted proxy 10.0.0.1 names 203.0.113.7 where a proxy "
         "was expected (TSD_PROXY_FIX_X_FOR=2); ip_match refuses its requests. If 203.0.113.7 "
         "is a proxy of yours, add it to TSD_TRUSTED_PROXIES; otherwise a client wrote that "
         "hop, or TSD_PROXY_FIX_X_FOR counts more proxies than there are."]
+
+
+@pytest.mark.parametrize("app_config", [PROXIED], indirect=True)
+def test_a_proxy_passing_clients_headers_on_is_named_once(client, caplog, monkeypatch):
+    """The proxy's X-Real-IP gives it away; the log says which proxy and what to fix, once,
+    whatever each client forges."""
+    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
+    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
+        for forged in ("9.9.9.9", "1.1.1.1"):
+            body = ask(client, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=forged,
+                       HTTP_X_REAL_IP="8.8.4.4")
+            assert body["ip_match"]["reason"] == CONTRADICTORY_FORWARDED_HEADERS
+    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
+    assert warned == [
+        f"Trusted proxy {PROXY} passed X-Forwarded-For 9.9.9.9, but its X-Real-IP names "
+        "8.8.4.4: it passes clients' own X-Forwarded-For on instead of writing the address it "
+        "saw, so clients choose their address. ip_match refuses its requests. Make it set the "
+        "header (nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; HAProxy: "
+        "option forwardfor)."]
+
+
+@pytest.mark.parametrize("app_config", [PROXIED], indirect=True)
+def test_a_request_round_the_proxy_is_logged_once_per_peer(client, caplog, monkeypatch):
+    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
+    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
+        for peer in ("8.8.8.8", "8.8.8.8", "8.8.4.4"):
+            assert ask(client, REMOTE_ADDR=peer)["ip_match"]["reason"] == UNTRUSTED_PEER
+    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
+    assert len(warned) == 2
+    assert warned[0].startswith("A request came straight from 8.8.8.8, which is not in "
+                                "TSD_TRUSTED_PROXIES, while TSD_PROXY_FIX_X_FOR=1")

@@ -49,6 +49,10 @@ DISABLED_BY_WORDS = {
 INELIGIBLE_REASON_WORDS = {
     "untrusted_forwarded_header": "the request carried forwarded-address headers but did not "
     "come through a proxy the server trusts, so your real address is unknown",
+    "untrusted_peer": "the server expects requests through its reverse proxy, but yours came "
+    "another way, so your real address is unknown",
+    "contradictory_forwarded_headers": "the server's reverse proxy passed two different "
+    "addresses for you (the operator must fix the proxy)",
     "missing_forwarded_header": "the server's reverse proxy did not pass your address, so every "
     "client would look alike (the operator must fix the proxy)",
     "invalid_forwarded_header": "the server's proxy passed a client address that is not an IP "

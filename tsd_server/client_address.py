@@ -11,10 +11,16 @@ forwarded headers, and applies the deployment settings:
   peer must itself be a trusted proxy (a client that bypasses the outer proxy cannot choose
   its address). Anything else that carries forwarded headers is marked
   ``untrusted_forwarded_header``: the header may be forged, so the address behind it is
-  unknown.
+  unknown. With a proxy configured, a request straight from a peer that is not a trusted
+  proxy is ``untrusted_peer``: it went round the proxy, or the proxy now connects from an
+  address nobody listed -- and if that proxy also stopped passing addresses, every user
+  would be that one address.
 * A trusted proxy that sent fewer hops than configured is ``missing_forwarded_header`` -- the
   incident this server exists to prevent: a proxy that stops passing the client's address
   makes every user look like one household.
+* A trusted proxy whose own X-Real-IP or ``Forwarded`` names an address that the trusted
+  part of X-Forwarded-For does not is ``contradictory_forwarded_headers``: such a proxy
+  passes clients' own X-Forwarded-For on unchanged, so the client chose its address.
 * A resolved address that is itself a trusted proxy is ``proxy_address``; a non-global
   address is ``non_public_address`` unless LAN mode accepts it.
 
@@ -26,7 +32,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,25 +47,37 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Reason codes (DESIGN.md), in the order they are checked.
 UNTRUSTED_FORWARDED_HEADER = "untrusted_forwarded_header"
+UNTRUSTED_PEER = "untrusted_peer"
 MISSING_FORWARDED_HEADER = "missing_forwarded_header"
 INVALID_FORWARDED_HEADER = "invalid_forwarded_header"
+CONTRADICTORY_FORWARDED_HEADERS = "contradictory_forwarded_headers"
 PROXY_ADDRESS = "proxy_address"
 NON_PUBLIC_ADDRESS = "non_public_address"
+
+# The reasons that say the proxy setup, not the client, is wrong (tsd_server/proxy_warnings.py
+# logs them once per peer).
+PROXY_SETUP_REASONS = frozenset({UNTRUSTED_FORWARDED_HEADER, UNTRUSTED_PEER,
+                                 CONTRADICTORY_FORWARDED_HEADERS})
 
 REASON_MESSAGES = {
     UNTRUSTED_FORWARDED_HEADER: "The request carries forwarded headers, but it did not come "
     "from a trusted proxy, so the client's real address is unknown.",
+    UNTRUSTED_PEER: "A proxy is configured in front of this server, but the request came "
+    "straight from an address that is not a trusted proxy, so it may stand for many clients.",
     MISSING_FORWARDED_HEADER: "The request came from a trusted proxy that did not pass the "
     "client's address (X-Forwarded-For has fewer hops than configured).",
     INVALID_FORWARDED_HEADER: "The trusted proxy passed a client address that is not an IP "
     "address.",
+    CONTRADICTORY_FORWARDED_HEADERS: "The trusted proxy names a different client address in "
+    "X-Real-IP or Forwarded than in X-Forwarded-For, so neither can be trusted.",
     PROXY_ADDRESS: "The resolved client address is one of the trusted proxies.",
     NON_PUBLIC_ADDRESS: "The client address is not a public internet address (and LAN mode "
     "is off).",
 }
 
 # Headers that claim to name the client. Only X-Forwarded-For is ever believed; the others
-# count as forwarded headers so an untrusted peer sending them is flagged.
+# count as forwarded headers so an untrusted peer sending them is flagged, and from a
+# trusted proxy they are checked against it (``contradiction``).
 FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 
 # Addresses LAN mode accepts as households: RFC 1918, loopback, IPv6 unique-local.
@@ -190,9 +207,12 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
 
     if settings.x_for > 0 and settings.is_trusted_proxy(peer_address):
         client, reason = _walk_chain(peer_address, hops, settings)
+        if reason is None and contradiction(environ, hops[-settings.x_for:]) is not None:
+            reason = CONTRADICTORY_FORWARDED_HEADERS
+    elif carries_forwarded:
+        client, reason = peer_address, UNTRUSTED_FORWARDED_HEADER
     else:
-        client = peer_address
-        reason = UNTRUSTED_FORWARDED_HEADER if carries_forwarded else None
+        client, reason = peer_address, UNTRUSTED_PEER if settings.x_for > 0 else None
     if reason is None and settings.is_trusted_proxy(client):
         reason = PROXY_ADDRESS
 
@@ -230,6 +250,47 @@ def _walk_chain(
             return hop, UNTRUSTED_FORWARDED_HEADER
         client = hop
     return client, None
+
+
+def contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | None:
+    """What a trusted proxy's X-Real-IP or ``Forwarded`` says against X-Forwarded-For, or None.
+
+    Neither header is ever believed. But a proxy that writes one of them and passes the
+    client's own X-Forwarded-For on unchanged (nginx with only ``proxy_set_header X-Real-IP
+    $remote_addr``, HAProxy's ``option forwarded`` without ``option forwardfor``) gives
+    itself away: the address it wrote is not among the hops the trusted proxies vouch for
+    (the client's and theirs). Only the last value of each is compared, the one the nearest
+    proxy would have written; a value that is not an address (``unknown``, an obfuscated
+    name, a client's junk passed on) claims nothing. A client that sends a contradicting
+    header itself through a proxy that passes it on only makes itself ineligible.
+    """
+    vouched = {parse_ip(hop) for hop in vouched_hops}
+    claims = (("X-Real-IP", _last_value(environ.get("HTTP_X_REAL_IP"))),
+              ("Forwarded", _forwarded_for(environ.get("HTTP_FORWARDED"))))
+    for header, text in claims:
+        claimed = parse_ip(text)
+        if claimed is not None and claimed not in vouched:
+            return f"{header} names {claimed}"
+    return None
+
+
+def _last_value(header: str | None) -> str | None:
+    """The last of a header's comma-separated values (repeated lines arrive joined)."""
+    return header.rsplit(",", 1)[-1].strip() if header else None
+
+
+def _forwarded_for(header: str | None) -> str | None:
+    """The address in the ``for=`` of a ``Forwarded`` header's last element (RFC 7239), port
+    and brackets taken off; None without one."""
+    element = _last_value(header)
+    for pair in (element or "").split(";"):
+        name, _, value = pair.partition("=")
+        if name.strip().lower() == "for":
+            node = value.strip().strip('"')
+            if node.startswith("["):
+                return node[1:].split("]", 1)[0]
+            return node.split(":", 1)[0] if node.count(":") == 1 else node
+    return None
 
 
 def household_key(address: IPAddress | None, settings: ProxySettings) -> str | None:
@@ -303,8 +364,11 @@ def for_request() -> ClientAddress:
             settings = current_app.extensions["tsd.proxy_settings"]
             peer = request.environ.get("tsd.peer_addr", request.environ.get("REMOTE_ADDR"))
             record = resolve(peer, request.environ, settings)
-        if record.ineligibility_reason == UNTRUSTED_FORWARDED_HEADER:
-            _warn_untrusted_peer_once(record)
+        if record.ineligibility_reason in PROXY_SETUP_REASONS:
+            from tsd_server.proxy_warnings import warn_once_per_peer
+
+            warn_once_per_peer(record, request.environ,
+                               current_app.extensions["tsd.proxy_settings"])
         g._client_address = record
     return record
 
@@ -325,36 +389,3 @@ def client_ip_for_limits() -> str:
 
 
 LIMIT_PREFIX_V6 = 64
-_warned_peers: OrderedDict[str, None] = OrderedDict()
-_WARNED_PEERS_MAX = 4096
-
-
-def _warn_untrusted_peer_once(record: ClientAddress) -> None:
-    """One warning per peer (bounded memory), so a misconfigured proxy is visible in the log.
-
-    Keyed by the direct peer, never by a hop a client can write: a client sending a new
-    forged hop with each request must not get a log line for each."""
-    key = record.peer_ip or "unknown"
-    if key in _warned_peers:
-        return
-    _warned_peers[key] = None
-    if len(_warned_peers) > _WARNED_PEERS_MAX:
-        _warned_peers.popitem(last=False)
-    settings = current_app.extensions["tsd.proxy_settings"]
-    if settings.x_for > 0 and settings.is_trusted_proxy(parse_ip(record.peer_ip)):
-        # The walk up X-Forwarded-For stopped at a hop that is not a trusted proxy: that hop,
-        # not the (trusted) peer, is what the settings do not cover.
-        log.warning(
-            "X-Forwarded-For passed on by trusted proxy %s names %s where a proxy was "
-            "expected (TSD_PROXY_FIX_X_FOR=%d); ip_match refuses its requests. If %s is a "
-            "proxy of yours, add it to TSD_TRUSTED_PROXIES; otherwise a client wrote that "
-            "hop, or TSD_PROXY_FIX_X_FOR counts more proxies than there are.",
-            key, record.client_ip, settings.x_for, record.client_ip)
-        return
-    log.warning(
-        "Forwarded headers from untrusted peer %s were ignored; ip_match refuses its requests. "
-        "If %s is your reverse proxy, add it to TSD_TRUSTED_PROXIES and set "
-        "TSD_PROXY_FIX_X_FOR to the number of proxies in front of the server.",
-        key,
-        key,
-    )

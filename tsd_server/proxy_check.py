@@ -76,9 +76,11 @@ COMMON_MISTAKES = [
     "TRUSTED_PROXIES too wide (0.0.0.0/0, ::/0, or a whole provider range): anybody can "
     "connect directly and choose their address with a forged X-Forwarded-For.",
     "A proxy that passes a client's own X-Forwarded-For unchanged instead of appending to "
-    "it (such as one that writes only the standard Forwarded header, which is never read): "
-    "clients choose their address. Use $proxy_add_x_forwarded_for (nginx), Caddy's "
-    "reverse_proxy or HAProxy's 'option forwardfor', which append the real peer.",
+    "it: clients choose their address. If it writes the address it saw into X-Real-IP or "
+    "Forwarded (which are never believed), a forged header contradicts that and the "
+    "request is contradictory_forwarded_headers; otherwise it cannot be told apart. Use "
+    "$proxy_add_x_forwarded_for (nginx), Caddy's reverse_proxy or HAProxy's 'option "
+    "forwardfor', which append the real peer.",
 ]
 
 VERIFY = [

@@ -160,6 +160,36 @@ def test_a_forged_forwarded_for_is_not_believed_through_the_documented_configs(
                 assert seen["ip_match"] == {"eligible": True, "reason": None}, seen
 
 
+def test_a_proxy_passing_clients_headers_on_gives_itself_away_by_x_real_ip(
+        app, database, tmp_path):
+    """nginx set up as many tutorials show it: X-Real-IP, but no X-Forwarded-For line, so
+    a client's own X-Forwarded-For passes unchanged. Its X-Real-IP contradicts a forged
+    one: the request is refused, not believed."""
+    real = "127.0.0.2"
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=database,
+                          settings={**doc_settings(), **LAN_HOUSEHOLDS}) as backend:
+        location = nginx_location(backend.port, passes_address=False,
+                                  extra="proxy_set_header X-Real-IP $remote_addr;")
+        with servers.nginx(tmp_path / "nginx", location) as entry:
+            client = servers.http_session(real)
+
+            def seen(forged: str | None) -> dict:
+                headers = {"X-Forwarded-For": forged} if forged else {}
+                reply = client.get(entry.base_url + "/api/v1/client-address",
+                                   headers=headers, timeout=10)
+                assert reply.status_code == 200, reply.text
+                return reply.json()
+
+            for forged in ("127.0.0.3", "81.2.69.160"):
+                answer = seen(forged)
+                assert answer["household"] is None, answer
+                assert answer["ip_match"] == {
+                    "eligible": False, "reason": "contradictory_forwarded_headers"}, answer
+            assert seen(None)["ip_match"]["reason"] == "missing_forwarded_header"
+            # A header that agrees with what nginx saw is the client's true address.
+            assert seen(real)["household"] == f"{real}/32"
+
+
 def caddy_site(upstream_port: int) -> str:
     site = doc_snippet("caddy-site")
     assert "print.example.org {" in site and DOC_UPSTREAM in site
