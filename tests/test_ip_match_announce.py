@@ -263,6 +263,30 @@ def test_one_device_over_the_household_cap_hides_all_and_more_are_refused(app, w
     assert listed(ben.nearby()) == [ben_printer.device_id]
 
 
+def test_a_printer_announcing_between_the_count_and_the_list_does_not_break_the_cap(
+        app, world, monkeypatch):
+    """nearby counts the household's printers, then lists them: a fourth that begins
+    announcing in between must not be listed as the fourth of three."""
+    from tsd_server.discovery.ip_match import announcements, listing
+    from tsd_server.extensions import db
+    from tsd_server.models.ip_match import Announcement
+
+    for printer in [world.printer(HOME_A) for _ in range(3)]:
+        assert printer.announce().status == 200
+    listed_as_usual = announcements.live_in_household
+
+    def a_fourth_arrives_first(household, settings, now):
+        with db.engine.begin() as connection:
+            connection.execute(Announcement.__table__.insert().values(
+                device_uid="tsd-late-printer-0001", secret_hash="0" * 64, household=household,
+                client_ip=HOME_A, name="late", first_seen_at=now, last_seen_at=now))
+        return listed_as_usual(household, settings, now)
+
+    monkeypatch.setattr(listing.announcements, "live_in_household", a_fourth_arrives_first)
+    seen = world.person(HOME_A).nearby().json
+    assert (seen["eligible"], seen["reason"], seen["devices"]) == (False, "household_limit", [])
+
+
 def test_a_device_that_moves_household_loses_its_pending_offer(world):
     printer, anna = world.printer(HOME_A), world.person(HOME_A)
     printer.announce()

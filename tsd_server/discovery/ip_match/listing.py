@@ -22,6 +22,7 @@ from tsd_server import audit, audit_throttle
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import announcements
 from tsd_server.discovery.ip_match.eligibility import (
+    HOUSEHOLD_LIMIT,
     STRATEGY,
     UserCheck,
     check_user,
@@ -42,18 +43,24 @@ def nearby(user: User) -> dict[str, Any]:
     settings, now = current(), utcnow()
     check = check_user(user.id, settings, now)
     devices: list[dict[str, Any]] = []
+    rows = []
     if check.reason is None:
-        for row in announcements.live_in_household(check.household or "", settings, now):
-            # The row carries the offer's columns (NULL when the device has none).
-            offered = row.public_id is not None and is_live(row, now)
-            mine = offered and row.user_id == user.id
-            devices.append({
-                "device_id": row.device_uid, "name": row.name, "model": row.model,
-                "last_seen": row.last_seen_at.isoformat(),
-                "offer": ({"offer_id": row.public_id, "status": row.status,
-                           "expires_in": expires_in(row, now)} if mine else None),
-                "busy": offered and not mine,
-            })
+        rows = announcements.live_in_household(check.household or "", settings, now)
+        if len(rows) > settings.max_devices_per_household:
+            # A printer began announcing between the cap's count and this list: the cap
+            # holds for what would be shown.
+            check, rows = UserCheck(check.address, HOUSEHOLD_LIMIT), []
+    for row in rows:
+        # The row carries the offer's columns (NULL when the device has none).
+        offered = row.public_id is not None and is_live(row, now)
+        mine = offered and row.user_id == user.id
+        devices.append({
+            "device_id": row.device_uid, "name": row.name, "model": row.model,
+            "last_seen": row.last_seen_at.isoformat(),
+            "offer": ({"offer_id": row.public_id, "status": row.status,
+                       "expires_in": expires_in(row, now)} if mine else None),
+            "busy": offered and not mine,
+        })
     _audit(user, check, devices)
     return {"eligible": check.reason is None, "reason": check.reason,
             "message": message_for(check.reason), "household": check.household,
