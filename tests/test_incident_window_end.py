@@ -16,6 +16,7 @@ from sqlalchemy import select
 from tests.support import held_requests
 from tests.support.held_requests import Running, wait_until_waiting_for_a_lock
 from tests.support.pairing import (
+    FRESH_SCAN,
     decide,
     enter_code,
     issue_code,
@@ -133,7 +134,7 @@ def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, ma
     assert decide(person).status_code == 302
     code = issue_code(person)["code"]
     by_qr = started(client, device_id="printer-qr", ip="6.6.6.6")
-    assert person.get(f"/link/qr/{qr_token(by_qr)}").status_code == 200
+    assert person.get(f"/link/qr/{qr_token(by_qr)}", headers=FRESH_SCAN).status_code == 200
     assert decide(person).status_code == 302
     reached = started(client, device_id="printer-reached", ip="6.6.6.6")
     assert enter_code(stranger, reached["user_code"]).status_code == 302  # holds it
@@ -157,6 +158,33 @@ def test_a_revoke_withdraws_what_the_window_set_in_motion(app, client, clock, ma
         assert sorted(db.session.scalars(select(Device.device_uid))) == \
             ["printer-before", "printer-qr"]
 
+
+
+@pytest.mark.parametrize("decided_before_the_revoke", [False, True])
+def test_a_request_expired_by_the_revoking_hosts_clock_is_withdrawn_too(
+        app, client, clock, make_user, login, decided_before_the_revoke):
+    """The revoke runs on a host whose clock says the stranger's request expired 5 s ago;
+    the host that then decides it, and the one the printer polls, are 10 s behind. Reached
+    or approved, it must not link the printer there. Not counted: by the revoking host's
+    clock it was not usable."""
+    _, email, password = make_user("stranger@example.org")
+    stranger = login(email, password, REMOTE_ADDR="7.7.7.7")
+    since = clock()
+    reached = started(client, device_id="printer-reached", ip="6.6.6.6")
+    assert enter_code(stranger, reached["user_code"]).status_code == 302
+    if decided_before_the_revoke:
+        assert decide(stranger).status_code == 302
+    clock.advance(seconds=1)
+    until = clock()
+    clock.advance(seconds=reached["expires_in"] + 5 - 1)
+    assert _revoke(app, "pairing_code", since, until).withdrawn == 0
+    clock.advance(seconds=-10)  # the lagging host
+    if not decided_before_the_revoke:
+        assert decide(stranger).status_code != 302
+    refused = poll(client, reached["device_code"], ip="6.6.6.6")
+    assert refused.status_code == 400 and refused.get_json()["error"] == "access_denied"
+    with app.app_context():
+        assert list(db.session.scalars(select(Device.device_uid))) == []
 
 
 @pytest.mark.parametrize("before_its_switch_read", [False, True])

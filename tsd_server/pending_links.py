@@ -98,20 +98,24 @@ def _deny_reached(strategies: set[str], reached: ColumnElement[bool], *, actor: 
         ways.append(DeviceAuthorization.qr_opened_at.is_(None))
     if not ways:
         return 0
+    now = utcnow()
+    # Those expired a moment ago by this clock too, as in _withdraw: the host deciding one
+    # may be behind this one. Audited, and counted, only if still live by this clock.
     denied = db.session.execute(
         update(DeviceAuthorization)
         .where(reached, or_(*ways), DeviceAuthorization.status == PENDING,
-               DeviceAuthorization.expires_at > utcnow())
+               DeviceAuthorization.expires_at > now - CLOCK_SKEW_ALLOWANCE)
         .values(status=DENIED)
         .returning(DeviceAuthorization.bound_to_id, DeviceAuthorization.device_uid,
-                   DeviceAuthorization.qr_opened_at)
+                   DeviceAuthorization.qr_opened_at, DeviceAuthorization.expires_at)
         .execution_options(synchronize_session=False)).all()
-    for user_id, device_uid, qr_opened_at in denied:
+    live = [row for row in denied if row.expires_at > now]
+    for user_id, device_uid, qr_opened_at, _ in live:
         audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user_id,
                      device_uid=device_uid,
                      strategy=QR_STRATEGY if qr_opened_at else WEB_CODE_STRATEGY,
                      detail=f"printer's request reached, not decided yet: {why}")
-    return len(denied)
+    return len(live)
 
 
 def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[bool],
