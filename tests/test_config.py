@@ -15,7 +15,7 @@ from flask import Flask
 
 from tests.support import clean_env
 from tsd_server import config as config_module
-from tsd_server import create_app
+from tsd_server import create_app, secret_keys
 from tsd_server.config import DEFAULTS, ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -286,8 +286,7 @@ def test_development_key_race_reads_the_winner(instance, monkeypatch):
     (instance / "secret_key").write_text("w" * 64)
     monkeypatch.setattr(Path, "exists", lambda self: False)
     app = Flask("race", instance_path=str(instance))
-    app.config["ENV"] = "development"
-    assert config_module._development_secret_key(app) == "w" * 64
+    assert secret_keys._development_key(app, development=True) == "w" * 64
     assert sorted(p.name for p in instance.iterdir()) == ["secret_key"]
 
 

@@ -79,7 +79,9 @@ def test_wheel_metadata_lists_the_dependencies(wheel):
 
 
 def test_no_instance_files_are_packaged(wheel):
-    assert not [n for n in wheel.namelist() if "secret_key" in n or n.endswith(".sqlite3")]
+    """instance/ holds the development key (``secret_key``) and the SQLite file."""
+    assert not [n for n in wheel.namelist() if n.rsplit("/", 1)[-1] == "secret_key"
+                or n.endswith(".sqlite3") or n.startswith("instance/")]
 
 
 def test_instance_folder_keeps_only_examples_in_git():

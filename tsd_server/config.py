@@ -10,20 +10,24 @@ from __future__ import annotations
 import copy
 import math
 import os
-import secrets
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app
+from flask import Config, Flask, current_app
 from limits import parse_many
 from limits.storage import RedisStorage
+
+from tsd_server import setting_names
 
 DEFAULTS: dict[str, Any] = {
     # "production" requires TSD_SECRET_KEY; "development" keeps a generated key in instance/.
     "ENV": "production",
     "SECRET_KEY": None,
+    # Flask 3.1: old keys whose session cookies are still accepted while a new SECRET_KEY
+    # is rolled out (docs/production.md). Each signs sessions as well as SECRET_KEY does,
+    # so outside development each is held to the same rule (secret_keys.py).
+    "SECRET_KEY_FALLBACKS": [],
     # None means SQLite at instance/tsd.sqlite3.
     "DATABASE_URL": None,
     "MAX_CONTENT_LENGTH": 64 * 1024,
@@ -179,13 +183,21 @@ NUMBER_BOUNDS = {
 }
 
 
-# Outside development the key is given, and a short one is refused (the generated one has 64).
-MIN_SECRET_KEY = 32
-GENERATE_KEY = "Generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
-
 
 class ConfigurationError(RuntimeError):
     """The deployment settings are unusable; the message says what to change."""
+
+
+# Flask's switches for tests and debugging, not deployment settings: true from
+# instance/config.py or the environment stops start-up (parsed, so "off" is off), TESTING
+# everywhere (the test suite passes it in create_app's dict), DEBUG outside development.
+# Under gunicorn DEBUG starts no debugger (`flask run --debug` does, from FLASK_DEBUG).
+MODE_SETTINGS = {
+    "TESTING": "it counts as development and lifts the secret-key and rate-limit rules",
+    "DEBUG": "under gunicorn it sends errors past this server's answers to gunicorn's "
+             "bare 500 page and puts parser details into 400 answers; refused unless "
+             "TSD_ENV=development (to debug: flask --app tsd_server run --debug)",
+}
 
 
 def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
@@ -193,12 +205,33 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     # A copy: from_prefixed_env writes TSD_X__KEY into the dict under X, and DEFAULTS' own
     # dicts must not carry one app's settings into the next.
     app.config.from_mapping(copy.deepcopy(DEFAULTS))
-    app.config.from_pyfile("config.py", silent=True)
+    # Read on its own first, to know which names the file sets (from_pyfile keeps only
+    # upper-case names).
+    from_file = Config(app.config.root_path)
+    from_file.from_pyfile("config.py", silent=True)
+    app.config.update(from_file)
     app.config.from_prefixed_env("TSD")
+    sources = {key: f"{key} in instance/config.py" for key in from_file}
+    sources.update(setting_names.environment_keys(os.environ))  # the environment wins
+    if "DEBUG" not in sources and os.environ.get("FLASK_DEBUG"):
+        sources["DEBUG"] = "FLASK_DEBUG in the environment"  # Flask reads it into DEBUG
+    unknown = setting_names.unknown_settings(
+        {*DEFAULTS, *FIXED, *app.default_config}, from_file, os.environ)
+    if unknown:
+        raise ConfigurationError(" ".join(unknown) + " A name this server does not read "
+                                 "would be ignored without a word; see README.md, "
+                                 "Configuration, for the settings.")
+    modes = {key: parse_bool(key, app.config[key])
+             for key in MODE_SETTINGS if key in sources}
+    app.config.update(modes)
     if overrides:
         app.config.from_mapping(overrides)
     _coerce_to_default_types(app.config)
     app.config.update(FIXED)
+    for key, on in modes.items():
+        if on and (key == "TESTING" or not _is_development(app)):
+            raise ConfigurationError(f"{sources[key]} is not a deployment setting: "
+                                     f"{MODE_SETTINGS[key]}. Remove it.")
     _check_settings(app.config)
 
     if not app.config.get("DATABASE_URL"):
@@ -215,15 +248,9 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     if not isinstance(options, dict):
         raise ConfigurationError("TSD_RATELIMIT_STORAGE_OPTIONS must be a JSON object.")
     app.config["RATELIMIT_STORAGE_OPTIONS"] = {**options, "wrap_exceptions": True}
-    if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = _development_secret_key(app)
-    # TSD_SECRET_KEY=12345 parses as JSON to an int; a key is always text.
-    app.config["SECRET_KEY"] = str(app.config["SECRET_KEY"])
-    if not _is_development(app) and len(app.config["SECRET_KEY"]) < MIN_SECRET_KEY:
-        raise ConfigurationError(
-            f"TSD_SECRET_KEY must be at least {MIN_SECRET_KEY} characters: whoever guesses "
-            "it can sign a session cookie for any account, an admin's included (the example "
-            f"files' placeholders are refused too). {GENERATE_KEY}")
+    from tsd_server import secret_keys  # it raises this module's ConfigurationError
+
+    secret_keys.configure(app, development=_is_development(app))
     if not app.config["RATELIMIT_ENABLED"] and not _is_development(app):
         raise ConfigurationError(
             "TSD_RATELIMIT_ENABLED=false switches every rate limit off, and with them the "
@@ -319,39 +346,6 @@ def _check_storage_uri(uri: Any) -> None:
 
 def _is_development(app: Flask) -> bool:
     return app.config["ENV"] == "development" or app.testing
-
-
-def _development_secret_key(app: Flask) -> str:
-    """Generate once and keep in instance/ so sessions survive restarts (development only)."""
-    if not _is_development(app):
-        raise ConfigurationError(
-            "TSD_SECRET_KEY is required (set TSD_ENV=development to use a generated key kept "
-            f"in instance/). {GENERATE_KEY}"
-        )
-    path = Path(app.instance_path) / "secret_key"
-    if not path.exists():
-        _write_new_key(path)
-    key = path.read_text().strip()
-    if len(key) < MIN_SECRET_KEY:
-        raise ConfigurationError(f"{path} holds no usable key; delete it to generate a new one.")
-    return key
-
-
-def _write_new_key(path: Path) -> None:
-    """Write a fresh key atomically: several workers starting at once all end up reading
-    the one key that won, never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process won the race; its key is the one
-    finally:
-        temporary.unlink()
 
 
 def comma_list(value: Any) -> list[str]:
