@@ -31,7 +31,7 @@ from tests.support.ip_match_world import (
     World,
     layout_direct,
 )
-from tests.support.pairing import LOOSE_LIMITS, decide, shown_request
+from tests.support.pairing import FRESH_SCAN, LOOSE_LIMITS, decide, shown_request
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = "127.0.0.2"
@@ -79,7 +79,7 @@ def every_link_flow(world: World) -> dict[str, str]:
             entered = web.request("POST", "/link", data={"code": started["user_code"],
                                                           "csrf_token": person.csrf})
         else:
-            entered = web.request("GET", f"/link/qr/{qr_token}")
+            entered = web.request("GET", f"/link/qr/{qr_token}", headers=FRESH_SCAN)
         assert entered.status in (200, 302), entered.body
         shown = shown_request(web.request("GET", "/link/confirm").body)
         decided = web.request("POST", "/link/confirm", data={
@@ -94,7 +94,8 @@ def every_link_flow(world: World) -> dict[str, str]:
                      f"{way}_token": token.json["access_token"]})
 
     # What an attacker who saw a secret would try: replays and URL placements.
-    assert web.request("GET", f"/link/qr/{seen['qr_qr_token']}").status == 400
+    assert web.request("GET", f"/link/qr/{seen['qr_qr_token']}", headers=FRESH_SCAN
+                       ).status == 400
     assert device.request("POST", "/api/v1/device/token", json={
         "device_code": seen["qr_device_code"]}).json["error"] == "invalid_grant"
     assert device.request("GET", f"/api/v1/device/me?access_token={seen['pairing_token']}"
@@ -233,16 +234,16 @@ def test_a_used_qr_link_is_refused_on_replay_by_anyone(app, client, make_user, l
     (_, owner_email, password), (_, thief_email, _) = make_user(), make_user()
     owner, thief = login(owner_email, password), login(thief_email, password)
 
-    assert owner.get(link).status_code == 200
+    assert owner.get(link, headers=FRESH_SCAN).status_code == 200
     for replayer in (thief, owner):
-        assert replayer.get(link).status_code == 400
+        assert replayer.get(link, headers=FRESH_SCAN).status_code == 400
     assert thief.get("/link/confirm").status_code == 404  # nothing bound to the thief
     image = client.get("/api/v1/device/authorize/qr", environ_base=device,
                        headers={"X-Device-Code": started["device_code"]})
     assert image.status_code == 409 and image.get_json()["error"] == "qr_link_used"
 
     assert decide(owner, "approve").status_code == 302
-    assert thief.get(link).status_code == 400
+    assert thief.get(link, headers=FRESH_SCAN).status_code == 400
     assert client.post("/api/v1/device/token", environ_base=device, json={
         "device_code": started["device_code"]}).status_code == 200
     with app.app_context():

@@ -28,7 +28,7 @@ from tests.support.agent_runs import (
 )
 from tests.support.apps import another_app
 from tests.support.ip_match_world import HttpEndpoint, Person
-from tests.support.pairing import LOOSE_LIMITS, shown_request, switch
+from tests.support.pairing import FRESH_SCAN, LOOSE_LIMITS, shown_request, switch
 from tsd_agent import messages as m
 from tsd_agent.cli import main
 from tsd_agent.state import AgentState, load, save
@@ -190,7 +190,7 @@ def test_link_by_scanning_the_qr_code(mode, server, person, tmp_path):
     run.out.wait_for(WAITING_LINE)
     # The terminal drawing is the QR code of exactly that link.
     assert qr_text(url, run.out) in run.out.text
-    opened = person.endpoint.request("GET", url[len(server.base_url):])
+    opened = person.endpoint.request("GET", url[len(server.base_url):], headers=FRESH_SCAN)
     assert opened.status in (200, 302), opened.body
     approved = answer(person, "approve")
     assert approved.status == 302, approved.body

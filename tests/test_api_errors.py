@@ -18,7 +18,7 @@ from flask_login import login_required
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.pairing import qr_token, started
+from tests.support.pairing import FRESH_SCAN, qr_token, started
 from tsd_server.api.request_body import device_id_field, json_object, string_field
 from tsd_server.extensions import csrf, limiter
 
@@ -192,7 +192,7 @@ def test_unexpected_exception_on_a_qr_link_logs_its_route_not_its_token(
 
     monkeypatch.setattr(approvals, "open_qr_link", fails)
     with caplog.at_level(logging.DEBUG):
-        response = session.get("/link/qr/" + token)
+        response = session.get("/link/qr/" + token, headers=FRESH_SCAN)
     assert response.status_code == 500 and response.mimetype == "text/html"
     assert token not in response.get_data(as_text=True)
     failed = [record for record in caplog.records

@@ -387,7 +387,11 @@ def _ask_what_if(world: World) -> None:
 
 @valid("qr_web.open_qr_link")
 def _open_a_qr_link(world: World) -> None:
-    response = world.submit("user", "GET", f"/link/qr/{world.qr_token}")
+    # No Sec-Fetch-Site (as over plain http): asked first; the question's link leads on.
+    asked = world.submit("user", "GET", f"/link/qr/{world.qr_token}").get_data(as_text=True)
+    answer = re.search(r'href="[^"]*\?answer=([^"&]+)"', asked)
+    assert answer, asked
+    response = world.submit("user", "GET", f"/link/qr/{world.qr_token}", answer=answer[1])
     assert response.status_code == 200 and 'value="approve"' in response.get_data(as_text=True)
 
 

@@ -3,7 +3,8 @@
 The login form's redirect comes back same-origin, which a QR link trusts. So only a link
 this browser opened itself before logging in (scanned, typed, or this site's own question
 page) comes back to the approval page; any other QR ``next`` leads to the question
-"Did you just scan your printer's QR code?", with nothing spent or bound.
+"Did you just scan your printer's QR code?", with nothing spent or bound. Over plain http
+the browser says nothing, so a logged-out scan is asked about there, once, after logging in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import CSRF_META
-from tests.support.pairing import LOOSE_LIMITS, audit_rows, decide, poll, qr_path, started
+from tests.support.pairing import (
+    LOOSE_LIMITS,
+    audit_rows,
+    decide,
+    poll,
+    qr_path,
+    question_link,
+    started,
+)
 
 ASKS = "Did you just scan"
 APPROVAL_FORM = 'value="approve"'
@@ -79,7 +88,7 @@ def test_a_qr_link_sent_through_the_login_form_asks_first(app, client, make_user
     page = victim.get(posted.headers["Location"])
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and ASKS in html and APPROVAL_FORM not in html
-    assert f'href="{link}"' in html
+    assert f'href="{link}?answer=' in html
     assert opened_at(app, answer["device_code"]) is None
     assert decide(victim, "approve").status_code == 404
     clock.advance(seconds=5)
@@ -110,18 +119,17 @@ def test_a_disguised_qr_link_in_next_asks_first_too(app, client, make_user, disg
     assert opened_at(app, answer["device_code"]) is None
 
 
-@pytest.mark.parametrize("source", ["none", None])
 def test_scanning_while_logged_out_logs_in_and_comes_back_to_the_approval_page(
-        app, client, make_user, source):
+        app, client, make_user):
     """The journey the question must not get in the way of: a phone that is not logged in
-    scans the printer's QR code (``none``; no header on old browsers), logs in, and lands
-    on the approval page at once."""
+    scans the printer's QR code (``none``), logs in, and lands on the approval page at
+    once."""
     _, email, password = make_user()
     answer = started(client, device_id="my-printer")
     link = qr_path(answer)
     phone = Browser(app)
 
-    scanned = phone.get(link, source=source)
+    scanned = phone.get(link, source="none")
     assert scanned.status_code == 302
     login_url = scanned.headers["Location"]
     assert login_url.startswith("/login?next=")
@@ -132,6 +140,35 @@ def test_scanning_while_logged_out_logs_in_and_comes_back_to_the_approval_page(
     assert page.status_code == 200 and APPROVAL_FORM in html and ASKS not in html
     assert audit_rows(app, "qr_link_cross_site") == []
     assert decide(phone, "approve").status_code == 302
+
+
+def test_over_plain_http_a_logged_out_scan_is_asked_about_once_after_logging_in(
+        app, client, make_user, clock):
+    """No Sec-Fetch-Site anywhere (a plain-http server): the scan cannot say the person
+    started it, so it goes to the login form without a note and comes back to the
+    question, once; its link leads to the approval page, and approving links the
+    printer. Another site sending a logged-out person to the link ends the same way:
+    at the question, with nothing spent until it is answered."""
+    _, email, password = make_user()
+    answer = started(client, device_id="my-printer")
+    link = qr_path(answer)
+    phone = Browser(app)
+
+    scanned = phone.get(link, source=None)
+    assert scanned.status_code == 302 and scanned.headers["Location"].startswith("/login?next=")
+    posted = phone.log_in(scanned.headers["Location"], email, password, source=None)
+    assert posted.headers["Location"] == link + "?asked=login"
+    asked = phone.get(posted.headers["Location"], source=None)
+    html = asked.get_data(as_text=True)
+    assert asked.status_code == 200 and ASKS in html and APPROVAL_FORM not in html
+    assert opened_at(app, answer["device_code"]) is None
+    [row] = audit_rows(app, "qr_link_cross_site")
+    assert (row.device_uid, row.detail) == ("my-printer", "Sec-Fetch-Site: not sent")
+    page = phone.get(question_link(html), source=None)
+    assert page.status_code == 200 and APPROVAL_FORM in page.get_data(as_text=True)
+    assert decide(phone, "approve").status_code == 302
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).status_code == 200
 
 
 def test_a_scan_that_another_app_opened_logged_out_is_asked_about_once(app, client, make_user):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.support.pairing import (
+    FRESH_SCAN,
     LOOSE_LIMITS,
     audit_rows,
     decide,
     me,
     poll,
     qr_path,
+    question_link,
     shown_request,
     started,
     switch,
@@ -34,7 +36,7 @@ def owner(make_user, login):
 def test_opening_the_link_shows_the_approval_page_with_the_printer_code(app, client, owner):
     _, session = owner
     answer = started(client)
-    page = session.get(qr_path(answer))
+    page = session.get(qr_path(answer), headers=FRESH_SCAN)
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "Voron in the garage" in html and "in front of you" in html
@@ -45,7 +47,7 @@ def test_opening_the_link_shows_the_approval_page_with_the_printer_code(app, cli
 def test_scanning_alone_approves_nothing(app, client, owner, clock):
     _, session = owner
     answer = started(client)
-    session.get(qr_path(answer))
+    session.get(qr_path(answer), headers=FRESH_SCAN)
     clock.advance(seconds=5)
     assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
 
@@ -53,7 +55,7 @@ def test_scanning_alone_approves_nothing(app, client, owner, clock):
 def test_approve_via_qr_links_with_strategy_qr_code(app, client, owner, clock):
     uid, session = owner
     answer = started(client)
-    session.get(qr_path(answer))
+    session.get(qr_path(answer), headers=FRESH_SCAN)
     assert decide(session, "approve").status_code == 302
     clock.advance(seconds=5)
     token = poll(client, answer["device_code"])
@@ -68,12 +70,12 @@ def test_approve_via_qr_links_with_strategy_qr_code(app, client, owner, clock):
 def test_a_used_qr_link_is_refused_on_replay(app, client, owner, make_user, login):
     _, session = owner
     answer = started(client)
-    assert session.get(qr_path(answer)).status_code == 200
-    replay = session.get(qr_path(answer))
+    assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 200
+    replay = session.get(qr_path(answer), headers=FRESH_SCAN)
     assert replay.status_code == 400 and "cannot be used" in replay.get_data(as_text=True)
     _, email, password = make_user()
     stranger = login(email, password, REMOTE_ADDR="9.9.9.9")
-    assert stranger.get(qr_path(answer)).status_code == 400
+    assert stranger.get(qr_path(answer), headers=FRESH_SCAN).status_code == 400
     # The stranger's replay bound nothing: deciding approves nothing.
     assert decide(stranger, "approve").status_code == 404
     assert len(audit_rows(app, "qr_link_invalid")) == 2
@@ -81,20 +83,20 @@ def test_a_used_qr_link_is_refused_on_replay(app, client, owner, make_user, logi
 
 def test_unknown_and_malformed_qr_tokens_are_refused(app, owner):
     _, session = owner
-    assert session.get("/link/qr/" + "A" * 43).status_code == 400
-    assert session.get("/link/qr/short").status_code == 400
+    assert session.get("/link/qr/" + "A" * 43, headers=FRESH_SCAN).status_code == 400
+    assert session.get("/link/qr/short", headers=FRESH_SCAN).status_code == 400
 
 
 def test_expired_qr_link_is_refused(app, client, owner, clock):
     _, session = owner
     answer = started(client)
     clock.advance(seconds=901)
-    assert session.get(qr_path(answer)).status_code == 400
+    assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 400
 
 
 def test_qr_link_needs_login_then_returns_to_it(app, client):
     answer = started(client)
-    response = client.get(qr_path(answer))
+    response = client.get(qr_path(answer), headers=FRESH_SCAN)
     assert response.status_code == 302
     assert "/login?next=" in response.headers["Location"]
     # Not spent by the anonymous visit.
@@ -112,7 +114,7 @@ def test_qr_code_off_drops_verification_uri_complete_and_refuses_the_link(
     switch(app, "qr_code", False)
     off = started(client)
     assert "verification_uri_complete" not in off and "user_code" in off
-    page = session.get(qr_path(answer))
+    page = session.get(qr_path(answer), headers=FRESH_SCAN)
     assert page.status_code == 503
     image = client.get(QR_IMAGE, headers={"X-Device-Code": answer["device_code"]})
     assert image.status_code == 503 and image.get_json()["error"] == "strategy_disabled"
@@ -121,7 +123,8 @@ def test_qr_code_off_drops_verification_uri_complete_and_refuses_the_link(
 def test_approval_via_qr_rechecks_the_qr_switch(app, client, owner):
     _, session = owner
     answer = started(client)
-    page = session.get(qr_path(answer)).get_data(as_text=True)  # the approval page
+    # The approval page:
+    page = session.get(qr_path(answer), headers=FRESH_SCAN).get_data(as_text=True)
     switch(app, "qr_code", False)  # while it is open
     assert decide(session, "approve", shown=shown_request(page)).status_code == 503
     assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
@@ -168,7 +171,7 @@ def test_qr_image_errors(app, client, headers, query, status, error):
 def test_qr_image_of_an_opened_or_expired_link_is_refused(app, client, owner, clock):
     _, session = owner
     answer = started(client)
-    session.get(qr_path(answer))
+    session.get(qr_path(answer), headers=FRESH_SCAN)
     opened = client.get(QR_IMAGE, headers={"X-Device-Code": answer["device_code"]})
     assert opened.status_code == 409 and opened.get_json()["error"] == "qr_link_used"
     other = started(client)
@@ -226,7 +229,8 @@ def test_a_qr_link_opened_by_another_site_asks_first_and_spends_nothing(
                                                  "Sec-Fetch-Mode": "navigate"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "Did you just scan" in html
-    assert 'value="approve"' not in html and f'href="{qr_path(answer)}"' in html
+    assert "opened from another website or app" in html
+    assert 'value="approve"' not in html and f'href="{qr_path(answer)}?answer=' in html
     # Nothing bound: Approve has nothing to approve, the printer is still waiting.
     assert decide(session, "approve").status_code == 404
     clock.advance(seconds=5)
@@ -259,12 +263,97 @@ def test_opens_by_other_sites_are_audited_once_a_minute_per_address(app, client,
     assert len(audit_rows(app, "qr_link_cross_site")) == 1
 
 
-@pytest.mark.parametrize("source", ["none", "same-origin", "None ", None])
+@pytest.mark.parametrize("source", ["none", "same-origin", "None "])
 def test_a_qr_link_opened_by_the_person_or_this_site_works(app, client, owner, source):
-    """Scanned or typed (``none``), after the login redirect (``same-origin``), or from a
-    browser that sends no Fetch Metadata at all."""
+    """Scanned or typed (``none``), or after the login redirect (``same-origin``)."""
     _, session = owner
-    headers = {} if source is None else {"Sec-Fetch-Site": source}
-    page = session.get(qr_path(started(client)), headers=headers)
+    page = session.get(qr_path(started(client)), headers={"Sec-Fetch-Site": source})
     assert page.status_code == 200 and 'value="approve"' in page.get_data(as_text=True)
     assert audit_rows(app, "qr_link_cross_site") == []
+
+
+# Chromium's navigation from another site to a plain-http origin (http://192.168.1.20:5000):
+# no Sec-Fetch-* at all, whoever started it; the Referer names the other site.
+OVER_HTTP_FROM_ANOTHER_SITE = {"Referer": "http://prizes.example/win",
+                               "Upgrade-Insecure-Requests": "1"}
+
+
+def test_over_plain_http_another_sites_open_is_asked_about_and_binds_nothing(
+        app, client, owner, clock):
+    """Browsers send no Fetch Metadata to a plain-http server, so a request without it
+    cannot say who started it. Trusting its absence let another site send a logged-in
+    person on a LAN server straight to a stranger's approval page, bound to their
+    account: Approve answered 302 and the stranger's printer got a token."""
+    uid, session = owner
+    answer = started(client, device_id="stranger-printer-http")
+    page = session.get(qr_path(answer), headers=OVER_HTTP_FROM_ANOTHER_SITE)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Did you just scan" in html
+    assert "did not say whether you opened this link" in html
+    assert 'value="approve"' not in html and answer["user_code"] not in html
+    assert decide(session, "approve").status_code == 404  # nothing bound
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
+    [row] = audit_rows(app, "qr_link_cross_site")
+    assert (row.user_id, row.device_uid, row.outcome, row.detail) == (
+        uid, "stranger-printer-http", "held", "Sec-Fetch-Site: not sent")
+    assert audit_rows(app, "device_flow_opened") == []  # no binding was made
+
+
+def test_over_plain_http_the_questions_own_link_leads_on_once(app, client, owner, clock):
+    """A real scan there: one question, whose link (which the browser does not vouch for
+    either) carries a one-time value this session was shown, and leads to the approval
+    page. Used again (a reload), it asks again rather than letting through."""
+    _, session = owner
+    answer = started(client)
+    onward = question_link(session.get(qr_path(answer)).get_data(as_text=True))
+    page = session.get(onward)
+    assert page.status_code == 200 and 'value="approve"' in page.get_data(as_text=True)
+    assert decide(session, "approve").status_code == 302
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).status_code == 200
+    assert "Did you just scan" in session.get(onward).get_data(as_text=True)
+
+
+def test_the_questions_value_counts_only_in_its_session_for_its_link_without_header(
+        app, client, owner, make_user, login, clock):
+    """Another site cannot read the question page, so cannot know its value: not one from
+    its own session's question about the same link, nor one from the person's question
+    about another link, nor a made-up one. And where the browser does say another site
+    started it, even the right value does not stand in for ``same-origin``."""
+    _, session = owner
+    answer = started(client, device_id="stranger-printer-value")
+    link = qr_path(answer)
+    _, email, password = make_user()
+    attacker = login(email, password, REMOTE_ADDR="9.9.9.9")
+    theirs = question_link(attacker.get(link).get_data(as_text=True))
+    other = question_link(session.get(qr_path(started(client))).get_data(as_text=True))
+    mine = question_link(session.get(link).get_data(as_text=True))
+    tries = [(theirs, OVER_HTTP_FROM_ANOTHER_SITE),
+             (link + "?" + other.split("?", 1)[1], OVER_HTTP_FROM_ANOTHER_SITE),
+             (link + "?answer=guess", OVER_HTTP_FROM_ANOTHER_SITE),
+             (mine, {"Sec-Fetch-Site": "cross-site"})]
+    for path, headers in tries:
+        page = session.get(path, headers=headers)
+        assert "Did you just scan" in page.get_data(as_text=True), path
+    assert decide(session, "approve").status_code == 404
+    clock.advance(seconds=5)
+    assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
+
+
+def test_over_plain_http_a_logged_out_open_goes_to_the_login_form_noting_nothing(app, client):
+    """Logged out, a request that does not say goes to log in first, spends nothing and is
+    not noted as the person's own open: the login form then leads to the question
+    (tests/test_qr_link_after_login.py)."""
+    from tsd_server.discovery.pairing.web import OPENED_LOGGED_OUT_KEY
+
+    answer = started(client)
+    response = client.get(qr_path(answer), headers=OVER_HTTP_FROM_ANOTHER_SITE)
+    assert response.status_code == 302 and "/login?next=" in response.headers["Location"]
+    with client.session_transaction() as cookie:
+        assert OPENED_LOGGED_OUT_KEY not in cookie
+    from tsd_server.extensions import db
+    from tsd_server.models import DeviceAuthorization
+
+    with app.app_context():
+        assert db.session.query(DeviceAuthorization).one().qr_opened_at is None

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from tests.support.pairing import LOOSE_LIMITS, authorize, switch
+from tests.support.pairing import FRESH_SCAN, LOOSE_LIMITS, authorize, switch
 
 SAFE_REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin",
                           "strict-origin-when-cross-origin"}
@@ -144,7 +144,11 @@ def test_pages_that_show_codes_are_not_cached(app, world):
     assert code_page.status_code == 200 and "data-pairing-code" in code_page.get_data(
         as_text=True)
     check_page(code_page, "POST /printers/add/code")
-    qr_page = session.get(f"/link/qr/{world['args']['token']}")
+    # The question a QR link asks first (its link holds a one-time value), then a scan.
+    asked = session.get(f"/link/qr/{world['args']['token']}")
+    assert asked.status_code == 200 and "Did you just scan" in asked.get_data(as_text=True)
+    check_page(asked, "/link/qr/<token> (asked first)")
+    qr_page = session.get(f"/link/qr/{world['args']['token']}", headers=FRESH_SCAN)
     assert qr_page.status_code == 200 and "Approve" in qr_page.get_data(as_text=True)
     check_page(qr_page, "/link/qr/<token>")
     confirm = session.get("/link/confirm")

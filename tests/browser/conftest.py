@@ -9,6 +9,7 @@ page broke the Content-Security-Policy or threw a JavaScript error.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,45 @@ def browser() -> Iterator[Any]:
 def live(database: str) -> Iterator[LiveApp]:
     with live_app(database) as running:
         yield running
+
+
+def lan_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, or None. Browsers send Fetch
+    Metadata only to potentially trustworthy origins: http://127.0.0.1 is one, http to
+    this address is not, as for a server on a LAN (http://192.168.1.20:5000)."""
+    candidates = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP: picks the address a route would use
+            candidates.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    try:
+        candidates += [info[4][0] for info in socket.getaddrinfo(
+            socket.gethostname(), None, socket.AF_INET)]
+    except OSError:
+        pass
+    for address in candidates:
+        if not address.startswith("127.") and address != "0.0.0.0":
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((address, 0))
+            except OSError:
+                continue
+            return address
+    return None
+
+
+@pytest.fixture(scope="module")
+def over_http(live: LiveApp) -> Iterator[str]:
+    """The live app served a second time, at a non-loopback address of this machine: plain
+    http that chromium does not count as potentially trustworthy. Its base URL."""
+    address = lan_address()
+    if address is None:
+        skip_loudly("this machine has no IPv4 address but loopback: the plain-http browser "
+                    "tests are SKIPPED")
+    with serving(live.app, address) as base_url:
+        yield base_url
 
 
 @pytest.fixture(params=list(ORIGINS))
@@ -115,9 +155,9 @@ def page(open_context):
     return open_context().new_page()
 
 
-def log_in(page: Any, email: str, password: str = PASSWORD) -> None:
-    """Through the login form, as a person would."""
-    page.goto("/login")
+def log_in(page: Any, email: str, password: str = PASSWORD, base_url: str = "") -> None:
+    """Through the login form, as a person would (of ``base_url``'s server, if given)."""
+    page.goto(base_url + "/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()

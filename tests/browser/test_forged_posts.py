@@ -9,10 +9,18 @@ Each attack is also tried as the real page's button, to show the action would ha
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.browser.live import OtherSite, Printer, double_click_game, forged_form_page
+from tests.browser.live import (
+    OtherSite,
+    Printer,
+    double_click_game,
+    forged_form_page,
+    serving,
+)
 
 # What a QR link opened by another site shows instead of the approval page.
 ASKED_FIRST = "Did you just scan your printer's QR code?"
@@ -147,6 +155,46 @@ def test_a_double_click_on_another_site_cannot_approve_a_strangers_printer(
         "authorization_pending", "slow_down")
     assert live.devices_of(user["id"]) == []
     # The page's own link is reported same-origin: a person who did scan goes on from here.
+    page.get_by_role("link", name="Yes, I scanned it: continue").click()
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+
+
+def test_over_plain_http_another_sites_qr_link_is_asked_about(live, page, user, over_http):
+    """Chromium sends no Sec-Fetch-Site at all to a plain-http server that is not loopback
+    (a LAN address, as self-hosters run it): the open cannot say who started it, so the
+    person is asked first, and nothing is bound. Once this let another site send a
+    logged-in person straight to a stranger's approval page."""
+    from sqlalchemy import select
+
+    from tsd_server.models import AuditEvent
+
+    theirs = Printer(over_http, "Office printer", source=urlsplit(over_http).hostname)
+    started = theirs.authorize()
+    link = started["verification_uri_complete"]
+    assert link.startswith(over_http + "/link/qr/")
+    other_site = OtherSite()
+    other_site.pages["/qr"] = f'<!doctype html><script>location.href = "{link}";</script>'
+    sent = []
+    page.on("request", lambda r: sent.append(r.all_headers()) if r.url == link else None)
+    log_in(page, user["email"], base_url=over_http)
+    with serving(other_site, "127.0.0.2") as other_base:
+        page.goto(other_base + "/qr")
+        page.wait_for_url(link)
+    expect(page.get_by_role("heading", name=ASKED_FIRST)).to_be_visible()
+    expect(page.get_by_text("did not say whether you opened this link")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    # The real browser's proof: a navigation from another site, and no Fetch Metadata.
+    assert sent and sent[0].get("referer", "").startswith(other_base)
+    assert not [name for name in sent[0] if name.startswith("sec-fetch-")], sent[0]
+    assert theirs.poll(started["device_code"]).json["error"] in (
+        "authorization_pending", "slow_down")
+    assert live.devices_of(user["id"]) == []
+    with live.db() as session:
+        details = session.scalars(select(AuditEvent.detail).where(
+            AuditEvent.event == "qr_link_cross_site",
+            AuditEvent.device_uid == theirs.device_id)).all()
+    assert details == ["Sec-Fetch-Site: not sent"]
+    # The question's own link (no header either: it carries a one-time value) leads on.
     page.get_by_role("link", name="Yes, I scanned it: continue").click()
     expect(page.get_by_role("button", name="Approve")).to_be_visible()
 

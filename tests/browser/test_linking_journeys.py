@@ -187,6 +187,39 @@ def test_a_qr_link_sent_through_the_login_form_asks_first(live, open_context, us
     assert live.devices_of(user["id"]) == []
 
 
+def test_over_plain_http_a_qr_scan_is_asked_about_once_and_links(live, open_context, user,
+                                                                 over_http):
+    """A LAN server over plain http (the README's QR walkthrough): chromium sends it no
+    Fetch Metadata, so a scan cannot say the person started it. A phone that is not logged
+    in logs in and is asked once, "Did you just scan...?"; its answer leads to the
+    approval page (no loop back to the question), and approving links the printer."""
+    address = urlsplit(over_http).hostname
+    printer = Printer(over_http, name="Prusa on the LAN", source=address)
+    started = printer.authorize()
+    link = started["verification_uri_complete"]
+    assert link.startswith(over_http + "/link/qr/")
+    phone = open_context(phone=True).new_page()
+    sent = []
+    phone.on("request", lambda r: sent.append(r.all_headers()) if r.url == link else None)
+
+    phone.goto(link)  # the scan
+    assert sent and not [name for name in sent[0] if name.startswith("sec-fetch-")]
+    expect(phone).to_have_url(re.compile(r"/login\?next="))
+    phone.get_by_label("Email").fill(user["email"])
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Log in").tap()
+    expect(phone.get_by_role("heading", name=ASKED_FIRST)).to_be_visible()
+    assert printer.poll(started["device_code"]).json["error"] in (GRANT_PENDING, "slow_down")
+    phone.get_by_role("link", name="Yes, I scanned it: continue").tap()
+    expect(phone.get_by_role("heading", name="Link this printer to your account?")).to_be_visible()
+    expect(phone.locator("dd.code")).to_have_text(started["user_code"])
+    phone.get_by_role("button", name="Approve").tap()
+    phone.wait_for_url(over_http + "/")
+    expect(phone.get_by_role("status")).to_contain_text("Approved.")
+    assert printer.poll(started["device_code"]).status == 200
+    assert [d.device_uid for d in live.devices_of(user["id"])] == [printer.device_id]
+
+
 def fits_the_screen(page) -> bool:
     """No sideways scrolling: the page is no wider than the viewport."""
     return page.evaluate(

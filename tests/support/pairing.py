@@ -20,6 +20,9 @@ DEVICE_IP = "8.8.8.8"
 USER_IP = "1.1.1.1"
 CODE_FORMAT = re.compile(r"^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$")
 TOKEN_PATH = "/api/v1/device/token"
+# A scan: the browser says the person started the navigation. Without the header a QR
+# link asks "Did you just scan...?" first, as when another site opened it (fetch_metadata).
+FRESH_SCAN = {"Sec-Fetch-Site": "none"}
 
 
 def device_env(ip: str = DEVICE_IP) -> dict:
@@ -93,6 +96,19 @@ def decide(session, decision: str = "approve", *, shown: str | None = None):
     if shown is None:
         shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
     return session.form_post("/link/confirm", {"decision": decision, "authorization": shown})
+
+
+# The link on from the question page ("Yes, I scanned it: continue"), with its one-time value.
+QUESTION_LINK = re.compile(r'href="(/link/qr/[^"?]+\?answer=[^"]+)"')
+
+
+def question_link(html: str) -> str:
+    """Where the question page's "Yes, I scanned it" leads (its href, unescaped)."""
+    from html import unescape
+
+    found = QUESTION_LINK.search(html)
+    assert found, "no question page link in the page"
+    return unescape(found.group(1))
 
 
 def me(client, token: str):

@@ -8,6 +8,8 @@ page (``link_pages``); nothing is approved by typing a code or opening a link al
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -44,6 +46,11 @@ qr_web_bp = Blueprint("qr_web", __name__)
 OPENED_LOGGED_OUT_KEY = "tsd_qr_opened_logged_out"
 # ``/link/qr/<token>?asked=login``: the login form's way to the question page.
 ASK_PARAM, ASK_AFTER_LOGIN = "asked", "login"
+# ``/link/qr/<token>?answer=<value>``: the question page's own link. A browser that sends
+# no Sec-Fetch-Site (any browser, to a plain-http server) does not vouch for that click
+# either, so the link carries a one-time value that only this session was shown; the
+# session keeps it with the link's hash (``_answer_url``, ``_answered_on_question_page``).
+ANSWER_PARAM, ANSWER_KEY = "answer", "tsd_qr_answer"
 
 CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, already used or "
                   "expired. Check the printer's screen and try again.")
@@ -129,18 +136,54 @@ def _asked_first_when_opened_elsewhere(view: Callable[[str], Any]) -> Callable[[
 
     A link opened while logged out by the person or this site (and so not asked about) is
     noted in the session, so that the login form can send the person back to that link,
-    and only that one, without asking (``after_login``)."""
+    and only that one, without asking (``after_login``).
+
+    A request without ``Sec-Fetch-Site`` cannot say who started it (``fetch_metadata``):
+    it is asked about like another site's, unless it is the question page's own link
+    (``ANSWER_PARAM``). Logged out, it goes to the login form first, noting nothing, so
+    that the form leads to the question (``after_login``): asked once, after logging in,
+    rather than before and again after (the redirect back does not say either)."""
     @wraps(view)
     def checked(token: str):
         source = fetch_metadata.started_elsewhere(request.headers)
+        if source == fetch_metadata.NOT_SENT:
+            if _answered_on_question_page(token):
+                source = None
+            elif not current_user.is_authenticated:
+                return current_app.login_manager.unauthorized()
         if source is not None:
-            return _opened_by_another_site(token, f"Sec-Fetch-Site: {source}")
+            return _opened_by_another_site(token, f"Sec-Fetch-Site: {source}",
+                                           elsewhere=source != fetch_metadata.NOT_SENT)
         if request.args.get(ASK_PARAM) == ASK_AFTER_LOGIN:
-            return _opened_by_another_site(token, "opened through the login form")
+            return _opened_by_another_site(token, "opened through the login form",
+                                           elsewhere=True)
         if not current_user.is_authenticated:
             session[OPENED_LOGGED_OUT_KEY] = codes.secret_hash(token)
         return view(token)
     return checked
+
+
+def _answer_url(token: str) -> str:
+    """The question page's link on to ``token``'s QR link, with a fresh one-time value
+    that this session keeps (the last question asked is the one that can be answered)."""
+    value = secrets.token_urlsafe(16)
+    session[ANSWER_KEY] = [codes.secret_hash(token), value]
+    return url_for("qr_web.open_qr_link", token=token, **{ANSWER_PARAM: value})
+
+
+def _answered_on_question_page(token: str) -> bool:
+    """Whether this request is the link of the question page this session was last shown,
+    for this QR link. Spends the value: another site cannot read the page, so cannot know
+    it, and a reload or a second use is asked about again."""
+    given = request.args.get(ANSWER_PARAM)
+    if not given:
+        return False
+    noted = session.pop(ANSWER_KEY, None)
+    if not (isinstance(noted, list) and len(noted) == 2
+            and all(isinstance(part, str) for part in noted)):
+        return False
+    return codes.secret_matches(noted[0], token) and hmac.compare_digest(
+        noted[1].encode(), given.encode())
 
 
 def after_login(target: str) -> str:
@@ -155,7 +198,8 @@ def after_login(target: str) -> str:
     who scans a QR code on a phone that is not logged in yet, the usual first scan; the
     browser already told us, on the link's first open, that the person started it. That
     note lives in the session, which the login form reads here, before it starts a fresh
-    session: were the note lost, the person is asked, never let through.
+    session: were the note lost, the person is asked, never let through. A browser that
+    did not say (no ``Sec-Fetch-Site``: plain http) leaves no note, so it is asked here.
     """
     token = _qr_link_token(target)
     if token is None:
@@ -224,11 +268,13 @@ def open_qr_link(token: str):
     return link_pages.render_confirm(row, user_code=user_code)
 
 
-def _opened_by_another_site(token: str, detail: str):
+def _opened_by_another_site(token: str, detail: str, *, elsewhere: bool = False):
     """A QR link that another site or app opened, or reached through the login form without
-    this browser opening it first (``after_login``): nothing spent or bound, and a page that
-    asks whether the person scanned it, with a link back here that the browser then reports
-    as same-origin. Some browsers (Firefox) report a camera app's link as cross-site too.
+    this browser opening it first (``after_login``), both ``elsewhere``; or that a browser
+    opened without saying who started it: nothing spent or bound, and a page that asks
+    whether the person scanned it, with a link back here that the browser then reports as
+    same-origin or, where it reports nothing, that carries a one-time value
+    (``_answer_url``). Some browsers (Firefox) report a camera app's link as cross-site too.
     Audited at most once a minute per address, with the printer it named: no limit or
     login has run yet."""
     if audit_throttle.first_this_minute("qr_link_cross_site", address_key()):
@@ -238,5 +284,5 @@ def _opened_by_another_site(token: str, detail: str):
                          strategy=device_flow.QR_CODE,
                          device_uid=target.device_uid if target is not None else None,
                          detail=detail)
-    return render_template("pairing/qr_from_elsewhere.html",
-                           continue_url=url_for("qr_web.open_qr_link", token=token))
+    return render_template("pairing/qr_from_elsewhere.html", continue_url=_answer_url(token),
+                           elsewhere=elsewhere)
