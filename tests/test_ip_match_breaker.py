@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.support import ip_match_fixtures
@@ -54,6 +55,30 @@ def test_more_accounts_than_allowed_block_the_household(app, world):
     other_printer.announce()
     assert listed(other.nearby()) == [other_printer.device_id]
     assert ip_match_state(app).enabled
+
+
+@pytest.mark.parametrize("elsewhere", ["cross-site", "same-site"])
+def test_people_another_site_sends_to_nearby_are_not_counted(world, elsewhere):
+    """A site that sends four people of one office to "Printers near you" (a link or a
+    redirect: their session cookie comes along) must not block the office. And a request
+    that says it came from elsewhere sees nothing, so nobody can look uncounted by saying so.
+    """
+    printer = world.printer(HOMES[0])
+    printer.announce()
+    sent_here = {"Sec-Fetch-Site": elsewhere}
+    for person in [world.person(HOMES[0]) for _ in range(4)]:
+        for path in ("/printers/nearby", "/api/v1/discovery/nearby"):
+            reply = person.endpoint.request("GET", path, headers=sent_here)
+            assert reply.status == 200 and "opened_from_another_site" in str(reply.body)
+            assert printer.device_id not in str(reply.body)
+        assert person.endpoint.request("GET", "/printers/nearby", headers={
+            "Sec-Fetch-Site": elsewhere}).body.count('data-looked="no"') == 1
+    assert world.audit_events("breaker_trip") == []
+    looking = world.person(HOMES[0])
+    assert listed(looking.nearby()) == [printer.device_id]  # counted: the 1st of 3
+    page = looking.endpoint.request("GET", "/printers/nearby",
+                                    headers={"Sec-Fetch-Site": "same-origin"})
+    assert printer.device_id in page.body and 'data-looked="yes"' in page.body
 
 
 def test_link_and_confirm_count_as_looking_too(world):

@@ -77,6 +77,9 @@
 
   // The "use Refresh" note is for browsers where this script does not run.
   document.querySelectorAll("[data-without-script]").forEach((note) => { note.hidden = true; });
+  // Opened from another site: the page did not look, and neither does this script (it
+  // would count this account towards the household's limits); Refresh looks.
+  if (section.dataset.looked === "no") return;
   const seconds = Math.max(2, Number(section.dataset.poll) || 5);
   setInterval(refresh, seconds * 1000);
 })();

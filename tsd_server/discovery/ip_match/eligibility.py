@@ -24,6 +24,7 @@ STRATEGY = "ip_match"
 HOUSEHOLD_BLOCKED = "household_blocked"
 HOUSEHOLD_LIMIT = "household_limit"
 HOUSEHOLD_CHANGED = "household_changed"
+OPENED_FROM_ANOTHER_SITE = "opened_from_another_site"
 STRATEGY_DISABLED = "strategy_disabled"
 
 REASON_MESSAGES = {
@@ -35,6 +36,9 @@ REASON_MESSAGES = {
     HOUSEHOLD_CHANGED: "This request comes from another internet connection than the one "
     "the link started from. Start again from 'Printers near you'.",
     STRATEGY_DISABLED: "Linking by ip_match is switched off on this server.",
+    OPENED_FROM_ANOTHER_SITE: "Another site sent you here, so this page has not looked for "
+    "printers: looking counts towards this internet connection's limits. Use Refresh to "
+    "look.",
 }
 
 

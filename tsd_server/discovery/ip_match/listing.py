@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from flask import session
+from flask import request, session
 
-from tsd_server import audit, audit_throttle
+from tsd_server import audit, audit_throttle, client_address, fetch_metadata
 from tsd_server.clock import utcnow
 from tsd_server.discovery.ip_match import announcements
 from tsd_server.discovery.ip_match.eligibility import (
     HOUSEHOLD_LIMIT,
+    OPENED_FROM_ANOTHER_SITE,
     STRATEGY,
     UserCheck,
     check_user,
@@ -39,9 +40,20 @@ THROTTLE_KIND = "tsd-audit-nearby"
 
 
 def nearby(user: User) -> dict[str, Any]:
-    """What the user may see: eligibility, and the live devices of their household."""
+    """What the user may see: eligibility, and the live devices of their household.
+
+    Not when the browser says another site started the request (a link or a redirect: the
+    session cookie comes along on a top-level GET): looking counts the account towards
+    the household breaker, so any site could otherwise block a network (an office's) for
+    everyone by sending a few of its people here. Nothing is looked up, counted or listed
+    then, for anyone who sends that header, so it cannot be used to look uncounted. A
+    browser that sends no header (any browser, to a plain-http server) is still counted.
+    """
     settings, now = current(), utcnow()
-    check = check_user(user.id, settings, now)
+    if fetch_metadata.started_elsewhere(request.headers) in (None, fetch_metadata.NOT_SENT):
+        check = check_user(user.id, settings, now)
+    else:
+        check = UserCheck(client_address.for_request(), OPENED_FROM_ANOTHER_SITE)
     devices: list[dict[str, Any]] = []
     rows = []
     if check.reason is None:
