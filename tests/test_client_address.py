@@ -336,19 +336,24 @@ def test_a_proxy_passing_clients_headers_on_is_named_once(client, caplog, monkey
     warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
     assert warned == [
         f"Trusted proxy {PROXY} passed X-Forwarded-For 9.9.9.9, but its X-Real-IP names "
-        "8.8.4.4: it passes clients' own X-Forwarded-For on instead of writing the address it "
-        "saw, so clients choose their address. ip_match refuses its requests. Make it set the "
-        "header (nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; HAProxy: "
-        "option forwardfor)."]
+        "8.8.4.4: either it passes clients' own X-Forwarded-For on instead of writing the "
+        "address it saw (clients choose their address), or it passes on an X-Real-IP or "
+        "Forwarded a client sent. ip_match refuses its requests. Make it set X-Forwarded-For "
+        "(nginx: proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; HAProxy: option "
+        "forwardfor) and drop X-Real-IP and Forwarded from clients "
+        "(deploy/tsd-server-proxy.conf)."]
 
 
 @pytest.mark.parametrize("app_config", [PROXIED], indirect=True)
 def test_a_request_round_the_proxy_is_logged_once_per_peer(client, caplog, monkeypatch):
     monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
     with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
-        for peer in ("8.8.8.8", "8.8.8.8", "8.8.4.4"):
+        # IPv6 by /64: a host going round the proxy from a new address of its /64 each
+        # time gets one line.
+        for peer in ("8.8.8.8", "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888",
+                     "2001:4860:4860::8844", "2001:4860:4860:1::8888"):
             assert ask(client, REMOTE_ADDR=peer)["ip_match"]["reason"] == UNTRUSTED_PEER
     warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
-    assert len(warned) == 2
+    assert len(warned) == 4
     assert warned[0].startswith("A request came straight from 8.8.8.8, which is not in "
                                 "TSD_TRUSTED_PROXIES, while TSD_PROXY_FIX_X_FOR=1")

@@ -323,19 +323,27 @@ def test_the_questions_value_counts_only_in_its_session_for_its_link_without_hea
     started it, even the right value does not stand in for ``same-origin``."""
     _, session = owner
     answer = started(client, device_id="stranger-printer-value")
-    link = qr_path(answer)
+    link, other_link = qr_path(answer), qr_path(started(client))
     _, email, password = make_user()
     attacker = login(email, password, REMOTE_ADDR="9.9.9.9")
     theirs = question_link(attacker.get(link).get_data(as_text=True))
-    other = question_link(session.get(qr_path(started(client))).get_data(as_text=True))
-    mine = question_link(session.get(link).get_data(as_text=True))
-    tries = [(theirs, OVER_HTTP_FROM_ANOTHER_SITE),
-             (link + "?" + other.split("?", 1)[1], OVER_HTTP_FROM_ANOTHER_SITE),
-             (link + "?answer=guess", OVER_HTTP_FROM_ANOTHER_SITE),
-             (mine, {"Sec-Fetch-Site": "cross-site"})]
-    for path, headers in tries:
-        page = session.get(path, headers=headers)
-        assert "Did you just scan" in page.get_data(as_text=True), path
+
+    def latest_question(path: str) -> str:
+        """The session is shown a question; its link is the one value it could answer."""
+        return question_link(session.get(path).get_data(as_text=True))
+
+    def asked(path: str, headers: dict) -> bool:
+        return "Did you just scan" in session.get(path, headers=headers).get_data(as_text=True)
+
+    # Each try right after a question about `link` (or, for the second, about another
+    # link), so that only the check named fails it.
+    latest_question(link)
+    assert asked(theirs, OVER_HTTP_FROM_ANOTHER_SITE)  # another session's value
+    another = latest_question(other_link)
+    assert asked(link + "?" + another.split("?", 1)[1], OVER_HTTP_FROM_ANOTHER_SITE)
+    latest_question(link)
+    assert asked(link + "?answer=guess", OVER_HTTP_FROM_ANOTHER_SITE)
+    assert asked(latest_question(link), {"Sec-Fetch-Site": "cross-site"})
     assert decide(session, "approve").status_code == 404
     clock.advance(seconds=5)
     assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"

@@ -264,12 +264,15 @@ def contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | 
     name, a client's junk passed on) claims nothing. A client that sends a contradicting
     header itself through a proxy that passes it on only makes itself ineligible.
     """
+    claims = [(header, claimed) for header, claimed in (
+        ("X-Real-IP", parse_ip(_last_value(environ.get("HTTP_X_REAL_IP")))),
+        ("Forwarded", parse_ip(_forwarded_for(environ.get("HTTP_FORWARDED"))))
+    ) if claimed is not None]
+    if not claims:  # the usual request: neither header, nothing to compare
+        return None
     vouched = {parse_ip(hop) for hop in vouched_hops}
-    claims = (("X-Real-IP", _last_value(environ.get("HTTP_X_REAL_IP"))),
-              ("Forwarded", _forwarded_for(environ.get("HTTP_FORWARDED"))))
-    for header, text in claims:
-        claimed = parse_ip(text)
-        if claimed is not None and claimed not in vouched:
+    for header, claimed in claims:
+        if claimed not in vouched:
             return f"{header} names {claimed}"
     return None
 

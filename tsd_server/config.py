@@ -188,16 +188,11 @@ class ConfigurationError(RuntimeError):
     """The deployment settings are unusable; the message says what to change."""
 
 
-# Flask's switches for tests and debugging, not deployment settings: true from
-# instance/config.py or the environment stops start-up (parsed, so "off" is off), TESTING
-# everywhere (the test suite passes it in create_app's dict), DEBUG outside development.
-# Under gunicorn DEBUG starts no debugger (`flask run --debug` does, from FLASK_DEBUG).
-MODE_SETTINGS = {
-    "TESTING": "it counts as development and lifts the secret-key and rate-limit rules",
-    "DEBUG": "under gunicorn it sends errors past this server's answers to gunicorn's "
-             "bare 500 page and puts parser details into 400 answers; refused unless "
-             "TSD_ENV=development (to debug: flask --app tsd_server run --debug)",
-}
+# Flask's switches, parsed from instance/config.py and the environment so that "off" is off
+# (Flask alone takes any text as true). TESTING is the test suite's (create_app's dict): it
+# counts as development and lifts the secret-key and rate-limit rules, so a deployment that
+# sets it true does not start.
+SWITCHES = ("TESTING", "DEBUG")
 
 
 def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
@@ -213,25 +208,22 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     app.config.from_prefixed_env("TSD")
     sources = {key: f"{key} in instance/config.py" for key in from_file}
     sources.update(setting_names.environment_keys(os.environ))  # the environment wins
-    if "DEBUG" not in sources and os.environ.get("FLASK_DEBUG"):
-        sources["DEBUG"] = "FLASK_DEBUG in the environment"  # Flask reads it into DEBUG
     unknown = setting_names.unknown_settings(
         {*DEFAULTS, *FIXED, *app.default_config}, from_file, os.environ)
     if unknown:
         raise ConfigurationError(" ".join(unknown) + " A name this server does not read "
                                  "would be ignored without a word; see README.md, "
                                  "Configuration, for the settings.")
-    modes = {key: parse_bool(key, app.config[key])
-             for key in MODE_SETTINGS if key in sources}
-    app.config.update(modes)
+    switches = {key: parse_bool(key, app.config[key]) for key in SWITCHES if key in sources}
+    if switches.get("TESTING"):
+        raise ConfigurationError(f"{sources['TESTING']} is not a deployment setting: it counts "
+                                 "as development and lifts the secret-key and rate-limit "
+                                 "rules. Remove it.")
+    app.config.update(switches)
     if overrides:
         app.config.from_mapping(overrides)
     _coerce_to_default_types(app.config)
     app.config.update(FIXED)
-    for key, on in modes.items():
-        if on and (key == "TESTING" or not _is_development(app)):
-            raise ConfigurationError(f"{sources[key]} is not a deployment setting: "
-                                     f"{MODE_SETTINGS[key]}. Remove it.")
     _check_settings(app.config)
 
     if not app.config.get("DATABASE_URL"):

@@ -3,13 +3,14 @@
 A proxy missing from ``TSD_TRUSTED_PROXIES``, one that passes clients' own X-Forwarded-For
 on, or a client going round the proxy makes ``tsd_server.client_address`` refuse the
 requests (``PROXY_SETUP_REASONS``); nothing else tells the operator. The line says which
-address and what to change. It is written once per peer and reason, in memory bounded to
-``_WARNED_PEERS_MAX`` peers, and never keyed by a hop a client can write: a client sending a
-new forged hop with each request gets no line per request.
+address and what to change. It is written once per peer (IPv6: per /64) and reason, in
+memory bounded to ``_WARNED_PEERS_MAX`` peers, and never keyed by a hop a client can
+write: a client sending a new forged hop with each request gets no line per request.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -37,9 +38,10 @@ def warn_once_per_peer(record: ClientAddress, environ: Mapping[str, Any],
     """Log why ip_match refuses ``record``'s peer, the first time for this peer and reason."""
     reason = record.ineligibility_reason
     peer = record.peer_ip or "unknown"
-    if reason not in PEER_WARNINGS or (reason, peer) in _warned_peers:
+    key = (reason, _network_of(peer))
+    if reason not in PEER_WARNINGS or key in _warned_peers:
         return
-    _warned_peers[(reason, peer)] = None
+    _warned_peers[key] = None
     if len(_warned_peers) > _WARNED_PEERS_MAX:
         _warned_peers.popitem(last=False)
     if reason == UNTRUSTED_FORWARDED_HEADER and settings.is_trusted_proxy(parse_ip(peer)):
@@ -53,6 +55,15 @@ def warn_once_per_peer(record: ClientAddress, environ: Mapping[str, Any],
     log.warning(PEER_WARNINGS[reason], {
         "peer": peer, "client": record.client_ip, "x_for": settings.x_for,
         "forwarded_for": ", ".join(record.forwarded_for), "contradiction": said})
+
+
+def _network_of(peer: str) -> str:
+    """IPv6 peers by their /64: one host usually holds a whole /64, and going round the
+    proxy from a new address each time must not write a line each time."""
+    address = parse_ip(peer)
+    if address is None or address.version == 4:
+        return peer
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
 UNTRUSTED_HOP = "untrusted hop"
@@ -73,8 +84,10 @@ PEER_WARNINGS = {
         "TSD_TRUSTED_PROXIES; otherwise the client went round the proxy.",
     CONTRADICTORY_FORWARDED_HEADERS:
         "Trusted proxy %(peer)s passed X-Forwarded-For %(forwarded_for)s, but its "
-        "%(contradiction)s: it passes clients' own X-Forwarded-For on instead of writing "
-        "the address it saw, so clients choose their address. ip_match refuses its "
-        "requests. Make it set the header (nginx: proxy_set_header X-Forwarded-For "
-        "$proxy_add_x_forwarded_for; HAProxy: option forwardfor).",
+        "%(contradiction)s: either it passes clients' own X-Forwarded-For on instead of "
+        "writing the address it saw (clients choose their address), or it passes on an "
+        "X-Real-IP or Forwarded a client sent. ip_match refuses its requests. Make it set "
+        "X-Forwarded-For (nginx: proxy_set_header X-Forwarded-For "
+        "$proxy_add_x_forwarded_for; HAProxy: option forwardfor) and drop X-Real-IP and "
+        "Forwarded from clients (deploy/tsd-server-proxy.conf).",
 }

@@ -65,6 +65,8 @@ def unknown_settings(config_names: Iterable[str], file_names: Iterable[str],
     known = {*config_names, *LIMITER_SETTINGS, *EXTENSION_SETTINGS}
     problems = []
     for key in sorted(set(file_names) - known):
+        if key.startswith("_"):
+            continue  # the file's own helper (_PROXY = ...): Flask reads it, nothing uses it
         where = f"{key} in instance/config.py"
         if key in ENVIRONMENT_ONLY:
             problems.append(f"{where} is not read: set {PREFIX}{key} in the environment.")
