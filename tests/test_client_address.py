@@ -293,13 +293,20 @@ def test_endpoint_in_lan_mode(client):
     assert body["ip_match"]["eligible"] is True
 
 
-def test_untrusted_peer_is_logged_once(client, caplog, monkeypatch):
+@pytest.fixture
+def proxy_log(caplog, monkeypatch):
+    """The proxy-setup warnings logged so far (tsd_server/proxy_warnings.py), from a fresh
+    once-per-peer memory."""
     monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
-    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
-        for forged in ("1.1.1.1", "8.8.8.8", "1.0.0.1"):
-            ask(client, REMOTE_ADDR="9.9.9.9", HTTP_X_FORWARDED_FOR=forged)
-        ask(client, REMOTE_ADDR="2606:4700:4700::1111", HTTP_X_FORWARDED_FOR="1.1.1.1")
-    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
+    caplog.set_level(logging.WARNING, logger=proxy_warnings.__name__)
+    return lambda: [r.getMessage() for r in caplog.records if r.name == proxy_warnings.__name__]
+
+
+def test_untrusted_peer_is_logged_once(client, proxy_log):
+    for forged in ("1.1.1.1", "8.8.8.8", "1.0.0.1"):
+        ask(client, REMOTE_ADDR="9.9.9.9", HTTP_X_FORWARDED_FOR=forged)
+    ask(client, REMOTE_ADDR="2606:4700:4700::1111", HTTP_X_FORWARDED_FOR="1.1.1.1")
+    warned = proxy_log()
     assert len(warned) == 2
     assert "9.9.9.9" in warned[0] and "TSD_TRUSTED_PROXIES" in warned[0]
 
@@ -307,15 +314,13 @@ def test_untrusted_peer_is_logged_once(client, caplog, monkeypatch):
 @pytest.mark.parametrize("app_config", [
     {"TRUSTED_PROXIES": "10.0.0.1/32", "PROXY_FIX_X_FOR": 2}], indirect=True)
 def test_an_untrusted_hop_behind_a_trusted_proxy_is_named_once_per_proxy(
-        client, caplog, monkeypatch):
+        client, proxy_log):
     """Two proxies expected; the hop before the trusted one is not a proxy. The warning
     names that hop (the settings' gap), not the trusted peer, and a client writing a new
     hop each time gets no second line."""
-    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
-    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
-        for hop in ("203.0.113.7", "203.0.113.8", "203.0.113.9"):
-            ask(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"1.1.1.1, {hop}")
-    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
+    for hop in ("203.0.113.7", "203.0.113.8", "203.0.113.9"):
+        ask(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"1.1.1.1, {hop}")
+    warned = proxy_log()
     assert warned == [
         "X-Forwarded-For passed on by trusted proxy 10.0.0.1 names 203.0.113.7 where a proxy "
         "was expected (TSD_PROXY_FIX_X_FOR=2); ip_match refuses its requests. If 203.0.113.7 "
@@ -324,16 +329,14 @@ def test_an_untrusted_hop_behind_a_trusted_proxy_is_named_once_per_proxy(
 
 
 @pytest.mark.parametrize("app_config", [PROXIED], indirect=True)
-def test_a_proxy_passing_clients_headers_on_is_named_once(client, caplog, monkeypatch):
+def test_a_proxy_passing_clients_headers_on_is_named_once(client, proxy_log):
     """The proxy's X-Real-IP gives it away; the log says which proxy and what to fix, once,
     whatever each client forges."""
-    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
-    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
-        for forged in ("9.9.9.9", "1.1.1.1"):
-            body = ask(client, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=forged,
-                       HTTP_X_REAL_IP="8.8.4.4")
-            assert body["ip_match"]["reason"] == CONTRADICTORY_FORWARDED_HEADERS
-    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
+    for forged in ("9.9.9.9", "1.1.1.1"):
+        body = ask(client, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=forged,
+                   HTTP_X_REAL_IP="8.8.4.4")
+        assert body["ip_match"]["reason"] == CONTRADICTORY_FORWARDED_HEADERS
+    warned = proxy_log()
     assert warned == [
         f"Trusted proxy {PROXY} passed X-Forwarded-For 9.9.9.9, but its X-Real-IP names "
         "8.8.4.4: either it passes clients' own X-Forwarded-For on instead of writing the "
@@ -345,15 +348,13 @@ def test_a_proxy_passing_clients_headers_on_is_named_once(client, caplog, monkey
 
 
 @pytest.mark.parametrize("app_config", [PROXIED], indirect=True)
-def test_a_request_round_the_proxy_is_logged_once_per_peer(client, caplog, monkeypatch):
-    monkeypatch.setattr(proxy_warnings, "_warned_peers", OrderedDict())
-    with caplog.at_level(logging.WARNING, logger="tsd_server.proxy_warnings"):
-        # IPv6 by /64: a host going round the proxy from a new address of its /64 each
-        # time gets one line.
-        for peer in ("8.8.8.8", "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888",
-                     "2001:4860:4860::8844", "2001:4860:4860:1::8888"):
-            assert ask(client, REMOTE_ADDR=peer)["ip_match"]["reason"] == UNTRUSTED_PEER
-    warned = [r.getMessage() for r in caplog.records if r.name == "tsd_server.proxy_warnings"]
+def test_a_request_round_the_proxy_is_logged_once_per_peer(client, proxy_log):
+    # IPv6 by /64: a host going round the proxy from a new address of its /64 each
+    # time gets one line.
+    for peer in ("8.8.8.8", "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888",
+                 "2001:4860:4860::8844", "2001:4860:4860:1::8888"):
+        assert ask(client, REMOTE_ADDR=peer)["ip_match"]["reason"] == UNTRUSTED_PEER
+    warned = proxy_log()
     assert len(warned) == 4
     assert warned[0].startswith("A request came straight from 8.8.8.8, which is not in "
                                 "TSD_TRUSTED_PROXIES, while TSD_PROXY_FIX_X_FOR=1")

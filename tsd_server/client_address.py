@@ -77,7 +77,7 @@ REASON_MESSAGES = {
 
 # Headers that claim to name the client. Only X-Forwarded-For is ever believed; the others
 # count as forwarded headers so an untrusted peer sending them is flagged, and from a
-# trusted proxy they are checked against it (``contradiction``).
+# trusted proxy they are checked against it (``_contradiction``).
 FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 
 # Addresses LAN mode accepts as households: RFC 1918, loopback, IPv6 unique-local.
@@ -138,6 +138,9 @@ class ClientAddress:
     forwarded_for: tuple[str, ...] = field(default_factory=tuple)
     household: str | None = None
     ineligibility_reason: str | None = None
+    # With contradictory_forwarded_headers: what the proxy's other header says ("X-Real-IP
+    # names 8.8.4.4"), for the log (tsd_server/proxy_warnings.py). Not shown to clients.
+    contradiction: str | None = None
 
     @property
     def eligible(self) -> bool:
@@ -205,10 +208,13 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
     recorded = tuple(hop[:MAX_HOP_LENGTH] for hop in hops[-MAX_RECORDED_HOPS:])
     carries_forwarded = any(environ.get(name) for name in FORWARDED_HEADERS)
 
+    said_otherwise = None
     if settings.x_for > 0 and settings.is_trusted_proxy(peer_address):
         client, reason = _walk_chain(peer_address, hops, settings)
-        if reason is None and contradiction(environ, hops[-settings.x_for:]) is not None:
-            reason = CONTRADICTORY_FORWARDED_HEADERS
+        if reason is None:
+            said_otherwise = _contradiction(environ, hops[-settings.x_for:])
+            if said_otherwise is not None:
+                reason = CONTRADICTORY_FORWARDED_HEADERS
     elif carries_forwarded:
         client, reason = peer_address, UNTRUSTED_FORWARDED_HEADER
     else:
@@ -227,6 +233,7 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
         forwarded_for=recorded,
         household=household,
         ineligibility_reason=reason,
+        contradiction=said_otherwise,
     )
 
 
@@ -252,7 +259,7 @@ def _walk_chain(
     return client, None
 
 
-def contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | None:
+def _contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | None:
     """What a trusted proxy's X-Real-IP or ``Forwarded`` says against X-Forwarded-For, or None.
 
     Neither header is ever believed. But a proxy that writes one of them and passes the
@@ -370,8 +377,7 @@ def for_request() -> ClientAddress:
         if record.ineligibility_reason in PROXY_SETUP_REASONS:
             from tsd_server.proxy_warnings import warn_once_per_peer
 
-            warn_once_per_peer(record, request.environ,
-                               current_app.extensions["tsd.proxy_settings"])
+            warn_once_per_peer(record, current_app.extensions["tsd.proxy_settings"])
         g._client_address = record
     return record
 

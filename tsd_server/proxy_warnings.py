@@ -13,8 +13,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any
 
 from tsd_server.client_address import (
     CONTRADICTORY_FORWARDED_HEADERS,
@@ -22,9 +20,7 @@ from tsd_server.client_address import (
     UNTRUSTED_PEER,
     ClientAddress,
     ProxySettings,
-    contradiction,
     parse_ip,
-    split_hops,
 )
 
 log = logging.getLogger(__name__)
@@ -33,8 +29,7 @@ _warned_peers: OrderedDict[tuple[str, str], None] = OrderedDict()
 _WARNED_PEERS_MAX = 4096
 
 
-def warn_once_per_peer(record: ClientAddress, environ: Mapping[str, Any],
-                       settings: ProxySettings) -> None:
+def warn_once_per_peer(record: ClientAddress, settings: ProxySettings) -> None:
     """Log why ip_match refuses ``record``'s peer, the first time for this peer and reason."""
     reason = record.ineligibility_reason
     peer = record.peer_ip or "unknown"
@@ -48,13 +43,10 @@ def warn_once_per_peer(record: ClientAddress, environ: Mapping[str, Any],
         # The walk up X-Forwarded-For stopped at a hop that is not a trusted proxy: that hop,
         # not the (trusted) peer, is what the settings do not cover.
         reason = UNTRUSTED_HOP
-    said = None
-    if reason == CONTRADICTORY_FORWARDED_HEADERS:
-        hops = split_hops(environ.get("HTTP_X_FORWARDED_FOR"))
-        said = contradiction(environ, hops[-settings.x_for:])
     log.warning(PEER_WARNINGS[reason], {
         "peer": peer, "client": record.client_ip, "x_for": settings.x_for,
-        "forwarded_for": ", ".join(record.forwarded_for), "contradiction": said})
+        "forwarded_for": ", ".join(record.forwarded_for),
+        "contradiction": record.contradiction})
 
 
 def _network_of(peer: str) -> str:
