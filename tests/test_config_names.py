@@ -73,6 +73,22 @@ def test_an_unknown_name_in_the_instance_file_stops_start_up(instance):
     assert "_PROXY" not in message  # the file's own helper: Flask reads it, nothing uses it
 
 
+def test_a_setting_in_lower_case_in_the_instance_file_stops_start_up(instance):
+    """Flask reads only upper-case names from the file: the kill switch below would be off."""
+    instance.mkdir()
+    (instance / "config.py").write_text("discovery_disabled = 'all'\n"
+                                        "Trusted_Proxies = ['10.0.0.1/32']\n"
+                                        "import os\nbase = os.sep\n")
+    with pytest.raises(ConfigurationError) as refused:
+        create_app({"SECRET_KEY": KEY})
+    message = str(refused.value)
+    assert ("discovery_disabled in instance/config.py is not read: Flask reads only "
+            "upper-case names in this file; write DISCOVERY_DISABLED.") in message
+    assert "Trusted_Proxies in instance/config.py is not read" in message
+    assert "write TRUSTED_PROXIES." in message
+    assert "base" not in message and " os " not in message  # the file's own names
+
+
 def test_every_setting_in_the_instance_file_starts(instance):
     """The file may name every setting there is (here with its default value)."""
     instance.mkdir()

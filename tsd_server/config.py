@@ -188,6 +188,17 @@ class ConfigurationError(RuntimeError):
     """The deployment settings are unusable; the message says what to change."""
 
 
+class _InstanceFile(Config):
+    """instance/config.py as Flask reads it, plus every name the file defines: Flask keeps
+    only the upper-case ones, so ``discovery_disabled = "all"`` would be ignored silently."""
+
+    defined: frozenset[str] = frozenset()
+
+    def from_object(self, obj: object) -> None:  # from_pyfile hands it the executed file
+        self.defined = frozenset(vars(obj))
+        super().from_object(obj)
+
+
 # Flask's switches, parsed from instance/config.py and the environment so that "off" is off
 # (Flask alone takes any text as true). TESTING is the test suite's (create_app's dict): it
 # counts as development and lifts the secret-key and rate-limit rules, so a deployment that
@@ -200,16 +211,15 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     # A copy: from_prefixed_env writes TSD_X__KEY into the dict under X, and DEFAULTS' own
     # dicts must not carry one app's settings into the next.
     app.config.from_mapping(copy.deepcopy(DEFAULTS))
-    # Read on its own first, to know which names the file sets (from_pyfile keeps only
-    # upper-case names).
-    from_file = Config(app.config.root_path)
+    # Read on its own first, to know which names the file sets.
+    from_file = _InstanceFile(app.config.root_path)
     from_file.from_pyfile("config.py", silent=True)
     app.config.update(from_file)
     app.config.from_prefixed_env("TSD")
     sources = {key: f"{key} in instance/config.py" for key in from_file}
     sources.update(setting_names.environment_keys(os.environ))  # the environment wins
     unknown = setting_names.unknown_settings(
-        {*DEFAULTS, *FIXED, *app.default_config}, from_file, os.environ)
+        {*DEFAULTS, *FIXED, *app.default_config}, from_file.defined, os.environ)
     if unknown:
         raise ConfigurationError(" ".join(unknown) + " A name this server does not read "
                                  "would be ignored without a word; see README.md, "

@@ -5,9 +5,10 @@ the server running as if it had not been set, without a word: TSD_DISCOVERY_DISA
 during an incident leaves every discovery strategy on, TSD_REGISTRATON_OPEN=false leaves
 sign-up open. So every TSD_* environment variable and every upper-case name in
 instance/config.py must be one this server (or Flask, or an extension) reads, and the
-message names the closest one. It is an error, not a warning: a warning in a log nobody
-reads during an incident is as silent as none. The caller's own dict (tests, the bench) is
-not checked. A module of its own, so config.py stays about the settings' values.
+message names the closest one; a setting's name in lower case in the file (Flask reads
+only upper-case names there) is refused too. It is an error, not a warning: a warning in a
+log nobody reads during an incident is as silent as none. The caller's own dict (tests, the
+bench) is not checked. A module of its own, so config.py stays about the settings' values.
 """
 
 from __future__ import annotations
@@ -60,14 +61,20 @@ def environment_keys(environ: Mapping[str, str]) -> dict[str, str]:
 
 def unknown_settings(config_names: Iterable[str], file_names: Iterable[str],
                      environ: Mapping[str, str]) -> list[str]:
-    """A sentence for each name in instance/config.py (``file_names``) or the environment
-    that nothing reads; ``config_names`` are this server's and Flask's own."""
+    """A sentence for each name in instance/config.py (``file_names``: every name the file
+    defines) or the environment that nothing reads; ``config_names`` are this server's and
+    Flask's own."""
     known = {*config_names, *LIMITER_SETTINGS, *EXTENSION_SETTINGS}
     problems = []
     for key in sorted(set(file_names) - known):
         if key.startswith("_"):
             continue  # the file's own helper (_PROXY = ...): Flask reads it, nothing uses it
         where = f"{key} in instance/config.py"
+        if not key.isupper():
+            if key.upper() in known:  # Flask reads only upper-case names from the file
+                problems.append(f"{where} is not read: Flask reads only upper-case names "
+                                f"in this file; write {key.upper()}.")
+            continue  # an import or a helper of the file's own (import os, base = ...)
         if key in ENVIRONMENT_ONLY:
             problems.append(f"{where} is not read: set {PREFIX}{key} in the environment.")
         else:
