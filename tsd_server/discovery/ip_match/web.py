@@ -17,6 +17,7 @@ from tsd_server.api.request_body import device_id_in_path
 from tsd_server.clock import utcnow
 from tsd_server.config import configured_limit
 from tsd_server.discovery.ip_match import listing, offers
+from tsd_server.discovery.ip_match.eligibility import OPENED_FROM_ANOTHER_SITE
 from tsd_server.discovery.ip_match.settings import claim_limit
 from tsd_server.extensions import limiter
 from tsd_server.web.forms import ConfirmForm
@@ -31,7 +32,9 @@ class CodeForm(FlaskForm):
 
 
 def _nearby_page(error: str | None = None, status: int = 200):
-    return render_template("ip_match/nearby.html", result=listing.nearby(current_user),
+    result = listing.nearby(current_user)
+    return render_template("ip_match/nearby.html", result=result,
+                           looked=result["reason"] != OPENED_FROM_ANOTHER_SITE,
                            link_form=ConfirmForm(), error=error), status
 
 
