@@ -20,9 +20,15 @@ install: $(BIN)/activate
 install-test: $(BIN)/activate
 	$(BIN)/pip install --quiet -e '.[test]'
 
+# The instance folder holds the SQLite database (emails, password hashes, the audit trail)
+# and the secret key: only you may read it. umask 077 keeps new files private; chmod closes
+# a folder that an older `make run` left readable by everyone.
+INSTANCE_DIR := $${TSD_INSTANCE_PATH:-instance}
+
 run: install
-	$(BIN)/flask --app tsd_server db upgrade
-	$(BIN)/gunicorn --config gunicorn.conf.py --bind $(HOST):$(PORT) wsgi:app
+	umask 077 && mkdir -p "$(INSTANCE_DIR)" && chmod go= "$(INSTANCE_DIR)" && \
+	  $(BIN)/flask --app tsd_server db upgrade
+	umask 077 && exec $(BIN)/gunicorn --config gunicorn.conf.py --bind $(HOST):$(PORT) wsgi:app
 
 lint: install-test
 	$(BIN)/ruff check tsd_server tsd_agent tests bench

@@ -2,7 +2,9 @@
 
 import multiprocessing
 import os
+import sys
 
+from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 
 bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
@@ -10,7 +12,8 @@ bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
 # address gets N times the code guesses docs/security.md's brute-force bound allows. So
 # without a shared storage in TSD_RATELIMIT_STORAGE_URI (Redis) the default is one worker;
 # with one, a couple per CPU. Processes share the rest through the database (kill switch,
-# breakers). TSD_WORKERS or --workers decides anyway; post_worker_init below then warns.
+# breakers). TSD_WORKERS or --workers decides anyway; post_worker_init below then refuses to
+# start outside development (TSD_ENV=development only warns).
 
 
 def default_workers(environ: dict[str, str]) -> int:
@@ -61,12 +64,21 @@ logger_class = RedactingLogger
 
 
 def post_worker_init(worker) -> None:
-    """Say loudly, once, when several workers count rate limits each on their own."""
+    """Several workers that count rate limits each on their own: refused outside
+    development, said loudly once in development. Checked here, in the worker, because only
+    the loaded app knows its settings (instance/config.py included)."""
     config = getattr(worker.wsgi, "config", {})
     storage = str(config.get("RATELIMIT_STORAGE_URI", ""))
-    if worker.cfg.workers > 1 and storage.startswith("memory://") and worker.age == 1:
-        worker.log.error(
-            "%d workers keep rate limits in memory://, each on its own: one address gets "
-            "%d times the code guesses the limits are set for (docs/security.md). Set "
-            "TSD_RATELIMIT_STORAGE_URI to a Redis, or run one worker.",
-            worker.cfg.workers, worker.cfg.workers)
+    workers = worker.cfg.workers
+    if workers <= 1 or not storage.startswith("memory://"):
+        return
+    problem = (f"{workers} workers keep rate limits in memory://, each on its own: one address "
+               f"gets {workers} times the code guesses the limits are set for "
+               "(docs/security.md). Set TSD_RATELIMIT_STORAGE_URI to a Redis "
+               "(docs/production.md), or run one worker (TSD_WORKERS=1).")
+    if config.get("ENV") != "development":
+        worker.log.error("Refusing to start: %s", problem)
+        # The arbiter stops, exit status 3, when a worker exits with this code while booting.
+        sys.exit(Arbiter.WORKER_BOOT_ERROR)
+    if worker.age == 1:
+        worker.log.error("%s", problem)

@@ -79,8 +79,9 @@ def agent_database(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(agent_database, tmp_path_factory):
+    # One worker: production refuses several on memory:// rate limits (gunicorn.conf.py).
     with servers.gunicorn(tmp_path_factory.mktemp("agent-server"), database_url=agent_database,
-                          settings=FAST) as running:
+                          settings=FAST, workers=1) as running:
         yield running
 
 

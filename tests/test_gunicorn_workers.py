@@ -1,11 +1,16 @@
 """How many gunicorn workers gunicorn.conf.py starts, and why: rate limits kept in memory://
 are per process, so N workers would give one address N times the code guesses that
-docs/security.md's brute-force bound allows."""
+docs/security.md's brute-force bound allows. Outside development gunicorn refuses to start
+that way; in development it says so once."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import runpy
+import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +20,7 @@ from tests.conftest import ROOT
 from tests.support import db_backends, servers
 
 WARNING = "each on its own"
+REFUSAL = "Refusing to start: 2 workers keep rate limits in memory://"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,9 @@ def test_the_default_server_runs_one_worker_and_warns_of_nothing(tmp_path, sqlit
 
 
 def test_several_workers_on_memory_storage_are_warned_about_once(tmp_path, sqlite_url):
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=sqlite_url, workers=2) as running:
+    """In development (TSD_ENV=development) they start, with one error in the log."""
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=sqlite_url, workers=2,
+                          settings={"ENV": "development"}) as running:
         deadline = time.monotonic() + 10
         while WARNING not in running.log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -67,3 +75,37 @@ def test_several_workers_on_memory_storage_are_warned_about_once(tmp_path, sqlit
     log = running.log_path.read_text()
     assert log.count(WARNING) == 1, log
     assert "2 workers keep rate limits in memory://" in log
+    assert "Refusing" not in log
+
+
+def run_gunicorn(tmp_path, database_url: str, settings: dict, args: list[str]):
+    """gunicorn with the project's config in production, as far as it gets in 60 s."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
+    env.update(servers.setting_env({
+        "ENV": "production", "SECRET_KEY": secrets.token_hex(32), "DATABASE_URL": database_url,
+        "INSTANCE_PATH": str(tmp_path / "instance"), **settings}))
+    command = [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+               "--bind", f"127.0.0.1:{servers.free_port()}", *args, "wsgi:app"]
+    return subprocess.run(servers.dies_with_the_tests(command), env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("settings, args", [
+    ({"WORKERS": "2"}, []),
+    ({"RATELIMIT_STORAGE_URI": "memory://"}, ["--workers", "2"]),
+])
+def test_several_workers_on_memory_storage_do_not_start_in_production(
+        tmp_path, sqlite_url, settings, args):
+    ran = run_gunicorn(tmp_path, sqlite_url, settings, args)
+    assert ran.returncode == 3, ran.stderr  # gunicorn's "Worker failed to boot."
+    assert REFUSAL in ran.stderr, ran.stderr
+    assert "Set TSD_RATELIMIT_STORAGE_URI to a Redis" in ran.stderr
+
+
+def test_several_workers_with_a_shared_storage_start_in_production(tmp_path, sqlite_url):
+    # Nothing listens on port 1: the workers start all the same (rate-limited requests
+    # would answer 503 rate_limit_unavailable), which is all this needs.
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=sqlite_url, workers=2,
+                          settings={"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1"}) as running:
+        assert worker_count(running.process.pid) == 2
+    assert WARNING not in running.log_path.read_text()

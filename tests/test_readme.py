@@ -1,11 +1,16 @@
-"""The README keeps the foundation's promises: two commands for a fresh machine, and a
-configuration reference that names every setting the code reads."""
+"""The README keeps the foundation's promises: two commands for a fresh machine, a first
+admin made as it says, and a configuration reference that names every setting the code
+reads."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 from tests.conftest import ROOT
+from tests.support import servers
 from tsd_server.config import DEFAULTS
 
 README = (ROOT / "README.md").read_text()
@@ -25,6 +30,25 @@ def table_settings() -> set[str]:
 def test_quick_start_is_two_commands():
     commands = re.findall(r"^    (\S.*)$", section("Quick start"), re.M)
     assert commands[:2] == ["make run", "make test"]
+
+
+def test_the_first_admin_is_created_as_written_while_make_run_serves(tmp_path):
+    """The README's create-user line, run as written from a second terminal, where nothing
+    of `make run`'s environment is set (its TSD_ENV reaches only make's own commands)."""
+    commands = re.findall(r"^    (\S.*)$", section("Quick start"), re.M)
+    command = next(line for line in commands if " create-user " in line)
+    if not (ROOT / ".venv" / "bin" / "flask").exists():  # tests run from another virtualenv
+        command = command.replace(".venv/", f"{sys.prefix}/")
+    terminal = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
+    terminal["TSD_INSTANCE_PATH"] = str(tmp_path / "instance")  # make_run's scratch instance
+    password = "correct horse battery"
+    with servers.make_run(tmp_path, {}):
+        # A session of its own: no terminal to prompt on, so the password comes from stdin.
+        created = subprocess.run(command, shell=True, cwd=ROOT, env=terminal,
+                                 input=f"{password}\n{password}\n", capture_output=True,
+                                 text=True, timeout=120, start_new_session=True)
+    assert created.returncode == 0, created.stderr
+    assert "Created admin account you@example.org" in created.stdout
 
 
 def test_make_targets_do_what_the_readme_says():

@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,10 +32,13 @@ def fresh_env(tmp_path) -> dict[str, str]:
 
 
 def serve(tmp_path, fresh_env):
-    """gunicorn with the project's config, no database URL and no secret key given."""
-    return servers.gunicorn(tmp_path / "gunicorn", database_url="", workers=3, settings={
-        "ENV": "development", "SECRET_KEY": "", "INSTANCE_PATH": fresh_env["TSD_INSTANCE_PATH"],
-        "LOG_LEVEL": "INFO"})
+    """gunicorn with the project's config and no secret key given. The database is the
+    default file in the instance folder, named (an empty TSD_DATABASE_URL stops start-up)."""
+    database = Path(fresh_env["TSD_INSTANCE_PATH"]) / "tsd.sqlite3"
+    return servers.gunicorn(
+        tmp_path / "gunicorn", database_url=f"sqlite:///{database}", workers=3, settings={
+            "ENV": "development", "SECRET_KEY": "",
+            "INSTANCE_PATH": fresh_env["TSD_INSTANCE_PATH"], "LOG_LEVEL": "INFO"})
 
 
 def form_post(session, url, data):
@@ -79,3 +83,22 @@ def test_fresh_instance_migrates_and_serves(tmp_path, fresh_env):
     with serve(tmp_path, fresh_env) as server:  # a restart: same key, still logged in
         assert http.get(server.base_url + "/api/v1/devices", timeout=10).json() == {
             "devices": []}
+
+
+def test_make_run_keeps_the_database_private(tmp_path):
+    """The SQLite file holds emails, password hashes and the audit trail: with a usual umask
+    (022) `make run` still creates it for its user only, and closes an instance folder that
+    an older `make run` left open to everyone."""
+    instance = tmp_path / "make-run" / "instance"
+    instance.mkdir(parents=True)
+    instance.chmod(0o755)
+    old_umask = os.umask(0o022)
+    try:
+        with servers.make_run(tmp_path / "make-run", {}) as server:
+            assert servers.http_session().get(server.base_url + "/healthz",
+                                              timeout=10).status_code == 200
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode)
+                     for path in (instance, instance / "tsd.sqlite3", instance / "secret_key")}
+    finally:
+        os.umask(old_umask)
+    assert modes == {"instance": 0o700, "tsd.sqlite3": 0o600, "secret_key": 0o600}

@@ -5,6 +5,8 @@ Households are loopback source addresses (127.0.0.2, 127.0.0.3, ...; LAN mode wi
 started with the ``location`` block from docs/deploying-behind-a-proxy.md, so the snippet
 people copy is the one tested. Scenarios (a) to (e) are the same code as the in-process
 replay (tests/support/ip_match_scenarios.py), and each asserts zero links between households.
+gunicorn runs one worker: its rate limits are in memory://, and gunicorn.conf.py refuses
+several workers that way outside development.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def server_settings(scenario: str) -> dict:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_incident_scenario_through_nginx(app, database, tmp_path, scenario):
     run, _ = SCENARIOS[scenario]
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=database,
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=database, workers=1,
                           settings=server_settings(scenario)) as backend:
         with proxies_for(scenario, backend, tmp_path) as entry:
             run(World(app, lambda home: HttpEndpoint(entry.base_url, home)))
@@ -142,7 +144,7 @@ def test_a_forged_forwarded_for_is_not_believed_through_the_documented_configs(
     it, the server sees the address the client connected from (docs/deploying-behind-a-
     proxy.md, "Without the X-Forwarded-For line, a forged header is believed")."""
     real = "127.0.0.2"
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=database,
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=database, workers=1,
                           settings={**doc_settings(), **LAN_HOUSEHOLDS}) as backend:
         if config == "deploy site":
             locations, http_extra = deploy_site_location(backend.port)
@@ -170,7 +172,7 @@ def test_a_proxy_passing_clients_headers_on_gives_itself_away_by_x_real_ip(
     a client's own X-Forwarded-For passes unchanged. Its X-Real-IP contradicts a forged
     one: the request is refused, not believed."""
     real = "127.0.0.2"
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=database,
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=database, workers=1,
                           settings={**doc_settings(), **LAN_HOUSEHOLDS}) as backend:
         location = nginx_location(backend.port, passes_address=False)
         assert REAL_IP_DROPPED in location
@@ -209,7 +211,7 @@ def test_incident_scenario_through_caddy(app, database, tmp_path, scenario):
         skip_loudly(f"caddy is NOT installed ({servers.CADDY}): the Caddy snippet of "
                     "docs/deploying-behind-a-proxy.md is NOT tested (apt-get install caddy).")
     run, _ = SCENARIOS[scenario]
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=database,
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=database, workers=1,
                           settings=server_settings(scenario)) as backend:
         with servers.caddy(tmp_path / "caddy", caddy_site(backend.port)) as entry:
             run(World(app, lambda home: HttpEndpoint(entry.base_url, home)))

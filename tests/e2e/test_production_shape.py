@@ -94,6 +94,7 @@ def shape(tmp_path_factory):
         "PROXY_FIX_X_FOR": 1,
         "PROXY_FIX_X_PROTO": 1,
         "PROXY_FIX_X_HOST": 1,
+        # Not in the shipped settings; here it shows a client's X-Forwarded-Port is dropped.
         "PROXY_FIX_X_PORT": 1,
         "DEVICE_FLOW_INTERVAL": 1,
         "PAIRING_GUESS_LIMIT_PER_IP": "2 per 15 minutes",
@@ -155,7 +156,7 @@ def same_browser(person: Person, server: servers.RunningServer) -> HttpEndpoint:
 def as_proxy(shape: Shape, client_ip: str) -> dict[str, str]:
     """The headers deploy/tsd-server-proxy.conf makes nginx send for a client."""
     return {"X-Forwarded-For": client_ip, "X-Forwarded-Proto": "http",
-            "X-Forwarded-Host": "127.0.0.1", "X-Forwarded-Port": str(shape.nginx.port)}
+            "X-Forwarded-Host": f"127.0.0.1:{shape.nginx.port}"}
 
 
 def strategy_enabled(server: servers.RunningServer, name: str) -> bool:
@@ -440,3 +441,25 @@ def test_the_settings_file_leaves_the_port_to_each_instances_unit():
     settings file would give the second instance the first one's port."""
     settings = (DEPLOY / "tsd-server.env.example").read_text().splitlines()
     assert not [line for line in settings if line.strip().startswith("TSD_BIND")]
+
+
+def test_the_settings_file_reads_the_same_in_sh_as_in_systemd():
+    """systemd reads the settings file for the service, sh for the flask commands
+    (docs/production.md). They agree on plain values and on single-quoted ones; unquoted,
+    `TSD_DISCOVERY_DISABLED=ip_match, qr_code` is both strategies off for systemd and
+    nothing at all for sh."""
+    path = DEPLOY / "tsd-server.env.example"
+    assignments = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            quoted = re.fullmatch(r"'([^']*)'", value)
+            assert quoted or not re.search(r"""[\s'"$\\`]""", value), \
+                f"{key}: put its value in '...'"
+            assignments[key] = quoted.group(1) if quoted else value
+    shell = subprocess.run(["sh", "-c", 'set -a; . "$0"; set +a; env -0', str(path)],
+                           env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                           check=True)
+    assert not shell.stderr, shell.stderr
+    read = dict(item.split("=", 1) for item in shell.stdout.split("\0") if item)
+    assert {key: read.get(key) for key in assignments} == assignments

@@ -212,7 +212,7 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
         yield server
 
 
-NGINX_CONF = """\
+NGINX_MAIN = """\
 daemon off;
 worker_processes 1;
 pid {dir}/nginx.pid;
@@ -226,12 +226,15 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-{http_extra}
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
+{http_body}
+}}
+"""
+
+NGINX_SERVER = """\
+server {{
+    listen 127.0.0.1:{port};
+    server_name localhost;
 {locations}
-    }}
 }}
 """
 
@@ -242,21 +245,30 @@ def nginx(directory: Path, locations: str, *, http_extra: str = "") -> Iterator[
 
     ``http_extra`` goes into the http block before the server (e.g. an ``upstream``).
     """
-    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    server = NGINX_SERVER.format(port=port, locations=_indent(locations, 4))
+    with nginx_serving(directory, f"{http_extra}\n{server}", port=port) as running:
+        yield running
+
+
+@contextmanager
+def nginx_serving(directory: Path, http_body: str, *, port: int, probe: str = "/healthz",
+                  kind: type[RunningServer] = RunningServer) -> Iterator[Any]:
+    """Debian's nginx, run from ``directory`` (pid, logs, temp files there), with
+    ``http_body`` in its http block; up once ``port`` answers ``probe``."""
+    directory.mkdir(parents=True, exist_ok=True)
     # As root, nginx would hand its workers to "nobody", who cannot enter pytest's tmp dirs.
     user = "user root root;" if os.geteuid() == 0 else ""
     conf = directory / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=directory, port=port, user=user,
-                                      locations=_indent(locations, 8),
-                                      http_extra=_indent(http_extra, 4)))
+    conf.write_text(NGINX_MAIN.format(dir=directory, user=user,
+                                      http_body=_indent(http_body, 4)))
     check = subprocess.run([NGINX, "-t", "-p", str(directory), "-e", str(directory / "error.log"),
                             "-c", str(conf)], capture_output=True, text=True)
     if check.returncode != 0:
         raise ServerFailed(f"nginx -t refused the config:\n{check.stderr}\n{conf.read_text()}")
     command = [NGINX, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(conf)]
-    with _run("nginx", command, port=port, log_path=directory / "error.log",
-              probe="/healthz") as server:
+    with _run("nginx", command, port=port, log_path=directory / "error.log", probe=probe,
+              kind=kind) as server:
         yield server
 
 

@@ -1,0 +1,179 @@
+"""Form posts over https on a port other than 443, through Debian's nginx.
+
+Over https Flask-WTF refuses a form post unless its Referer is ``https://{request.host}/...``
+(WTF_CSRF_SSL_STRICT). A browser on https://print.example.org:8443 sends that port in its
+Referer, so nginx must hand the server the Host the browser sent, port included: with
+``$host``, which drops the port, every form post answers "Form expired".
+
+The shipped site (deploy/tsd-server.nginx.conf with its snippet, the settings of
+deploy/tsd-server.env.example) and the location block of docs/deploying-behind-a-proxy.md
+each run on loopback high ports with a throwaway certificate, and a client that connects
+like a browser (SNI and Host print.example.org:PORT) signs up through a real form.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.e2e.test_ip_match_e2e import DOC_UPSTREAM, doc_settings, doc_snippet
+from tests.support import db_backends, servers, skips
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+HOST_NAME = "print.example.org"  # the name in the shipped site and the certificate
+CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+PASSWORD = "correct horse battery"
+# The settings of the shipped settings file that say how to read nginx's headers.
+PROXY_SETTING = re.compile(r"^TSD_((?:PROXY_FIX_\w+|TRUSTED_PROXIES))=(.*)$", re.M)
+
+
+@pytest.fixture(autouse=True)
+def nginx_and_openssl():
+    if not servers.nginx_available():
+        skips.skip_loudly(f"nginx is NOT installed at {servers.NGINX}: https form posts "
+                          "through nginx are NOT tested")
+    if shutil.which("openssl") is None:
+        skips.skip_loudly("openssl is NOT installed (needed for a throwaway certificate): "
+                          "https form posts through nginx are NOT tested")
+
+
+class HttpsNginx(servers.RunningServer):
+    """nginx serving the site on ``port`` over https only for HOST_NAME (its SNI)."""
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def answers(self, probe: str) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+
+def certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={HOST_NAME}", "-addext", f"subjectAltName=DNS:{HOST_NAME}",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def replaced(text: str, old: str, new: str) -> str:
+    assert old in text, f"{old!r} is no longer in the shipped site: update this test"
+    return text.replace(old, new)
+
+
+def shipped_site(directory: Path, https_port: int, upstream_port: int,
+                 location: str | None) -> str:
+    """deploy/tsd-server.nginx.conf on loopback high ports, with a throwaway certificate and
+    the test's gunicorn as both upstreams; ``location`` replaces its ``location /``."""
+    cert, key = certificate(directory)
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
+    http_port = servers.free_port()
+    for old, new in (
+            ("listen 80", f"listen 127.0.0.1:{http_port}"),
+            ("listen 443", f"listen 127.0.0.1:{https_port}"),
+            ("server 127.0.0.1:8001 ", f"server 127.0.0.1:{upstream_port} "),
+            ("server 127.0.0.1:8002 ", f"server 127.0.0.1:{upstream_port} "),
+            (f"/etc/letsencrypt/live/{HOST_NAME}/fullchain.pem", str(cert)),
+            (f"/etc/letsencrypt/live/{HOST_NAME}/privkey.pem", str(key)),
+            ("/var/log/nginx/", f"{directory}/")):
+        site = replaced(site, old, new)
+    if location is not None:
+        shipped = re.search(r"^( *)location / \{\n.*?^\1\}\n", site, re.S | re.M)
+        assert shipped, "no 'location /' in deploy/tsd-server.nginx.conf"
+        site = site.replace(shipped.group(0), location)
+    return site
+
+
+@contextmanager
+def nginx_https(directory: Path, upstream_port: int,
+                location: str | None = None) -> Iterator[HttpsNginx]:
+    (directory / "snippets").mkdir(parents=True)
+    shutil.copy(DEPLOY / "tsd-server-proxy.conf", directory / "snippets")
+    port = servers.free_port()
+    (directory / "site.conf").write_text(shipped_site(directory, port, upstream_port, location))
+    with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=port,
+                               probe="", kind=HttpsNginx) as server:
+        yield server
+
+
+class NamedHostAdapter(requests.adapters.HTTPAdapter):
+    """Connect to 127.0.0.1 but say HOST_NAME in TLS (SNI) and check the certificate for it,
+    as a browser does that resolved the name to this machine."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["server_hostname"] = HOST_NAME
+        super().init_poolmanager(*args, **kwargs)
+
+
+class Browser:
+    """A requests session that sends what a browser on https://HOST_NAME:PORT sends."""
+
+    def __init__(self, proxy: HttpsNginx, cert: Path) -> None:
+        self.proxy = proxy
+        self.origin = f"https://{HOST_NAME}:{proxy.port}"
+        self.session = servers.http_session()
+        self.session.mount("https://", NamedHostAdapter())
+        self.session.verify = str(cert)
+
+    def get(self, path: str, **headers: str) -> requests.Response:
+        return self.session.get(self.proxy.base_url + path, timeout=10, allow_redirects=False,
+                                headers={"Host": f"{HOST_NAME}:{self.proxy.port}", **headers})
+
+    def submit(self, path: str, fields: dict[str, str]) -> requests.Response:
+        """The form on ``path``, filled in and posted from that page."""
+        page = self.get(path)
+        assert page.status_code == 200, page.text
+        token = CSRF_FIELD.search(page.text).group(1)
+        return self.session.post(
+            self.proxy.base_url + path, data={**fields, "csrf_token": token}, timeout=10,
+            allow_redirects=False, headers={"Host": f"{HOST_NAME}:{self.proxy.port}",
+                                            "Origin": self.origin,
+                                            "Referer": self.origin + path})
+
+
+def shipped_proxy_settings() -> dict[str, str]:
+    settings = dict(PROXY_SETTING.findall((DEPLOY / "tsd-server.env.example").read_text()))
+    assert settings.get("PROXY_FIX_X_HOST") == "1", settings  # X-Forwarded-Host counts
+    return settings
+
+
+def documented_location(upstream_port: int) -> str:
+    block = doc_snippet("nginx-location")
+    assert DOC_UPSTREAM in block
+    return block.replace(DOC_UPSTREAM, f"127.0.0.1:{upstream_port}")
+
+
+@pytest.mark.parametrize("config", ["deploy site", "docs location block"])
+def test_a_form_posts_over_https_on_a_port_other_than_443(tmp_path, config):
+    url = f"sqlite:///{tmp_path / 'tsd.sqlite3'}"
+    db_backends.migrate(url)
+    settings = shipped_proxy_settings() if config == "deploy site" else doc_settings()
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=url, settings=settings,
+                          workers=1) as backend:
+        location = None if config == "deploy site" else documented_location(backend.port)
+        with nginx_https(tmp_path / "nginx", backend.port, location) as proxy:
+            browser = Browser(proxy, tmp_path / "nginx" / "cert.pem")
+            email = f"https-{secrets.token_hex(4)}@example.org"
+            signed_up = browser.submit("/register", {
+                "email": email, "display_name": "Https", "password": PASSWORD,
+                "confirm": PASSWORD})
+            assert "Form expired" not in signed_up.text, backend.log_tail()
+            assert signed_up.status_code == 302, signed_up.text
+            logged_in = browser.submit("/login", {"email": email, "password": PASSWORD})
+            assert logged_in.status_code == 302, logged_in.text
+            assert browser.get("/").status_code == 200  # the dashboard, logged in
