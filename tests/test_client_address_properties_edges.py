@@ -14,14 +14,16 @@ from hypothesis import strategies as st
 
 from tsd_server.client_address import (
     INVALID_FORWARDED_HEADER,
-    MAX_HOP_LENGTH,
     MAX_RECORDED_HOPS,
+    SHORTEST_HOME_PREFIX_V6,
     ProxySettings,
     is_public,
     resolve,
     split_hops,
 )
 from tsd_server.config import ConfigurationError
+from tsd_server.recorded_chain import MAX_HOP_LENGTH
+from tsd_server.trusted_proxies import is_too_wide
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 PUBLIC_V4 = ["8.8.8.8", "1.1.1.1", "9.9.9.9", "208.67.222.222"]
@@ -143,7 +145,8 @@ setting_value = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
                           st.floats(allow_nan=True), st.text(max_size=40),
                           st.lists(st.text(max_size=20) | st.integers(), max_size=3),
                           st.sampled_from(["127.0.0.1/32", "10.0.0.0/8, ::1", "0.0.0.0/0",
-                                           "8.8.8.8/33", "fe80::/10%eth0", "*"]))
+                                           "8.8.8.8/33", "fe80::/10%eth0", "*",
+                                           "172.17.0.1/16", "::ffff:0:0/96", 32, 47, 48]))
 SETTING_KEYS = ["TRUSTED_PROXIES", "PROXY_FIX_X_FOR", "IPV6_HOUSEHOLD_PREFIX",
                 "IP_MATCH_ALLOW_PRIVATE", "IP_MATCH_PRIVATE_PREFIX_V4",
                 "IP_MATCH_PRIVATE_PREFIX_V6"]
@@ -162,7 +165,8 @@ def test_arbitrary_proxy_settings_are_accepted_or_refused_with_a_message(changes
     except ConfigurationError as error:
         assert "TSD_" in str(error)
         return
-    assert 0 <= cfg.x_for <= 10 and 32 <= cfg.ipv6_household_prefix <= 128
+    assert 0 <= cfg.x_for <= 10 and SHORTEST_HOME_PREFIX_V6 <= cfg.ipv6_household_prefix <= 128
+    assert not any(is_too_wide(network) for network in cfg.trusted_proxies)
     resolve("127.0.0.1", {"HTTP_X_FORWARDED_FOR": "8.8.8.8"}, cfg)  # usable
 
 

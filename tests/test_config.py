@@ -68,7 +68,7 @@ def test_relative_instance_path_is_made_absolute(instance, monkeypatch, tmp_path
 
 @pytest.mark.parametrize("text, expected", [
     ("true", True), ("True", True), ("1", True), ("on", True),
-    ("false", False), ("False", False), ("0", False), ("off", False), ("", False),
+    ("false", False), ("False", False), ("0", False), ("off", False),
 ])
 def test_boolean_settings_from_environment(instance, monkeypatch, text, expected):
     # "False" is not JSON, so it arrives as text; it must not switch LAN mode on.

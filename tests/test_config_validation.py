@@ -1,5 +1,6 @@
 """Settings checked at start-up: rate limits that must parse, numbers within their range,
-and the kill-switch cache at most one second. A bad value stops create_app() with a
+the kill-switch cache at most one second, no empty yes/no setting or database URL, and
+trusted proxies that trust no more than written. A bad value stops create_app() with a
 ConfigurationError naming the setting, instead of starting a server that fails open (a
 limit Flask-Limiter cannot parse is skipped on every request) or answers 500 later.
 
@@ -20,6 +21,7 @@ from tsd_server.config import (
     DEFAULTS,
     NUMBER_BOUNDS,
     RATE_LIMIT_SETTINGS,
+    SWITCHES,
     ConfigurationError,
     configured_limit,
 )
@@ -155,3 +157,92 @@ def test_storage_errors_are_always_wrapped(instance, monkeypatch):
     monkeypatch.setenv("TSD_RATELIMIT_STORAGE_OPTIONS", "socket_timeout=2")
     with pytest.raises(ConfigurationError, match="TSD_RATELIMIT_STORAGE_OPTIONS"):
         create_app(KEY)
+
+
+@pytest.mark.parametrize("value", ["fixed-window", "sliding-window-counter", "moving_window"])
+def test_a_rate_limit_strategy_other_than_the_moving_window_stops_start_up(
+        instance, monkeypatch, value):
+    """The brute-force bound counts on at most N attempts in any span of the window."""
+    monkeypatch.setenv("TSD_RATELIMIT_STRATEGY", value)
+    with pytest.raises(ConfigurationError, match="TSD_RATELIMIT_STRATEGY must be moving-window"):
+        create_app(KEY)
+
+
+# --- empty values --------------------------------------------------------------------------
+
+YES_NO_SETTINGS = sorted(key for key, default in DEFAULTS.items() if isinstance(default, bool))
+
+
+@pytest.mark.parametrize("key", [*YES_NO_SETTINGS, *SWITCHES])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_yes_no_setting_stops_start_up(instance, monkeypatch, key, value):
+    """``TSD_IP_MATCH_REQUIRE_CONFIRMATION=`` (an unset ${VAR} in docker-compose or a systemd
+    template) read as false, and switched ip_match's confirmation code off without a word."""
+    assert "is empty" in refused(monkeypatch, key, value)
+
+
+def test_an_empty_yes_no_setting_in_the_config_file_stops_start_up_too(instance):
+    instance.mkdir()
+    (instance / "config.py").write_text('IP_MATCH_REQUIRE_CONFIRMATION = ""\n')
+    with pytest.raises(ConfigurationError, match="TSD_IP_MATCH_REQUIRE_CONFIRMATION is empty"):
+        create_app(KEY)
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_database_url_stops_start_up(instance, monkeypatch, value):
+    """Unset means SQLite in instance/; empty would too, and a server meant for PostgreSQL
+    would start on a database of its own, without the operator's kill switches."""
+    assert "is empty" in refused(monkeypatch, "DATABASE_URL", value)
+
+
+# --- trusted proxies -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, network, address", [
+    ("172.17.0.1/16", "172.17.0.0/16", "172.17.0.1/32"),  # as `ip addr` prints the bridge
+    ("127.0.0.1/32, 10.1.2.3/8", "10.0.0.0/8", "10.1.2.3/32"),
+    ("2001:db8::1/64", "2001:db8::/64", "2001:db8::1/128"),
+    ("::ffff:172.17.0.1/112", "172.17.0.0/16", "172.17.0.1/32"),
+])
+def test_a_trusted_proxy_address_with_a_prefix_stops_start_up(instance, monkeypatch, value,
+                                                              network, address):
+    """Read as its network, 172.17.0.1/16 trusted every container on the bridge."""
+    message = " ".join(refused(monkeypatch, "TRUSTED_PROXIES", value).split())
+    assert value.split(", ")[-1] in message
+    assert f"Write {network} to trust the whole network" in message
+    assert f"or {address} to trust that one proxy" in message
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("172.17.0.1", ["172.17.0.1/32"]), ("172.17.0.0/16", ["172.17.0.0/16"]),
+    ("::1", ["::1/128"]), ("10.0.0.0/8, 2001:db8::/32", ["10.0.0.0/8", "2001:db8::/32"]),
+])
+def test_bare_addresses_and_networks_are_trusted_as_written(instance, monkeypatch, value,
+                                                            expected):
+    monkeypatch.setenv("TSD_TRUSTED_PROXIES", value)
+    monkeypatch.setenv("TSD_PROXY_FIX_X_FOR", "1")
+    trusted = create_app(KEY).extensions["tsd.proxy_settings"].trusted_proxies
+    assert [str(network) for network in trusted] == expected
+
+
+@pytest.mark.parametrize("value", ["0.0.0.0/0", "::/0", "::ffff:0:0/96", "10.0.0.0/7",
+                                   "2001::/31", "127.0.0.1/32, 0.0.0.0/1"])
+def test_a_far_too_wide_trusted_network_stops_start_up(instance, monkeypatch, value):
+    """Anyone inside it could connect directly and choose their address with a forged
+    X-Forwarded-For: per-address rate limits and households would be the client's choice.
+    proxy-check calls the same networks errors (tests/test_ip_match_proxy_check.py)."""
+    monkeypatch.setenv("TSD_PROXY_FIX_X_FOR", "1")
+    assert "far too wide" in refused(monkeypatch, "TRUSTED_PROXIES", value)
+
+
+@pytest.mark.parametrize("prefix", ["32", "47"])
+def test_an_ipv6_household_wider_than_a_home_stops_start_up(instance, monkeypatch, prefix):
+    """A /32 holds many customers of one provider: ip_match would make them one household,
+    each seeing and linking the others' printers (proxy-check's error)."""
+    message = refused(monkeypatch, "IPV6_HOUSEHOLD_PREFIX", prefix)
+    assert "from 48 to 128" in message and "printers" in message
+
+
+def test_an_ipv6_household_of_a_home_starts(instance, monkeypatch):
+    monkeypatch.setenv("TSD_IPV6_HOUSEHOLD_PREFIX", "48")
+    assert create_app(KEY).extensions["tsd.proxy_settings"].ipv6_household_prefix == 48

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
+from flask import Flask
+
+from tsd_server import proxy_check
+from tsd_server.client_address import ProxySettings
+from tsd_server.config import ConfigurationError
 
 
 @pytest.fixture
 def check(app, database):
-    """Run ``proxy-check`` on an app with the given settings: (exit code, output)."""
+    """Run ``proxy-check`` on an app with the given settings: (exit code, output). With
+    ``proxy_settings``, on those instead of the ones start-up read (settings start-up
+    refuses, which proxy-check must still call errors)."""
     from tsd_server import create_app
 
-    def run(settings: dict | None = None, *args: str) -> tuple[int, str]:
+    def run(settings: dict | None = None, *args: str,
+            proxy_settings: ProxySettings | None = None) -> tuple[int, str]:
         configured = create_app({"TESTING": True, "SECRET_KEY": "x" * 32,
                                  "DATABASE_URL": database, **(settings or {})})
+        if proxy_settings is not None:
+            configured.extensions["tsd.proxy_settings"] = proxy_settings
         result = configured.test_cli_runner().invoke(args=["proxy-check", *args])
         return result.exit_code, result.output
 
@@ -32,19 +43,64 @@ def test_defaults_explain_every_setting_and_find_nothing_wrong(check):
     assert "/api/v1/client-address" in out
 
 
-@pytest.mark.parametrize("settings, expected", [
-    ({"PROXY_FIX_X_FOR": 1}, "TRUSTED_PROXIES is empty"),
-    ({"TRUSTED_PROXIES": "127.0.0.1/32"}, "PROXY_FIX_X_FOR is 0"),
-    ({"PROXY_FIX_X_FOR": 1, "TRUSTED_PROXIES": "0.0.0.0/0"}, "far too wide"),
-    ({"PROXY_FIX_X_FOR": 1, "TRUSTED_PROXIES": "::/0"}, "far too wide"),
+def wide(network: str) -> ProxySettings:
+    return ProxySettings(x_for=1, trusted_proxies=(ipaddress.ip_network(network),))
+
+
+@pytest.mark.parametrize("settings, proxy_settings, expected", [
+    ({"PROXY_FIX_X_FOR": 1}, None, "TRUSTED_PROXIES is empty"),
+    ({"TRUSTED_PROXIES": "127.0.0.1/32"}, None, "PROXY_FIX_X_FOR is 0"),
+    # Start-up refuses these (tests/test_config_validation.py); proxy-check still calls them
+    # errors for settings it is handed.
+    ({}, wide("0.0.0.0/0"), "far too wide"),
+    ({}, wide("::/0"), "far too wide"),
     # One household across many homes: the incident ip_match exists to prevent.
-    ({"IPV6_HOUSEHOLD_PREFIX": 32}, "IPV6_HOUSEHOLD_PREFIX is 32: a /32 holds many customers"),
-    ({"IPV6_HOUSEHOLD_PREFIX": 47}, "IPV6_HOUSEHOLD_PREFIX is 47"),
+    ({}, ProxySettings(ipv6_household_prefix=32),
+     "IPV6_HOUSEHOLD_PREFIX is 32: a /32 holds many customers"),
+    ({}, ProxySettings(ipv6_household_prefix=47), "IPV6_HOUSEHOLD_PREFIX is 47"),
 ])
-def test_mistakes_in_the_settings_are_errors_and_exit_1(check, settings, expected):
-    code, out = check(settings)
+def test_mistakes_in_the_settings_are_errors_and_exit_1(check, settings, proxy_settings,
+                                                        expected):
+    code, out = check(settings, proxy_settings=proxy_settings)
     assert code == 1
     assert "ERROR:" in out and expected in " ".join(out.split())
+
+
+def errors_for(proxies: ProxySettings) -> list[str]:
+    app = Flask(__name__)
+    app.config["PROXY_FIX_X_PROTO"] = 1
+    with app.app_context():
+        return [finding.text for finding in proxy_check.findings(proxies)
+                if finding.level == proxy_check.ERROR]
+
+
+def starts(config: dict) -> bool:
+    try:
+        ProxySettings.from_config({**VALID_PROXY_SETTINGS, **config})
+    except ConfigurationError:
+        return False
+    return True
+
+
+VALID_PROXY_SETTINGS = {"TRUSTED_PROXIES": "", "PROXY_FIX_X_FOR": 1, "IPV6_HOUSEHOLD_PREFIX": 64,
+                        "IP_MATCH_ALLOW_PRIVATE": False, "IP_MATCH_PRIVATE_PREFIX_V4": 24,
+                        "IP_MATCH_PRIVATE_PREFIX_V6": 64}
+
+
+@pytest.mark.parametrize("version, base", [(4, "10.0.0.0"), (6, "2001:4860::")])
+def test_start_up_refuses_exactly_the_trusted_networks_proxy_check_calls_errors(version, base):
+    """One threshold (trusted_proxies.WIDEST_PREFIX) for both: a network start-up accepts is
+    never an ERROR in proxy-check, and every one it refuses is."""
+    for prefix in range(0, 33 if version == 4 else 129):
+        network = ipaddress.ip_network(f"{base}/{prefix}", strict=False)
+        errors = errors_for(ProxySettings(x_for=1, trusted_proxies=(network,)))
+        assert starts({"TRUSTED_PROXIES": str(network)}) is (not errors), network
+
+
+def test_start_up_refuses_exactly_the_household_prefixes_proxy_check_calls_errors():
+    for prefix in range(0, 129):
+        errors = errors_for(ProxySettings(ipv6_household_prefix=prefix))
+        assert starts({"IPV6_HOUSEHOLD_PREFIX": prefix}) is (not errors), prefix
 
 
 @pytest.mark.parametrize("settings, expected", [

@@ -38,12 +38,13 @@ from typing import Any
 
 from flask import current_app, g, request
 
-from tsd_server.config import ConfigurationError, bounded_int_setting, comma_list
+from tsd_server.config import ConfigurationError, bounded_int_setting
+from tsd_server.recorded_chain import MAX_CLAIMED_HOPS, recorded_hops
+from tsd_server.trusted_proxies import IPNetwork, check_width, parse_networks
 
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Reason codes (DESIGN.md), in the order they are checked.
 UNTRUSTED_FORWARDED_HEADER = "untrusted_forwarded_header"
@@ -93,9 +94,16 @@ NEVER_PUBLIC = tuple(ipaddress.ip_network(n) for n in ("3fff::/20", "192.88.99.0
 # Where TrustedProxyFix leaves the record for the request it computed it for.
 ENVIRON_KEY = "tsd.client_address"
 
-# Bounds on attacker-controlled input kept for audit and diagnostics.
-MAX_RECORDED_HOPS = 20
-MAX_HOP_LENGTH = 64
+# The most proxies ``PROXY_FIX_X_FOR`` may count.
+MAX_PROXIES = 10
+# The shortest IPv6 prefix of one household, for start-up and proxy-check alike: a provider
+# gives one home a /48 at most (RFC 6177; usually a /56 or a /64). Shorter, and one
+# "household" spans many customers, each seeing and linking the others' printers.
+SHORTEST_HOME_PREFIX_V6 = 48
+
+# The most entries a record's forwarded_for holds (tsd_server/recorded_chain.py): every
+# proxy's hop, the client's claims kept, and CUT.
+MAX_RECORDED_HOPS = MAX_PROXIES + MAX_CLAIMED_HOPS + 1
 
 
 @dataclass(frozen=True)
@@ -114,12 +122,16 @@ class ProxySettings:
         """Read and check the settings; a bad value stops start-up with ``ConfigurationError``."""
         try:
             trusted = parse_networks(config["TRUSTED_PROXIES"])
+            check_width(trusted)
         except (TypeError, ValueError) as error:  # TypeError: TSD_TRUSTED_PROXIES=true or 5
             raise ConfigurationError(f"TSD_TRUSTED_PROXIES: {error}") from None
         return cls(
-            x_for=bounded_int_setting(config, "PROXY_FIX_X_FOR", 0, 10),
+            x_for=bounded_int_setting(config, "PROXY_FIX_X_FOR", 0, MAX_PROXIES),
             trusted_proxies=trusted,
-            ipv6_household_prefix=bounded_int_setting(config, "IPV6_HOUSEHOLD_PREFIX", 32, 128),
+            ipv6_household_prefix=bounded_int_setting(
+                config, "IPV6_HOUSEHOLD_PREFIX", SHORTEST_HOME_PREFIX_V6, 128,
+                why="a home gets a /48 at most, so a shorter prefix would make many customers "
+                "of one provider one household, each seeing and linking the others' printers"),
             allow_private=bool(config["IP_MATCH_ALLOW_PRIVATE"]),
             private_prefix_v4=bounded_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V4", 8, 32),
             private_prefix_v6=bounded_int_setting(config, "IP_MATCH_PRIVATE_PREFIX_V6", 32, 128),
@@ -135,6 +147,7 @@ class ClientAddress:
 
     client_ip: str | None
     peer_ip: str | None
+    # X-Forwarded-For as recorded for audit and diagnostics (recorded_chain.py): bounded.
     forwarded_for: tuple[str, ...] = field(default_factory=tuple)
     household: str | None = None
     ineligibility_reason: str | None = None
@@ -157,21 +170,6 @@ class ClientAddress:
                 "reason": self.ineligibility_reason,
             },
         }
-
-
-def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
-    """Parse a CIDR list setting; a bad entry stops start-up rather than being skipped.
-    IPv4-mapped IPv6 entries (``::ffff:10.0.0.0/104``) become the IPv4 networks they mean:
-    peers are compared as IPv4 (``parse_ip``), so as written they could never match."""
-    return tuple(_unmapped(ipaddress.ip_network(item, strict=False))
-                 for item in comma_list(value))
-
-
-def _unmapped(network: IPNetwork) -> IPNetwork:
-    mapped = network.network_address.ipv4_mapped if network.version == 6 else None
-    if mapped is None or network.prefixlen < 96:
-        return network
-    return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
 
 
 def parse_ip(text: str | None) -> IPAddress | None:
@@ -205,11 +203,11 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
     """Compute the record from the direct peer, the request headers and the settings."""
     peer_address = parse_ip(peer)
     hops = split_hops(environ.get("HTTP_X_FORWARDED_FOR"))
-    recorded = tuple(hop[:MAX_HOP_LENGTH] for hop in hops[-MAX_RECORDED_HOPS:])
     carries_forwarded = any(environ.get(name) for name in FORWARDED_HEADERS)
+    peer_is_proxy = settings.x_for > 0 and settings.is_trusted_proxy(peer_address)
 
     said_otherwise = None
-    if settings.x_for > 0 and settings.is_trusted_proxy(peer_address):
+    if peer_is_proxy:
         client, reason = _walk_chain(peer_address, hops, settings)
         if reason is None:
             said_otherwise = _contradiction(environ, hops[-settings.x_for:])
@@ -230,7 +228,7 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
     return ClientAddress(
         client_ip=str(client) if client is not None else None,
         peer_ip=str(peer_address) if peer_address is not None else (peer or None),
-        forwarded_for=recorded,
+        forwarded_for=recorded_hops(hops, settings.x_for if peer_is_proxy else 0),
         household=household,
         ineligibility_reason=reason,
         contradiction=said_otherwise,
@@ -340,8 +338,8 @@ def _seen_address(record: ClientAddress, settings: ProxySettings) -> IPAddress |
     """The direct peer unless it is a trusted proxy; then, if trusted proxies are said to
     pass addresses (``PROXY_FIX_X_FOR``), the hops from the right while they are trusted
     proxies: each hop was written by the proxy to its right, so the first that is not one
-    was seen connecting by a trusted proxy. None when the hops run out or one is not an
-    address."""
+    was seen connecting by a trusted proxy. None when the recorded hops run out (the
+    record keeps MAX_CLAIMED_HOPS past the vouched ones) or one is not an address."""
     peer = parse_ip(record.peer_ip)
     if peer is None or not settings.is_trusted_proxy(peer):
         return peer

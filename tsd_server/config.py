@@ -102,6 +102,9 @@ DEFAULTS: dict[str, Any] = {
     # Opening QR links (per address and per account) and fetching QR images (per address).
     "QR_LINK_LIMIT": "20 per 10 minutes",
     "QR_IMAGE_LIMIT": "30 per 10 minutes",
+    # Answers on the approval page (approve or deny), per address and per account: each
+    # one is audited, so unlimited answers would be unlimited audit rows.
+    "LINK_DECISION_LIMIT": "20 per 10 minutes",
     # Log-in attempts per client address, and per email typed whatever the address (a
     # botnet guessing one account's password); sign-ups per address; guesses at the current
     # password from a logged-in session, per account (tsd_server/auth/limits.py).
@@ -158,7 +161,7 @@ RATE_LIMIT_SETTINGS = (
     "IP_MATCH_ANNOUNCE_RATE_LIMIT", "IP_MATCH_NEARBY_RATE_LIMIT", "IP_MATCH_CLAIM_RATE_LIMIT",
     "PAIRING_GUESS_LIMIT_PER_IP", "PAIRING_GUESS_LIMIT_PER_ACCOUNT",
     "PAIRING_CODE_CREATE_LIMIT", "DEVICE_FLOW_AUTHORIZE_LIMIT", "DEVICE_FLOW_TOKEN_LIMIT",
-    "QR_LINK_LIMIT", "QR_IMAGE_LIMIT",
+    "QR_LINK_LIMIT", "QR_IMAGE_LIMIT", "LINK_DECISION_LIMIT",
     "LOGIN_LIMIT_PER_IP", "LOGIN_LIMIT_PER_EMAIL", "SIGN_UP_LIMIT_PER_IP",
     "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT",
 )
@@ -261,17 +264,24 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+# No empty word: ``TSD_X=`` is what an unset ${VAR} in docker-compose or a systemd template
+# gives, and it would switch TSD_IP_MATCH_REQUIRE_CONFIRMATION off without a word.
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def parse_bool(key: str, value: Any) -> bool:
-    """A boolean setting; "False" or "off" (not JSON, so left as text) must not count as true."""
+    """A boolean setting; "False" or "off" (not JSON, so left as text) must not count as true,
+    and an empty value counts as neither."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
         return value.strip().lower() in TRUE_WORDS
+    if isinstance(value, str) and not value.strip():
+        raise ConfigurationError(
+            f"TSD_{key} is empty (an unset ${{VARIABLE}} in a compose file or unit gives "
+            "that): set it to true or false, or remove it for the default.")
     raise ConfigurationError(f"TSD_{key} must be true or false, not {value!r}.")
 
 
@@ -302,19 +312,42 @@ def _coerce_to_default_types(config: dict[str, Any]) -> None:
 
 
 def _check_settings(config: dict[str, Any]) -> None:
-    """Refuse rate limits that do not parse and numbers out of their range."""
+    """Refuse rate limits that do not parse, numbers out of their range, an empty database
+    URL and a rate-limit strategy the brute-force bound does not hold under."""
     for key in RATE_LIMIT_SETTINGS:
         _check_rate_limit(key, config[key])
     for key, (low, high) in NUMBER_BOUNDS.items():
         bounded_int_setting(config, key, low, high)
     _check_storage_uri(config["RATELIMIT_STORAGE_URI"])
+    _check_database_url(config["DATABASE_URL"])
+    if config["RATELIMIT_STRATEGY"] != "moving-window":
+        raise ConfigurationError(
+            f"TSD_RATELIMIT_STRATEGY must be moving-window, not "
+            f"{config['RATELIMIT_STRATEGY']!r}: the bound on guessing pairing codes "
+            "(docs/security.md) counts on at most N attempts in any span of the window, and "
+            "the other strategies let up to twice that through around a window's edge.")
 
 
-def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int) -> int:
-    """A whole-number setting within [low, high]; anything else stops start-up."""
+def _check_database_url(url: Any) -> None:
+    """Unset means SQLite in instance/; empty is refused. ``TSD_DATABASE_URL=`` is what an
+    unset ${VAR} gives, and a server that meant PostgreSQL would start on an empty SQLite
+    file of its own: the kill switches an operator set, the revocations and the audit log
+    would all be elsewhere, and every process on another machine would have its own."""
+    if isinstance(url, str) and not url.strip():
+        raise ConfigurationError(
+            "TSD_DATABASE_URL is empty (an unset ${VARIABLE} in a compose file or unit gives "
+            "that): give the database's URL, or remove the setting for SQLite in instance/.")
+
+
+def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int,
+                        why: str = "") -> int:
+    """A whole-number setting within [low, high]; anything else stops start-up, saying
+    ``why`` the range is what it is when given."""
     number = config[key]
     if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}.")
+        reason = f": {why}" if why else ""
+        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}"
+                                 f"{reason}.")
     return number
 
 

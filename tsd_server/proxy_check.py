@@ -20,7 +20,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from tsd_server import client_address
-from tsd_server.client_address import LAN_NETWORKS, ProxySettings
+from tsd_server.client_address import LAN_NETWORKS, SHORTEST_HOME_PREFIX_V6, ProxySettings
+from tsd_server.trusted_proxies import is_too_wide
 
 ERROR, WARNING, NOTE = "ERROR", "WARNING", "NOTE"
 WIDTH = 92
@@ -109,8 +110,10 @@ def findings(settings: ProxySettings) -> list[Finding]:
                              "proxies' X-Forwarded-For is ignored and their requests are "
                              "refused as untrusted_forwarded_header. Set TSD_PROXY_FIX_X_FOR "
                              "to the number of proxies."))
+    # Start-up refuses the errors below whose thresholds it shares (a too-wide network, a
+    # household prefix shorter than a home's); they stay here for settings built otherwise.
     for network in settings.trusted_proxies:
-        if network.prefixlen < (8 if network.version == 4 else 32):
+        if is_too_wide(network):
             found.append(Finding(ERROR, f"TRUSTED_PROXIES contains {network}: far too wide. "
                                  "Anyone inside it can choose their address with a forged "
                                  "X-Forwarded-For. List only your proxies."))
@@ -137,11 +140,6 @@ def findings(settings: ProxySettings) -> list[Finding]:
                              "over https look like http to the server. Set it to 1 if your "
                              "proxy sends X-Forwarded-Proto."))
     return found
-
-
-# The shortest prefix a provider gives one home (RFC 6177: a /48 at most; usually a /56 or
-# a /64). Shorter, and one "household" spans many customers' homes.
-SHORTEST_HOME_PREFIX_V6 = 48
 
 
 def _household_prefix_findings(prefix: int) -> list[Finding]:
