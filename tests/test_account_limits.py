@@ -109,3 +109,16 @@ def test_the_password_change_limit_is_the_setting(app, make_user, login):
         }).status_code
 
     assert [change("8.8.8.8"), change("9.9.9.9")] == [400, 429]
+
+
+@pytest.mark.parametrize("app_config", [{"LOGIN_LIMIT_PER_IP": "2 per minute"}], indirect=True)
+def test_accounts_from_one_address_share_its_password_change_budget(app, make_user, login):
+    """Accounts are cheap (sign-up is open); each change attempt costs a password hash."""
+    def change(number: int) -> int:
+        _, email, _ = make_user(email=f"person{number}@example.org", password=PASSWORD)
+        session = login(email, PASSWORD, REMOTE_ADDR=f"1.1.{number}.1")  # log-ins elsewhere
+        return session.form_post("/account/password", {
+            "current": "not it", "password": "a new password 1", "confirm": "a new password 1",
+        }, environ_base={"REMOTE_ADDR": "8.8.8.8"}).status_code
+
+    assert [change(1), change(2), change(3)] == [400, 400, 429]

@@ -105,6 +105,23 @@ class TestDefaultGuessLimits:
         assert len(audit_rows(app, "rate_limited")) == 1
 
 
+@pytest.mark.parametrize("app_config", [{"PAIRING_CODE_CREATE_LIMIT": "2 per 10 minutes"}])
+def test_pairing_codes_are_limited_per_account_and_per_address(app, make_user, login):
+    """Per account whatever the address; per address whatever the account (accounts are
+    cheap: each code is a row and an audit row)."""
+    def create(session, address: str):
+        return session.post("/api/v1/pairing/codes", environ_base={"REMOTE_ADDR": address})
+
+    _, email, password = make_user()
+    person = login(email, password, REMOTE_ADDR="1.1.1.1")
+    assert create(person, "1.1.1.1").status_code == 201
+    assert create(person, "9.9.9.9").status_code == 201
+    limited(create(person, "9.9.9.8"))
+    others = [login(*make_user()[1:], REMOTE_ADDR="8.8.8.8") for _ in range(3)]
+    assert [create(other, "8.8.8.8").status_code for other in others[:2]] == [201, 201]
+    limited(create(others[2], "8.8.8.8"))
+
+
 @pytest.mark.parametrize("app_config", [{"IPV6_HOUSEHOLD_PREFIX": 128},
                                         {"IPV6_HOUSEHOLD_PREFIX": 48}])
 def test_limits_key_ipv6_by_its_64_whatever_the_household_prefix(app, client):
@@ -182,6 +199,28 @@ class TestFailureBreaker:
         with app.test_request_context():
             assert kill_switch.is_enabled("pairing_code", fresh=True)
         assert audit_rows(app, "breaker_trip") == []
+
+    def test_switching_on_forgives_the_wave_before_it(self, app, client, clock):
+        """An admin who switches pairing_code on within the minute after a trip must not
+        see the next wrong code trip it again on the failures that tripped it."""
+        from tsd_server.discovery import kill_switch
+
+        for ip in ("8.8.8.8", "9.9.9.9", "1.0.0.1", "1.0.0.2"):
+            redeem(client, WRONG, ip=ip)
+        clock.advance(seconds=10)
+        with app.test_request_context():
+            assert not kill_switch.is_enabled("pairing_code", fresh=True)
+            kill_switch.set_flag("pairing_code", enabled=True, reason="looked into",
+                                 actor="cli")
+        clock.advance(seconds=10)
+        for ip in ("1.0.0.3", "1.0.0.4", "1.0.0.5"):  # three: not more than the setting
+            assert redeem(client, WRONG, ip=ip).status_code == 400
+        with app.test_request_context():
+            assert kill_switch.is_enabled("pairing_code", fresh=True)
+        assert redeem(client, WRONG, ip="1.0.0.6").status_code == 400  # a new wave trips
+        with app.test_request_context():
+            assert not kill_switch.is_enabled("pairing_code", fresh=True)
+        assert len(audit_rows(app, "breaker_trip")) == 2
 
 
 class TestBreakerOff:

@@ -38,11 +38,14 @@ def owned_device(user: User, device_pk: int) -> Device | None:
     return device
 
 
-def active_device_with_uid(user: User, device_uid: str) -> Device | None:
-    """The user's active printer a new link under ``device_uid`` would replace, if any."""
+def replaced_by_link(user: User, device_uid: str) -> Device | None:
+    """The user's printer a new link under ``device_uid`` would take the place of (links
+    re-link in place): a working one, or one an incident left waiting to be linked again,
+    whose owner was told to link it again and would expect exactly such a request."""
     return db.session.scalar(
         select(Device).where(Device.owner_id == user.id, Device.device_uid == device_uid,
-                             Device.token_hash.is_not(None)).limit(1))
+                             (Device.token_hash.is_not(None))
+                             | (Device.needs_relink.is_(True))).limit(1))
 
 
 def rename(device: Device, name: str) -> None:

@@ -136,12 +136,13 @@ class Printer:
         self.name = name
         self.device_id = f"tsd-{secrets.token_hex(8)}"
         self.secret = secrets.token_urlsafe(32)
+        self.model = "Mk4"
         self.access_token: str | None = None
 
     def announce(self, forged_for: str | None = None) -> Reply:
         reply = self.endpoint.request("POST", "/api/v1/discovery/announce", json={
             "device_id": self.device_id, "device_secret": self.secret, "name": self.name,
-            "model": "Mk4", "agent_version": "test"}, forged_for=forged_for)
+            "model": self.model, "agent_version": "test"}, forged_for=forged_for)
         if reply.status == 200 and reply.json.get("access_token"):
             self.access_token = reply.json["access_token"]
         return reply

@@ -13,6 +13,7 @@ LOOSE_LIMITS = {
     "DEVICE_FLOW_TOKEN_LIMIT": "1000 per minute",
     "QR_LINK_LIMIT": "1000 per minute",
     "QR_IMAGE_LIMIT": "1000 per minute",
+    "LINK_DECISION_LIMIT": "1000 per minute",
     "PAIRING_FAILURE_BREAKER_PER_MINUTE": 1000,
 }
 

@@ -11,7 +11,9 @@ concurrent attempts through uncounted):
   moves on (sessions already logged in are not touched). docs/security.md says so;
 * ``SIGN_UP_LIMIT_PER_IP``: sign-ups per client address;
 * ``PASSWORD_CHANGE_LIMIT_PER_ACCOUNT``: guesses at the current password from a logged-in
-  (perhaps stolen) session, per account.
+  (perhaps stolen) session, per account; and as many per address as log-ins
+  (``LOGIN_LIMIT_PER_IP``, a budget of its own), so that accounts signed up from one
+  address do not multiply the password hashes it can make the server compute.
 
 The per-email key is an HMAC of the normalised email keyed from SECRET_KEY: the limit
 storage (Redis) holds no email addresses, and an unknown email is counted exactly like a
@@ -58,3 +60,4 @@ login_per_email = _limit("LOGIN_LIMIT_PER_EMAIL", email_key, LOGIN_MESSAGE)
 sign_up_per_address = _limit("SIGN_UP_LIMIT_PER_IP", address_key, SIGN_UP_MESSAGE)
 password_change_per_account = _limit("PASSWORD_CHANGE_LIMIT_PER_ACCOUNT", account_key,
                                      CHANGE_MESSAGE)
+password_change_per_address = _limit("LOGIN_LIMIT_PER_IP", address_key, CHANGE_MESSAGE)

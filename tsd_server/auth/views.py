@@ -134,6 +134,7 @@ def logout():
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
+@limits.password_change_per_address
 @limits.password_change_per_account
 @login_required
 def password():

@@ -307,6 +307,14 @@ def all_states(*, fresh: bool = False) -> dict[str, StrategyState]:
     return {name: state(name, fresh=fresh) for name in known_names()}
 
 
+def last_switched_on(name: str) -> datetime | None:
+    """When the strategy (or "all") was last switched on at runtime: the automatic breakers
+    forgive what they counted before it, so an admin's switch-on is not undone by the very
+    wave it follows."""
+    return db.session.scalar(select(func.max(StrategyFlag.changed_at)).where(
+        StrategyFlag.strategy.in_((name, ALL)), StrategyFlag.enabled.is_(True)))
+
+
 def runtime_flags(*, fresh: bool = True) -> dict[str, FlagSnapshot] | None:
     """The runtime layer alone (for the CLI and the admin page); None when unreadable."""
     return _flags(fresh)

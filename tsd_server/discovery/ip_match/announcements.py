@@ -206,9 +206,19 @@ def _refresh(row: Announcement, request: AnnounceRequest, address: ClientAddress
         if row.offer is not None:
             offers.end(row.offer, "voided", "the device moved to another household",
                        address=address)
-        audit.record("ip_match_announce", actor=ACTOR, outcome="household_changed",
-                     device_uid=row.device_uid, strategy=STRATEGY, address=address,
-                     detail=f"from {row.household}")
+        # At most once a minute per device: a device sent from two addresses in turn
+        # (IPv4 and IPv6) would otherwise write a row per announce.
+        if audit_throttle.first_this_minute("tsd-audit-household-changed", row.device_uid):
+            audit.record("ip_match_announce", actor=ACTOR, outcome="household_changed",
+                         device_uid=row.device_uid, strategy=STRATEGY, address=address,
+                         detail=f"from {row.household} (audited once a minute per device "
+                                "at most)")
+    if row.offer is not None and changes.keys() & {"name", "model"}:
+        # The person picked the printer by what it said about itself and is to read the
+        # code off its screen. Renamed once it holds the code, a device could show it in
+        # its name, on the very page where the code is typed.
+        offers.end(row.offer, "voided", "the device changed its name or model",
+                   address=address)
     for column, value in changes.items():
         setattr(row, column, value)
     if changes or _last_seen_due(row.last_seen_at, settings, now):

@@ -22,7 +22,6 @@ from tsd_server import audit
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.ip_match.settings import IpMatchSettings
 from tsd_server.extensions import db
-from tsd_server.models import StrategyFlag
 from tsd_server.models.ip_match import HouseholdAccount, HouseholdBlock
 from tsd_server.upsert import upsert
 
@@ -123,7 +122,7 @@ def trip(household: str, accounts: int, settings: IpMatchSettings, now: datetime
 def _maybe_trip_globally(settings: IpMatchSettings, now: datetime) -> None:
     """Switch ip_match off when enough households tripped since the window (or re-enable)."""
     counted = HouseholdBlock.tripped_at >= now - settings.breaker_window
-    reenabled = _last_enabled_at()
+    reenabled = kill_switch.last_switched_on(STRATEGY)
     if reenabled is not None and reenabled >= now - settings.breaker_window:
         counted = HouseholdBlock.tripped_at > reenabled
     tripped = db.session.scalar(
@@ -139,9 +138,3 @@ def _maybe_trip_globally(settings: IpMatchSettings, now: datetime) -> None:
     kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto")
     log.error("ip_match switched off for everyone: %s", reason)
 
-
-def _last_enabled_at() -> datetime | None:
-    """When an admin last switched ip_match (or all) on: trips before that are forgiven."""
-    return db.session.scalar(select(func.max(StrategyFlag.changed_at)).where(
-        StrategyFlag.strategy.in_((STRATEGY, kill_switch.ALL)),
-        StrategyFlag.enabled.is_(True)))

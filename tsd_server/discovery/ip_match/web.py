@@ -12,6 +12,7 @@ from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
+from tsd_server import devices
 from tsd_server.api.errors import ApiError
 from tsd_server.api.request_body import device_id_in_path
 from tsd_server.clock import utcnow
@@ -57,7 +58,8 @@ def link(device_id: str):
 
 
 def _offer_page(offer, form: CodeForm, status: int = 200):
-    return render_template("ip_match/offer.html", offer=offer, form=form,
+    replaces = devices.replaced_by_link(current_user, offer.announcement.device_uid)
+    return render_template("ip_match/offer.html", offer=offer, form=form, replaces=replaces,
                            expires_in=offers.expires_in(offer, utcnow())), status
 
 

@@ -38,6 +38,7 @@ def _link_answer(result: LinkResult, status: int) -> tuple[Response, int]:
 
 @pairing_api_bp.post("/pairing/codes")
 @login_required
+@limits.code_create_per_address
 @limits.code_create_per_account
 def create_code():
     """A logged-in user gets a one-time code to type into the printer."""

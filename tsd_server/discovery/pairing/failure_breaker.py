@@ -11,7 +11,7 @@ off until an admin switches it back on.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, func, select
@@ -46,19 +46,26 @@ _RECENT = select(func.count()).select_from(AuditEvent).where(
     AuditEvent.at > bindparam("since"))
 
 
-def recent_failures() -> int:
-    """Invalid codes in the last minute: one statement on its own, outside any transaction."""
-    row = single_statement.first(_RECENT, {"since": utcnow() - WINDOW})
+def recent_failures(since: datetime | None = None) -> int:
+    """Invalid codes in the last minute (or since ``since``, if later): one statement on its
+    own, outside any transaction."""
+    window_start = utcnow() - WINDOW
+    row = single_statement.first(_RECENT, {"since": max(since or window_start, window_start)})
     return row[0] if row else 0
 
 
 def check() -> bool:
-    """Trip when the last minute's failures exceed the setting; True when it tripped now."""
+    """Trip when the last minute's failures exceed the setting; True when it tripped now.
+    Failures before pairing_code was last switched on are forgiven: otherwise an admin who
+    switches it on within the minute after a trip sees the next wrong code trip it again."""
     threshold = int(current_app.config["PAIRING_FAILURE_BREAKER_PER_MINUTE"])
     if threshold <= 0:
         return False
     failures = recent_failures()
     if failures <= threshold or not kill_switch.is_enabled(STRATEGY, fresh=True):
+        return False
+    failures = recent_failures(since=kill_switch.last_switched_on(STRATEGY))
+    if failures <= threshold:
         return False
     reason = (f"failure breaker: {failures} invalid codes within a minute "
               f"(limit {threshold}); switch pairing_code on again once it is understood")

@@ -52,7 +52,11 @@ link_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-lin
                                       address_key)
 code_guess_per_account = _guess_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
                                       "pairing-guess-account", account_key)
-# Web codes a user may create, shared by the API and the "Add printer" page.
+# Web codes a user may create, shared by the API and the "Add printer" page: per account,
+# and per address, so that accounts signed up from one address do not multiply it.
 code_create_per_account = limiter.shared_limit(
     configured_limit("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create",
     key_func=account_key, methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)
+code_create_per_address = limiter.shared_limit(
+    configured_limit("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create-address",
+    key_func=address_key, methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)

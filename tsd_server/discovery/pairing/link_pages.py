@@ -21,9 +21,10 @@ from flask_login import current_user, login_required
 
 from tsd_server import audit, client_address, devices
 from tsd_server.discovery import kill_switch, registry
-from tsd_server.discovery.pairing import approvals, device_flow
+from tsd_server.discovery.pairing import approvals, device_flow, limits
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization
+from tsd_server.rate_limit_keys import account_key
 from tsd_server.web.forms import DecisionForm
 
 bp = Blueprint("link_web", __name__)
@@ -77,8 +78,8 @@ def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
 def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,
                    status: int = 200):
     # Approving re-links in place a printer of the user's with the same id: say so, since
-    # that printer's current access would stop working.
-    replaces = devices.active_device_with_uid(current_user, row.device_uid) if row else None
+    # that printer's current access would stop working (or its place be taken).
+    replaces = devices.replaced_by_link(current_user, row.device_uid) if row else None
     form = DecisionForm(formdata=None, data={"authorization": _shown(row.id, _tag(row))
                                              if row else ""})
     address = client_address.for_request()
@@ -127,6 +128,8 @@ def confirm():
 
 @bp.post("/link/confirm")
 @login_required
+@limits.busy_limit("LINK_DECISION_LIMIT")
+@limits.busy_limit("LINK_DECISION_LIMIT", key_func=account_key)
 def decide():
     form = DecisionForm()
     decision = request.form.get("decision")

@@ -75,6 +75,7 @@ def add_code():
 
 @pairing_web_bp.post("/printers/add/code")
 @login_required
+@limits.code_create_per_address
 @limits.code_create_per_account
 def create_code():
     form = ConfirmForm()
