@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import sys
+from urllib.parse import urlsplit
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
@@ -16,10 +17,16 @@ bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
 # start outside development (TSD_ENV=development only warns).
 
 
+def counts_per_process(storage_uri: str) -> bool:
+    """A rate-limit storage each process keeps on its own: ``memory://``, however spelt
+    (``limits`` also takes ``memory:`` and ``MEMORY://``)."""
+    return urlsplit(storage_uri).scheme.lower() == "memory"
+
+
 def default_workers(environ: dict[str, str]) -> int:
     if "TSD_WORKERS" in environ:
         return int(environ["TSD_WORKERS"])
-    if environ.get("TSD_RATELIMIT_STORAGE_URI", "memory://").startswith("memory://"):
+    if counts_per_process(environ.get("TSD_RATELIMIT_STORAGE_URI", "memory://")):
         return 1
     return min(4, multiprocessing.cpu_count() * 2)
 
@@ -70,7 +77,7 @@ def post_worker_init(worker) -> None:
     config = getattr(worker.wsgi, "config", {})
     storage = str(config.get("RATELIMIT_STORAGE_URI", ""))
     workers = worker.cfg.workers
-    if workers <= 1 or not storage.startswith("memory://"):
+    if workers <= 1 or not counts_per_process(storage):
         return
     problem = (f"{workers} workers keep rate limits in memory://, each on its own: one address "
                f"gets {workers} times the code guesses the limits are set for "

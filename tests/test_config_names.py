@@ -89,6 +89,20 @@ def test_a_setting_in_lower_case_in_the_instance_file_stops_start_up(instance):
     assert "base" not in message and " os " not in message  # the file's own names
 
 
+def test_the_instance_files_own_lower_case_tools_start(instance):
+    """A helper named like a setting is no mistake when the file sets the setting, nor an
+    import or a function; a lower-case gunicorn setting is pointed to the environment."""
+    instance.mkdir()
+    (instance / "config.py").write_text("import os\nenv = os.environ.get\n"
+                                        "base_url = 'https://print.example.org'\n"
+                                        "BASE_URL = base_url\n")
+    assert create_app({"SECRET_KEY": KEY}).config["BASE_URL"] == "https://print.example.org"
+    (instance / "config.py").write_text("workers = 4\n")
+    with pytest.raises(ConfigurationError, match="workers in instance/config.py is not read: "
+                                                 "set TSD_WORKERS in the environment"):
+        create_app({"SECRET_KEY": KEY})
+
+
 def test_every_setting_in_the_instance_file_starts(instance):
     """The file may name every setting there is (here with its default value)."""
     instance.mkdir()

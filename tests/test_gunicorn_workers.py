@@ -31,6 +31,8 @@ def default_workers():
 @pytest.mark.parametrize("environ, expected", [
     ({}, 1),
     ({"TSD_RATELIMIT_STORAGE_URI": "memory://"}, 1),
+    ({"TSD_RATELIMIT_STORAGE_URI": "memory:"}, 1),  # other spellings limits takes
+    ({"TSD_RATELIMIT_STORAGE_URI": "MEMORY://"}, 1),
     ({"TSD_RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0"},
      min(4, multiprocessing.cpu_count() * 2)),
     ({"TSD_RATELIMIT_STORAGE_URI": "memory://", "TSD_WORKERS": "3"}, 3),
@@ -93,6 +95,8 @@ def run_gunicorn(tmp_path, database_url: str, settings: dict, args: list[str]):
 @pytest.mark.parametrize("settings, args", [
     ({"WORKERS": "2"}, []),
     ({"RATELIMIT_STORAGE_URI": "memory://"}, ["--workers", "2"]),
+    ({"RATELIMIT_STORAGE_URI": "MEMORY://"}, ["--workers", "2"]),
+    ({"RATELIMIT_STORAGE_URI": "memory:"}, ["--workers", "2"]),
 ])
 def test_several_workers_on_memory_storage_do_not_start_in_production(
         tmp_path, sqlite_url, settings, args):

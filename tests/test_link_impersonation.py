@@ -76,6 +76,26 @@ def test_the_offer_page_says_which_printer_a_same_id_device_replaces(app, world)
     assert NOTICE not in offer_page(person, person.link(other.device_id).json["offer_id"])
 
 
+def test_with_confirmation_off_a_same_id_device_still_waits_for_the_code(app, world):
+    """Otherwise it would take the printer's place on its next announce, unseen."""
+    app.config["IP_MATCH_REQUIRE_CONFIRMATION"] = False
+    real = world.printer(HOME, "Prusa in the study")
+    person = world.person(HOME)
+    real.announce()
+    assert person.link(real.device_id).json["status"] == "pending_device"
+    real_token = real.announce().json["access_token"]
+    fake = world.printer(HOME, "Prusa in the study")
+    fake.device_id = real.device_id
+    fake.announce()
+
+    offer = person.link(fake.device_id).json
+    assert offer["status"] == "awaiting_confirmation"
+    assert NOTICE in offer_page(person, offer["offer_id"])
+    assert fake.announce().json["status"] == "confirm"  # no token without the code
+    assert person.endpoint.request("GET", "/api/v1/device/me", headers={
+        "Authorization": f"Bearer {real_token}"}).status == 200
+
+
 def test_household_changes_are_audited_once_a_minute_per_device(app, world):
     """A device sent from two addresses in turn (IPv4 and IPv6, say) would otherwise write
     a row per announce."""

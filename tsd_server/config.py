@@ -11,6 +11,7 @@ import copy
 import math
 import os
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -192,13 +193,16 @@ class ConfigurationError(RuntimeError):
 
 
 class _InstanceFile(Config):
-    """instance/config.py as Flask reads it, plus every name the file defines: Flask keeps
-    only the upper-case ones, so ``discovery_disabled = "all"`` would be ignored silently."""
+    """instance/config.py as Flask reads it, plus the other values the file defines: Flask
+    keeps only upper-case names, so ``discovery_disabled = "all"`` would be ignored
+    silently. Imports and functions (``import os``, ``env = os.environ.get``) are the
+    file's tools, never settings, so they are left out."""
 
     defined: frozenset[str] = frozenset()
 
     def from_object(self, obj: object) -> None:  # from_pyfile hands it the executed file
-        self.defined = frozenset(vars(obj))
+        self.defined = frozenset(name for name, value in vars(obj).items()
+                                 if not isinstance(value, ModuleType) and not callable(value))
         super().from_object(obj)
 
 
@@ -222,7 +226,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
     sources = {key: f"{key} in instance/config.py" for key in from_file}
     sources.update(setting_names.environment_keys(os.environ))  # the environment wins
     unknown = setting_names.unknown_settings(
-        {*DEFAULTS, *FIXED, *app.default_config}, from_file.defined, os.environ)
+        {*DEFAULTS, *FIXED, *app.default_config}, {*from_file, *from_file.defined}, os.environ)
     if unknown:
         raise ConfigurationError(" ".join(unknown) + " A name this server does not read "
                                  "would be ignored without a word; see README.md, "

@@ -71,10 +71,17 @@ def unknown_settings(config_names: Iterable[str], file_names: Iterable[str],
             continue  # the file's own helper (_PROXY = ...): Flask reads it, nothing uses it
         where = f"{key} in instance/config.py"
         if not key.isupper():
-            if key.upper() in known:  # Flask reads only upper-case names from the file
+            # Flask reads only upper-case names from the file. A value of the file's own
+            # (base = ...), or one the file also sets in upper case, is not a mistake.
+            if key.upper() in file_names:
+                continue
+            if key.upper() in known:
                 problems.append(f"{where} is not read: Flask reads only upper-case names "
                                 f"in this file; write {key.upper()}.")
-            continue  # an import or a helper of the file's own (import os, base = ...)
+            elif key.upper() in ENVIRONMENT_ONLY:
+                problems.append(f"{where} is not read: set {PREFIX}{key.upper()} in the "
+                                "environment.")
+            continue
         if key in ENVIRONMENT_ONLY:
             problems.append(f"{where} is not read: set {PREFIX}{key} in the environment.")
         else:

@@ -193,7 +193,10 @@ def link(user: User, device_uid: str) -> Offer:
 def _new_offer(row: Announcement, user: User, check: UserCheck, settings: IpMatchSettings,
                now: datetime) -> Offer:
     public_id = secrets.token_urlsafe(OFFER_ID_BYTES)
-    confirm = settings.require_confirmation
+    # A link that would take the place of one of the account's printers asks for the code
+    # even with confirmation off: the person sees the page that names that printer first.
+    confirm = (settings.require_confirmation
+               or devices.replaced_by_link(user, row.device_uid) is not None)
     offer = Offer(
         public_id=public_id, announcement_id=row.id, user_id=user.id,
         household=check.household, status=AWAITING_CONFIRMATION if confirm else PENDING_DEVICE,
