@@ -65,8 +65,9 @@ def unknown_settings(config_names: Iterable[str], file_names: Iterable[str],
     defines) or the environment that nothing reads; ``config_names`` are this server's and
     Flask's own."""
     known = {*config_names, *LIMITER_SETTINGS, *EXTENSION_SETTINGS}
+    file_names = set(file_names)
     problems = []
-    for key in sorted(set(file_names) - known):
+    for key in sorted(file_names - known):
         if key.startswith("_"):
             continue  # the file's own helper (_PROXY = ...): Flask reads it, nothing uses it
         where = f"{key} in instance/config.py"
