@@ -271,6 +271,8 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 # No empty word: ``TSD_X=`` is what an unset ${VAR} in docker-compose or a systemd template
 # gives, and it would switch TSD_IP_MATCH_REQUIRE_CONFIRMATION off without a word.
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# Why an empty value is refused, in its message.
+UNSET_VARIABLE = "an unset ${VARIABLE} in a compose file or unit gives that"
 
 
 def parse_bool(key: str, value: Any) -> bool:
@@ -284,8 +286,8 @@ def parse_bool(key: str, value: Any) -> bool:
         return value.strip().lower() in TRUE_WORDS
     if isinstance(value, str) and not value.strip():
         raise ConfigurationError(
-            f"TSD_{key} is empty (an unset ${{VARIABLE}} in a compose file or unit gives "
-            "that): set it to true or false, or remove it for the default.")
+            f"TSD_{key} is empty ({UNSET_VARIABLE}): set it to true or false, or remove it "
+            "for the default.")
     raise ConfigurationError(f"TSD_{key} must be true or false, not {value!r}.")
 
 
@@ -339,8 +341,8 @@ def _check_database_url(url: Any) -> None:
     would all be elsewhere, and every process on another machine would have its own."""
     if isinstance(url, str) and not url.strip():
         raise ConfigurationError(
-            "TSD_DATABASE_URL is empty (an unset ${VARIABLE} in a compose file or unit gives "
-            "that): give the database's URL, or remove the setting for SQLite in instance/.")
+            f"TSD_DATABASE_URL is empty ({UNSET_VARIABLE}): give the database's URL, or remove "
+            "the setting for SQLite in instance/.")
 
 
 def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int,

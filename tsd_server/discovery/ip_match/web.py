@@ -58,7 +58,9 @@ def link(device_id: str):
 
 
 def _offer_page(offer, form: CodeForm, status: int = 200):
-    replaces = devices.replaced_by_link(current_user, offer.announcement.device_uid)
+    # Shown only while the code is asked for; the other states refresh every few seconds.
+    replaces = (devices.replaced_by_link(current_user, offer.announcement.device_uid)
+                if offer.status == offers.AWAITING_CONFIRMATION else None)
     return render_template("ip_match/offer.html", offer=offer, form=form, replaces=replaces,
                            expires_in=offers.expires_in(offer, utcnow())), status
 

@@ -32,9 +32,11 @@ GUESS_MESSAGE = "Too many code attempts; wait before trying again (see Retry-Aft
 BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
 
 
-def _guess_limit(name: str, scope: str, key_func: Callable[[], str]):
+def _shared_limit(name: str, scope: str, key_func: Callable[[], str],
+                  message: str = GUESS_MESSAGE):
+    """One budget per key for every POST route the limit decorates (``scope``)."""
     return limiter.shared_limit(configured_limit(name), scope=scope, key_func=key_func,
-                                methods=["POST"], error_message=GUESS_MESSAGE,
+                                methods=["POST"], error_message=message,
                                 on_breach=audit_breach)
 
 
@@ -46,17 +48,16 @@ def busy_limit(name: str, key_func: Callable[[], str] = address_key,
 
 
 # One budget per address for each code-entry route; one per account on /link.
-redeem_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-redeem-address",
-                                        address_key)
-link_guess_per_address = _guess_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-link-address",
-                                      address_key)
-code_guess_per_account = _guess_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
-                                      "pairing-guess-account", account_key)
+redeem_guess_per_address = _shared_limit("PAIRING_GUESS_LIMIT_PER_IP",
+                                         "pairing-redeem-address", address_key)
+link_guess_per_address = _shared_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-link-address",
+                                       address_key)
+code_guess_per_account = _shared_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
+                                       "pairing-guess-account", account_key)
 # Web codes a user may create, shared by the API and the "Add printer" page: per account,
 # and per address, so that accounts signed up from one address do not multiply it.
-code_create_per_account = limiter.shared_limit(
-    configured_limit("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create",
-    key_func=account_key, methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)
-code_create_per_address = limiter.shared_limit(
-    configured_limit("PAIRING_CODE_CREATE_LIMIT"), scope="pairing-code-create-address",
-    key_func=address_key, methods=["POST"], error_message=BUSY_MESSAGE, on_breach=audit_breach)
+code_create_per_account = _shared_limit("PAIRING_CODE_CREATE_LIMIT", "pairing-code-create",
+                                        account_key, BUSY_MESSAGE)
+code_create_per_address = _shared_limit("PAIRING_CODE_CREATE_LIMIT",
+                                        "pairing-code-create-address", address_key,
+                                        BUSY_MESSAGE)
