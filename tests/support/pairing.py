@@ -75,6 +75,12 @@ def poll(client, device_code: str, *, ip: str = DEVICE_IP):
                        environ_base=device_env(ip))
 
 
+def poll_error(response) -> str:
+    """The RFC 8628 error code of a refused token request (section 3.5: always 400)."""
+    assert response.status_code == 400, (response.status_code, response.get_json())
+    return response.get_json()["error"]
+
+
 def enter_code(session, code: str):
     """Type a code on /link (the form), as the logged-in user."""
     return session.form_post("/link", {"code": code})
