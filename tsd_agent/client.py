@@ -3,7 +3,7 @@
 Every failure becomes a ``ServerError`` (the server answered with an error) or an
 ``Unreachable`` (it did not answer); ``tsd_agent.messages`` turns both into one line for a
 person. The access token only ever travels in the Authorization header, and nothing else
-does: requests' ~/.netrc lookup is switched off (see ``_session``).
+does: requests' ~/.netrc lookup is switched off (see ``tsd_agent.http_session``).
 
 The server may be hostile or broken, so an answer is read with limits: at most
 MAX_ANSWER_BYTES (never decompressed), within ANSWER_TIMEOUT in all (or the caller's
@@ -14,21 +14,17 @@ up: nothing keeps reading after it.
 from __future__ import annotations
 
 import email.utils
-import http.cookiejar
 import json
-import socket
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
-import requests.auth
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from tsd_agent import __version__
+from tsd_agent.http_session import HangUpAdapter, agent_session
 
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 30  # for each read: a server sending a byte at a time never trips it
@@ -36,7 +32,6 @@ ANSWER_TIMEOUT = 30  # for the whole answer, however it trickles in
 HANG_UP_WAIT = 2  # for a call cut off to end; it ends at once unless stuck in DNS or connect
 MAX_ANSWER_BYTES = 64 * 1024  # the server's own MAX_CONTENT_LENGTH; real answers are tiny
 MAX_RETRY_AFTER = 24 * 3600
-USER_AGENT = f"tsd-agent/{__version__}"
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 section 3.4
 
 
@@ -149,7 +144,7 @@ class Client:
         It runs in a helper thread because the read timeout only bounds each read: a server
         that trickles its status line, headers or body a byte at a time would otherwise keep
         the agent waiting forever. A call given up is hung up (its socket shut down, see
-        _Adapter), so the helper's read ends at once and the helper with it. Each call has
+        HangUpAdapter), so the helper's read ends at once and the helper with it. Each call has
         its own session, closed when the call ends: no connection outlives a call.
 
         The helper is a daemon thread only for what no socket shutdown can stop: a host
@@ -163,12 +158,12 @@ class Client:
         if limit <= 0:
             given_up.sent = False
             raise given_up
-        adapter = _Adapter()
+        adapter = HangUpAdapter()
         outcome: list[dict[str, Any] | Exception] = []
 
         def call() -> None:
             try:
-                with _session(adapter, token) as session:
+                with agent_session(adapter, token) as session:
                     outcome.append(self._exchange(session, method, path, **kwargs))
             except Unreachable as error:
                 error.sent = adapter.wrote_request
@@ -250,163 +245,6 @@ class Client:
         except urllib3.exceptions.HTTPError as error:
             raise Unreachable(self.base_url, "other", _short(error)) from None
         return b"".join(parts)
-
-
-def _session(adapter: _Adapter, token: str | None) -> requests.Session:
-    """A session that sends only the agent's own credentials: ``token``, if any.
-
-    Left to itself requests reads ~/.netrc (whose ``default`` entry matches every host)
-    and sends its password as Basic auth, to any --server and over plain http too, in
-    place of the Bearer token. It does so only for a session without ``auth`` (prepare_request),
-    so the session always has one, even without a token; and since it reads ~/.netrc
-    again when it prepares a redirect's request, _NoRedirects prepares none. The rest of
-    trust_env stays: proxies (HTTP(S)_PROXY, NO_PROXY) and CA bundles from the environment.
-    """
-    session = _NoRedirects()
-    session.auth = _Bearer(token)
-    session.headers["User-Agent"] = USER_AGENT
-    # Answers are tiny; compressed ones are never unpacked (no decompression bombs).
-    session.headers["Accept-Encoding"] = "identity"
-    # Cookies never authenticate a device; do not keep any.
-    session.cookies.set_policy(_NoCookies())
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-class _NoRedirects(requests.Session):
-    """A session that never prepares a request to follow a redirect.
-
-    Even with ``allow_redirects=False`` requests prepares one (for ``Response.next``):
-    it reads the redirect's whole body first, however large (past MAX_ANSWER_BYTES), and
-    looks the new host up in ~/.netrc. The agent follows no redirect, so it needs none.
-    """
-
-    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        return iter(())
-
-
-class _Bearer(requests.auth.AuthBase):
-    """The token as a Bearer Authorization header, or no Authorization at all.
-
-    Being the session's ``auth`` is what keeps requests from using ~/.netrc instead.
-    """
-
-    def __init__(self, token: str | None) -> None:
-        self.token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self.token:
-            request.headers["Authorization"] = f"Bearer {self.token}"
-        return request
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter, plus ``hang_up()``: cut off a call in flight from another thread.
-
-    Closing a session closes only idle connections; a read under way goes on until the
-    server stops or the read timeout trips, which a trickling server never lets happen. So
-    the adapter keeps a duplicate of the socket of every connection it opens, taken as soon
-    as the TCP connection stands (its pools' connection class reports it), and hang_up()
-    shuts them down: a blocked read, a proxy's CONNECT or a TLS handshake then ends at
-    once. A duplicate, because wrapping the socket in TLS empties the original object; the
-    duplicates are closed with the adapter. A connection that opens after hang_up() is shut
-    down as soon as it exists. Not covered: a host name lookup, and the TCP connect itself
-    (at most CONNECT_TIMEOUT).
-
-    It also records whether a byte of the request was written (``wrote_request``): not the
-    type of error afterwards, which does not tell (urllib3 reports a server that closed
-    after reading the request through a proxy as a ProxyError, a TLS record spoilt after it
-    as an SSLError). Writes while the connection is being made (a proxy's CONNECT) are not
-    the request.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self._hung_up = False
-        self.wrote_request = False
-        super().__init__()  # calls init_poolmanager
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self._keep_sockets(self.poolmanager)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        new = proxy not in self.proxy_manager
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if new:
-            self._keep_sockets(manager)
-        return manager
-
-    def _keep_sockets(self, manager: urllib3.PoolManager) -> None:
-        opened, adapter = self._opened, self
-
-        def keeping(pool: type) -> type:
-            class Connection(pool.ConnectionCls):
-                _connecting = False
-
-                def _new_conn(self) -> socket.socket:
-                    sock = super()._new_conn()
-                    opened(sock)
-                    return sock
-
-                def connect(self) -> None:
-                    self._connecting = True
-                    try:
-                        super().connect()
-                    finally:
-                        self._connecting = False
-
-                def send(self, data: Any) -> None:
-                    if self.sock is None:  # http.client connects on the first write
-                        self.connect()
-                    if not self._connecting:
-                        adapter.wrote_request = True
-                    super().send(data)
-
-            return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
-
-        # A new dict: the one a PoolManager starts with is urllib3's own, shared.
-        manager.pool_classes_by_scheme = {scheme: keeping(pool) for scheme, pool
-                                          in manager.pool_classes_by_scheme.items()}
-
-    def _opened(self, sock: socket.socket) -> None:
-        duplicate = sock.dup()
-        with self._lock:
-            self._sockets.append(duplicate)
-            if not self._hung_up:
-                return
-        _shut_down(duplicate)
-
-    def hang_up(self) -> None:
-        with self._lock:
-            self._hung_up = True
-            for sock in self._sockets:
-                _shut_down(sock)
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            with self._lock:
-                for sock in self._sockets:
-                    sock.close()
-                self._sockets.clear()
-
-
-def _shut_down(sock: socket.socket) -> None:
-    """End any read on the connection in another thread: shutdown() wakes it, close() would
-    not. ``sock`` is a plain socket (a duplicate), so no TLS state is touched."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing is reading
-
-
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    def set_ok(self, cookie, request) -> bool:  # noqa: ANN001 - http.cookiejar signature
-        return False
 
 
 def _short(error: Exception) -> str:
