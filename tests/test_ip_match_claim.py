@@ -11,9 +11,12 @@ from sqlalchemy import func, select
 from tests.support import ip_match_fixtures
 from tests.support.flags import switched_off_by_hand
 from tests.support.ip_match_world import (
+    db_value,
     link_and_confirm,
     listed,
+    offer_row,
     parallel_wrong_codes,
+    pending_offer,
     refused_with,
     wrong,
 )
@@ -24,35 +27,10 @@ world = ip_match_fixtures.world
 HOME_A, HOME_B = "8.8.8.8", "1.1.1.1"
 
 
-def db_value(app, statement):
-    from tsd_server.extensions import db
-
-    with app.app_context():
-        value = db.session.scalar(statement)
-        db.session.remove()
-    return value
-
-
-def offer_row(app, offer_id: str):
-    from tsd_server.models.ip_match import Offer
-
-    return db_value(app, select(Offer).where(Offer.public_id == offer_id))
-
-
 def device_count(app) -> int:
     from tsd_server.models import Device
 
     return db_value(app, select(func.count()).select_from(Device))
-
-
-def pending(world, home=HOME_A):
-    """A printer announcing at ``home``, a person there who picked it, and the code shown."""
-    printer, person = world.printer(home), world.person(home)
-    printer.announce()
-    offer = person.link(printer.device_id)
-    assert offer.status == 200, offer.body
-    shown = printer.announce().json
-    return printer, person, offer.json["offer_id"], shown["confirmation"]["code"]
 
 
 def test_the_whole_way_from_announce_to_token_and_every_step_audited(app, world, client):
@@ -98,7 +76,7 @@ def test_the_whole_way_from_announce_to_token_and_every_step_audited(app, world,
 
 
 def test_other_households_see_nothing_and_cannot_link_or_confirm(app, world):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     ben = world.person(HOME_B)
     assert listed(ben.nearby()) == []
     stranger_link = ben.link(printer.device_id)
@@ -125,7 +103,7 @@ def test_ipv6_households_are_the_prefix(world):
 
 
 def test_three_wrong_codes_void_the_offer(app, world):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     for left in (2, 1, 0):
         reply = anna.confirm(offer_id, wrong(code))
         assert reply.status == 400 and reply.json["error"] == "wrong_code"
@@ -198,7 +176,7 @@ def test_two_voided_offers_do_not_lock_the_printer(app, world, clock):
 
 
 def test_parallel_wrong_guesses_get_no_more_than_three_tries(app, world, database):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     results = parallel_wrong_codes(app, anna, offer_id, code, HOME_A)
     assert results.count(400) == 3 and results.count(404) == 5, results
     wrong_rows = [r for r in world.audit_events("confirmation") if r.outcome == "wrong_code"]
@@ -209,65 +187,8 @@ def test_parallel_wrong_guesses_get_no_more_than_three_tries(app, world, databas
     assert device_count(app) == 0
 
 
-def test_offers_expire(app, world, clock):
-    printer, anna, offer_id, code = pending(world)
-    for _ in range(15):  # the printer keeps announcing; only the offer runs out
-        clock.advance(seconds=20)
-        printer.announce()
-    clock.advance(seconds=5)
-    assert printer.announce().json["status"] == "waiting"
-    assert offer_row(app, offer_id) is None
-    assert anna.confirm(offer_id, code).status == 404
-    ended = world.audit_events("ip_match_offer_ended")
-    assert [(e.outcome, e.user_id) for e in ended] == [("expired", anna.user_id)]
-
-
-def test_an_offer_ends_with_its_announcement(app, world, clock):
-    printer, anna, offer_id, code = pending(world)
-    clock.advance(seconds=31)
-    assert printer.announce().json["status"] == "waiting"  # registered afresh
-    assert offer_row(app, offer_id) is None
-    ended = world.audit_events("ip_match_offer_ended")
-    assert [(e.outcome, e.user_id, e.device_uid, e.household) for e in ended] == [
-        ("expired", anna.user_id, printer.device_id, f"{HOME_A}/32")]
-
-
-def test_an_offer_purged_with_its_silent_printer_is_audited_with_device_and_household(
-        app, world, clock):
-    """The purge runs inside another printer's announce: its row must still name the
-    device and the household, like every ip_match row, so the audit log's filters and an
-    incident query find it (docs/ip-match.md)."""
-    printer, anna, offer_id, code = pending(world)
-    clock.advance(seconds=31)
-    world.printer(HOME_B).announce()  # purges the silent printer and its offer
-    assert offer_row(app, offer_id) is None
-    ended = world.audit_events("ip_match_offer_ended")
-    assert [(e.outcome, e.user_id, e.device_uid, e.household, e.client_ip) for e in ended] \
-        == [("expired", anna.user_id, printer.device_id, f"{HOME_A}/32", None)]
-
-
-def test_an_expired_offer_found_at_confirm_is_410(app, world, clock):
-    printer, anna, offer_id, code = pending(world)
-    clock.advance(seconds=25)
-    printer.announce()
-    clock.advance(seconds=280)  # offer expired, announcement still live
-    reply = anna.confirm(offer_id, code)
-    assert reply.status == 410 and reply.json["error"] == "offer_expired"
-
-
-def test_one_open_offer_per_device(world):
-    printer, anna, offer_id, _ = pending(world)
-    assert anna.link(printer.device_id).json["offer_id"] == offer_id  # same user: same offer
-    carl = world.person(HOME_A)
-    busy = carl.link(printer.device_id)
-    assert busy.status == 409 and busy.json["error"] == "offer_pending"
-    [device] = carl.nearby().json["devices"]
-    assert device["busy"] is True and device["offer"] is None
-    assert [r.outcome for r in world.audit_events("link_failed")] == ["offer_pending"]
-
-
 def test_confirming_from_another_household_is_refused_and_costs_no_try(app, world):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     anna.endpoint.ip = HOME_B  # Anna's phone switched to mobile data
     assert refused_with(anna.confirm(offer_id, code), "household_changed")
     assert offer_row(app, offer_id).attempts_left == 3
@@ -277,19 +198,19 @@ def test_confirming_from_another_household_is_refused_and_costs_no_try(app, worl
 
 @pytest.mark.parametrize("typed", ["12345", "1234567", "abcdef", "12 34 5", "１２３４５６", ""])
 def test_malformed_codes_are_refused_without_costing_a_try(app, world, typed):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     reply = anna.confirm(offer_id, typed)
     assert reply.status == 400 and reply.json["error"] in ("invalid_field", "missing_field")
     assert offer_row(app, offer_id).attempts_left == 3
 
 
 def test_codes_may_be_typed_with_a_space_or_dash(world):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     assert anna.confirm(offer_id, f"{code[:3]} {code[3:]}").json == {"status": "confirmed"}
 
 
 def test_the_code_is_not_stored_in_clear(app, world):
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     row = offer_row(app, offer_id)
     assert row.code_masked != int(code)
     assert code not in {str(value) for value in vars(row).values()}
@@ -312,7 +233,7 @@ def test_confirmation_off_links_on_the_next_announce(app, world):
 def test_switching_ip_match_off_stops_a_confirmed_link_from_completing(app, world):
     from tsd_server.discovery import kill_switch
 
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     assert anna.confirm(offer_id, code).json == {"status": "confirmed"}
     with app.test_request_context():
         kill_switch.set_flag("ip_match", enabled=False, reason="test", actor="cli")
@@ -328,7 +249,7 @@ def test_completion_rechecks_the_kill_switch_itself(app, world):
     from tsd_server.discovery import kill_switch
     from tsd_server.discovery.ip_match import offers
 
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     anna.confirm(offer_id, code)
     switched_off_by_hand(app, "ip_match")  # set_flag would withdraw the offer first
     # Call the service as a request that got past a stale route guard would.
@@ -372,7 +293,7 @@ def test_a_deleted_account_cannot_complete(app, world, confirmed):
     from tsd_server.extensions import db
     from tsd_server.models import User
 
-    printer, anna, offer_id, code = pending(world)
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
     if confirmed:
         anna.confirm(offer_id, code)
     with app.app_context():
@@ -394,7 +315,7 @@ def test_a_code_typed_for_an_ended_offer_cannot_confirm_the_offer_that_took_its_
     from tsd_server.extensions import db
     from tsd_server.models.ip_match import Offer
 
-    printer, anna, anna_offer, code = pending(world)
+    printer, anna, anna_offer, code = pending_offer(world, HOME_A)
     carl = world.person(HOME_A)
     original, swapped = offers.owned_offer, {}
 

@@ -305,3 +305,30 @@ def parallel_wrong_codes(app, person: Person, offer_id: str, code: str, address:
 
 def wrong(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+def db_value(app, statement) -> Any:
+    """One scalar read in an app context of its own, outside any request."""
+    from tsd_server.extensions import db
+
+    with app.app_context():
+        value = db.session.scalar(statement)
+        db.session.remove()
+    return value
+
+
+def offer_row(app, offer_id: str) -> Any:
+    """The ip_match offer row with this public id, or None once it ended."""
+    from tsd_server.models.ip_match import Offer
+
+    return db_value(app, select(Offer).where(Offer.public_id == offer_id))
+
+
+def pending_offer(world: World, home: str) -> tuple[Printer, Person, str, str]:
+    """A printer announcing at ``home``, a person there who picked it, and the code shown."""
+    printer, person = world.printer(home), world.person(home)
+    printer.announce()
+    offer = person.link(printer.device_id)
+    assert offer.status == 200, offer.body
+    shown = printer.announce().json
+    return printer, person, offer.json["offer_id"], shown["confirmation"]["code"]
