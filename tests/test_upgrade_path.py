@@ -12,7 +12,7 @@ import secrets
 from datetime import UTC, datetime
 
 import pytest
-from flask_migrate import downgrade, upgrade
+from flask_migrate import downgrade, stamp, upgrade
 from sqlalchemy import inspect, text
 from werkzeug.security import generate_password_hash
 
@@ -161,21 +161,63 @@ def test_upgrade_from_first_release_keeps_data_and_the_app_works(old_app):
         assert create_user("new@example.org", "a new password").id == 3
 
 
-def test_upgraded_schema_matches_the_models(old_app):
-    """No drift: upgrading from 0001 gives exactly the tables and columns the code expects."""
+def schema_differences(db) -> list:
+    """What the database's schema lacks or has beyond the models (types compared too)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return compare_metadata(context, db.metadata)
+
+
+def test_upgraded_schema_matches_the_models(old_app):
+    """No drift: upgrading from 0001 gives exactly the tables and columns the code expects."""
     from tsd_server.extensions import db
 
     with old_app.app_context():
         upgrade(revision=OLDEST)
         insert_first_release_rows(db)
         upgrade()
-        with db.engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            differences = compare_metadata(context, db.metadata)
-    assert differences == []
+        assert schema_differences(db) == []
+
+
+# Made by 0003 and 0004, in an order that drops referencing tables first.
+TABLES_OF_0003_AND_0004 = ("ip_match_offers", "ip_match_household_accounts",
+                           "ip_match_household_blocks", "ip_match_announcements",
+                           "device_authorizations", "pairing_codes")
+
+
+def test_a_database_of_the_first_commit_upgrades(old_app):
+    """The first commit (f764fba) shipped 0003 and 0004 as empty placeholders: its databases
+    are stamped 0004 without those tables, and 0007 failed on them (no such table)."""
+    from tsd_server.extensions import db
+
+    with old_app.app_context():
+        upgrade(revision="0002")
+        stamp(revision="0004")
+        before = insert_first_release_rows(db)
+        upgrade()
+        assert current_revision(db) == head_revision(old_app)
+        assert snapshot(db) == before
+        assert schema_differences(db) == []
+
+
+def test_a_database_of_the_first_commit_left_at_0006_by_that_failure_upgrades(old_app):
+    """SQLite does not roll DDL back: the failed upgrade left such a database at 0006, with
+    0005's and 0006's changes and still without the tables of 0003 and 0004."""
+    from tsd_server.extensions import db
+
+    with old_app.app_context():
+        upgrade(revision="0006")
+        with db.engine.begin() as conn:
+            for table in TABLES_OF_0003_AND_0004:
+                conn.execute(text(f"DROP TABLE {table}"))
+        before = insert_first_release_rows(db)
+        upgrade()
+        assert current_revision(db) == head_revision(old_app)
+        assert snapshot(db) == before
+        assert schema_differences(db) == []
 
 
 def test_downgrade_to_base_and_upgrade_again(old_app):

@@ -22,6 +22,9 @@ depends_on = None
 
 
 def upgrade():
+    # A SQLite database of the first commit that an upgrade before 0005 learnt to create
+    # the missing tables left here: SQLite kept 0005 and 0006 when this revision failed.
+    op.get_context().script.get_revision('0005').module.create_what_the_first_commit_left_out()
     with op.batch_alter_table('ip_match_announcements', schema=None) as batch_op:
         batch_op.add_column(sa.Column('wrong_code_voids', sa.Integer(), server_default='0',
                                       nullable=False))
