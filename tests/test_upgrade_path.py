@@ -361,6 +361,38 @@ def test_upgrade_0008_keeps_rows_and_gives_no_id_out_twice(old_app):
         db.session.remove()
 
 
+def test_upgrade_0014_keeps_every_row_and_gives_no_account_or_printer_id_out_twice(old_app):
+    """Before 0014, SQLite gave a deleted newest account's id to the next sign-up, and a
+    copy of the old account's cookie logged in as it. SQLite rebuilds users and devices for
+    it: every row, and every row that refers to them, must survive the rebuild."""
+    from sqlalchemy import delete, func, select
+
+    from tsd_server.auth.accounts import create_user
+    from tsd_server.extensions import db
+    from tsd_server.models import AuditEvent, Device, User
+
+    with old_app.app_context():
+        upgrade(revision="0013")
+        before = insert_first_release_rows(db)
+        upgrade()
+        assert snapshot(db) == before
+        with db.engine.connect() as conn:
+            if db.engine.dialect.name == "sqlite":
+                assert conn.execute(text("PRAGMA foreign_key_check")).all() == []
+                for table in ("users", "devices"):
+                    created = conn.execute(text(
+                        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                        {"name": table}).scalar()
+                    assert "AUTOINCREMENT" in created, table
+        leaving = create_user("leaving@example.org", "a leaving password").id
+        db.session.execute(delete(User).where(User.id == leaving))
+        db.session.commit()
+        assert create_user("next@example.org", "the next password").id > leaving
+        assert db.session.scalar(select(func.count()).select_from(Device)) == 2
+        assert db.session.scalar(select(func.count()).select_from(AuditEvent)) == 2
+        db.session.remove()
+
+
 @pytest.mark.parametrize("before, after", [("0010", "0011"), ("0011", "0012")])
 def test_migrations_after_0008_give_no_purged_id_out_again(old_app, before, after):
     """0011 rebuilds device_authorizations on SQLite (a foreign key), and 0012 adds and

@@ -21,6 +21,8 @@ class Device(db.Model):
         # One row per printer and account: a new link of the same printer replaces the
         # old one in place (link_service), so its old token cannot outlive it.
         Index("uq_devices_owner_id_device_uid", "owner_id", "device_uid", unique=True),
+        # SQLite: never give a deleted printer's id to a new one (migration 0014).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

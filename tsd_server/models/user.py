@@ -16,6 +16,8 @@ from tsd_server.models.types import UTCDateTime
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    # SQLite: never give a deleted account's id to a new one (its cookies name the id).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
