@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 from flask import Flask
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
 
+from tsd_server import audit_retention
 from tsd_server.auth import accounts
 from tsd_server.auth.accounts import AccountError, create_user, find_user, set_password
 from tsd_server.discovery import cli as discovery_cli
@@ -80,6 +83,47 @@ def unlock_account_command(email: str, reason: str) -> None:
     click.echo(f"Unlocked {for_terminal(user.email)} (id {user.id}): it can log in again.")
 
 
+audit_cli = AppGroup("audit", help="Keep the audit log in bounds.")
+
+
+def _day(_ctx, param, value: str) -> datetime:
+    try:
+        return audit_retention.parse_date(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param=param) from None
+
+
+@audit_cli.command("prune")
+@click.option("--before", required=True, callback=_day,
+              help="Delete rows from before this day (YYYY-MM-DD, midnight UTC), at least "
+                   f"{audit_retention.MIN_AGE.days} days ago.")
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+def audit_prune_command(before: datetime, dry_run: bool) -> None:
+    """Delete audit rows from before a day, except the links incident response reads and
+    the security record (revocations, kill-switch changes, breaker trips, account locks,
+    password changes, prunes), which are kept whatever their age."""
+    day = before.date().isoformat()
+    try:
+        if dry_run:
+            counts = audit_retention.would_prune(before)
+        else:
+            result = audit_retention.prune(before, actor=discovery_cli.CLI_ACTOR)
+            counts = result.deleted
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    if dry_run:
+        click.echo(f"Rows from before {day} (UTC) a prune would delete: {sum(counts.values())}")
+    else:
+        click.echo(f"Deleted {result.total} row(s) from before {day} (UTC), in "
+                   f"{result.batches} batch(es).")
+    for event, count in counts.items():
+        click.echo(f"  {for_terminal(event):<32} {count}")
+    click.echo(f"Kept whatever their age: {', '.join(audit_retention.KEPT_EVENTS)}.")
+    if dry_run:
+        click.secho("DRY RUN: nothing deleted; run without --dry-run to delete them.",
+                    fg="yellow", err=True)
+
+
 def register_commands(app: Flask) -> None:
     app.cli.add_command(create_user_command)
     app.cli.add_command(set_password_command)
@@ -87,3 +131,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(unlock_account_command)
     discovery_cli.register_commands(app)
     app.cli.add_command(proxy_check_command)
+    app.cli.add_command(audit_cli)

@@ -17,7 +17,7 @@ MAX_PAGE = 10_000
 
 # Events written by this server (for the filter's suggestions; the filter takes any text).
 KNOWN_EVENTS = ("link", "link_failed", "confirmation", "revocation", "flag_toggle",
-                "breaker_trip", "incident_revoke")
+                "breaker_trip", "incident_revoke", "audit_pruned")
 
 
 @dataclass(frozen=True)
