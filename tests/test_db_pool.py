@@ -78,3 +78,21 @@ def test_without_the_ping_the_dead_connection_would_fail_the_request(app, client
     monkeypatch.setattr(db_pool, "IDLE_BEFORE_PING", 3600.0)
     assert client.get("/healthz").status_code == 503
     assert client.get("/healthz").status_code == 200  # the pool recovers on its own
+
+
+def test_a_link_holds_at_most_one_connection_of_each_pool(app, client, make_user, login):
+    """docs/production.md sizes max_connections for two per worker: one of the session's
+    pool, one of the autocommit pool. Linking reads the kill switch afresh while the
+    session holds its connection; read from the session's pool, that was a third, and a
+    server sized by the docs refused linking ("too many connections"), reported as every
+    strategy switched off."""
+    from tests.support.pairing import LOOSE_LIMITS, issue_code, redeem
+
+    app.config.update(LOOSE_LIMITS)
+    _, email, password = make_user()
+    code = issue_code(login(email, password))["code"]
+    assert redeem(client, code).status_code == 201
+    with app.app_context():
+        opened = {name or "session": engine.pool.checkedin() + engine.pool.checkedout()
+                  for name, engine in db.engines.items()}
+    assert max(opened.values()) == 1, opened

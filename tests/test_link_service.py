@@ -225,3 +225,55 @@ def test_linking_a_printer_again_keeps_one_row_and_one_working_token(app, make_u
     answers = [client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {t}"})
                for t in tokens]
     assert [a.status_code for a in answers] == [401, 200]
+
+
+@pytest.fixture
+def loose_limits(app):
+    from tests.support.pairing import LOOSE_LIMITS
+
+    app.config.update(LOOSE_LIMITS)
+
+
+def test_a_redeemed_code_links_in_one_commit_and_nothing_is_sent_after_it(
+        app, client, make_user, login, loose_limits):
+    """Once the printer is linked, a failing round trip (the database restarting, a
+    terminated backend) must not turn the answer into a 500: the token of a link already
+    made would be lost, and the printer's retry spend nothing but a breaker count."""
+    from tests.support.pairing import issue_code, redeem
+    from tests.support.sent_statements import SESSION, sent_statements
+    from tsd_server.models import PairingCode
+
+    _, email, password = make_user()
+    code = issue_code(login(email, password))["code"]
+    with sent_statements(app, commits=True) as sent:
+        answer = redeem(client, code)
+    assert answer.status_code == 201, answer.get_json()
+    assert sent[SESSION].count("COMMIT") == 1 and sent[SESSION][-1] == "COMMIT", sent[SESSION]
+    with app.app_context():
+        spent = db.session.scalar(select(PairingCode))
+        device = db.session.scalar(select(Device))
+        assert spent.device_id == device.id and spent.used_at is not None
+    assert answer.get_json()["device"]["id"] == device.device_uid
+
+
+def test_a_collected_device_flow_links_in_one_commit_and_nothing_is_sent_after_it(
+        app, client, make_user, login, clock, loose_limits):
+    from tests.support.pairing import decide, enter_code, poll, started
+    from tests.support.sent_statements import SESSION, sent_statements
+    from tsd_server.models import DeviceAuthorization
+
+    _, email, password = make_user()
+    session = login(email, password, REMOTE_ADDR="1.1.1.1")
+    answer = started(client)
+    enter_code(session, answer["user_code"])
+    decide(session, "approve")
+    clock.advance(seconds=5)
+    with sent_statements(app, commits=True) as sent:
+        collected = poll(client, answer["device_code"])
+    assert collected.status_code == 200, collected.get_json()
+    assert sent[SESSION].count("COMMIT") == 1 and sent[SESSION][-1] == "COMMIT", sent[SESSION]
+    with app.app_context():
+        request_row = db.session.scalar(select(DeviceAuthorization))
+        device = db.session.scalar(select(Device))
+        assert request_row.device_id == device.id
+    assert collected.get_json()["device"]["id"] == device.device_uid

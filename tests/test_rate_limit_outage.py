@@ -63,6 +63,19 @@ def test_routes_without_limits_still_answer(app, client, make_user, link_device)
     assert me.status_code == 200, me.get_json()
 
 
+def test_qr_links_opened_from_another_site_write_no_audit_row_per_request(app, client):
+    """Such an opening is audited once a minute per address before any limit or login has
+    run; with the storage that counts the minute down, it must not be audited per request
+    (docs/security.md: the audit log must not be floodable)."""
+    from tsd_server.models import AuditEvent
+
+    for attempt in range(5):
+        page = client.get(f"/link/qr/{'Q' * 42}{attempt}",
+                          headers={"Sec-Fetch-Site": "cross-site"})
+        assert page.status_code == 200, page.status_code
+    assert count_rows(app, AuditEvent) == 0
+
+
 def test_the_outage_is_logged_once_not_per_request(app, client, caplog):
     with caplog.at_level(logging.INFO):
         for _ in range(5):

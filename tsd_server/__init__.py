@@ -69,10 +69,12 @@ def _init_extensions(app: Flask) -> None:
     single_statement.configure(app)
     db.init_app(app)
     from tsd_server.db_pool import ping_when_idle
+    from tsd_server.idle_transactions import end_idle_transactions
 
     with app.app_context():
         for engine in db.engines.values():
             ping_when_idle(engine)
+            end_idle_transactions(engine)
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)

@@ -18,12 +18,18 @@ log = logging.getLogger(__name__)
 ONCE_A_MINUTE = parse("1 per minute")
 
 
-def first_this_minute(kind: str, key: str) -> bool:
-    """True for the first call a minute per ``kind`` and ``key``. Fails open: if the storage
-    misbehaves, audit."""
+def first_this_minute(kind: str, key: str, *, fail_open: bool = True) -> bool:
+    """True for the first call a minute per ``kind`` and ``key``.
+
+    If the storage fails, ``fail_open`` decides. Open (audit) suits a refusal that a route's
+    rate limit counted first: with the storage down that limit refuses before this runs, so
+    only a brief failure between the two gets here, and auditing too much beats auditing
+    nothing. A caller that no limit guards must fail closed: open, anyone could write one
+    row per request for as long as Redis is down."""
     prefix = str(current_app.config.get("RATELIMIT_KEY_PREFIX") or "")
     try:
         return limiter.limiter.hit(ONCE_A_MINUTE, prefix, kind, key)
-    except Exception:  # noqa: BLE001 - auditing too much beats auditing nothing
-        log.exception("audit throttle failed")
-        return True
+    except Exception as error:  # noqa: BLE001 - any failure: the storage cannot count
+        log.warning("audit throttle for %s unavailable (%s: %s); %s", kind,
+                    type(error).__name__, error, "auditing" if fail_open else "not auditing")
+        return fail_open

@@ -9,16 +9,17 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 SESSION, SINGLE = "session", "single_statement"
-# The kill switch's flag read: on its own connection, cached per process for real time.
+# The kill switch's flag read: on the autocommit bind, cached per process for real time.
 IGNORED = "strategy_flags"
 
 
 @contextmanager
-def sent_statements(app) -> Iterator[dict[str, list[str]]]:
+def sent_statements(app, *, commits: bool = False) -> Iterator[dict[str, list[str]]]:
     """Record each statement's first word (SELECT, INSERT...) per engine while inside.
 
     ``session`` is the ORM session's engine, with "BEGIN" where a session transaction
-    starts; ``single_statement`` is the autocommit bind (no transactions on the wire).
+    starts (and "COMMIT" where one commits, with ``commits``); ``single_statement`` is the
+    autocommit bind (no transactions on the wire).
     """
     from tsd_server import single_statement
     from tsd_server.extensions import db
@@ -39,6 +40,8 @@ def sent_statements(app) -> Iterator[dict[str, list[str]]]:
     listeners = [(engine, "before_cursor_execute", recorder(name))
                  for name, engine in engines.items()]
     listeners.append((Session, "after_begin", begin))
+    if commits:
+        listeners.append((Session, "after_commit", lambda session: sent[SESSION].append("COMMIT")))
     for listener in listeners:
         event.listen(*listener)
     try:

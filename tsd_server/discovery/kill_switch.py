@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import false, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import audit, pending_links
+from tsd_server import audit, pending_links, single_statement
 from tsd_server.api.errors import ApiError
 from tsd_server.clock import utcnow
 from tsd_server.config import ConfigurationError
@@ -153,14 +153,18 @@ def deployment_disabled() -> set[str]:
     return set(deployment_setting().disabled)
 
 
+_EVERY_FLAG = select(StrategyFlag.__table__)
+
+
 def _read_flags() -> dict[str, FlagSnapshot] | None:
-    """Every runtime flag, read on a separate connection; None when the store is unreadable."""
+    """Every runtime flag, read outside the request's transaction on the autocommit bind
+    (whose connection nothing else holds at this point: a worker needs no third one);
+    None when the store is unreadable."""
     try:
-        with db.engine.connect() as connection:
-            rows = connection.execute(select(StrategyFlag.__table__)).mappings().all()
+        rows = single_statement.all_rows(_EVERY_FLAG)
     except SQLAlchemyError:
         return None
-    return {row["strategy"]: _snapshot(row) for row in rows}
+    return {row.strategy: _snapshot(row._mapping) for row in rows}
 
 
 def _snapshot(row: Mapping[str, Any]) -> FlagSnapshot:

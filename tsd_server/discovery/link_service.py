@@ -25,6 +25,7 @@ can simply try again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import has_request_context
@@ -55,6 +56,10 @@ class LinkResult:
     device: Device
     # Shown once to the device, never stored.
     access_token: str
+    # What the device is told about itself, read before the commit expired ``device``:
+    # reading it afterwards would be one more round trip, and a failure there would lose
+    # the token of a link already made.
+    device_json: dict
 
 
 def link_device(
@@ -67,6 +72,7 @@ def link_device(
     actor: str,
     address: ClientAddress | None,
     detail: str | None = None,
+    mark_spent: Callable[[Device], None] | None = None,
 ) -> LinkResult:
     """Link (or re-link) a device to ``owner`` and commit; or raise ``StrategyDisabled`` or
     ``LinkConflict``.
@@ -76,7 +82,9 @@ def link_device(
     in place: its old token stops working and an incident's "needs re-link" is cleared.
     On refusal, the caller's pending changes are rolled back and the attempt is audited
     (``link_failed``, outcome ``strategy_disabled`` or ``conflict``). ``address`` None means
-    the current request's, when there is one.
+    the current request's, when there is one. ``mark_spent`` writes the device's id on the
+    code or request the link spent, in the link's own transaction: a write after the commit
+    could fail once the printer is linked, and its token would be lost.
     """
     owner_id = owner.id  # still readable after a failed flush expired ``owner``
     if address is None and has_request_context():
@@ -119,14 +127,17 @@ def link_device(
     event = audit.record("link", actor=actor, user_id=owner_id, device=device,
                          strategy=strategy, address=address, detail="; ".join(notes) or None)
     event.at = now
+    if mark_spent is not None:
+        mark_spent(device)
     try:
         kill_switch.hold_enabled(strategy)
     except kill_switch.StrategyDisabled as refused:
         _audit_refusal(owner_id, device_uid, strategy, actor, address, "strategy_disabled",
                        refused.state.reason)
         raise
+    answer = device.to_json()
     db.session.commit()
-    return LinkResult(device=device, access_token=token)
+    return LinkResult(device=device, access_token=token, device_json=answer)
 
 
 def _audit_refusal(owner_id: int, device_uid: str, strategy: str, actor: str,

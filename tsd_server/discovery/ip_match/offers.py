@@ -388,4 +388,4 @@ def _complete(row: Announcement, offer: Offer, address: ClientAddress,
         detail=f"offer {public_id}; {how}; household {address.household}")
     return {"status": "linked", "poll_interval": settings.poll_interval,
             "access_token": result.access_token, "token_type": "Bearer",
-            "device": result.device.to_json()}
+            "device": result.device_json}

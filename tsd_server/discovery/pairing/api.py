@@ -33,7 +33,7 @@ def _device_fields(body: dict) -> tuple[str, str, str | None]:
 
 def _link_answer(result: LinkResult, status: int) -> tuple[Response, int]:
     return jsonify({"access_token": result.access_token, "token_type": "Bearer",
-                    "device": result.device.to_json()}), status
+                    "device": result.device_json}), status
 
 
 @pairing_api_bp.post("/pairing/codes")

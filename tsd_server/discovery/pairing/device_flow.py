@@ -31,7 +31,7 @@ from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import LinkResult, link_device
 from tsd_server.discovery.pairing import codes
 from tsd_server.extensions import db
-from tsd_server.models import DeviceAuthorization, User
+from tsd_server.models import Device, DeviceAuthorization, User
 from tsd_server.models.pairing import APPROVED, DENIED, PENDING
 from tsd_server.rate_limit_keys import address_key
 
@@ -221,14 +221,16 @@ def _issue_token(row: Row) -> LinkResult:
     # linking: a printer linked from an address unlike its approver's is what an operator
     # looks for (RFC 8628 §5.4). The approver's full address is on the decision's row.
     approved = row.decided_at.isoformat() if row.decided_at else "(unknown)"
-    result = link_device(
+
+    def mark_spent(device: Device) -> None:
+        db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == row.id)
+                           .values(device_id=device.id))
+
+    return link_device(
         owner=owner, device_uid=row.device_uid, name=row.name, model=row.model,
         strategy=row.decided_via or PAIRING_CODE, actor=f"user:{owner.id}", address=None,
-        detail=f"device flow approved {approved} from {row.decided_from_ip or 'unknown'}")
-    db.session.execute(update(DeviceAuthorization).where(DeviceAuthorization.id == row.id)
-                       .values(device_id=result.device.id))
-    db.session.commit()
-    return result
+        detail=f"device flow approved {approved} from {row.decided_from_ip or 'unknown'}",
+        mark_spent=mark_spent)
 
 
 def qr_token_for_device(device_code: str | None) -> str:

@@ -276,9 +276,9 @@ def _opened_by_another_site(token: str, detail: str, *, elsewhere: bool = False)
     whether the person scanned it, with a link back here that the browser then reports as
     same-origin or, where it reports nothing, that carries a one-time value
     (``_answer_url``). Some browsers (Firefox) report a camera app's link as cross-site too.
-    Audited at most once a minute per address, with the printer it named: no limit or
-    login has run yet."""
-    if audit_throttle.first_this_minute("qr_link_cross_site", address_key()):
+    Audited at most once a minute per address, with the printer it named, and not at all
+    while the rate-limit storage fails: no limit or login has run yet."""
+    if audit_throttle.first_this_minute("qr_link_cross_site", address_key(), fail_open=False):
         actor, user_id = audit.request_actor()
         target = approvals.qr_link_target(token)
         audit.record_now("qr_link_cross_site", outcome="held", user_id=user_id, actor=actor,

@@ -25,7 +25,7 @@ from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import LinkResult, link_device
 from tsd_server.discovery.pairing import codes, failure_breaker
 from tsd_server.extensions import db
-from tsd_server.models import PairingCode, User
+from tsd_server.models import Device, PairingCode, User
 
 STRATEGY = "pairing_code"
 # Rows are kept this long after expiry (then deleted); the audit log keeps the history.
@@ -115,13 +115,15 @@ def redeem(text: str, *, device_uid: str, name: str, model: str | None) -> LinkR
         raise InvalidCode()
     owner = db.session.get(User, row.user_id)
     assert owner is not None  # the code's row is deleted with its user
-    result = link_device(owner=owner, device_uid=device_uid, name=name, model=model,
-                         strategy=STRATEGY, actor="device", address=None,
-                         detail=f"redeemed a web code issued {row.created_at.isoformat()}")
-    db.session.execute(update(PairingCode).where(PairingCode.id == row.id)
-                       .values(device_id=result.device.id))
-    db.session.commit()
-    return result
+
+    def mark_spent(device: Device) -> None:
+        db.session.execute(update(PairingCode).where(PairingCode.id == row.id)
+                           .values(device_id=device.id))
+
+    return link_device(owner=owner, device_uid=device_uid, name=name, model=model,
+                       strategy=STRATEGY, actor="device", address=None,
+                       detail=f"redeemed a web code issued {row.created_at.isoformat()}",
+                       mark_spent=mark_spent)
 
 
 def _claim(row: Row) -> bool:
