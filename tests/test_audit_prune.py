@@ -1,10 +1,12 @@
 """``flask --app tsd_server audit prune --before YYYY-MM-DD [--dry-run]``: old rows of
-everyday and anonymous traffic go, in batches; the links incident response reads and the
-security record stay whatever their age; a date under 30 days ago changes nothing."""
+everyday and anonymous traffic go, in batches; every other event (the links incident
+response reads, approvals, the security record, and any event not classified yet) stays
+whatever its age; a date under 30 days ago changes nothing."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event, select
@@ -22,10 +24,14 @@ BEFORE = "2026-04-01"
 CUTOFF = datetime(2026, 4, 1, tzinfo=UTC)
 OLD = datetime(2026, 2, 10, 9, 30, tzinfo=UTC)
 US = timedelta(microseconds=1)
-# Rows the server writes that a prune deletes once they are old enough.
-PRUNEABLE = ("login_failed", "device_flow_requested", "rate_limited", "code_invalid",
-             "device_code_invalid", "link_failed", "login", "confirmation",
-             "ip_match_nearby", "password_change_failed")
+PRUNEABLE = audit_retention.PRUNED_EVENTS
+# Kept at any age, among them a name no code writes yet: a new event is kept until it is
+# classified as everyday record.
+KEPT = ("link", "link_failed", "confirmation", "device_flow_decision", "ip_match_nearby",
+        "revocation", "incident_revoke", "flag_toggle", "breaker_trip", "account_locked",
+        "account_unlocked", "password_changed", audit_retention.PRUNED,
+        "a_future_security_event")
+SOURCE = Path(audit_retention.__file__).resolve().parent
 
 
 @pytest.fixture
@@ -66,7 +72,7 @@ def prune_rows(app) -> list[AuditEvent]:
 def test_old_rows_go_the_security_record_and_recent_rows_stay(app, write):
     moments = {"old": OLD, "last before": CUTOFF - US, "at cutoff": CUTOFF, "new": NOW}
     ids = {(name, label): write(name, at, detail=label)
-           for name in (*audit_retention.KEPT_EVENTS, *PRUNEABLE)
+           for name in (*KEPT, *PRUNEABLE)
            for label, at in moments.items()}
 
     result = run(app, "--before", BEFORE)
@@ -79,16 +85,17 @@ def test_old_rows_go_the_security_record_and_recent_rows_stay(app, write):
     assert f"Deleted {2 * len(PRUNEABLE)} row(s) from before {BEFORE} (UTC)" in result.output
     for name in PRUNEABLE:
         assert f"  {name:<32} 2\n" in result.output
-    [own] = prune_rows(app)[-1:]
-    assert (own.actor, own.at) == ("cli", NOW)
+    started, own = prune_rows(app)[-2:]
+    assert (started.outcome, started.detail) == ("started", f"rows before {BEFORE} (UTC)")
+    assert (own.actor, own.at, own.outcome) == ("cli", NOW, "ok")
     assert own.detail.startswith(f"rows before {BEFORE} (UTC): deleted {2 * len(PRUNEABLE)} (")
     assert "login_failed 2" in own.detail
 
 
 def test_the_security_record_the_server_writes_outlives_a_prune(app, client, clock, make_user,
                                                                login):
-    """Each kept event made by the code that writes it (so a misspelt name in KEPT_EVENTS
-    fails here), long ago; a prune afterwards leaves every one of them."""
+    """The security record, each event made by the code that writes it, long ago: a
+    prune afterwards leaves every one of them."""
     from tests.support.pairing import LOOSE_LIMITS, decide, enter_code, started
 
     app.config.update(LOOSE_LIMITS)
@@ -114,12 +121,15 @@ def test_the_security_record_the_server_writes_outlives_a_prune(app, client, clo
         audit_retention.prune(OLD, actor="cli")
     clock.now = NOW
     written = {name for _, name, _ in rows(app)}
-    assert set(audit_retention.KEPT_EVENTS) <= written
+    record = {"link", "device_flow_decision", "revocation", "incident_revoke",
+              "password_changed", "account_locked", "account_unlocked", "breaker_trip",
+              "flag_toggle", audit_retention.PRUNED}
+    assert record <= written
 
     assert run(app, "--before", BEFORE).exit_code == 0
 
     old_left = {name for _, name, at in rows(app) if at < CUTOFF}
-    assert old_left == set(audit_retention.KEPT_EVENTS)
+    assert record <= old_left and not old_left & set(PRUNEABLE)
     assert "code_invalid" in written  # a pruneable row was there too
 
 
@@ -212,9 +222,9 @@ def test_rows_go_in_batches_each_its_own_transaction(app, write, monkeypatch):
 
     assert result.exit_code == 0, result.output
     assert "Deleted 10 row(s)" in result.output and "in 4 batch(es)" in result.output
-    assert [row_id for row_id, _, _ in rows(app)][:-1] == kept  # and the prune's own row
-    assert len(commits) >= 4 + 1  # a transaction a batch, and one for the audit row
-    assert prune_rows(app)[0].detail.endswith("deleted 10 (login_failed 10)")
+    assert [row_id for row_id, _, _ in rows(app)][:-2] == kept  # and the prune's own rows
+    assert len(commits) >= 1 + 4 + 1  # its start on record, a transaction a batch, its end
+    assert prune_rows(app)[1].detail.endswith("deleted 10 (login_failed 10)")
 
 
 def test_a_batch_size_that_divides_the_rows_exactly(app, write):
@@ -223,4 +233,36 @@ def test_a_batch_size_that_divides_the_rows_exactly(app, write):
     with app.app_context():
         result = audit_retention.prune(CUTOFF, actor="cli", batch_size=3)
     assert (result.deleted, result.batches, result.total) == ({"rate_limited": 6}, 2, 6)
-    assert [name for _, name, _ in rows(app)] == [audit_retention.PRUNED]
+    assert [name for _, name, _ in rows(app)] == [audit_retention.PRUNED] * 2
+
+
+def test_every_pruned_event_is_one_the_server_writes():
+    """A misspelt name in PRUNED_EVENTS would prune nothing and say nothing."""
+    code = "".join(path.read_text() for path in SOURCE.rglob("*.py")
+                   if path.name != "audit_retention.py" and "migrations" not in path.parts)
+    assert [name for name in PRUNEABLE if f'"{name}"' not in code] == []
+
+
+def test_a_prune_that_fails_half_way_is_on_record(app, write, monkeypatch):
+    """Its first batch committed, the second failed: the rows already gone are not
+    gone without a trace, and a second run finishes the job."""
+    for index in range(6):
+        write("login_failed", OLD + timedelta(seconds=index))
+    real_commit, commits = db.session.commit, []
+
+    def failing_second_batch():
+        commits.append(1)
+        if len(commits) == 3:  # the start's row, the first batch, then this
+            raise RuntimeError("the database went away")
+        real_commit()
+
+    with app.app_context():
+        monkeypatch.setattr(db.session, "commit", failing_second_batch)
+        with pytest.raises(RuntimeError):
+            audit_retention.prune(CUTOFF, actor="cli", batch_size=3)
+        monkeypatch.undo()
+        db.session.rollback()
+    assert [(row.outcome, row.detail) for row in prune_rows(app)] == [
+        ("started", "rows before 2026-04-01 (UTC)")]
+    assert run(app, "--before", BEFORE).exit_code == 0
+    assert [name for _, name, _ in rows(app)] == [audit_retention.PRUNED] * 3

@@ -33,13 +33,16 @@ def switch_lock_holders(url: str) -> list[tuple]:
         return cursor.fetchall()
 
 
-def test_every_connection_of_both_pools_has_the_timeout(postgres):
+def test_every_connection_of_both_pools_keeps_the_timeout(postgres):
+    """Also after its first use: the pool rolls a connection back when it comes back, and
+    a rollback undoes a SET made in the transaction it ends."""
     with another_app(postgres) as application, application.app_context():
         for name, engine in db.engines.items():
-            with engine.connect() as connection:
-                shown = connection.execute(
-                    text("SHOW idle_in_transaction_session_timeout")).scalar()
-            assert shown == idle_transactions.IDLE_TRANSACTION_TIMEOUT, name
+            for use in ("first", "after a rollback"):
+                with engine.connect() as connection:
+                    shown = connection.execute(
+                        text("SHOW idle_in_transaction_session_timeout")).scalar()
+                assert shown == idle_transactions.IDLE_TRANSACTION_TIMEOUT, (name, use)
 
 
 def test_a_link_left_idle_while_holding_the_switch_lets_a_switch_off_through(

@@ -4,9 +4,9 @@ record stays.
 Why: nothing else ever deletes an audit row, and anonymous requests add them (a failed
 log-in, a printer asking for codes: one row each, within the rate limits), so without a
 prune the table grows without bound and keeps IP addresses, which are personal data,
-forever. An operator prunes up to a date (``flask audit prune --before``); the rows that
-incident response reads, and the low-volume record of what was done about security, are
-kept whatever their age (``KEPT_EVENTS``).
+forever. An operator prunes up to a date (``flask audit prune --before``) the everyday
+record (``PRUNED_EVENTS``); everything else, what incident response reads and what was
+done about security, is kept whatever its age.
 
 Rows go in batches, each its own transaction, so PostgreSQL never holds one long lock on
 the table while the server writes to it. A prune is itself on record (``PRUNED``).
@@ -26,22 +26,24 @@ from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent
 
-# The event of a prune's own row.
+# The event of a prune's own rows: one as it starts, one with what it deleted.
 PRUNED = "audit_pruned"
-# Kept whatever their age. Every name is one the server writes (tests check it).
-KEPT_EVENTS = (
-    "link",  # every link ever made: `flask incident affected` finds a window's links here
-    # A person's approval or denial of a printer (RFC 8628): the approver's address and the
-    # "another household" note an incident is read for; limited per address and account.
-    "device_flow_decision",
-    "revocation",  # each token revoked and each link withdrawn, by whom and why
-    "incident_revoke",  # each run of `incident revoke` / `revoke-account`
-    "flag_toggle",  # each kill-switch change: when a strategy was off, who switched it
-    "breaker_trip",  # each automatic switch-off, and why
-    "account_locked",  # an operator's lock of an account, with the reason
-    "account_unlocked",  # ... and its end
-    "password_changed",  # `set-password` after a leak, and owners' own changes
-    PRUNED,  # the prunes themselves: what went, and when
+# The everyday record: what anonymous requests, printers and routine use write, in volume.
+# Only these are pruned. Every other event is kept whatever its age, a new one included
+# until it is added here: the links incident response reads (``link``), failed attempts
+# and confirmations, approvals, who was shown which printers (``ip_match_nearby``: the
+# exposure an incident like this project's origin needs), revocations, kill-switch
+# changes, breaker trips, account locks, password changes and the prunes themselves.
+PRUNED_EVENTS = (
+    "login", "login_failed", "password_change_failed",  # every log-in, and wrong passwords
+    "rate_limited",  # once a minute per limit and client
+    "code_invalid", "device_code_invalid",  # wrong codes: anonymous, within the limits
+    "pairing_code_issued",  # a code shown to its owner; its use is a link
+    "device_flow_requested", "device_flow_opened",  # a printer asking; a QR link opened
+    "qr_link_cross_site", "qr_link_invalid",  # QR links opened from elsewhere, or unknown
+    # ip_match's printers announcing, the household cap, codes shown, offers and their end
+    "ip_match_announce", "ip_match_household_limit", "ip_match_code_shown",
+    "ip_match_offer", "ip_match_offer_ended",
 )
 # Evidence of an incident found late must still be there; the only code that reads recent
 # rows for a decision (the pairing failure breaker) reads the last minute.
@@ -84,7 +86,7 @@ def check_old_enough(before: datetime) -> None:
 
 
 def _pruneable(before: datetime) -> tuple:
-    return AuditEvent.at < before, AuditEvent.event.not_in(KEPT_EVENTS)
+    return AuditEvent.at < before, AuditEvent.event.in_(PRUNED_EVENTS)
 
 
 def would_prune(before: datetime) -> dict[str, int]:
@@ -98,7 +100,7 @@ def would_prune(before: datetime) -> dict[str, int]:
 
 
 def prune(before: datetime, *, actor: str, batch_size: int | None = None) -> PruneResult:
-    """Delete the rows before ``before`` that ``KEPT_EVENTS`` does not keep, ``batch_size``
+    """Delete the rows of ``PRUNED_EVENTS`` before ``before``, ``batch_size``
     (``BATCH_SIZE``) at a time, each batch committed; then audit the prune. ValueError,
     before anything is deleted, for a date less than ``MIN_AGE`` ago.
 
@@ -107,6 +109,11 @@ def prune(before: datetime, *, actor: str, batch_size: int | None = None) -> Pru
     (RETURNING), so a prune running alongside is not counted twice.
     """
     check_old_enough(before)
+    day = before.date().isoformat()
+    # On record before anything goes: a prune that fails half-way leaves this row, and
+    # running it again finishes the job.
+    audit.record(PRUNED, actor=actor, outcome="started", detail=f"rows before {day} (UTC)")
+    db.session.commit()
     size = batch_size or BATCH_SIZE
     deleted: Counter[str] = Counter()
     batches, last_id = 0, 0
@@ -126,8 +133,8 @@ def prune(before: datetime, *, actor: str, batch_size: int | None = None) -> Pru
             break
     result = PruneResult(before=before, deleted=dict(sorted(deleted.items())), batches=batches)
     per_event = ", ".join(f"{event} {count}" for event, count in result.deleted.items())
-    audit.record(PRUNED, actor=actor,
-                 detail=f"rows before {before.date().isoformat()} (UTC): deleted "
+    audit.record(PRUNED, actor=actor, outcome="ok",
+                 detail=f"rows before {day} (UTC): deleted "
                         f"{result.total}" + (f" ({per_event})" if per_event else ""))
     db.session.commit()
     return result

@@ -99,9 +99,9 @@ def _day(_ctx, param, value: str) -> datetime:
                    f"{audit_retention.MIN_AGE.days} days ago.")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
 def audit_prune_command(before: datetime, dry_run: bool) -> None:
-    """Delete audit rows from before a day, except the links incident response reads and
-    the security record (revocations, kill-switch changes, breaker trips, account locks,
-    password changes, prunes), which are kept whatever their age."""
+    """Delete the everyday audit rows from before a day (log-ins, wrong codes, printers
+    announcing and asking, rate limits). The links incident response reads, approvals and
+    the security record are kept whatever their age."""
     day = before.date().isoformat()
     try:
         if dry_run:
@@ -118,7 +118,8 @@ def audit_prune_command(before: datetime, dry_run: bool) -> None:
                    f"{result.batches} batch(es).")
     for event, count in counts.items():
         click.echo(f"  {for_terminal(event):<32} {count}")
-    click.echo(f"Kept whatever their age: {', '.join(audit_retention.KEPT_EVENTS)}.")
+    click.echo("Only the everyday record is pruned; every other event (links, approvals, "
+               "the security record) is kept whatever its age.")
     if dry_run:
         click.secho("DRY RUN: nothing deleted; run without --dry-run to delete them.",
                     fg="yellow", err=True)

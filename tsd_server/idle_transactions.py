@@ -27,9 +27,9 @@ def end_idle_transactions(engine: Engine) -> None:
         return
 
     def on_connect(dbapi_connection, _record) -> None:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute("SET idle_in_transaction_session_timeout = %s",
-                           (IDLE_TRANSACTION_TIMEOUT,))
+        with dbapi_connection.cursor() as cursor:  # a literal: SET takes no parameters
+            cursor.execute(f"SET idle_in_transaction_session_timeout = "
+                           f"'{IDLE_TRANSACTION_TIMEOUT}'")
         # A session-level SET is undone by a rollback: keep it. (An autocommit connection
         # has nothing to commit.)
         if not dbapi_connection.autocommit:

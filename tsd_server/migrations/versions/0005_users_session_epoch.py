@@ -29,13 +29,26 @@ def upgrade():
                                       nullable=False))
 
 
+TABLES_OF = {
+    '0003': ('ip_match_announcements', 'ip_match_household_blocks',
+             'ip_match_household_accounts', 'ip_match_offers'),
+    '0004': ('pairing_codes', 'device_authorizations'),
+}
+
+
 def create_what_the_first_commit_left_out():
-    """Run 0003's and 0004's upgrade where their first table is missing (see above)."""
+    """Run 0003's and 0004's upgrade where none of their tables exists (see above); stop
+    with the names where only some do, which no release left behind."""
     inspector = sa.inspect(op.get_bind())
     script = op.get_context().script
-    for revision, table in (('0003', 'ip_match_announcements'), ('0004', 'pairing_codes')):
-        if not inspector.has_table(table):
+    for revision, tables in TABLES_OF.items():
+        missing = [table for table in tables if not inspector.has_table(table)]
+        if missing == list(tables):
             script.get_revision(revision).module.upgrade()
+        elif missing:
+            raise RuntimeError(
+                f"revision {revision}'s tables are only partly there (missing: "
+                f"{', '.join(missing)}); restore the database from a backup")
 
 
 def downgrade():
