@@ -94,17 +94,29 @@ def test_a_planted_approval_binding_does_not_survive_the_victims_login(app, clie
 
 
 def test_a_tampered_session_cookie_is_ignored(app, make_user):
-    user_id, email, password = make_user()
+    """A changed signature, a changed payload, another account's id signed with another
+    key, junk in front, nothing: none logs anyone in. (Each is checked to differ from the
+    real cookie: a replacement that found nothing to replace would test nothing.)"""
+    from flask import Flask
+
+    _, email, password = make_user()
     other_id, _, _ = make_user()
     client = app.test_client()
     log_in(client, email, password)
     value = cookie(client)
     payload, _, signature = value.rpartition(".")
+    last = payload[-1]
+    elsewhere = Flask("elsewhere")
+    elsewhere.secret_key = "another key of at least 32 characters"
+    signed_elsewhere = elsewhere.session_interface.get_signing_serializer(elsewhere).dumps(
+        {"_user_id": f"{other_id}:0", "_fresh": True})
     forged = app.test_client()
-    for bad in (payload + "." + signature[::-1], value.replace(str(user_id), str(other_id)),
-                "x" + value, ""):
+    for bad in (payload + "." + signature[::-1],
+                payload[:-1] + ("B" if last == "A" else "A") + "." + signature,
+                signed_elsewhere, "x" + value, ""):
+        assert bad != value
         forged.set_cookie("session", bad)
-        assert not logged_in(forged)
+        assert not logged_in(forged), bad
 
 
 # --- logout --------------------------------------------------------------------------------
