@@ -63,17 +63,23 @@ def test_routes_without_limits_still_answer(app, client, make_user, link_device)
     assert me.status_code == 200, me.get_json()
 
 
-def test_qr_links_opened_from_another_site_write_no_audit_row_per_request(app, client):
+def test_qr_links_opened_from_another_site_write_no_audit_row_per_request(
+        app, client, caplog, monkeypatch):
     """Such an opening is audited once a minute per address before any limit or login has
     run; with the storage that counts the minute down, it must not be audited per request
-    (docs/security.md: the audit log must not be floodable)."""
+    (docs/security.md: the audit log must not be floodable), nor logged per request."""
+    from tsd_server import audit_throttle
     from tsd_server.models import AuditEvent
 
-    for attempt in range(5):
-        page = client.get(f"/link/qr/{'Q' * 42}{attempt}",
-                          headers={"Sec-Fetch-Site": "cross-site"})
-        assert page.status_code == 200, page.status_code
+    monkeypatch.setattr(audit_throttle, "_next_warning", [0.0])
+    with caplog.at_level(logging.WARNING, logger="tsd_server.audit_throttle"):
+        for attempt in range(5):
+            page = client.get(f"/link/qr/{'Q' * 42}{attempt}",
+                              headers={"Sec-Fetch-Site": "cross-site"})
+            assert page.status_code == 200, page.status_code
     assert count_rows(app, AuditEvent) == 0
+    warned = [r for r in caplog.records if r.name == "tsd_server.audit_throttle"]
+    assert len(warned) == 1 and "audit throttle unavailable" in warned[0].getMessage()
 
 
 def test_the_outage_is_logged_once_not_per_request(app, client, caplog):

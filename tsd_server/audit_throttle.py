@@ -7,6 +7,7 @@ shared by every process where that storage is (Redis)."""
 from __future__ import annotations
 
 import logging
+from time import monotonic
 
 from flask import current_app
 from limits import parse
@@ -16,6 +17,8 @@ from tsd_server.extensions import limiter
 log = logging.getLogger(__name__)
 
 ONCE_A_MINUTE = parse("1 per minute")
+WARNING_INTERVAL = 60.0  # seconds: a failing storage is logged once a minute per process
+_next_warning = [0.0]
 
 
 def first_this_minute(kind: str, key: str, *, fail_open: bool = True) -> bool:
@@ -30,6 +33,10 @@ def first_this_minute(kind: str, key: str, *, fail_open: bool = True) -> bool:
     try:
         return limiter.limiter.hit(ONCE_A_MINUTE, prefix, kind, key)
     except Exception as error:  # noqa: BLE001 - any failure: the storage cannot count
-        log.warning("audit throttle for %s unavailable (%s: %s); %s", kind,
-                    type(error).__name__, error, "auditing" if fail_open else "not auditing")
+        now = monotonic()
+        if now >= _next_warning[0]:  # not a line per request while Redis is down
+            _next_warning[0] = now + WARNING_INTERVAL
+            log.warning("audit throttle unavailable (%s: %s): refusals it counts are audited "
+                        "without it, QR links opened from elsewhere not at all (logged at "
+                        "most once a minute)", type(error).__name__, error)
         return fail_open
