@@ -13,7 +13,7 @@ bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
 # address gets N times the code guesses docs/security.md's brute-force bound allows. So
 # without a shared storage in TSD_RATELIMIT_STORAGE_URI (Redis) the default is one worker;
 # with one, a couple per CPU. Processes share the rest through the database (kill switch,
-# breakers). TSD_WORKERS or --workers decides anyway; post_worker_init below then refuses to
+# breakers). TSD_WORKERS or --workers decides anyway; on_starting below then refuses to
 # start outside development (TSD_ENV=development only warns).
 
 
@@ -70,22 +70,29 @@ class RedactingLogger(Logger):
 logger_class = RedactingLogger
 
 
-def post_worker_init(worker) -> None:
-    """Several workers that count rate limits each on their own: refused outside
-    development, said loudly once in development. Checked here, in the worker, because only
-    the loaded app knows its settings (instance/config.py included)."""
-    config = getattr(worker.wsgi, "config", {})
-    storage = str(config.get("RATELIMIT_STORAGE_URI", ""))
-    workers = worker.cfg.workers
-    if workers <= 1 or not counts_per_process(storage):
+def on_starting(server) -> None:
+    """Several workers that would count rate limits each on their own: refused outside
+    development, said loudly once in development. Checked in the master, before any worker
+    starts, with the settings the app will load (instance/config.py included). A refusal
+    by each worker instead raced in gunicorn's own shutdown: two workers failing to boot at
+    once could end it with exit status 1 instead of 3."""
+    from tsd_server import configured_app
+    from tsd_server.config import ConfigurationError
+
+    workers = server.cfg.workers
+    if workers <= 1:
+        return
+    try:
+        config = configured_app().config
+    except ConfigurationError:
+        return  # each worker refuses these itself, naming the setting
+    if not counts_per_process(str(config.get("RATELIMIT_STORAGE_URI", ""))):
         return
     problem = (f"{workers} workers keep rate limits in memory://, each on its own: one address "
                f"gets {workers} times the code guesses the limits are set for "
                "(docs/security.md). Set TSD_RATELIMIT_STORAGE_URI to a Redis "
                "(docs/production.md), or run one worker (TSD_WORKERS=1).")
     if config.get("ENV") != "development":
-        worker.log.error("Refusing to start: %s", problem)
-        # The arbiter stops, exit status 3, when a worker exits with this code while booting.
-        sys.exit(Arbiter.WORKER_BOOT_ERROR)
-    if worker.age == 1:
-        worker.log.error("%s", problem)
+        server.log.error("Refusing to start: %s", problem)
+        sys.exit(Arbiter.WORKER_BOOT_ERROR)  # 3, as when a worker cannot boot
+    server.log.error("%s", problem)

@@ -22,7 +22,9 @@ class SessionInterface(SecureCookieSessionInterface):
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
+def configured_app(config: dict[str, Any] | None = None) -> Flask:
+    """A Flask app with its settings loaded and checked, and nothing else: what create_app
+    builds on, and what gunicorn's master reads the settings from (gunicorn.conf.py)."""
     instance_path = os.environ.get("TSD_INSTANCE_PATH") or None
     if instance_path:
         # Flask insists on an absolute path; "TSD_INSTANCE_PATH=instance" means ./instance.
@@ -30,6 +32,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     load_config(app, config)
     os.makedirs(app.instance_path, exist_ok=True)
+    return app
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = configured_app(config)
     app.session_interface = SessionInterface()
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
 
