@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
+from tests.support import device_flow_fixtures
 from tests.support.flags import flag_removed_by_hand, switched_off_by_hand
 from tests.support.pairing import (
     CODE_FORMAT,
@@ -22,16 +23,8 @@ from tests.support.pairing import (
     switch,
 )
 
-
-@pytest.fixture
-def app_config():
-    return dict(LOOSE_LIMITS)
-
-
-@pytest.fixture
-def owner(make_user, login):
-    uid, email, password = make_user(display_name="Ada")
-    return uid, login(email, password, REMOTE_ADDR="1.1.1.1")
+app_config = device_flow_fixtures.app_config
+owner = device_flow_fixtures.owner
 
 
 def test_authorize_answer_follows_rfc_8628_section_3_2(app, client):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
+from tests.support import device_flow_fixtures
 from tests.support.pairing import (
     FRESH_SCAN,
-    LOOSE_LIMITS,
     audit_rows,
     decide,
     enter_code,
@@ -16,16 +14,8 @@ from tests.support.pairing import (
     started,
 )
 
-
-@pytest.fixture
-def app_config():
-    return dict(LOOSE_LIMITS)
-
-
-@pytest.fixture
-def owner(make_user, login):
-    uid, email, password = make_user(display_name="Ada")
-    return uid, login(email, password, REMOTE_ADDR="1.1.1.1")
+app_config = device_flow_fixtures.app_config
+owner = device_flow_fixtures.owner
 
 
 def test_link_page_needs_login_and_comes_back_to_link(app, client, make_user):

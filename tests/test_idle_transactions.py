@@ -5,6 +5,7 @@ it. PostgreSQL only: SQLite has no server to end anything."""
 from __future__ import annotations
 
 import time
+from contextlib import closing
 
 import psycopg2
 import pytest
@@ -26,8 +27,9 @@ def postgres(database):
 
 def switch_lock_holders(url: str) -> list[tuple]:
     """Sessions holding the kill switch's advisory lock, seen from a connection of its own."""
-    with psycopg2.connect(url.replace("postgresql+psycopg2", "postgresql")) as connection, \
-            connection.cursor() as cursor:
+    # psycopg2's "with" ends the transaction, not the connection: closing() ends that too.
+    with closing(psycopg2.connect(url.replace("postgresql+psycopg2", "postgresql"))) as \
+            connection, connection.cursor() as cursor:
         cursor.execute("SELECT pid, mode FROM pg_locks WHERE locktype = 'advisory' "
                        "AND granted AND objid = %s", (kill_switch.SWITCH_LOCK_KEY,))
         return cursor.fetchall()
