@@ -195,6 +195,20 @@ def test_an_empty_database_url_stops_start_up(instance, monkeypatch, value):
     assert "is empty" in refused(monkeypatch, "DATABASE_URL", value)
 
 
+@pytest.mark.parametrize(("value", "words"), [
+    ("mysql://tsd:hunter2-secret@127.0.0.1/tsd", "SQLite or PostgreSQL only"),
+    ("mariadb+pymysql://tsd:hunter2-secret@127.0.0.1/tsd", "SQLite or PostgreSQL only"),
+    ("hunter2-secret", "is not a database URL"),
+], ids=["mysql", "mariadb", "not-a-url"])
+def test_a_database_url_the_server_cannot_use_stops_start_up(instance, monkeypatch, value,
+                                                             words):
+    """Named at start-up, not as a missing module or a failed migration later; and the
+    message never repeats the password."""
+    message = refused(monkeypatch, "DATABASE_URL", value)
+    assert words in message
+    assert "hunter2-secret" not in message
+
+
 # --- trusted proxies -----------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from limits import parse_many
 from limits.storage import RedisStorage
 
 from tsd_server import setting_names
+from tsd_server.database_url import engine_url
 
 DEFAULTS: dict[str, Any] = {
     # "production" requires TSD_SECRET_KEY; "development" keeps a generated key in instance/.
@@ -245,7 +246,10 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
-    app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    try:
+        app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["DATABASE_URL"])
+    except ValueError as refusal:
+        raise ConfigurationError(str(refusal)) from None
     # No pool_pre_ping: a round trip per request; tsd_server/db_pool.py pings idle ones only.
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     # No X-RateLimit-* headers: on every answer they cost a second trip to the limit storage.

@@ -15,6 +15,8 @@ from flask import Flask, Response, jsonify, render_template, request, session
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ HTTP_ERROR_CODES = {
 # most once per OUTAGE_LOG_INTERVAL per process, not with a traceback per request.
 STORAGE_RETRY_AFTER = 10
 OUTAGE_LOG_INTERVAL = 60.0
+# The database out of reach (refused, restarted, too many connections, a pool with no free
+# connection, a lock or serialization failure PostgreSQL asks to retry): 503, not a 500
+# with a traceback per request. Its request's transaction is rolled back at teardown.
+DATABASE_RETRY_AFTER = 5
 
 
 class ApiError(Exception):
@@ -109,24 +115,48 @@ def register_error_handlers(app: Flask) -> None:
                                message=error.message, status=error.status), error.status, \
             error.headers
 
-    next_outage_log = [0.0]  # time.monotonic() after which the next outage is logged
-
-    @app.errorhandler(StorageError)
-    def handle_rate_limit_storage_error(error: StorageError):
-        now = time.monotonic()
-        if now >= next_outage_log[0]:
-            next_outage_log[0] = now + OUTAGE_LOG_INTERVAL
-            log.error("rate-limit storage unavailable (%s): rate-limited requests answer 503 "
-                      "until it is back (logged at most once a minute)", error)
-        headers = {"Retry-After": str(STORAGE_RETRY_AFTER)}
-        message = ("Rate limits cannot be checked right now, so this request was not "
-                   "handled. Try again in a few seconds.")
+    def temporarily_unavailable(code: str, message: str, retry_after: int):
+        """503 with Retry-After: JSON under /api, the error page elsewhere."""
+        headers = {"Retry-After": str(retry_after)}
         if is_api_request():
-            api_error = ApiError(503, "rate_limit_unavailable", message)
+            api_error = ApiError(503, code, message)
             api_error.headers.update(headers)
             return api_error.response()
         return render_template("error.html", title="Temporarily unavailable", message=message,
                                status=503), 503, headers
+
+    # time.monotonic() after which the next outage of each kind is logged
+    next_outage_log = {"rate_limit": 0.0, "database": 0.0}
+
+    def first_this_minute(kind: str) -> bool:
+        now = time.monotonic()
+        if now < next_outage_log[kind]:
+            return False
+        next_outage_log[kind] = now + OUTAGE_LOG_INTERVAL
+        return True
+
+    @app.errorhandler(StorageError)
+    def handle_rate_limit_storage_error(error: StorageError):
+        if first_this_minute("rate_limit"):
+            log.error("rate-limit storage unavailable (%s): rate-limited requests answer 503 "
+                      "until it is back (logged at most once a minute)", error)
+        return temporarily_unavailable(
+            "rate_limit_unavailable", "Rate limits cannot be checked right now, so this "
+            "request was not handled. Try again in a few seconds.", STORAGE_RETRY_AFTER)
+
+    @app.errorhandler(PoolTimeoutError)
+    @app.errorhandler(DBAPIError)
+    def handle_database_unavailable(error: Exception):
+        if isinstance(error, DBAPIError) and not (
+                isinstance(error, OperationalError) or error.connection_invalidated):
+            return handle_unexpected(error)  # a statement the database refused: a bug
+        if first_this_minute("database"):
+            log.error("database unavailable on %s %s: requests that need it answer 503 "
+                      "until it is back (logged at most once a minute)", request.method,
+                      failed_route(), exc_info=error)
+        return temporarily_unavailable(
+            "database_unavailable", "The server's database cannot be reached right now. "
+            "Try again in a few seconds.", DATABASE_RETRY_AFTER)
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(error: CSRFError):
