@@ -8,7 +8,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
-from tsd_server import audit_retention
+from tsd_server import audit_retention, devices
 from tsd_server.auth import accounts
 from tsd_server.auth.accounts import AccountError, create_user, find_user, set_password
 from tsd_server.discovery import cli as discovery_cli
@@ -83,6 +83,29 @@ def unlock_account_command(email: str, reason: str) -> None:
     click.echo(f"Unlocked {for_terminal(user.email)} (id {user.id}): it can log in again.")
 
 
+@click.command("delete-account")
+@click.argument("email", type=CLI_TEXT)
+@click.option("--reason", required=True, type=CLI_TEXT, help="Why (kept in the audit log).")
+@click.option("--yes", is_flag=True, help="Really delete (without it: a dry run).")
+@with_appcontext
+def delete_account_command(email: str, reason: str, yes: bool) -> None:
+    """Delete the account EMAIL and its printers (their tokens stop working); the links it
+    set in motion are withdrawn. The audit log keeps its rows, without the email."""
+    user, reason = discovery_cli.account_and_reason(email, reason)
+    printers = devices.devices_of(user)
+    if not yes:
+        click.echo(f"Printers of {for_terminal(user.email)} (id {user.id}): {len(printers)}")
+        for device in printers:
+            click.echo(f"  {for_terminal(device.name)}  ({for_terminal(device.device_uid)})")
+        click.secho(f"DRY RUN: would delete the account and {len(printers)} printer(s). "
+                    "Nothing changed; add --yes to delete.", fg="yellow", err=True)
+        return
+    shown, user_id = for_terminal(user.email), user.id
+    deleted = accounts.delete_account(user, actor=discovery_cli.CLI_ACTOR, reason=reason)
+    click.echo(f"Deleted account {shown} (id {user_id}) and {deleted} printer(s); their "
+               "tokens no longer work.")
+
+
 audit_cli = AppGroup("audit", help="Keep the audit log in bounds.")
 
 
@@ -130,6 +153,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(set_password_command)
     app.cli.add_command(lock_account_command)
     app.cli.add_command(unlock_account_command)
+    app.cli.add_command(delete_account_command)
     discovery_cli.register_commands(app)
     app.cli.add_command(proxy_check_command)
     app.cli.add_command(audit_cli)
