@@ -1,5 +1,6 @@
-"""tsd-agent against a server that says "come back later": rate limits (429) and an outage
-of its rate limits (503 rate_limit_unavailable) give bounded waits (at least a second, at
+"""tsd-agent against a server that says "come back later": rate limits (429), an outage
+of its rate limits (503 rate_limit_unavailable) and of its database (503
+database_unavailable, not for a redeem) give bounded waits (at least a second, at
 most ten minutes, never past --timeout), the request is asked again where nothing was
 done, and a command ends at its --timeout. Also: concurrent first runs on one state file
 end with one identity.
@@ -212,3 +213,57 @@ def test_a_first_run_works_where_the_filesystem_has_no_hard_links(tmp_path, monk
     assert load(path, warn=pytest.fail).device_id == first.device_id
     assert load_or_create(path, warn=pytest.fail).device_id == first.device_id
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+# --- the server's database out of reach ---------------------------------------------------
+
+def database_outage() -> Script:
+    """The server's answer while its database is out of reach (tsd_server/api/errors.py)."""
+    return reply(503, {"error": "database_unavailable",
+                       "message": "The server's database cannot be reached right now."},
+                 {"Retry-After": "5"})
+
+
+@pytest.mark.parametrize("command", ["discover", "link"])
+def test_announces_and_polls_wait_out_a_database_outage(hostile, tmp_path, command):
+    """A database restart while a printer waits (for approval, up to 15 minutes) must not
+    end the command: the answer is asked again after Retry-After."""
+    linked = {"status": "linked", **LINKED} if command == "discover" else LINKED
+    answers = Answers(database_outage(), database_outage(), reply(200, linked))
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = hostile.scripts[ANNOUNCE] = answers
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    run = commands.discover if command == "discover" else commands.link
+    assert run(agent, None) == m.EXIT_OK, agent.err.getvalue()
+    assert answers.count == 3
+    assert clock.sleeps.count(5) == 2, clock.sleeps
+    assert "the server's database cannot be reached right now: the server asks to retry " \
+           "in 5 seconds" in agent.err.getvalue()
+    assert saved_token(tmp_path / "s.json") == TOKEN
+
+
+def test_a_spent_device_code_after_an_outage_says_the_printer_may_be_linked(hostile,
+                                                                            tmp_path):
+    """The poll that met the outage may have collected the token in a commit whose answer
+    was lost: the next poll's invalid_grant must not read as a plain refusal."""
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = Answers(database_outage(), reply(400, {
+        "error": "invalid_grant", "message": "This device code is unknown or has already "
+                                             "been used."}))
+    agent = agent_with(hostile, tmp_path, Clock())
+    assert commands.link(agent, None) == m.EXIT_REFUSED
+    assert "may have collected the token" in agent.err.getvalue()
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_pair_does_not_redeem_again_after_a_database_outage(hostile, tmp_path):
+    """The redeem may have spent the code before its commit's answer was lost; sent again,
+    a spent code counts as a wrong guess. Reported at once instead."""
+    redeem = Answers(database_outage(), reply(201, LINKED))
+    hostile.scripts[REDEEM] = redeem
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    assert commands.pair(agent, "BCDF-GHJK") == m.EXIT_FAILURE
+    assert redeem.count == 1 and clock.sleeps == []
+    assert "database_unavailable" in agent.err.getvalue()

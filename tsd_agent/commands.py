@@ -24,6 +24,7 @@ from tsd_agent import messages as m
 from tsd_agent.client import Client, OutOfTime, ServerError, Unreachable
 from tsd_agent.pacing import (
     CALL_FLOOR,
+    DATABASE_OUTAGE,
     MAX_POLL_INTERVAL,
     SLOW_DOWN_STEP,
     NoTimeLeft,
@@ -218,6 +219,7 @@ def link(agent: Agent, timeout: float | None) -> int:
 
     expires_at = agent.monotonic() + expires_in
     wait = interval
+    outage_answered_a_poll = False  # a poll's commit may have collected the token meanwhile
     while True:
         # Checked before every sleep, a rate limit's too: never sleep past the code's expiry,
         # and under --timeout never poll with less than CALL_FLOOR left. The message names
@@ -247,9 +249,16 @@ def link(agent: Agent, timeout: float | None) -> int:
                                       interval_from(error.body.get("interval"), default=0.0))
                 continue
             if retry_later(error):
+                outage_answered_a_poll |= error.code == DATABASE_OUTAGE
                 wait = max(rate_limit_wait(agent, error), interval)
                 continue
-            return agent.fail(error)
+            code = agent.fail(error)
+            if outage_answered_a_poll and error.code == "invalid_grant":
+                agent.warn("A poll that met the server's database outage may have "
+                           "collected the token without it reaching this printer: check "
+                           "the website, unlink the printer there if it is listed, and run "
+                           "this again.")
+            return code
         except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
             return agent.fail(error)
         return agent.linked(answer, "device_flow", "after approval on the website")

@@ -1,7 +1,8 @@
 """The pace of talking to the server: how long to wait, and when to ask again.
 
 Polling loops honour the server's pace (``poll_interval``, the device flow's ``interval``
-and ``slow_down``, and Retry-After on ``rate_limited`` and ``rate_limit_unavailable``), and
+and ``slow_down``, and Retry-After on ``rate_limited``, ``rate_limit_unavailable`` and
+``database_unavailable``), and
 so does link's first request (``ask``). A ``--timeout`` bounds the whole command: no wait
 goes past it, each call gets only the time left (``within``), and no wait is followed by a
 call that can link with less than CALL_FLOOR left.
@@ -33,6 +34,11 @@ CALL_FLOOR = 1.0
 # rate limits right now (503; its Redis is down). Its rate limiter gives both before the
 # request is handled, so nothing happened and asking again is safe.
 RETRY_LATER = ("rate_limited", "rate_limit_unavailable")
+# The server's database out of reach (503). Its transaction was rolled back, unless the
+# connection broke during its commit: then it may have happened. Announces, asking for a
+# code and token polls are asked again (again after a happened link, the next answer tells);
+# a redeem is not (a spent code would count as a wrong guess).
+DATABASE_OUTAGE = "database_unavailable"
 
 
 def seconds_from(value: Any) -> float | None:
@@ -64,7 +70,8 @@ def time_left(agent: Agent, deadline: float | None) -> float | None:
 
 
 def retry_later(error: ServerError) -> bool:
-    return error.code in RETRY_LATER or error.status == 429
+    """For announces, asking for a code and token polls: asking again is safe."""
+    return error.code in RETRY_LATER or error.code == DATABASE_OUTAGE or error.status == 429
 
 
 def limits_unchecked(error: ServerError) -> bool:
@@ -78,8 +85,9 @@ def rate_limit_wait(agent: Agent, error: ServerError) -> float:
     asked = error.retry_after
     wait = (DEFAULT_RATE_LIMIT_WAIT if asked is None
             else min(max(float(asked), MIN_RATE_LIMIT_WAIT), MAX_POLL_INTERVAL))
-    why = ("the server cannot check its rate limits right now" if
-           error.code == "rate_limit_unavailable" else "too many attempts")
+    why = {"rate_limit_unavailable": "the server cannot check its rate limits right now",
+           DATABASE_OUTAGE: "the server's database cannot be reached right now",
+           }.get(error.code or "", "too many attempts")
     agent.warn(f"{why}: the server asks to {m.wait_words(asked)}; waiting "
                f"{m.duration_words(wait)}.")
     return wait
