@@ -267,3 +267,43 @@ def test_pair_does_not_redeem_again_after_a_database_outage(hostile, tmp_path):
     assert commands.pair(agent, "BCDF-GHJK") == m.EXIT_FAILURE
     assert redeem.count == 1 and clock.sleeps == []
     assert "database_unavailable" in agent.err.getvalue()
+
+
+def switched_off(disabled_by: str) -> Script:
+    """503 strategy_disabled; the server adds Retry-After only when it cannot read its
+    switches (tsd_server/discovery/kill_switch.py)."""
+    headers = {"Retry-After": "5"} if disabled_by == "flag_store_unreadable" else {}
+    return reply(503, {"error": "strategy_disabled", "strategy": "ip_match",
+                       "disabled_by": disabled_by, "message": "Switched off."}, headers)
+
+
+def run_meeting(hostile, tmp_path, command: str, first: Script):
+    """``command`` against a server whose announce, token poll and redeem answer ``first``,
+    then that the printer is linked: (exit code, the answers, the clock, the agent)."""
+    linked = {"status": "linked", **LINKED} if command == "discover" else LINKED
+    answers = Answers(first, reply(200, linked))
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = hostile.scripts[ANNOUNCE] = hostile.scripts[REDEEM] = answers
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    code = (commands.pair(agent, "BCDF-GHJK") if command == "pair"
+            else getattr(commands, command)(agent, None))
+    return code, answers, clock, agent
+
+
+@pytest.mark.parametrize("command", ["discover", "link", "pair"])
+def test_a_kill_switch_the_server_cannot_read_is_waited_out(hostile, tmp_path, command):
+    """With its database out of reach the server reports every strategy off
+    (flag_store_unreadable), before it does anything: every command asks again, pair too."""
+    code, answers, clock, agent = run_meeting(hostile, tmp_path, command,
+                                              switched_off("flag_store_unreadable"))
+    assert code == m.EXIT_OK, agent.err.getvalue()
+    assert answers.count == 2 and 5 in clock.sleeps
+    assert "the server cannot read its kill switch right now" in agent.err.getvalue()
+
+
+@pytest.mark.parametrize("command", ["discover", "link", "pair"])
+def test_an_operators_switch_off_ends_the_command(hostile, tmp_path, command):
+    code, answers, _, agent = run_meeting(hostile, tmp_path, command, switched_off("runtime"))
+    assert code == m.EXIT_DISABLED, agent.err.getvalue()
+    assert answers.count == 1

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import device_flow_fixtures
+from tests.support.apps import flags_table_renamed
 from tests.support.flags import flag_removed_by_hand, switched_off_by_hand
 from tests.support.pairing import (
     CODE_FORMAT,
@@ -22,6 +23,7 @@ from tests.support.pairing import (
     started,
     switch,
 )
+from tsd_server.discovery import kill_switch
 
 app_config = device_flow_fixtures.app_config
 owner = device_flow_fixtures.owner
@@ -235,6 +237,28 @@ def test_both_off_is_503_strategy_disabled_for_authorize_and_token(app, client):
     assert refused.status_code == 503 and refused.get_json()["error"] == "strategy_disabled"
     polled = poll(client, answer["device_code"])
     assert polled.status_code == 503 and polled.get_json()["error"] == "strategy_disabled"
+    # An operator's decision: the printer is told so, and not to come back in a moment.
+    for answered in (refused, polled):
+        assert answered.get_json()["disabled_by"] == "runtime"
+        assert "Retry-After" not in answered.headers
+
+
+def test_both_off_because_the_switches_cannot_be_read_says_come_back(app, client):
+    """The database out of reach: the printer waits it out (tsd_agent/pacing.py) instead of
+    giving up its 15-minute wait for approval, and its poll is answered again later."""
+    answer = started(client)
+    with flags_table_renamed(app):
+        with app.app_context():
+            kill_switch.forget_cached_flags()  # as if the cache's half second had passed
+        refused = authorize(client)
+        polled = poll(client, answer["device_code"])
+        for answered in (refused, polled):
+            assert answered.status_code == 503
+            assert answered.get_json()["disabled_by"] == "flag_store_unreadable"
+            assert answered.headers["Retry-After"] == "5"
+    with app.app_context():
+        kill_switch.forget_cached_flags()
+    assert poll_error(poll(client, answer["device_code"])) == "authorization_pending"
 
 
 def test_approval_rechecks_the_kill_switch(app, client, owner):

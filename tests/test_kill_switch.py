@@ -99,6 +99,7 @@ def test_guard_answers_503_on_api_routes_and_a_page_elsewhere(app):
     assert api.get_json() == {"error": "strategy_disabled", "strategy": "pairing_code",
                               "disabled_by": "runtime",
                               "message": "Linking by pairing_code is switched off on this server."}
+    assert "Retry-After" not in api.headers  # an operator's decision, not an outage
     page = client.get("/probe/pairing_code")
     assert page.status_code == 503 and "text/html" in page.content_type
     html = page.get_data(as_text=True)
@@ -183,6 +184,7 @@ def test_unreadable_flag_store_disables_everything_without_a_500(app, flags_tabl
         assert entry["disabled_by"] == "flag_store_unreadable"
     probe = client.get("/api/v1/probe/qr_code")
     assert probe.status_code == 503 and probe.get_json()["disabled_by"] == "flag_store_unreadable"
+    assert probe.headers["Retry-After"] == "5"  # temporary: a printer asks again, not gives up
     # The failed read happened on its own connection: the session still works.
     with app.app_context():
         assert kill_switch.is_enabled("pairing_code", fresh=True) is False

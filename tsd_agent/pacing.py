@@ -1,8 +1,8 @@
 """The pace of talking to the server: how long to wait, and when to ask again.
 
 Polling loops honour the server's pace (``poll_interval``, the device flow's ``interval``
-and ``slow_down``, and Retry-After on ``rate_limited``, ``rate_limit_unavailable`` and
-``database_unavailable``), and
+and ``slow_down``, and Retry-After on ``rate_limited``, ``rate_limit_unavailable``,
+``database_unavailable`` and a kill switch the server cannot read), and
 so does link's first request (``ask``). A ``--timeout`` bounds the whole command: no wait
 goes past it, each call gets only the time left (``within``), and no wait is followed by a
 call that can link with less than CALL_FLOOR left.
@@ -69,15 +69,25 @@ def time_left(agent: Agent, deadline: float | None) -> float | None:
     return None if deadline is None else deadline - agent.monotonic()
 
 
+def switches_unreadable(error: ServerError) -> bool:
+    """503 strategy_disabled only because the server cannot read its kill switch (its
+    database is out of reach): refused before anything was done, and temporary. An
+    operator's switch-off (``runtime``, ``deployment``) is an answer, not an outage."""
+    return error.code == "strategy_disabled" and \
+        error.body.get("disabled_by") == "flag_store_unreadable"
+
+
 def retry_later(error: ServerError) -> bool:
     """For announces, asking for a code and token polls: asking again is safe."""
-    return error.code in RETRY_LATER or error.code == DATABASE_OUTAGE or error.status == 429
+    return (error.code in RETRY_LATER or error.code == DATABASE_OUTAGE
+            or error.status == 429 or switches_unreadable(error))
 
 
 def limits_unchecked(error: ServerError) -> bool:
-    """Only the server's outage: a rate limit on redeeming counts code guesses, and its
-    wait (up to 15 minutes) can outlast the code; the person decides what next."""
-    return error.code == "rate_limit_unavailable"
+    """Only the server's outages before anything was done: a rate limit on redeeming
+    counts code guesses, and its wait (up to 15 minutes) can outlast the code; the person
+    decides what next."""
+    return error.code == "rate_limit_unavailable" or switches_unreadable(error)
 
 
 def rate_limit_wait(agent: Agent, error: ServerError) -> float:
@@ -87,6 +97,7 @@ def rate_limit_wait(agent: Agent, error: ServerError) -> float:
             else min(max(float(asked), MIN_RATE_LIMIT_WAIT), MAX_POLL_INTERVAL))
     why = {"rate_limit_unavailable": "the server cannot check its rate limits right now",
            DATABASE_OUTAGE: "the server's database cannot be reached right now",
+           "strategy_disabled": "the server cannot read its kill switch right now",
            }.get(error.code or "", "too many attempts")
     agent.warn(f"{why}: the server asks to {m.wait_words(asked)}; waiting "
                f"{m.duration_words(wait)}.")

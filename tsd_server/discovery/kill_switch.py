@@ -30,7 +30,7 @@ from sqlalchemy import false, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import audit, pending_links, single_statement
-from tsd_server.api.errors import ApiError
+from tsd_server.api.errors import DATABASE_RETRY_AFTER, ApiError
 from tsd_server.clock import utcnow
 from tsd_server.config import ConfigurationError
 from tsd_server.extensions import db
@@ -53,6 +53,7 @@ SWITCH_LOCK_KEY = 0x74736B73
 DEPLOYMENT = "deployment"
 RUNTIME = "runtime"
 FLAG_STORE_UNREADABLE = "flag_store_unreadable"
+UNREADABLE_RETRY_AFTER = DATABASE_RETRY_AFTER  # seconds: the store is the database
 UNKNOWN_STRATEGY = "unknown_strategy"
 
 # What the public (status API, 503 answers, pages) is told; the operator's own reason text
@@ -109,11 +110,18 @@ class DeploymentSetting:
 
 
 class StrategyDisabled(ApiError):
-    def __init__(self, name: str, state: StrategyState) -> None:
+    """503 ``strategy_disabled``. Off because the switches cannot be read (the database is
+    out of reach), it is temporary and refused before anything was done: Retry-After says
+    when to ask again, so a printer waits it out instead of giving up."""
+
+    def __init__(self, name: str | list[str], state: StrategyState,
+                 message: str | None = None) -> None:
         super().__init__(503, "strategy_disabled",
-                         f"Linking by {name} is switched off on this server.",
+                         message or f"Linking by {name} is switched off on this server.",
                          strategy=name, disabled_by=state.disabled_by)
         self.state = state
+        if state.disabled_by == FLAG_STORE_UNREADABLE:
+            self.headers["Retry-After"] = str(UNREADABLE_RETRY_AFTER)
 
 
 def known_names() -> list[str]:

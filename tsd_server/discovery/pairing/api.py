@@ -66,8 +66,8 @@ def authorize():
     """RFC 8628 §3.1/3.2: codes and links for a device that wants to be linked."""
     body = json_object()
     device_uid, name, model = _device_fields(body)
-    pairing_on, qr_on = device_flow.strategies_on()
-    base = links.require_base_url() if (pairing_on or qr_on) else ""
+    device_flow.strategies_on()  # both off: 503 before anything else
+    base = links.require_base_url()
     started = device_flow.start(device_uid=device_uid, name=name, model=model,
                                 address=client_address.for_request())
     answer: dict = {"device_code": started.device_code,
@@ -91,10 +91,7 @@ def token():
     if grant_type is not None and grant_type != GRANT_TYPE:
         raise ApiError(400, "unsupported_grant_type", f"grant_type must be {GRANT_TYPE}.")
     device_code = string_field(body, "device_code", max_length=128)
-    if not any(device_flow.strategies_on()):
-        raise ApiError(503, "strategy_disabled", "Linking by pairing code and by QR code are "
-                       "both switched off on this server.",
-                       strategy=[device_flow.PAIRING_CODE, device_flow.QR_CODE])
+    device_flow.strategies_on()  # both off: 503
     return _link_answer(device_flow.poll(device_code), 200)
 
 

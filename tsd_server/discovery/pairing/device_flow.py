@@ -69,17 +69,20 @@ class StartedAuthorization:
 
 
 def strategies_on() -> tuple[bool, bool]:
-    """(pairing_code on, qr_code on): what an authorize answer may offer right now."""
-    return kill_switch.is_enabled(PAIRING_CODE), kill_switch.is_enabled(QR_CODE)
+    """(pairing_code on, qr_code on): what an authorize answer may offer right now; raises
+    ``StrategyDisabled`` when both are off (a device flow needs one). Its ``disabled_by``
+    is pairing_code's; both are off for one reason when the switches cannot be read."""
+    pairing, qr = kill_switch.state(PAIRING_CODE), kill_switch.state(QR_CODE)
+    if not (pairing.enabled or qr.enabled):
+        raise kill_switch.StrategyDisabled(
+            [PAIRING_CODE, QR_CODE], pairing,
+            "Linking by pairing code and by QR code are both switched off on this server.")
+    return pairing.enabled, qr.enabled
 
 
 def start(*, device_uid: str, name: str, model: str | None,
           address: ClientAddress | None) -> StartedAuthorization:
     pairing_on, qr_on = strategies_on()
-    if not (pairing_on or qr_on):
-        raise ApiError(503, "strategy_disabled",
-                       "Linking by pairing code and by QR code are both switched off on this "
-                       "server.", strategy=[PAIRING_CODE, QR_CODE])
     now = utcnow()
     ttl = int(current_app.config["DEVICE_FLOW_TTL"])
     interval = int(current_app.config["DEVICE_FLOW_INTERVAL"])
