@@ -177,3 +177,45 @@ def test_a_form_posts_over_https_on_a_port_other_than_443(tmp_path, config):
             logged_in = browser.submit("/login", {"email": email, "password": PASSWORD})
             assert logged_in.status_code == 302, logged_in.text
             assert browser.get("/").status_code == 200  # the dashboard, logged in
+
+
+def raw_https(proxy: HttpsNginx, cert: Path, request_head: str) -> str:
+    """Send ``request_head`` as written (an absolute-form request line, say) over TLS with
+    SNI HOST_NAME; the answer's status line."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(cert))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as plain, \
+            context.wrap_socket(plain, server_hostname=HOST_NAME) as tls:
+        tls.sendall(request_head.encode("ascii"))
+        answer = b""
+        while b"\r\n" not in answer and (chunk := tls.recv(4096)):
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0].decode("ascii", "replace")
+
+
+def test_a_request_line_naming_the_host_cannot_bring_another_host_header(tmp_path):
+    """``GET https://print.example.org/... HTTP/1.1`` with ``Host: evil.example``: nginx
+    picks the site by the request line, and passed the client's Host on ($http_host), so
+    tsd-server built its redirects (and, without TSD_BASE_URL, printers' links) for a host
+    the client chose. Found by a black-box test of the production shape; now 421."""
+    url = f"sqlite:///{tmp_path / 'tsd.sqlite3'}"
+    db_backends.migrate(url)
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=url,
+                          settings=shipped_proxy_settings(), workers=1) as backend, \
+            nginx_https(tmp_path / "nginx", backend.port) as proxy:
+        cert = tmp_path / "nginx" / "cert.pem"
+        origin = f"https://{HOST_NAME}:{proxy.port}"
+
+        def status(host: str) -> str:
+            return raw_https(proxy, cert, f"GET {origin}/admin HTTP/1.1\r\nHost: {host}\r\n"
+                                          "Connection: close\r\n\r\n")
+
+        for forged in ("evil.example", f"{HOST_NAME}.evil.example", f"{HOST_NAME}:@evil",
+                       f"evil.example:{proxy.port}"):
+            assert status(forged).startswith("HTTP/1.1 421 "), forged
+        # The name it serves still gets through, in any case and with its port.
+        assert status(f"{HOST_NAME}:{proxy.port}").startswith("HTTP/1.1 308 "), \
+            backend.log_tail()
+        assert status(HOST_NAME.upper()).startswith("HTTP/1.1 308 ")
+        assert Browser(proxy, cert).get("/healthz").status_code == 200

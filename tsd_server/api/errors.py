@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadHost, HTTPException
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +105,24 @@ def failed_route() -> str:
     return f"{rule.rule} ({rule.endpoint})"
 
 
+def error_page(title: str, message: str | None, status: int) -> str | Response:
+    """The error page, or plain text when no URL of this site can be built for the request:
+    a Host header that is no host name (``a..b``, a label over 63 characters) leaves Flask
+    without one, and the page links its stylesheet. An error found before routing (a body
+    too large, a form without its token) would otherwise end in a 500 and a traceback."""
+    if isinstance(request.routing_exception, BadHost):
+        return Response(f"{title}: {message or ''}\n", status=status, mimetype="text/plain")
+    return render_template("error.html", title=title, message=message, status=status)
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
         if is_api_request():
             return error.response()
         # A service raised on a page (e.g. a rate limit inside a form post): an HTML answer.
-        return render_template("error.html", title=error.code.replace("_", " ").capitalize(),
-                               message=error.message, status=error.status), error.status, \
-            error.headers
+        return error_page(error.code.replace("_", " ").capitalize(), error.message,
+                          error.status), error.status, error.headers
 
     def temporarily_unavailable(code: str, message: str, retry_after: int):
         """503 with Retry-After: JSON under /api, the error page elsewhere."""
@@ -122,8 +131,7 @@ def register_error_handlers(app: Flask) -> None:
             api_error = ApiError(503, code, message)
             api_error.headers.update(headers)
             return api_error.response()
-        return render_template("error.html", title="Temporarily unavailable", message=message,
-                               status=503), 503, headers
+        return error_page("Temporarily unavailable", message, 503), 503, headers
 
     # time.monotonic() after which the next outage of each kind is logged
     next_outage_log = {"rate_limit": 0.0, "database": 0.0}
@@ -162,15 +170,22 @@ def register_error_handlers(app: Flask) -> None:
     def handle_csrf_error(error: CSRFError):
         if is_api_request():
             return ApiError(400, "csrf_failed", error.description).response()
-        page = render_template("error.html", title="Form expired", message=(
+        page = error_page("Form expired", (
             "This form could not be accepted (its security token was missing or stale). "
-            "Go back, reload the page and try again."), status=400)
+            "Go back, reload the page and try again."), 400)
         if app.config["SESSION_COOKIE_NAME"] not in request.cookies:
             # A post forged on another site arrives without the SameSite session cookie;
             # the fresh token this page made must not replace the person's session, or
             # any site could log them out (tests/browser/test_forged_posts.py).
             session.modified = False
         return page, 400
+
+    @app.errorhandler(BadHost)
+    def handle_bad_host(error: BadHost):
+        message = "The Host header is not a valid host name."
+        if is_api_request():
+            return ApiError(400, "bad_request", message).response()
+        return error_page("Bad request", message, 400), 400
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
@@ -184,8 +199,7 @@ def register_error_handlers(app: Flask) -> None:
             api_error = ApiError(status, code, error.description or error.name)
             api_error.headers.update(headers)
             return api_error.response()
-        return render_template("error.html", title=error.name, message=error.description,
-                               status=status), status, headers
+        return error_page(error.name, error.description, status), status, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
@@ -193,6 +207,6 @@ def register_error_handlers(app: Flask) -> None:
         if is_api_request():
             return ApiError(500, "internal_error", "The server failed to handle this "
                             "request; it has been logged.").response()
-        return render_template("error.html", title="Server error", message=(
-            "Something went wrong on the server; it has been logged."), status=500), 500
+        return error_page("Server error", "Something went wrong on the server; it has been "
+                          "logged.", 500), 500
 
