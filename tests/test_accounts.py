@@ -261,7 +261,11 @@ def test_is_admin_flag(app, make_user):
 
 
 def session_cookie_header(response) -> str:
-    [header] = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
+    """The session cookie's Set-Cookie: ``session`` over http, ``__Host-session`` when
+    Secure (tsd_server.SessionInterface)."""
+    [header] = [h for h in response.headers.getlist("Set-Cookie")
+                if h.startswith(("session=", "__Host-session="))]
+    assert header.startswith("__Host-") == ("Secure" in header), header
     return header
 
 

@@ -16,10 +16,30 @@ MIGRATIONS = str(Path(__file__).parent / "migrations")
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """Session cookies are Secure whenever the request came over https (or always, by setting)."""
+    """Session cookies are Secure whenever the request came over https (or always, by
+    setting), and then named ``__Host-session``.
+
+    A browser takes a ``__Host-`` cookie only from this very host, over https, for every
+    path and with no Domain. A plain ``session`` cookie could be planted by a sibling
+    subdomain (``Domain=example.org``) or by a man in the middle of a plain-http visit, for
+    ``Path=/link``; browsers send the longer path first, and the first cookie of a name is
+    the one read, so the person's approvals on /link would run in the planter's session
+    and link the person's printer into the planter's account. Over plain http (development,
+    a LAN) the name stays ``session``: a browser refuses a ``__Host-`` cookie there.
+    """
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
+
+    def get_cookie_name(self, app: Flask) -> str:
+        name = super().get_cookie_name(app)
+        if (self.get_cookie_secure(app) and self.get_cookie_path(app) == "/"
+                and not self.get_cookie_domain(app)):
+            return HOST_ONLY_PREFIX + name
+        return name
+
+
+HOST_ONLY_PREFIX = "__Host-"
 
 
 def configured_app(config: dict[str, Any] | None = None) -> Flask:

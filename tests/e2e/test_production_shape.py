@@ -330,7 +330,9 @@ def test_qr_links_are_logged_without_their_token(shape, server_app):
 
 
 def session_cookie_is_secure(response: requests.Response) -> bool:
-    cookie = next(c for c in response.cookies if c.name == "session")
+    """Secure, and then named __Host-session (tsd_server.SessionInterface)."""
+    cookie = next(c for c in response.cookies if c.name in ("session", "__Host-session"))
+    assert bool(cookie.secure) == (cookie.name == "__Host-session"), cookie
     return bool(cookie.secure)
 
 

@@ -173,7 +173,7 @@ def register_error_handlers(app: Flask) -> None:
         page = error_page("Form expired", (
             "This form could not be accepted (its security token was missing or stale). "
             "Go back, reload the page and try again."), 400)
-        if app.config["SESSION_COOKIE_NAME"] not in request.cookies:
+        if app.session_interface.get_cookie_name(app) not in request.cookies:
             # A post forged on another site arrives without the SameSite session cookie;
             # the fresh token this page made must not replace the person's session, or
             # any site could log them out (tests/browser/test_forged_posts.py).
