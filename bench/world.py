@@ -135,7 +135,7 @@ def seed(url: str, size: int, secret_key: str) -> WorkingSet:
         owner = create_user(USER_EMAIL, USER_PASSWORD, display_name="Bench")
         dummy = owner.password_hash
         owners = max(10, size // 10)
-        _bulk(db, User, ({"email": f"owner{i}@example.com", "display_name": f"Owner {i}",
+        bulk_insert(db, User, ({"email": f"owner{i}@example.com", "display_name": f"Owner {i}",
                           "password_hash": dummy, "is_admin": False, "created_at": now}
                          for i in range(owners)))
         first_owner = owner.id + 1
@@ -152,7 +152,7 @@ def seed(url: str, size: int, secret_key: str) -> WorkingSet:
                     "token_hash": token_hash(token), "token_hint": token_hint(token),
                     "revoked_at": None, "needs_relink": False, "last_seen_at": now}
 
-        _bulk(db, Device, (device_row(i) for i in range(size)))
+        bulk_insert(db, Device, (device_row(i) for i in range(size)))
 
         def announcement_row(i: int) -> dict:
             if i < WORKING_SET:
@@ -171,13 +171,15 @@ def seed(url: str, size: int, secret_key: str) -> WorkingSet:
                     "client_ip": ip, "name": f"Announcer {i}", "model": "Bench MK1",
                     "agent_version": "1.0", "first_seen_at": now, "last_seen_at": now}
 
-        _bulk(db, Announcement, (announcement_row(i) for i in range(max(size, WORKING_SET + 2))))
+        bulk_insert(db, Announcement,
+                    (announcement_row(i) for i in range(max(size, WORKING_SET + 2))))
         events = ("ip_match_announce", "link", "code_invalid", "device_flow_requested")
-        _bulk(db, AuditEvent, ({"at": now - timedelta(seconds=size - i), "event": events[i % 4],
-                                "actor": "device", "outcome": "ok", "strategy": "ip_match",
-                                "client_ip": "12.0.0.1", "peer_ip": "127.0.0.1",
-                                "forwarded_for": ["12.0.0.1"], "household": "12.0.0.1/32",
-                                "detail": "seeded"} for i in range(size)))
+        bulk_insert(db, AuditEvent, ({
+            "at": now - timedelta(seconds=size - i), "event": events[i % 4],
+            "actor": "device", "outcome": "ok", "strategy": "ip_match",
+            "client_ip": "12.0.0.1", "peer_ip": "127.0.0.1",
+            "forwarded_for": ["12.0.0.1"], "household": "12.0.0.1/32",
+            "detail": "seeded"} for i in range(size)))
 
         def authorization_row(i: int) -> dict:
             device_code = codes.new_device_code()
@@ -188,7 +190,8 @@ def seed(url: str, size: int, secret_key: str) -> WorkingSet:
                     "expires_at": now + timedelta(hours=6), "poll_interval": 5,
                     "last_polled_at": None, "status": "pending"}
 
-        _bulk(db, DeviceAuthorization, (authorization_row(i) for i in range(DEVICE_CODES + 1)))
+        bulk_insert(db, DeviceAuthorization,
+                    (authorization_row(i) for i in range(DEVICE_CODES + 1)))
         working.spare_device_code = working.device_codes.pop()
         if db.engine.dialect.name == "postgresql":
             autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -198,7 +201,7 @@ def seed(url: str, size: int, secret_key: str) -> WorkingSet:
     return working
 
 
-def _bulk(db, model, rows) -> None:
+def bulk_insert(db, model, rows) -> None:
     """Insert in batches of executemany (SQLAlchemy's insertmanyvalues on PostgreSQL)."""
     batch: list[dict] = []
     for row in rows:

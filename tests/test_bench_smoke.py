@@ -180,3 +180,41 @@ def test_device_me_with_its_statement_on_a_raw_cursor_answers_the_same(
     assert answers[0].status_code == 200
     assert answers[0].get_json() == expected.get_json()
     assert answers[1].status_code == 401
+
+
+def test_the_incident_scale_bench_runs_on_sqlite(tmp_path):
+    """bench/incident_scale.py --quick: every command and page answered as meant, the
+    revokes revoked the world's active devices, and no ordinary request failed."""
+    import redis
+
+    from tests.support.skips import skip_loudly
+
+    try:
+        redis.Redis(socket_timeout=2).ping()
+    except redis.ConnectionError:
+        skip_loudly("Redis is NOT reachable at 127.0.0.1:6379: bench/incident_scale.py (two "
+                    "gunicorn workers share their rate limits there) was not run.")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "incident_scale.py"), "--quick",
+                           "--backends", "sqlite", "--before", "none", "--out", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = next(tmp_path.glob("incident-scale-*.md")).read_text()
+    assert "## Problems" not in report and "failed" not in report, report
+    tables: dict[str, list[list[str]]] = {}
+    for part in report.split("\n## ")[1:]:
+        title, _, body = part.partition("\n")
+        tables[title] = [[cell.strip() for cell in line.split("|")[1:-1]]
+                         for line in body.splitlines() if line.startswith("| sqlite |")]
+    commands = {cells[2] for cells in tables["Command line"]}
+    assert commands == {"incident affected (table)", "incident affected --format csv",
+                        "incident affected --format json", "incident revoke (dry run)",
+                        "incident revoke --yes", "discovery disable ip_match"}, report
+    pages = {cells[3]: cells for cells in tables["Admin Incident pages (gunicorn, worker "
+                                                 "timeout 30 s)"]}
+    assert len(pages) == 3 and all(cells[4] == "200" for cells in pages.values()), report
+    done_page = pages["POST /admin/incident/revoke confirm=yes"]
+    revoked = int(done_page[7].split()[1])  # "Revoked N device(s)"
+    assert revoked > 0 and int(done_page[9].replace(",", "")) == revoked, report
+    during = tables["Ordinary requests while `incident revoke --yes` runs (gunicorn, 2 workers)"]
+    # a link, a device/me and a login were each sent while the revoke ran
+    assert len(during) == 3 and all("calls" in cells[6] for cells in during), report

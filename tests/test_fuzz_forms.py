@@ -378,6 +378,13 @@ def _query_a_window(world: World) -> None:
     assert response.status_code == 200 and "printer-0003" in response.get_data(as_text=True)
 
 
+@valid("admin.incident_csv_download")
+def _download_a_window(world: World) -> None:
+    response = world.submit("admin", "GET", "/admin/incident/affected.csv", strategy="all",
+                            **WINDOW)
+    assert response.status_code == 200 and "printer-0003" in response.get_data(as_text=True)
+
+
 @valid("admin_diagnostics.proxy_diagnostics")
 def _ask_what_if(world: World) -> None:
     response = world.submit("admin", "GET", "/admin/diagnostics", peer="9.9.9.9",

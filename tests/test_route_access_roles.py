@@ -81,6 +81,9 @@ TABLE: dict[tuple[str, str], Call] = {
     ("/admin/audit", "GET"): Call(ADMIN, 200, "/admin/audit?email={owner_email}"),
     ("/admin/diagnostics", "GET"): Call(ADMIN, 200, "/admin/diagnostics?peer=8.8.4.4"),
     ("/admin/incident", "GET"): Call(ADMIN, 200),
+    ("/admin/incident/affected.csv", "GET"): Call(
+        ADMIN, 200, "/admin/incident/affected.csv?strategy=all&since=2000-01-01T00:00:00Z"
+                    "&until=2100-01-01T00:00:00Z"),
     ("/admin/incident/lock-account", "POST"): Call(ADMIN, 302, form={
         "email": "{owner_email}", "reason": "test", "action": "lock"}),
     ("/admin/incident/revoke", "POST"): Call(ADMIN, 200, form={

@@ -48,6 +48,23 @@ def record(
     return row
 
 
+def record_many(event: str, *, actor: str, rows: list[dict[str, Any]], outcome: str = "ok",
+                detail: str | None = None) -> None:
+    """Rows of one event that differ only in ``user_id``, ``device_id``, ``device_uid``,
+    ``strategy`` and ``detail`` (``rows``), in one multi-row INSERT in the session's
+    transaction: an incident revoke writes one per device and per withdrawn link, and an
+    ORM object each cost more than the revoke's own work. The caller commits."""
+    if not rows:
+        return
+    common = _fields(event, actor=actor, outcome=outcome, user_id=None, device=None,
+                     device_uid=None, strategy=None, address=None, detail=detail)
+    values = [{**common, **row} for row in rows]
+    for value in values:
+        if value["detail"]:
+            value["detail"] = value["detail"][:MAX_DETAIL]
+    db.session.execute(_INSERT, values)
+
+
 def record_now(
     event: str,
     *,

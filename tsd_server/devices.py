@@ -3,7 +3,9 @@ is the link service's job."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, update
 
 from tsd_server import audit, pending_links
 from tsd_server.clock import utcnow
@@ -60,6 +62,15 @@ def revoke_token(device: Device, *, actor: str, detail: str, needs_relink: bool 
     device.needs_relink = needs_relink
     audit.record("revocation", actor=actor, device=device, strategy=device.linked_via,
                  detail=detail)
+
+
+def revoke_tokens(device_ids: list[int], *, at: datetime) -> None:
+    """``revoke_token`` with ``needs_relink`` for many devices in one UPDATE, without their
+    audit rows (the caller writes them, ``audit.record_many``) and without loading them:
+    an incident revoke of tens of thousands of devices. The caller holds them locked and
+    commits."""
+    db.session.execute(update(Device).where(Device.id.in_(device_ids))
+                       .values(token_hash=None, revoked_at=at, needs_relink=True))
 
 
 def unlink(device: Device, user: User) -> None:

@@ -166,15 +166,27 @@ class RevokeResult:
     withdrawn: int  # links set in motion in the window that had not happened yet
 
 
-def _status(device: Device, until: datetime) -> str:
-    if device.token_hash is None:
-        return NEEDS_RELINK if device.needs_relink else REVOKED
-    return ACTIVE if device.linked_at < until else RELINKED_AFTER
+def _status(has_token: bool, needs_relink: bool, linked_at: datetime, until: datetime) -> str:
+    if not has_token:
+        return NEEDS_RELINK if needs_relink else REVOKED
+    return ACTIVE if linked_at < until else RELINKED_AFTER
 
 
-def _find(window: Window, *, lock: bool = False) -> list[tuple[Device, User, datetime, str,
-                                                                 str | None]]:
-    """(device, owner, link time, strategy, client IP) of the latest link in the window."""
+@dataclass(frozen=True)
+class _Found:
+    """A device found in the window, and its current ``linked_via`` (its revocation's
+    audit row names that, as ``devices.revoke_token`` does)."""
+
+    row: AffectedDevice
+    current_via: str
+
+
+def _find(window: Window, *, lock: bool = False) -> list[_Found]:
+    """Every device whose latest link in the window this finds, with its owner.
+
+    Columns, not ORM objects: at the scale of a real incident (tens of thousands of
+    devices) building and tracking an object per device and per owner was most of the
+    time and memory of a revoke (docs/performance.md, "Incident response at scale")."""
     links = (
         select(AuditEvent.device_id, AuditEvent.at, AuditEvent.strategy, AuditEvent.client_ip)
         .where(AuditEvent.event == "link", AuditEvent.device_id.is_not(None),
@@ -193,29 +205,29 @@ def _find(window: Window, *, lock: bool = False) -> list[tuple[Device, User, dat
     ids = sorted(latest)
     found = []
     for start in range(0, len(ids), CHUNK):  # bounded IN lists (SQLite caps bound parameters)
-        query = (select(Device, User).join(User, User.id == Device.owner_id)
+        query = (select(Device.id, Device.device_uid, Device.name, Device.linked_via,
+                        Device.linked_at, Device.token_hash.is_not(None), Device.needs_relink,
+                        User.id, User.email, User.display_name)
+                 .join(User, User.id == Device.owner_id)
                  .where(Device.id.in_(ids[start:start + CHUNK])))
         if lock:  # in id order, as revoke_all writes them: two revokes never cross
             query = query.with_for_update(of=Device).order_by(Device.id)
-        for device, owner in db.session.execute(query):
-            at, strategy, ip = latest[device.id]
-            found.append((device, owner, at, strategy, ip))
-    found.sort(key=lambda item: (item[1].email, item[2], item[0].id))
+        for (pk, uid, name, via, linked_at, has_token, needs_relink, owner_id, email,
+             display_name) in db.session.execute(query):
+            at, strategy, ip = latest[pk]
+            found.append(_Found(AffectedDevice(
+                account_id=owner_id, email=email, display_name=display_name, device_pk=pk,
+                device_uid=uid, name=name, linked_via=strategy, linked_at=at,
+                linked_from_ip=ip,
+                status=_status(bool(has_token), bool(needs_relink), linked_at, window.until)),
+                current_via=via))
+    found.sort(key=lambda item: (item.row.email, item.row.linked_at, item.row.device_pk))
     return found
-
-
-def _row(device: Device, owner: User, at: datetime, strategy: str, ip: str | None,
-         until: datetime) -> AffectedDevice:
-    return AffectedDevice(
-        account_id=owner.id, email=owner.email, display_name=owner.display_name,
-        device_pk=device.id, device_uid=device.device_uid, name=device.name,
-        linked_via=strategy, linked_at=at, linked_from_ip=ip, status=_status(device, until))
 
 
 def affected(strategy: str, since: datetime, until: datetime) -> list[AffectedDevice]:
     """Every device linked by ``strategy`` (or "all") in [since, until), with its owner."""
-    window = Window(strategy, since, until)
-    return [_row(*item, until=until) for item in _find(window)]
+    return [item.row for item in _find(Window(strategy, since, until))]
 
 
 def people_to_notify(rows: list[AffectedDevice]) -> list[Notice]:
@@ -238,6 +250,8 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
     claimed one of its rows, and on SQLite its write takes the one writer's lock. The
     devices are locked (PostgreSQL) while this runs, so an owner re-linking at the same
     moment either lands first (and is then ``relinked_after``, not revoked) or after.
+    The tokens go one UPDATE and their audit rows one INSERT per chunk of devices: the
+    transaction (and the locks, on SQLite every writer's) lasts as little as it can.
     """
     window = Window(strategy, since, until)
     kill_switch.wait_for_links_in_progress()  # commits: nothing is pending after it
@@ -246,14 +260,17 @@ def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> Re
     strategies = set(kill_switch.known_names()) if window.strategy == ALL else {window.strategy}
     withdrawn = pending_links.withdraw_made_in(strategies, since, until, actor=actor,
                                                why=f"incident revoke: {span}")
-    revoked = []
-    for device, owner, at, via, ip in _find(window, lock=True):
-        row = _row(device, owner, at, via, ip, until=until)
-        if not row.will_revoke:
-            continue
-        devices.revoke_token(device, actor=actor, detail=f"incident revoke: {span}",
-                             needs_relink=True)
-        revoked.append(row)
+    found = [item for item in _find(window, lock=True) if item.row.will_revoke]
+    by_id = sorted(found, key=lambda item: item.row.device_pk)
+    now = utcnow()
+    for start in range(0, len(by_id), CHUNK):
+        chunk = by_id[start:start + CHUNK]
+        devices.revoke_tokens([item.row.device_pk for item in chunk], at=now)
+        audit.record_many("revocation", actor=actor, detail=f"incident revoke: {span}", rows=[
+            {"user_id": item.row.account_id, "device_id": item.row.device_pk,
+             "device_uid": item.row.device_uid, "strategy": item.current_via}
+            for item in chunk])
+    revoked = [item.row for item in found]
     notify = people_to_notify(revoked)
     audit.record("incident_revoke", actor=actor, strategy=window.strategy,
                  detail=f"{span}: revoked {len(revoked)} device(s) of {len(notify)} "

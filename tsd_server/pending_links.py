@@ -110,11 +110,11 @@ def _deny_reached(strategies: set[str], reached: ColumnElement[bool], *, actor: 
                    DeviceAuthorization.qr_opened_at, DeviceAuthorization.expires_at)
         .execution_options(synchronize_session=False)).all()
     live = [row for row in denied if row.expires_at > now]
-    for user_id, device_uid, qr_opened_at, _ in live:
-        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user_id,
-                     device_uid=device_uid,
-                     strategy=QR_STRATEGY if qr_opened_at else WEB_CODE_STRATEGY,
-                     detail=f"printer's request reached, not decided yet: {why}")
+    audit.record_many("revocation", actor=actor, outcome="withdrawn", rows=[
+        {"user_id": user_id, "device_uid": device_uid,
+         "strategy": QR_STRATEGY if qr_opened_at else WEB_CODE_STRATEGY,
+         "detail": f"printer's request reached, not decided yet: {why}"}
+        for user_id, device_uid, qr_opened_at, _ in live])
     return len(live)
 
 
@@ -149,21 +149,20 @@ def _withdraw(*, codes: ColumnElement[bool] | None, approvals: ColumnElement[boo
         .where(Announcement.id.in_([offer.announcement_id for offer in deleted]))).all()
     ) if deleted else {}
 
-    def withdrawn(user_id: int | None, **fields) -> None:
-        audit.record("revocation", actor=actor, outcome="withdrawn", user_id=user_id,
-                     **fields)
-
     # Audited only what was still usable by this clock: one that expired a moment ago is
     # spent all the same, but an operator counting what a thief held must not count it.
+    # One INSERT for them all: a switch-off or an incident revoke withdraws thousands.
     live_codes = [row for row in spent_codes if row.expires_at > now]
     live_approvals = [row for row in denied if row.expires_at > now]
-    for user_id, created_at, _ in live_codes:
-        withdrawn(user_id, strategy=WEB_CODE_STRATEGY,
-                  detail=f"unused web code issued {created_at.isoformat()}: {why}")
-    for user_id, device_uid, via, _ in live_approvals:
-        withdrawn(user_id, device_uid=device_uid, strategy=via,
-                  detail=f"approved, token not collected yet: {why}")
-    for user_id, public_id, status, announcement_id in deleted:
-        withdrawn(user_id, device_uid=printers.get(announcement_id), strategy=OFFER_STRATEGY,
-                  detail=f"offer {public_id} ({status}), printer not linked yet: {why}")
+    audit.record_many("revocation", actor=actor, outcome="withdrawn", rows=[
+        *({"user_id": user_id, "device_uid": None, "strategy": WEB_CODE_STRATEGY,
+           "detail": f"unused web code issued {created_at.isoformat()}: {why}"}
+          for user_id, created_at, _ in live_codes),
+        *({"user_id": user_id, "device_uid": device_uid, "strategy": via,
+           "detail": f"approved, token not collected yet: {why}"}
+          for user_id, device_uid, via, _ in live_approvals),
+        *({"user_id": user_id, "device_uid": printers.get(announcement_id),
+           "strategy": OFFER_STRATEGY,
+           "detail": f"offer {public_id} ({status}), printer not linked yet: {why}"}
+          for user_id, public_id, status, announcement_id in deleted)])
     return len(live_codes) + len(live_approvals) + len(deleted)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from tsd_server import devices, incident
+from tsd_server import devices, incident, incident_csv
 from tsd_server.admin import audit_log
 from tsd_server.admin.access import admin_actor, refuse_non_admins
 from tsd_server.admin.forms import (
@@ -21,6 +21,10 @@ from tsd_server.discovery import kill_switch, registry
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # Every route of this blueprint, present and future, is admin-only.
 bp.before_request(refuse_non_admins)
+# An incident can hold tens of thousands of devices: a page lists this many (and as many
+# accounts to notify), and says so; the CSV download and the CLI have them all. 50,000
+# rows made a 20 MB page that took longer than a worker may (docs/performance.md).
+SHOWN_ROWS = 500
 
 
 @bp.get("/")
@@ -96,9 +100,31 @@ def incident_query():
     revoke_form = RevokeForm(formdata=None, data={
         "strategy": form.strategy.data, "since": form.since.data, "until": form.until.data})
     return render_template("admin/incident.html", form=form, rows=rows, window=window,
+                           shown=(rows or [])[:SHOWN_ROWS], csv_url=_csv_url(window),
                            revoke_form=revoke_form, account_form=AccountRevokeForm(formdata=None),
                            lock_form=AccountLockForm(formdata=None),
                            to_revoke=[row for row in rows or [] if row.will_revoke]), status
+
+
+@bp.get("/incident/affected.csv")
+def incident_csv_download():
+    """Every device of the window, however many: what the page lists only the first of."""
+    form = IncidentQueryForm(formdata=request.args)
+    if not form.validate():
+        flash("The incident window was not valid; query it again.")
+        return redirect(url_for("admin.incident_query"))
+    window = form.window()
+    rows = incident.affected(window.strategy, window.since, window.until)
+    return Response(incident_csv.to_csv(rows), mimetype="text/csv", headers={
+        "Content-Disposition": 'attachment; filename="affected.csv"',
+        "Cache-Control": "no-store"})
+
+
+def _csv_url(window: incident.Window | None) -> str | None:
+    if window is None:
+        return None
+    return url_for("admin.incident_csv_download", strategy=window.strategy,
+                   since=window.since.isoformat(), until=window.until.isoformat())
 
 
 @bp.post("/incident/revoke")
@@ -116,11 +142,14 @@ def incident_revoke():
         confirm_form = RevokeForm(formdata=None, data={
             "strategy": form.strategy.data, "since": form.since.data,
             "until": form.until.data, "confirm": "yes"})
+        notify = incident.people_to_notify(rows)
         return render_template("admin/incident_confirm.html", window=window, rows=rows,
-                               form=confirm_form,
-                               notify=incident.people_to_notify(rows))
+                               shown=rows[:SHOWN_ROWS], form=confirm_form, notify=notify,
+                               shown_notify=notify[:SHOWN_ROWS], csv_url=_csv_url(window))
     result = incident.revoke(window.strategy, window.since, window.until, actor=admin_actor())
-    return render_template("admin/incident_done.html", window=window, result=result)
+    return render_template("admin/incident_done.html", window=window, result=result,
+                           shown=result.revoked[:SHOWN_ROWS],
+                           shown_notify=result.notify[:SHOWN_ROWS], csv_url=_csv_url(window))
 
 
 @bp.post("/incident/revoke-account")

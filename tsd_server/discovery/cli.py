@@ -8,8 +8,6 @@ store), so ``enable ... && echo on`` never claims a strategy is on when it is no
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from datetime import datetime
@@ -19,11 +17,11 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import devices, incident
+from tsd_server import devices, incident, incident_csv
 from tsd_server.auth import accounts
 from tsd_server.discovery import kill_switch, registry
 from tsd_server.models import User
-from tsd_server.printable_text import CLI_TEXT, control_characters_marked, for_terminal
+from tsd_server.printable_text import CLI_TEXT, for_terminal
 
 CLI_ACTOR = "cli"
 # Exit status when the flag was written but the strategy is still off.
@@ -243,13 +241,7 @@ def render(rows: list[incident.AffectedDevice], output: str, window: incident.Wi
         return json.dumps({"window": window.to_json(),
                            "affected": [row.to_json() for row in rows]}, indent=2) + "\n"
     if output == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(incident.COLUMNS)
-        for row in rows:  # cleaned of what a terminal acts on: a CSV is read with cat too
-            writer.writerow([_spreadsheet_safe(control_characters_marked(value))
-                             for value in row.cells()])
-        return buffer.getvalue()
+        return incident_csv.to_csv(rows)
     return _table(rows, window)
 
 
@@ -275,12 +267,6 @@ def render_notices(notices: list[incident.Notice]) -> str:
         lines.append(f"  {for_terminal(notice.email)}  "
                      f"({for_terminal(notice.display_name)}): {names}")
     return "\n".join(lines) + "\n"
-
-
-def _spreadsheet_safe(value: str) -> str:
-    """A cell starting with = + - @ would run as a formula when the CSV is opened (a tab or
-    carriage return in front is "?" by now)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
 
 
 def register_commands(app: Flask) -> None:
