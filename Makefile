@@ -37,5 +37,11 @@ lint: install-test
 test: install-test lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The tests against the oldest dependency versions setup.cfg allows, in a venv of their own
+# (/tmp/tsd-lowest-venv): not part of `make test`; see .ci/test-lowest for when to run it.
+.PHONY: test-lowest
+test-lowest:
+	bash .ci/test-lowest $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -329,6 +329,9 @@ def delete_account(user: User, *, actor: str, reason: str) -> int:
     devices.revoke_all(user, actor=actor, detail=f"account deleted: {reason}")
     audit.record("account_deleted", actor=actor,
                  detail=f"account {user_id} deleted with its {printers} printer(s): {reason}")
+    # The revocations and audit rows go first: SQLAlchemy 2.0 does not flush before a Core
+    # statement (2.1 does), and at commit they would name printers the DELETE took with it.
+    db.session.flush()
     db.session.execute(delete(User.__table__).where(User.__table__.c.id == user_id))
     db.session.expunge(user)
     db.session.commit()
