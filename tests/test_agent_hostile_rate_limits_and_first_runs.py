@@ -267,6 +267,7 @@ def test_pair_does_not_redeem_again_after_a_database_outage(hostile, tmp_path):
     assert commands.pair(agent, "BCDF-GHJK") == m.EXIT_FAILURE
     assert redeem.count == 1 and clock.sleeps == []
     assert "database_unavailable" in agent.err.getvalue()
+    assert "pair again with a new code" in agent.err.getvalue()  # not the same code again
 
 
 def switched_off(disabled_by: str) -> Script:

@@ -199,7 +199,9 @@ def test_an_empty_database_url_stops_start_up(instance, monkeypatch, value):
     ("mysql://tsd:hunter2-secret@127.0.0.1/tsd", "SQLite or PostgreSQL only"),
     ("mariadb+pymysql://tsd:hunter2-secret@127.0.0.1/tsd", "SQLite or PostgreSQL only"),
     ("hunter2-secret", "is not a database URL"),
-], ids=["mysql", "mariadb", "not-a-url"])
+    ("mysql://tsd:x@127.0.0.1/tsd?password=hunter2-secret", "SQLite or PostgreSQL only"),
+    ("postgresql+pg8000://tsd:hunter2-secret@127.0.0.1/tsd", "which is not installed"),
+], ids=["mysql", "mariadb", "not-a-url", "password-in-query", "driver-not-installed"])
 def test_a_database_url_the_server_cannot_use_stops_start_up(instance, monkeypatch, value,
                                                              words):
     """Named at start-up, not as a missing module or a failed migration later; and the

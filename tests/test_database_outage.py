@@ -81,6 +81,22 @@ def test_a_statement_the_database_refuses_is_still_a_500(app):
     assert "Retry-After" not in response.headers
 
 
+def test_a_statement_that_cannot_run_is_a_500_on_both_databases(app):
+    """SQLite reports a missing column as an OperationalError too, the class of a database
+    out of reach: a skipped ``db upgrade`` must not pass for an outage to wait out."""
+    from sqlalchemy import text
+
+    from tsd_server.extensions import db
+
+    def missing_column():
+        db.session.execute(text("SELECT no_such_column FROM users"))
+
+    app.add_url_rule("/api/v1/test-missing-column", view_func=missing_column)
+    response = app.test_client().get("/api/v1/test-missing-column")
+    assert response.status_code == 500, response.get_json()
+    assert response.get_json()["error"] == "internal_error"
+
+
 def test_a_connection_that_died_between_requests_costs_one_503(app, make_user, link_device,
                                                                monkeypatch):
     """PostgreSQL restarted, or a firewall dropped the connection, while it sat in the pool

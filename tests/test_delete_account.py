@@ -111,18 +111,38 @@ def test_deleting_cuts_everything_off_and_leaves_the_other_account_alone(
             AuditEvent.detail.contains(EMAIL))) == 0
     cut_off = sorted((row.outcome, row.device_uid or "") for row in
                      audit_rows(app, "revocation") if row.actor == "cli")
+    assert {row.detail for row in audit_rows(app, "revocation") if row.actor == "cli"
+            and row.outcome == "ok"} == {f"account {leaving['id']} deleted: owner asked, "
+                                         "ticket 7"}
     assert cut_off == [("ok", "printer-a"), ("ok", "printer-b"),  # the two printers
                        ("withdrawn", ""), ("withdrawn", "printer-c")]  # the code, the approval
 
 
 def test_the_email_can_sign_up_again_as_a_new_account_that_old_cookies_do_not_open(
-        app, leaving, make_user):
+        app, leaving, make_user, login):
+    """The newest account deleted: without AUTOINCREMENT, SQLite would give its id to the
+    next account, and a copy of its cookie would open that one."""
+    last_id, last_email, password = make_user("last@example.org")
+    session = login(last_email, password)
     copied = app.test_client()
-    copied.set_cookie("session", leaving["session"].client.get_cookie("session").value)
+    copied.set_cookie("session", session.client.get_cookie("session").value)
+    assert run(app, last_email, "--reason", "owner asked", "--yes").exit_code == 0
+    new_id, _, _ = make_user(last_email)
+    assert new_id > last_id  # ids are never given again
+    assert not logged_in(copied) and not logged_in(session.client)
+
+
+def test_an_account_revoked_earlier_leaves_no_email_in_the_audit_log(app, leaving):
+    """incident revoke-account's row named the account by its email, and it outlived the
+    account; both commands name it by id."""
+    revoked = app.test_cli_runner().invoke(args=[
+        "incident", "revoke-account", EMAIL, "--reason", "password leaked", "--yes"])
+    assert revoked.exit_code == 0, revoked.output
     assert run(app, EMAIL, "--reason", "owner asked", "--yes").exit_code == 0
-    new_id, _, _ = make_user(EMAIL)
-    assert new_id > leaving["id"]  # ids are never given again
-    assert not logged_in(copied) and not logged_in(leaving["session"].client)
+    with app.app_context():
+        details = db.session.scalars(select(AuditEvent.detail)).all()
+    assert [detail for detail in details if detail and EMAIL in detail] == []
+    assert f"account {leaving['id']}: revoked 2 device(s)" in " ".join(filter(None, details))
 
 
 @pytest.mark.parametrize("args, code, words", [

@@ -243,9 +243,12 @@ def test_both_off_is_503_strategy_disabled_for_authorize_and_token(app, client):
         assert "Retry-After" not in answered.headers
 
 
+@pytest.mark.parametrize("app_config", [{}, {"DISCOVERY_DISABLED": "pairing_code"}],
+                         ids=["both-on", "pairing-code-off-in-the-deployment"])
 def test_both_off_because_the_switches_cannot_be_read_says_come_back(app, client):
     """The database out of reach: the printer waits it out (tsd_agent/pacing.py) instead of
-    giving up its 15-minute wait for approval, and its poll is answered again later."""
+    giving up its 15-minute wait for approval, and its poll is answered again later. Also
+    where the deployment keeps pairing_code off: qr_code may be on again in a moment."""
     answer = started(client)
     with flags_table_renamed(app):
         with app.app_context():

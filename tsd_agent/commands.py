@@ -2,9 +2,11 @@
 
 Each command returns an exit code from ``tsd_agent.messages``. Each keeps to the server's
 pace (``tsd_agent.pacing``): polling loops and link's first request (``ask``) wait out
-``rate_limited`` and ``rate_limit_unavailable``; ``pair`` waits out only
-``rate_limit_unavailable`` (a rate limit there counts code guesses) and ``whoami`` reports
-both. A ``--timeout`` bounds the whole command.
+``rate_limited``, ``rate_limit_unavailable``, ``database_unavailable`` and a kill switch
+the server cannot read; ``pair`` waits out only the outages refused before anything was
+done (a rate limit there counts code guesses, and a redeem cut off by a database outage
+may have spent its code), and ``whoami`` reports them. A ``--timeout`` bounds the whole
+command.
 """
 
 from __future__ import annotations
@@ -186,6 +188,11 @@ def pair(agent: Agent, code: str, timeout: float | None = None) -> int:
         return not_linked_in_time(agent)
     except Unreachable as error:  # OutOfTime included
         return cut_off(agent, error, may_be_linked=REDEEM_MAY_HAVE_LINKED)
+    except ServerError as error:
+        code = agent.fail(error)
+        if error.code == DATABASE_OUTAGE:  # its commit may have been cut off, not refused
+            agent.warn(REDEEM_MAY_HAVE_LINKED.strip())
+        return code
     except Exception as error:  # noqa: BLE001 - every failure gets its one-line message
         return agent.fail(error)
     return agent.linked(answer, "pairing_code", "by pairing code")

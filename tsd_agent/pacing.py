@@ -36,8 +36,10 @@ CALL_FLOOR = 1.0
 RETRY_LATER = ("rate_limited", "rate_limit_unavailable")
 # The server's database out of reach (503). Its transaction was rolled back, unless the
 # connection broke during its commit: then it may have happened. Announces, asking for a
-# code and token polls are asked again (again after a happened link, the next answer tells);
-# a redeem is not (a spent code would count as a wrong guess).
+# code and token polls are asked again: a token poll that collected the token is told by
+# the next poll's invalid_grant (commands.link says so); an announce whose ip_match link
+# happened is not (the website lists the printer). A redeem is not asked again (a spent
+# code would count as a wrong guess).
 DATABASE_OUTAGE = "database_unavailable"
 
 

@@ -246,10 +246,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
-    try:
-        app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["DATABASE_URL"])
-    except ValueError as refusal:
-        raise ConfigurationError(str(refusal)) from None
+    app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["DATABASE_URL"])
     # No pool_pre_ping: a round trip per request; tsd_server/db_pool.py pings idle ones only.
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     # No X-RateLimit-* headers: on every answer they cost a second trip to the limit storage.

@@ -302,7 +302,7 @@ def revoke_account(user: User, *, actor: str, reason: str) -> list[Device]:
                                  needs_relink=True)  # withdraws the links the sessions prepared
     accounts.raise_session_epoch(user)
     audit.record("incident_revoke", actor=actor, user_id=user.id,
-                 detail=f"account {user.email}: revoked {len(revoked)} device(s) and ended "
+                 detail=f"account {user.id}: revoked {len(revoked)} device(s) and ended "
                         f"every session: {reason}")
     db.session.commit()
     return revoked

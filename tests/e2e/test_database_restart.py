@@ -1,12 +1,14 @@
 """PostgreSQL restarts while a printer waits for approval: the printer waits it out and
-links afterwards, and nobody sees a 500.
+links afterwards, and nobody sees a 500: not a linked printer's call, not a logged-in
+person's page.
 
 Real components: gunicorn (the project's gunicorn.conf.py) on PostgreSQL through a TCP
 relay that the test cuts (every connection closed, new ones hung up on, as a restarting
 database does) and restores; the real ``tsd-agent link`` in a thread; the person's side
-over HTTP. While the database is away the server answers 503 with Retry-After
-(``database_unavailable``, or ``strategy_disabled`` by ``flag_store_unreadable`` where the
-kill switch is read first), and the agent asks again after it (tsd_agent/pacing.py).
+over HTTP. While the database is away the server answers 503 with Retry-After: the token
+poll reads the kill switch first, so it meets ``strategy_disabled`` by
+``flag_store_unreadable``, which the agent waits out (tsd_agent/pacing.py); other calls meet
+``database_unavailable`` (the agent's wait for that one: the hostile-server tests).
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ def test_a_printer_waiting_for_approval_outlives_a_database_restart(restart_data
         user_id = create_user(email, password, display_name="Owner").id
     person = Person(HttpEndpoint(server.base_url, "127.0.0.1"), "127.0.0.1", user_id, email,
                     password, "Owner")
+    with another_app(restart_database) as app, app.test_request_context():
+        from tsd_server.discovery.link_service import link_device
+        from tsd_server.extensions import db
+        from tsd_server.models import User
+
+        linked_token = link_device(owner=db.session.get(User, user_id), device_uid="linked-1",
+                                   name="Already linked", model=None, strategy="pairing_code",
+                                   actor=f"user:{user_id}", address=None).access_token
     state = tmp_path / "state.json"
     run = AgentRun.in_process(["--server", server.base_url, "--state", str(state),
                                "--name", "Restart printer", "link", "--no-qr"])
@@ -89,6 +99,14 @@ def test_a_printer_waiting_for_approval_outlives_a_database_restart(restart_data
 
     relay.cut()  # PostgreSQL goes away while the printer polls
     run.err.wait_for(WAITED_OUT)
+    # Meanwhile: a linked printer's call and a logged-in person's page answer 503, not 500
+    # (the page's navigation would read the person's account from the database).
+    me = person.endpoint.request("GET", "/api/v1/device/me",
+                                 headers={"Authorization": f"Bearer {linked_token}"})
+    assert (me.status, me.body["error"], me.headers["Retry-After"]) == (
+        503, "database_unavailable", "5"), me.body
+    page = person.endpoint.request("GET", "/")
+    assert page.status == 503 and "Temporarily unavailable" in page.body, server.log_tail(40)
     relay.restore()
 
     typed = until_answered(lambda: person.endpoint.request(
@@ -106,5 +124,7 @@ def test_a_printer_waiting_for_approval_outlives_a_database_restart(restart_data
                                  headers={"Authorization": f"Bearer {saved.access_token}"})
     assert me.status == 200 and me.body["device"]["name"] == "Restart printer", me.body
     log = server.log_path.read_text(errors="replace")
-    assert "unhandled error" not in log, server.log_tail(80)
+    assert "unhandled error" not in log and "Error handling request" not in log, \
+        server.log_tail(80)
     assert '" 500 ' not in log, server.log_tail(80)
+    assert log.count("database unavailable on") == 1, server.log_tail(80)  # once a minute

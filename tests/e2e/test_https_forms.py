@@ -214,6 +214,9 @@ def test_a_request_line_naming_the_host_cannot_bring_another_host_header(tmp_pat
         for forged in ("evil.example", f"{HOST_NAME}.evil.example", f"{HOST_NAME}:@evil",
                        f"evil.example:{proxy.port}"):
             assert status(forged).startswith("HTTP/1.1 421 "), forged
+        # Named in TLS, another name in Host (origin form): the default server hangs up.
+        assert raw_https(proxy, cert, "GET /admin HTTP/1.1\r\nHost: other.example\r\n"
+                                      "Connection: close\r\n\r\n") == ""
         # The name it serves still gets through, in any case and with its port.
         assert status(f"{HOST_NAME}:{proxy.port}").startswith("HTTP/1.1 308 "), \
             backend.log_tail()

@@ -26,8 +26,8 @@ class TcpRelay:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def cut(self) -> None:
-        self._cut.set()
         with self._lock:
+            self._cut.set()
             sockets, self._open = self._open, set()
         for sock in sockets:
             _hang_up(sock)
@@ -56,6 +56,10 @@ class TcpRelay:
                 continue
             upstream.settimeout(None)
             with self._lock:
+                if self._cut.is_set():  # cut while this one was connecting: it goes too
+                    _hang_up(client)
+                    _hang_up(upstream)
+                    continue
                 self._open.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()

@@ -11,11 +11,11 @@ import math
 import time
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request, session
+from flask import Flask, Response, current_app, jsonify, render_template, request, session
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from limits.errors import StorageError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import BadHost, HTTPException
 
@@ -105,6 +105,25 @@ def failed_route() -> str:
     return f"{rule.rule} ({rule.endpoint})"
 
 
+# SQLite reports a statement it cannot run (no such table or column, a syntax error) as an
+# OperationalError too; these codes are the ones that mean "try again": busy, locked, the
+# file unreachable or failing (sqlite3.Error.sqlite_errorname, extended codes included).
+SQLITE_OUT_OF_REACH = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR",
+                       "SQLITE_FULL", "SQLITE_PROTOCOL")
+MAX_LOGGED_CAUSES = 64
+
+
+def database_out_of_reach(error: DBAPIError) -> bool:
+    """An outage to retry after (the database refused the connection, restarted, is out of
+    connections, asked to retry a transaction), not a statement it refused (a bug)."""
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    name = getattr(error.orig, "sqlite_errorname", None)
+    return name is None or name.startswith(SQLITE_OUT_OF_REACH)
+
+
 def error_page(title: str, message: str | None, status: int) -> str | Response:
     """The error page, or plain text when no URL of this site can be built for the request:
     a Host header that is no host name (``a..b``, a label over 63 characters) leaves Flask
@@ -112,7 +131,18 @@ def error_page(title: str, message: str | None, status: int) -> str | Response:
     too large, a form without its token) would otherwise end in a 500 and a traceback."""
     if isinstance(request.routing_exception, BadHost):
         return Response(f"{title}: {message or ''}\n", status=status, mimetype="text/plain")
-    return render_template("error.html", title=title, message=message, status=status)
+    try:
+        return render_template("error.html", title=title, message=message, status=status)
+    except SQLAlchemyError:
+        # Every page reads the logged-in person's account (Flask-Login's context processor
+        # puts current_user into each template); with the database out of reach that read
+        # fails again, inside the error handler. Drawn without the context processors, and
+        # without the account (base.html's account_unknown).
+        from tsd_server.extensions import db
+
+        db.session.rollback()
+        return current_app.jinja_env.get_template("error.html").render(
+            title=title, message=message, status=status, account_unknown=True)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -133,13 +163,15 @@ def register_error_handlers(app: Flask) -> None:
             return api_error.response()
         return error_page("Temporarily unavailable", message, 503), 503, headers
 
-    # time.monotonic() after which the next outage of each kind is logged
-    next_outage_log = {"rate_limit": 0.0, "database": 0.0}
+    # time.monotonic() after which the next outage of each kind (and cause) is logged
+    next_outage_log: dict[str, float] = {}
 
     def first_this_minute(kind: str) -> bool:
         now = time.monotonic()
-        if now < next_outage_log[kind]:
+        if now < next_outage_log.get(kind, 0.0):
             return False
+        if len(next_outage_log) >= MAX_LOGGED_CAUSES:
+            next_outage_log.clear()
         next_outage_log[kind] = now + OUTAGE_LOG_INTERVAL
         return True
 
@@ -155,10 +187,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolTimeoutError)
     @app.errorhandler(DBAPIError)
     def handle_database_unavailable(error: Exception):
-        if isinstance(error, DBAPIError) and not (
-                isinstance(error, OperationalError) or error.connection_invalidated):
+        if isinstance(error, DBAPIError) and not database_out_of_reach(error):
             return handle_unexpected(error)  # a statement the database refused: a bug
-        if first_this_minute("database"):
+        if first_this_minute(f"database: {type(error).__name__}: {error.orig!r:.80}"
+                             if isinstance(error, DBAPIError) else "database: pool"):
             log.error("database unavailable on %s %s: requests that need it answer 503 "
                       "until it is back (logged at most once a minute)", request.method,
                       failed_route(), exc_info=error)

@@ -326,7 +326,11 @@ def delete_account(user: User, *, actor: str, reason: str) -> int:
     Deleting by hand in ``sqlite3`` would skip all this: its shell enforces no foreign
     keys, and the printers would keep working tokens."""
     user_id, printers = user.id, len(devices.devices_of(user))
-    devices.revoke_all(user, actor=actor, detail=f"account deleted: {reason}")
+    # FOR UPDATE first (PostgreSQL): a request writing a row that refers to the account (a
+    # decision's UPDATE takes KEY SHARE on it) then waits for the delete, instead of holding
+    # a lock the DELETE needs while it waits for this transaction (a deadlock).
+    db.session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    devices.revoke_all(user, actor=actor, detail=f"account {user_id} deleted: {reason}")
     audit.record("account_deleted", actor=actor,
                  detail=f"account {user_id} deleted with its {printers} printer(s): {reason}")
     # The revocations and audit rows go first: SQLAlchemy 2.0 does not flush before a Core

@@ -71,11 +71,14 @@ class StartedAuthorization:
 def strategies_on() -> tuple[bool, bool]:
     """(pairing_code on, qr_code on): what an authorize answer may offer right now; raises
     ``StrategyDisabled`` when both are off (a device flow needs one). Its ``disabled_by``
-    is pairing_code's; both are off for one reason when the switches cannot be read."""
+    is ``flag_store_unreadable`` if either is off only because the switches cannot be read
+    (that one may be on once they can: come back later), else pairing_code's."""
     pairing, qr = kill_switch.state(PAIRING_CODE), kill_switch.state(QR_CODE)
     if not (pairing.enabled or qr.enabled):
+        unreadable = [state for state in (pairing, qr)
+                      if state.disabled_by == kill_switch.FLAG_STORE_UNREADABLE]
         raise kill_switch.StrategyDisabled(
-            [PAIRING_CODE, QR_CODE], pairing,
+            [PAIRING_CODE, QR_CODE], unreadable[0] if unreadable else pairing,
             "Linking by pairing code and by QR code are both switched off on this server.")
     return pairing.enabled, qr.enabled
 
