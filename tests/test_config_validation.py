@@ -201,7 +201,9 @@ def test_an_empty_database_url_stops_start_up(instance, monkeypatch, value):
     ("hunter2-secret", "is not a database URL"),
     ("mysql://tsd:x@127.0.0.1/tsd?password=hunter2-secret", "SQLite or PostgreSQL only"),
     ("postgresql+pg8000://tsd:hunter2-secret@127.0.0.1/tsd", "which is not installed"),
-], ids=["mysql", "mariadb", "not-a-url", "password-in-query", "driver-not-installed"])
+    ("postgresql+nosuchdriver://tsd:hunter2-secret@127.0.0.1/tsd", "which is not installed"),
+], ids=["mysql", "mariadb", "not-a-url", "password-in-query", "driver-not-installed",
+        "driver-unknown"])
 def test_a_database_url_the_server_cannot_use_stops_start_up(instance, monkeypatch, value,
                                                              words):
     """Named at start-up, not as a missing module or a failed migration later; and the

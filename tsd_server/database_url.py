@@ -45,7 +45,7 @@ def engine_url(url: str) -> str:
         url = parsed.render_as_string(hide_password=False)
     try:
         parsed.get_dialect().import_dbapi()
-    except ImportError as missing:
+    except (ImportError, ArgumentError) as missing:  # not installed; a name SQLAlchemy lacks
         raise _refused(f"TSD_DATABASE_URL names the driver {drivername!r}, which is not "
                        f"installed ({missing}); this project installs psycopg2: write "
                        "postgresql+psycopg2://... or postgresql://...") from None
