@@ -224,18 +224,28 @@ def database_outage() -> Script:
                  {"Retry-After": "5"})
 
 
+def run_meeting(hostile, tmp_path, command: str, *first: Script):
+    """``command`` against a server whose announce, token poll and redeem answer ``first``
+    in turn, then that the printer is linked: (exit code, the answers, the clock, the
+    agent)."""
+    linked = {"status": "linked", **LINKED} if command == "discover" else LINKED
+    answers = Answers(*first, reply(200, linked))
+    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
+    hostile.scripts[TOKEN_PATH] = hostile.scripts[ANNOUNCE] = hostile.scripts[REDEEM] = answers
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    code = (commands.pair(agent, "BCDF-GHJK") if command == "pair"
+            else getattr(commands, command)(agent, None))
+    return code, answers, clock, agent
+
+
 @pytest.mark.parametrize("command", ["discover", "link"])
 def test_announces_and_polls_wait_out_a_database_outage(hostile, tmp_path, command):
     """A database restart while a printer waits (for approval, up to 15 minutes) must not
     end the command: the answer is asked again after Retry-After."""
-    linked = {"status": "linked", **LINKED} if command == "discover" else LINKED
-    answers = Answers(database_outage(), database_outage(), reply(200, linked))
-    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
-    hostile.scripts[TOKEN_PATH] = hostile.scripts[ANNOUNCE] = answers
-    clock = Clock()
-    agent = agent_with(hostile, tmp_path, clock)
-    run = commands.discover if command == "discover" else commands.link
-    assert run(agent, None) == m.EXIT_OK, agent.err.getvalue()
+    code, answers, clock, agent = run_meeting(hostile, tmp_path, command, database_outage(),
+                                              database_outage())
+    assert code == m.EXIT_OK, agent.err.getvalue()
     assert answers.count == 3
     assert clock.sleeps.count(5) == 2, clock.sleeps
     assert "the server's database cannot be reached right now: the server asks to retry " \
@@ -260,11 +270,8 @@ def test_a_spent_device_code_after_an_outage_says_the_printer_may_be_linked(host
 def test_pair_does_not_redeem_again_after_a_database_outage(hostile, tmp_path):
     """The redeem may have spent the code before its commit's answer was lost; sent again,
     a spent code counts as a wrong guess. Reported at once instead."""
-    redeem = Answers(database_outage(), reply(201, LINKED))
-    hostile.scripts[REDEEM] = redeem
-    clock = Clock()
-    agent = agent_with(hostile, tmp_path, clock)
-    assert commands.pair(agent, "BCDF-GHJK") == m.EXIT_FAILURE
+    code, redeem, clock, agent = run_meeting(hostile, tmp_path, "pair", database_outage())
+    assert code == m.EXIT_FAILURE
     assert redeem.count == 1 and clock.sleeps == []
     assert "database_unavailable" in agent.err.getvalue()
     assert "pair again with a new code" in agent.err.getvalue()  # not the same code again
@@ -276,20 +283,6 @@ def switched_off(disabled_by: str) -> Script:
     headers = {"Retry-After": "5"} if disabled_by == "flag_store_unreadable" else {}
     return reply(503, {"error": "strategy_disabled", "strategy": "ip_match",
                        "disabled_by": disabled_by, "message": "Switched off."}, headers)
-
-
-def run_meeting(hostile, tmp_path, command: str, first: Script):
-    """``command`` against a server whose announce, token poll and redeem answer ``first``,
-    then that the printer is linked: (exit code, the answers, the clock, the agent)."""
-    linked = {"status": "linked", **LINKED} if command == "discover" else LINKED
-    answers = Answers(first, reply(200, linked))
-    hostile.scripts[AUTHORIZE] = reply(200, GRANT)
-    hostile.scripts[TOKEN_PATH] = hostile.scripts[ANNOUNCE] = hostile.scripts[REDEEM] = answers
-    clock = Clock()
-    agent = agent_with(hostile, tmp_path, clock)
-    code = (commands.pair(agent, "BCDF-GHJK") if command == "pair"
-            else getattr(commands, command)(agent, None))
-    return code, answers, clock, agent
 
 
 @pytest.mark.parametrize("command", ["discover", "link", "pair"])

@@ -92,8 +92,8 @@ def delete_account_command(email: str, reason: str, yes: bool) -> None:
     """Delete the account EMAIL and its printers (their tokens stop working); the links it
     set in motion are withdrawn. The audit log keeps its rows, without the email."""
     user, reason = discovery_cli.account_and_reason(email, reason)
-    printers = devices.devices_of(user)
     if not yes:
+        printers = devices.devices_of(user)
         click.echo(f"Printers of {for_terminal(user.email)} (id {user.id}): {len(printers)}")
         for device in printers:
             click.echo(f"  {for_terminal(device.name)}  ({for_terminal(device.device_uid)})")
