@@ -81,6 +81,23 @@ def test_a_statement_the_database_refuses_is_still_a_500(app):
     assert "Retry-After" not in response.headers
 
 
+def test_a_logged_in_request_that_breaks_a_constraint_is_still_a_500(app, make_user, login):
+    """A request whose account was deleted while it ran ends as logged out
+    (tests/test_session_race.py); one whose account is still there and breaks a constraint
+    is a bug, and stays a 500 that keeps the session."""
+
+    def broken():
+        raise IntegrityError("INSERT INTO pairing_codes ...", {}, Exception("foreign key"))
+
+    app.add_url_rule("/api/v1/test-broken", view_func=broken)
+    _, email, password = make_user("ada@example.org")
+    client = login(email, password)
+    response = client.get("/api/v1/test-broken")
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "internal_error"
+    assert client.get("/api/v1/devices").status_code == 200  # still logged in
+
+
 def test_a_statement_that_cannot_run_is_a_500_on_both_databases(app):
     """SQLite reports a missing column as an OperationalError too, the class of a database
     out of reach: a skipped ``db upgrade`` must not pass for an outage to wait out."""

@@ -6,7 +6,9 @@ out everywhere, or an operator revokes the account, while that request runs. The
 passed its session check when it started, so either it is refused before it commits
 (``accounts.require_session_current``), or it committed first and the ending withdraws what
 it made, holding the account's lock (``pending_links``). Either way nothing it prepared can
-be used: no code redeems, no approval hands out a token, no offer completes.
+be used: no code redeems, no approval hands out a token, no offer completes. Deleting the
+account (``delete-account``) is such an ending too: a request that then meets the missing
+account (a foreign key, its user object gone) ends as logged out, not in a 500.
 
 Each test holds the thief's request at one point in a thread of its own and runs the
 ending meanwhile:
@@ -64,24 +66,27 @@ def end_every_session(app, user_id: int, ending: str) -> None:
         user = db.session.get(User, user_id)
         if ending == "log_out":
             accounts.end_sessions(user)
+        elif ending == "delete_account":
+            accounts.delete_account(user, actor="cli", reason="the owner asked")
         else:
             incident.revoke_account(user, actor="cli", reason="session stolen")
 
 
+@pytest.mark.parametrize("ending", ["log_out", "delete_account"])
 @pytest.mark.parametrize("action", ["web_code", "approval", "ip_match_offer"])
 def test_a_request_whose_session_ended_before_its_writes_is_refused(
-        app, monkeypatch, hold, scene_for, action):
+        app, monkeypatch, hold, scene_for, action, ending):
     """The ending commits while the request is between its session check and its writes:
     the request is refused, and nothing it would have prepared exists. (A confirmation
     changes an offer made before the ending, which the ending deletes: the next test.)"""
     scene = scene_for(action)
     status, answer = request_across_after_its_switch_read(
-        monkeypatch, hold(), scene, lambda: end_every_session(app, scene.user_id, "log_out"))
+        monkeypatch, hold(), scene, lambda: end_every_session(app, scene.user_id, ending))
     assert scene.refused_as_logged_out(status, answer), (status, answer)
     scene.assert_nothing_usable(answer)
 
 
-@pytest.mark.parametrize("ending", ["log_out", "revoke_account"])
+@pytest.mark.parametrize("ending", ["log_out", "revoke_account", "delete_account"])
 @pytest.mark.parametrize("action", ACTIONS)
 def test_a_request_that_commits_while_the_ending_waits_is_withdrawn(
         app, monkeypatch, hold, scene_for, action, ending):

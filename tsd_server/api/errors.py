@@ -145,6 +145,16 @@ def error_page(title: str, message: str | None, status: int) -> str | Response:
             title=title, message=message, status=status, account_unknown=True)
 
 
+def _account_deleted_meanwhile() -> bool:
+    """See ``accounts.account_deleted_meanwhile``; False when that cannot be told either."""
+    from tsd_server.auth import accounts
+
+    try:
+        return accounts.account_deleted_meanwhile()
+    except SQLAlchemyError:
+        return False
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def handle_api_error(error: ApiError):
@@ -235,6 +245,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
+        if isinstance(error, SQLAlchemyError) and _account_deleted_meanwhile():
+            from tsd_server.auth.accounts import SessionEnded
+
+            return app.handle_user_exception(SessionEnded("the account was deleted"))
         log.exception("unhandled error on %s %s", request.method, failed_route())
         if is_api_request():
             return ApiError(500, "internal_error", "The server failed to handle this "

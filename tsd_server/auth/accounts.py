@@ -82,7 +82,20 @@ def session_user(session_id: str) -> User | None:
     if user.session_epoch != int(epoch):  # type: ignore[union-attr]
         return None
     g.session_epoch = int(epoch)  # what require_session_current holds the account to
+    g.session_user_id = int(user_id)  # what account_deleted_meanwhile looks for
     return user
+
+
+def account_deleted_meanwhile() -> bool:
+    """The request's logged-in account was deleted (``delete_account``) while the request
+    ran, so its writes met a foreign key with no account behind it, or its user object
+    could not be reloaded. Such a request ended like one whose session ended; anything
+    else that failed stays a failure. Rolls the request's transaction back."""
+    user_id = g.get("session_user_id")
+    if user_id is None:
+        return False
+    db.session.rollback()
+    return single_statement.first(_USER_BY_ID, {"user_id": user_id}) is None
 
 
 _NEXT_EPOCH = (update(User.__table__).where(User.__table__.c.id == bindparam("user_id"))
