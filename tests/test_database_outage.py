@@ -3,9 +3,9 @@ Retry-After (an error page on web routes), logged once a minute, never a 500 wit
 traceback per request. A statement the database refuses (a bug) is still a 500.
 
 Unreachable means a SQLite file in a folder that does not exist and a PostgreSQL port
-nothing listens on, as in tests/test_healthz.py; a connection that dies between two
-requests is a real PostgreSQL backend terminated under the app. Also here: a bare
-``postgresql://`` URL gets psycopg2 (tsd_server/database_url.py).
+nothing listens on (db_backends.UNREACHABLE_URLS, as in tests/test_healthz.py); a
+connection that dies between two requests is a real PostgreSQL backend terminated under
+the app. Also here: a bare ``postgresql://`` URL gets psycopg2 (tsd_server/database_url.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from tests.support.apps import another_app
+from tests.support.db_backends import UNREACHABLE_URLS
 from tsd_server import create_app, db_pool
 
-UNREACHABLE = [
-    "sqlite:////nonexistent-directory/tsd.sqlite3",
-    "postgresql+psycopg2://postgres@127.0.0.1:1/tsd?connect_timeout=2",  # nothing listens on 1
-]
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 WELL_FORMED_TOKEN = "tsd_at_" + "A" * 43  # passes the format check, so the database is asked
 
@@ -41,8 +38,8 @@ def unreachable_app(request, tmp_path, monkeypatch):
                        "RATELIMIT_STORAGE_URI": "memory://"})
 
 
-@pytest.mark.parametrize("unreachable_app", UNREACHABLE, ids=["sqlite", "postgresql"],
-                         indirect=True)
+@pytest.mark.parametrize("unreachable_app", UNREACHABLE_URLS.values(),
+                         ids=UNREACHABLE_URLS.keys(), indirect=True)
 def test_api_and_pages_answer_503_and_the_outage_is_logged_once(unreachable_app, caplog):
     client = unreachable_app.test_client()
     token = CSRF_FIELD.search(client.get("/login").get_data(as_text=True)).group(1)

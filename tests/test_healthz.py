@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.db_backends import UNREACHABLE_URLS
 from tsd_server import create_app
 
 
@@ -14,10 +15,7 @@ def test_ok_with_a_database(client):
     assert response.headers["Cache-Control"] == "no-store"
 
 
-@pytest.mark.parametrize("url", [
-    "sqlite:////nonexistent-directory/tsd.sqlite3",
-    "postgresql+psycopg2://postgres@127.0.0.1:1/tsd?connect_timeout=2",  # nothing listens on 1
-], ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize("url", UNREACHABLE_URLS.values(), ids=UNREACHABLE_URLS.keys())
 def test_unreachable_database_is_503(url, tmp_path, monkeypatch):
     monkeypatch.setenv("TSD_INSTANCE_PATH", str(tmp_path / "instance"))
     app = create_app({"TESTING": True, "SECRET_KEY": "k" * 32, "DATABASE_URL": url})

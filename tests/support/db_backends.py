@@ -12,6 +12,12 @@ from sqlalchemy import text
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_USERS = ("postgres", "root")
+# A database of each backend that cannot be reached: a SQLite file in a folder that does not
+# exist, and a PostgreSQL port nothing listens on.
+UNREACHABLE_URLS = {
+    "sqlite": "sqlite:////nonexistent-directory/tsd.sqlite3",
+    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:1/tsd?connect_timeout=2",
+}
 
 
 def find_postgres() -> str | None:
