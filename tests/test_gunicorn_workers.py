@@ -113,3 +113,17 @@ def test_several_workers_with_a_shared_storage_start_in_production(tmp_path, sql
                           settings={"RATELIMIT_STORAGE_URI": "redis://127.0.0.1:1"}) as running:
         assert worker_count(running.process.pid) == 2
     assert WARNING not in running.log_path.read_text()
+
+
+def test_a_database_out_of_reach_does_not_stop_the_start(tmp_path):
+    """Exit status 3 means a refused setting, never an outage: deploy/tsd-server.service
+    does not retry it (RestartPreventExitStatus=3), so a database that comes up after the
+    machine must not make the start fail. The instance answers, 503 where it needs it."""
+    unreachable = db_backends.UNREACHABLE_URLS["postgresql"]
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=unreachable, workers=1) as running:
+        session = servers.http_session()
+        assert session.get(running.base_url + "/api/v1/ping").status_code == 200
+        health = session.get(running.base_url + "/healthz")
+        assert (health.status_code, health.json()) == (
+            503, {"status": "error", "database": "unreachable"})
+        assert running.process.poll() is None

@@ -94,5 +94,6 @@ def test_systemd_unit_is_accepted_by_systemd_analyze(tmp_path):
     assert "tsd-server.service" not in check.stderr, check.stderr
     for option in ("NoNewPrivileges=yes", "ProtectSystem=strict",
                    "ReadWritePaths=/opt/tsd-server/instance", "EnvironmentFile=",
-                   "User=tsd-server", "Environment=TSD_BIND=127.0.0.1:8001"):
+                   "User=tsd-server", "Environment=TSD_BIND=127.0.0.1:8001",
+                   "RestartPreventExitStatus=3"):
         assert option in unit
