@@ -11,6 +11,7 @@ from flask.cli import AppGroup, with_appcontext
 from tsd_server import audit_retention, devices
 from tsd_server.auth import accounts
 from tsd_server.auth.accounts import AccountError, create_user, find_user, set_password
+from tsd_server.command_record import echo_ran
 from tsd_server.discovery import cli as discovery_cli
 from tsd_server.printable_text import CLI_TEXT, for_terminal
 from tsd_server.proxy_check import proxy_check_command
@@ -48,6 +49,7 @@ def set_password_command(email: str, password: str) -> None:
         set_password(user, password, actor=discovery_cli.CLI_ACTOR)
     except AccountError as error:
         raise click.ClickException(str(error)) from None
+    echo_ran()
     click.echo(f"New password set for {for_terminal(user.email)} (id {user.id}); every session "
                "of the account ended, and links it had prepared were withdrawn.")
 
@@ -65,6 +67,7 @@ def lock_account_command(email: str, reason: str) -> None:
         accounts.lock(user, actor=discovery_cli.CLI_ACTOR, reason=reason)
     except AccountError as error:
         raise click.ClickException(str(error)) from None
+    echo_ran()
     click.echo(f"Locked {for_terminal(user.email)} (id {user.id}); every session of the account "
                "ended. Undo: flask --app tsd_server unlock-account EMAIL --reason ...")
 
@@ -80,6 +83,7 @@ def unlock_account_command(email: str, reason: str) -> None:
         accounts.unlock(user, actor=discovery_cli.CLI_ACTOR, reason=reason)
     except AccountError as error:
         raise click.ClickException(str(error)) from None
+    echo_ran()
     click.echo(f"Unlocked {for_terminal(user.email)} (id {user.id}): it can log in again.")
 
 
@@ -102,6 +106,7 @@ def delete_account_command(email: str, reason: str, yes: bool) -> None:
         return
     shown, user_id = for_terminal(user.email), user.id
     deleted = accounts.delete_account(user, actor=discovery_cli.CLI_ACTOR, reason=reason)
+    echo_ran()
     click.echo(f"Deleted account {shown} (id {user_id}) and {deleted} printer(s); their "
                "tokens no longer work.")
 
@@ -137,6 +142,7 @@ def audit_prune_command(before: datetime, dry_run: bool) -> None:
     if dry_run:
         click.echo(f"Rows from before {day} (UTC) a prune would delete: {sum(counts.values())}")
     else:
+        echo_ran(before=day)
         click.echo(f"Deleted {result.total} row(s) from before {day} (UTC), in "
                    f"{result.batches} batch(es).")
     for event, count in counts.items():

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tsd_server import devices, incident, incident_csv
 from tsd_server.auth import accounts
+from tsd_server.command_record import echo_ran, utc_text
 from tsd_server.discovery import kill_switch, registry
 from tsd_server.models import User
 from tsd_server.printable_text import CLI_TEXT, for_terminal
@@ -77,6 +78,7 @@ def disable_command(target: str, reason: str) -> None:
     """Switch a strategy (or all) off at runtime, in every process within a second."""
     target = _target(target)
     _set(target, enabled=False, reason=reason)
+    echo_ran(target=target)
     click.echo(f"Switched off: {target}.")
     for name, current in _states_of(target).items():
         click.echo(_describe(name, current))
@@ -89,6 +91,7 @@ def enable_command(target: str, reason: str | None) -> None:
     """Switch a strategy (or all) back on at runtime; deployment settings still win."""
     target = _target(target)
     _set(target, enabled=True, reason=reason)
+    echo_ran(target=target)
     click.echo(f"Runtime flag set: {target} on.")
     still_off = {name: current for name, current in _states_of(target).items()
                  if not current.enabled}
@@ -187,6 +190,7 @@ def revoke_command(strategy: str, since: datetime, until: datetime, yes: bool) -
         click.echo(render_notices(incident.people_to_notify(to_revoke)), nl=False)
         return
     result = incident.revoke(window.strategy, window.since, window.until, actor=CLI_ACTOR)
+    echo_ran(strategy=window.strategy, since=utc_text(window.since), until=utc_text(window.until))
     click.echo(f"Revoked {len(result.revoked)} device(s); their owners must link them again.")
     click.echo(f"Withdrew {result.withdrawn} link(s) set in motion in the window that had not "
                "happened yet.")
@@ -212,6 +216,7 @@ def revoke_account_command(email: str, reason: str, yes: bool) -> None:
                     err=True)
         return
     revoked = incident.revoke_account(user, actor=CLI_ACTOR, reason=reason)
+    echo_ran()
     click.echo(f"Revoked {len(revoked)} device(s) of {for_terminal(user.email)}; they must be "
                "linked again.")
     click.echo("Every session of the account ended. If its password leaked, set a new one: "

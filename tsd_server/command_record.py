@@ -1,0 +1,49 @@
+"""The line an operator's command prints once it has acted: when, and how to run it again.
+
+A restore from a backup undoes what these commands did (revokes, new passwords, locks,
+deletions, prunes) together with their audit rows, so the database cannot say what to redo.
+docs/production.md ("Backups and restoring") asks operators to keep this line outside the
+database (``| tee -a``): ``2026-06-01T12:00:00Z ran: flask --app tsd_server incident revoke
+--strategy ip_match --since ... --until ... --yes``, shell-quoted, so it can be pasted back.
+A password is never part of it (options asked without echo are left out, and asked again).
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import UTC, datetime
+
+import click
+
+from tsd_server.clock import utcnow
+
+PROGRAM = ("flask", "--app", "tsd_server")
+
+
+def utc_text(moment: datetime) -> str:
+    """``2026-06-01T12:00:00Z`` (microseconds kept when there are any)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def command_line(ctx: click.Context, **as_typed: str) -> list[str]:
+    """The command of ``ctx`` with its parameters as given; ``as_typed`` gives the text of
+    parameters whose value a callback turned into something else (a time, a day)."""
+    argv = [*PROGRAM, *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:  # in the order the command declares them
+        value = as_typed.get(param.name or "", ctx.params.get(param.name or ""))
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+        elif not isinstance(param, click.Option) or param.hide_input or value in (None, False):
+            continue
+        elif param.is_flag:
+            argv.append(param.opts[0])
+        else:
+            argv.extend([param.opts[0], str(value)])
+    return argv
+
+
+def echo_ran(**as_typed: str) -> None:
+    """Print the record line of the running command (see the module's docstring)."""
+    ctx = click.get_current_context()
+    click.echo(f"{utc_text(utcnow().replace(microsecond=0))} ran: "
+               f"{shlex.join(command_line(ctx, **as_typed))}")
