@@ -172,3 +172,40 @@ def test_record_now_writes_the_row_record_adds(app, clock, make_user, explicit_a
     assert first == second
     assert first["client_ip"] == ("9.9.9.9" if explicit_address else "8.8.4.4")
     assert len(first["detail"]) == audit.MAX_DETAIL and first["at"] == clock()
+
+
+# Functions whose first argument is the event they write (audit.record and the
+# wrappers that pass theirs on), and constants that name an event written elsewhere.
+WRITERS = {"record", "record_now", "record_many", "_refuse", "_checked_user"}
+
+
+def events_written_by_the_code() -> set[str]:
+    import ast
+    from pathlib import Path
+
+    from tsd_server import audit_retention
+    from tsd_server.discovery.pairing import failure_breaker
+
+    root = Path(audit_log.__file__).resolve().parent.parent
+    events = {audit_retention.PRUNED, failure_breaker.EVENT}
+    for path in root.rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+            first = node.args[0]
+            if (name in WRITERS and isinstance(first, ast.Constant)
+                    and isinstance(first.value, str)):
+                events.add(first.value)
+    return events
+
+
+def test_the_page_names_every_event_the_server_writes(admin):
+    written = events_written_by_the_code()
+    assert len(written) >= 30  # the scan finds the writers at all
+    assert written == set(audit_log.KNOWN_EVENTS)
+    hint = admin.get("/admin/audit").get_data(as_text=True)
+    for event in written:
+        assert re.search(rf"[ ,]{event}[,.]", hint), event

@@ -15,9 +15,23 @@ PER_PAGE = 50
 # Page numbers past this are refused: deep OFFSETs cost the database a full scan.
 MAX_PAGE = 10_000
 
-# Events written by this server (for the filter's suggestions; the filter takes any text).
-KNOWN_EVENTS = ("link", "link_failed", "confirmation", "revocation", "flag_toggle",
-                "breaker_trip", "incident_revoke", "audit_pruned")
+# Every event this server writes, for the filter's hint (the filter takes any text);
+# tests/test_audit_log.py checks the list against the code that writes them.
+KNOWN_EVENTS = (
+    # links, and what undoes them
+    "link", "link_failed", "revocation", "incident_revoke",
+    # pairing codes, the device flow and QR links
+    "pairing_code_issued", "code_invalid", "device_flow_requested", "device_flow_opened",
+    "device_flow_decision", "device_code_invalid", "qr_link_invalid", "qr_link_cross_site",
+    # ip_match
+    "ip_match_announce", "ip_match_nearby", "ip_match_offer", "ip_match_code_shown",
+    "confirmation", "ip_match_offer_ended", "ip_match_household_limit", "breaker_trip",
+    # accounts
+    "login", "login_failed", "password_changed", "password_change_failed",
+    "account_locked", "account_unlocked", "account_deleted",
+    # the server
+    "flag_toggle", "rate_limited", "audit_pruned",
+)
 
 
 @dataclass(frozen=True)
