@@ -41,7 +41,8 @@ SETTING_MEANINGS = [
      "the direct peer (and every hop walked through) is inside one of them."),
     ("PROXY_FIX_X_PROTO", "Proxies that set X-Forwarded-Proto (https detection, Secure "
      "cookies). Usually 1 when X_FOR is 1."),
-    ("PROXY_FIX_X_HOST", "Proxies that set X-Forwarded-Host. 0 unless your proxy rewrites Host."),
+    ("PROXY_FIX_X_HOST", "Proxies that set X-Forwarded-Host (the shipped nginx snippet does: "
+     "1). 0 when no proxy sets it; a client's own value is then ignored."),
     ("PROXY_FIX_X_PORT", "Proxies that set X-Forwarded-Port."),
     ("PROXY_FIX_X_PREFIX", "Proxies that set X-Forwarded-Prefix (serving under a sub-path)."),
     ("IPV6_HOUSEHOLD_PREFIX", "IPv6 clients in the same /N network are one household (a home "
