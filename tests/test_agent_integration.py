@@ -253,6 +253,9 @@ def test_denied_link_exits_7_and_saves_no_token(server, person, tmp_path):
     assert run.finish() == m.EXIT_REFUSED
     assert "denied" in run.err.text and run.err.text.count("\n") == 1
     assert load(state, warn=pytest.fail).access_token is None
+    # --no-qr draws no QR code, so it asks nobody to scan one: the link is there to open.
+    assert "scan" not in run.out.text
+    assert f"Or open {server.base_url}/" in run.out.text
 
 
 def test_link_gives_up_at_its_timeout(server, tmp_path):

@@ -283,11 +283,13 @@ def show_instructions(agent: Agent, uri: str, user_code: str, complete: str,
         agent.say("")
         agent.say(f"    {user_code}")
         agent.say("")
-    if complete:
+    if complete and agent.qr:
         agent.say(("Or scan" if user_code else "To link this printer, scan")
                   + f" this QR code with a phone where you are logged in ({complete}):")
-        if agent.qr:
-            agent.out.write(qr_text(complete, agent.out))
+        agent.out.write(qr_text(complete, agent.out))
+    elif complete:  # --no-qr: the link the QR code holds, to open
+        agent.say(("Or open" if user_code else "To link this printer, open")
+                  + f" {complete} where you are logged in.")
     elif not user_code:
         agent.say(f"To link this printer, open {uri} where you are logged in.")
     minutes = max(1, round(expires_in / 60))
