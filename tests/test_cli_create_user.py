@@ -68,12 +68,14 @@ def test_existing_email_is_refused(app, make_user):
     assert all_users(app) == [("bob@example.org", False)]  # not promoted to admin
 
 
-def command_line(database: str, tmp_path, *args: str | bytes):
+def command_line(database: str, tmp_path, *args: str | bytes, command: str = "create-user",
+                 secret_key: str | None = "k" * 32):
     env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
-    env.update(TSD_DATABASE_URL=database, TSD_SECRET_KEY="k" * 32,
-               TSD_INSTANCE_PATH=str(tmp_path / "instance"))
+    env.update(TSD_DATABASE_URL=database, TSD_INSTANCE_PATH=str(tmp_path / "instance"))
+    if secret_key is not None:
+        env.update(TSD_SECRET_KEY=secret_key)
     return subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "tsd_server", "create-user", *args],
+        [sys.executable, "-m", "flask", "--app", "tsd_server", *command.split(), *args],
         input=f"{PASSWORD}\n{PASSWORD}\n".encode(), capture_output=True, env=env, cwd=ROOT,
         timeout=60)
 
@@ -93,3 +95,13 @@ def test_an_email_that_is_not_utf8_is_a_usage_error(app, database, tmp_path):
     assert "Invalid value for 'EMAIL': is not valid UTF-8 text" in stderr
     assert "Traceback" not in stderr
     assert all_users(app) == []
+
+
+@pytest.mark.parametrize("command", ["create-user", "db upgrade"])
+def test_settings_the_server_refuses_are_one_line_not_a_traceback(database, tmp_path, command):
+    """Production settings without TSD_SECRET_KEY: the command says so in one line."""
+    args = ["ops@example.org"] if command == "create-user" else []
+    result = command_line(database, tmp_path, *args, command=command, secret_key=None)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert stderr.startswith("Error: TSD_SECRET_KEY is required") and stderr.count("\n") == 1

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 from flask import Config, Flask, current_app
 from limits import parse_many
 from limits.storage import RedisStorage
@@ -189,8 +190,9 @@ NUMBER_BOUNDS = {
 
 
 
-class ConfigurationError(RuntimeError):
-    """The deployment settings are unusable; the message says what to change."""
+class ConfigurationError(click.ClickException):
+    """The deployment settings are unusable; the message says what to change (a
+    ClickException: ``flask`` commands print it as one line, not as a traceback)."""
 
 
 class _InstanceFile(Config):
