@@ -1,17 +1,23 @@
-"""The deploy files as shipped: nginx and systemd accept them, and the nginx site keeps QR
-tokens and codes out of its error log when an instance is down."""
+"""The deploy files as shipped: nginx and systemd accept them, the nginx site keeps QR
+tokens and codes out of its error log when an instance is down, and over plain http it
+serves Let's Encrypt's challenge files from the webroot and redirects everything else."""
 
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.support import servers, skips
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+HOST_NAME = "print.example.org"  # the name in the shipped site
+WEBROOT = "/var/www/letsencrypt"  # certbot --webroot -w, in the site and docs/production.md
 
 
 def skip_loudly(message: str) -> None:
@@ -97,3 +103,124 @@ def test_systemd_unit_is_accepted_by_systemd_analyze(tmp_path):
                    "User=tsd-server", "Environment=TSD_BIND=127.0.0.1:8001",
                    "RestartPreventExitStatus=3"):
         assert option in unit
+
+
+class PortOpen(servers.RunningServer):
+    """nginx serving the shipped site: up once its port accepts (it hangs up, 444, on a
+    request for any host name but HOST_NAME, which is what ``answers`` would send)."""
+
+    def answers(self, probe: str) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+
+def replaced(text: str, old: str, new: str) -> str:
+    assert old in text, f"{old!r} is no longer in the shipped site: update this test"
+    return text.replace(old, new)
+
+
+def plain_get(port: int, target: str, host: str = HOST_NAME) -> tuple[int | None, str, bytes]:
+    """GET ``target`` exactly as written (no client resolves its dots or escapes first);
+    status, Location and body, or None when nginx hangs up without an answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("GET", target, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", host)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, answer.getheader("Location") or "", answer.read()
+    except http.client.RemoteDisconnected:
+        return None, "", b""
+    finally:
+        connection.close()
+
+
+def test_plain_http_serves_only_challenge_files_from_the_webroot(tmp_path):
+    """certbot --webroot writes a file under /.well-known/acme-challenge/ and Let's Encrypt
+    fetches it over plain http: the shipped site's port-80 server must serve that file from
+    the webroot (a 301 to https fails the request), redirect every other path, and give
+    nothing outside the webroot for a path that climbs out of it, written plainly or with
+    its dots and slashes percent-encoded."""
+    if not servers.nginx_available():
+        skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
+    if shutil.which("openssl") is None:
+        skip_loudly("openssl is NOT installed (needed for a throwaway certificate)")
+    assert f"certbot certonly --webroot -w {WEBROOT} " in (
+        ROOT / "docs" / "production.md").read_text(), "docs and site name other webroots"
+    directory = tmp_path / "nginx"
+    (directory / "snippets").mkdir(parents=True)
+    shutil.copy(DEPLOY / "tsd-server-proxy.conf", directory / "snippets")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", f"/CN={HOST_NAME}", "-keyout", str(directory / "key.pem"),
+                    "-out", str(directory / "cert.pem")], check=True, capture_output=True)
+    webroot = tmp_path / "www" / "letsencrypt"
+    challenges = webroot / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    token, key_authorization = "Xq3vN7-challenge_token", "Xq3vN7-challenge_token.thumbprint"
+    (challenges / token).write_text(key_authorization)
+    secret = "not-for-the-internet"
+    for outside in (webroot / "private.txt", webroot / ".well-known" / "secret.txt",
+                    webroot.parent / "secret.txt", tmp_path / "secret.txt"):
+        outside.write_text(secret)
+
+    http_port, https_port = servers.free_port(), servers.free_port()
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
+    for old, new in (
+            ("listen 80", f"listen 127.0.0.1:{http_port}"),
+            ("listen 443", f"listen 127.0.0.1:{https_port}"),
+            (f"/etc/letsencrypt/live/{HOST_NAME}/fullchain.pem", str(directory / "cert.pem")),
+            (f"/etc/letsencrypt/live/{HOST_NAME}/privkey.pem", str(directory / "key.pem")),
+            ("/var/log/nginx/", f"{directory}/"),
+            (f"root {WEBROOT};", f"root {webroot};")):
+        site = replaced(site, old, new)
+    (directory / "site.conf").write_text(site)
+
+    with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=http_port,
+                               probe="", kind=PortOpen):
+        status, _, body = plain_get(http_port, f"/.well-known/acme-challenge/{token}")
+        assert (status, body) == (200, key_authorization.encode())
+        # Everything else still goes to https, the query string with it.
+        for target in ("/login?next=%2F", "/.well-known/acme-challenge", "/.well-known/x",
+                       f"/.well-known/acme-challenge/../../login?code={token}"):
+            status, location, _ = plain_get(http_port, target)
+            assert status == 301, target
+            assert location.startswith(f"https://{HOST_NAME}/"), (target, location)
+        assert plain_get(http_port, "/login?next=%2F")[1] == f"https://{HOST_NAME}/login?next=%2F"
+        # Other host names still get no answer, the challenge path included.
+        assert plain_get(http_port, f"/.well-known/acme-challenge/{token}",
+                         host="other.example")[0] is None
+        # A path that climbs out of the challenge folder gets nothing from outside it.
+        passwd = Path("/etc/passwd").read_text().splitlines()[0].encode()
+        base = "/.well-known/acme-challenge/"
+        for climb in ("../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd",
+                      "..%2f..%2fetc%2fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                      "%2E%2E%2F%2E%2E%2Fetc%2Fpasswd", "..%252f..%252fetc%252fpasswd",
+                      "../../../../../../../../etc/passwd",
+                      "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                      "..%5c..%5c..%5cetc%5cpasswd", ".%2e/.%2e/private.txt",
+                      "../../private.txt", "%2e%2e/%2e%2e/private.txt",
+                      "../../../secret.txt", "%2e%2e%2f%2e%2e%2f%2e%2e%2fsecret.txt",
+                      "../../../../secret.txt", "%2e%2e/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+                      "../../../../../secret.txt"):
+            for target in (base + climb, f"http://{HOST_NAME}{base}{climb}"):
+                status, location, body = plain_get(http_port, target)
+                # 301 once nginx has resolved the dots (a path outside the folder), 400 for
+                # one above the root, 404 for a name that only looks like dots and slashes.
+                assert status in (301, 400, 404), (target, status)
+                assert status != 301 or location.startswith(f"https://{HOST_NAME}/"), target
+                assert passwd not in body and secret.encode() not in body, target
+        # Where a location without its final slash meets an alias, this name is the folder
+        # above the challenges; here it is just another path to redirect.
+        status, location, body = plain_get(http_port, "/.well-known/acme-challenge../secret.txt")
+        assert (status, secret.encode() in body) == (301, False)
+        # A QR link over plain http is redirected, and its token and a code stay out of the log.
+        qr_token, code = "Q" * 43, "WDJB-MJHT"
+        status, location, _ = plain_get(http_port, f"/link/qr/{qr_token}?code={code}")
+        assert status == 301 and location.startswith(f"https://{HOST_NAME}/link/qr/")
+    logged = (directory / "tsd-server.access.log").read_text()
+    assert "/link/qr/[redacted]" in logged
+    assert qr_token not in logged and code not in logged
