@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,18 +104,6 @@ def test_systemd_unit_is_accepted_by_systemd_analyze(tmp_path):
         assert option in unit
 
 
-class PortOpen(servers.RunningServer):
-    """nginx serving the shipped site: up once its port accepts (it hangs up, 444, on a
-    request for any host name but HOST_NAME, which is what ``answers`` would send)."""
-
-    def answers(self, probe: str) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-
 def replaced(text: str, old: str, new: str) -> str:
     assert old in text, f"{old!r} is no longer in the shipped site: update this test"
     return text.replace(old, new)
@@ -180,7 +167,7 @@ def test_plain_http_serves_only_challenge_files_from_the_webroot(tmp_path):
     (directory / "site.conf").write_text(site)
 
     with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=http_port,
-                               probe="", kind=PortOpen):
+                               probe="", kind=servers.AcceptingServer):
         status, _, body = plain_get(http_port, f"/.well-known/acme-challenge/{token}")
         assert (status, body) == (200, key_authorization.encode())
         # Everything else still goes to https, the query string with it.

@@ -47,19 +47,12 @@ def nginx_and_openssl():
                           "https form posts through nginx are NOT tested")
 
 
-class HttpsNginx(servers.RunningServer):
+class HttpsNginx(servers.AcceptingServer):
     """nginx serving the site on ``port`` over https only for HOST_NAME (its SNI)."""
 
     @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
-
-    def answers(self, probe: str) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
-            return False
-        return True
 
 
 def certificate(directory: Path) -> tuple[Path, Path]:
