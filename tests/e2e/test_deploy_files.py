@@ -7,8 +7,13 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import servers, skips
@@ -32,7 +37,8 @@ def test_example_nginx_site_is_accepted_by_nginx(tmp_path):
                     "-subj", "/CN=print.example.org", "-keyout", str(tmp_path / "key.pem"),
                     "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
     (tmp_path / "snippets").mkdir()
-    shutil.copy(DEPLOY / "tsd-server-proxy.conf", tmp_path / "snippets")
+    for snippet in ("tsd-server-proxy.conf", "tsd-server-limits.conf"):
+        shutil.copy(DEPLOY / snippet, tmp_path / "snippets")
     site = (DEPLOY / "tsd-server.nginx.conf").read_text()
     site = site.replace("/etc/letsencrypt/live/print.example.org/fullchain.pem",
                         str(tmp_path / "cert.pem"))
@@ -119,40 +125,28 @@ def plain_get(port: int, target: str, host: str = HOST_NAME) -> tuple[int | None
         connection.endheaders()
         answer = connection.getresponse()
         return answer.status, answer.getheader("Location") or "", answer.read()
-    except http.client.RemoteDisconnected:
+    except (http.client.RemoteDisconnected, ConnectionResetError):  # 444 (reset: the limits)
         return None, "", b""
     finally:
         connection.close()
 
 
-def test_plain_http_serves_only_challenge_files_from_the_webroot(tmp_path):
-    """certbot --webroot writes a file under /.well-known/acme-challenge/ and Let's Encrypt
-    fetches it over plain http: the shipped site's port-80 server must serve that file from
-    the webroot (a 301 to https fails the request), redirect every other path, and give
-    nothing outside the webroot for a path that climbs out of it, written plainly or with
-    its dots and slashes percent-encoded."""
+@contextmanager
+def shipped_site(tmp_path: Path, webroot: Path) -> Iterator[tuple[int, int, Path]]:
+    """The shipped site, as is but for its ports, certificate, log folder and webroot,
+    under Debian's nginx on loopback (no instance behind it): (http port, https port, the
+    folder of its logs)."""
     if not servers.nginx_available():
         skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
     if shutil.which("openssl") is None:
         skip_loudly("openssl is NOT installed (needed for a throwaway certificate)")
-    assert f"certbot certonly --webroot -w {WEBROOT} " in (
-        ROOT / "docs" / "production.md").read_text(), "docs and site name other webroots"
     directory = tmp_path / "nginx"
     (directory / "snippets").mkdir(parents=True)
-    shutil.copy(DEPLOY / "tsd-server-proxy.conf", directory / "snippets")
+    for snippet in ("tsd-server-proxy.conf", "tsd-server-limits.conf"):
+        shutil.copy(DEPLOY / snippet, directory / "snippets")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", f"/CN={HOST_NAME}", "-keyout", str(directory / "key.pem"),
                     "-out", str(directory / "cert.pem")], check=True, capture_output=True)
-    webroot = tmp_path / "www" / "letsencrypt"
-    challenges = webroot / ".well-known" / "acme-challenge"
-    challenges.mkdir(parents=True)
-    token, key_authorization = "Xq3vN7-challenge_token", "Xq3vN7-challenge_token.thumbprint"
-    (challenges / token).write_text(key_authorization)
-    secret = "not-for-the-internet"
-    for outside in (webroot / "private.txt", webroot / ".well-known" / "secret.txt",
-                    webroot.parent / "secret.txt", tmp_path / "secret.txt"):
-        outside.write_text(secret)
-
     http_port, https_port = servers.free_port(), servers.free_port()
     site = (DEPLOY / "tsd-server.nginx.conf").read_text()
     site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
@@ -165,9 +159,30 @@ def test_plain_http_serves_only_challenge_files_from_the_webroot(tmp_path):
             (f"root {WEBROOT};", f"root {webroot};")):
         site = replaced(site, old, new)
     (directory / "site.conf").write_text(site)
-
     with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=http_port,
                                probe="", kind=servers.AcceptingServer):
+        yield http_port, https_port, directory
+
+
+def test_plain_http_serves_only_challenge_files_from_the_webroot(tmp_path):
+    """certbot --webroot writes a file under /.well-known/acme-challenge/ and Let's Encrypt
+    fetches it over plain http: the shipped site's port-80 server must serve that file from
+    the webroot (a 301 to https fails the request), redirect every other path, and give
+    nothing outside the webroot for a path that climbs out of it, written plainly or with
+    its dots and slashes percent-encoded."""
+    assert f"certbot certonly --webroot -w {WEBROOT} " in (
+        ROOT / "docs" / "production.md").read_text(), "docs and site name other webroots"
+    webroot = tmp_path / "www" / "letsencrypt"
+    challenges = webroot / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    token, key_authorization = "Xq3vN7-challenge_token", "Xq3vN7-challenge_token.thumbprint"
+    (challenges / token).write_text(key_authorization)
+    secret = "not-for-the-internet"
+    for outside in (webroot / "private.txt", webroot / ".well-known" / "secret.txt",
+                    webroot.parent / "secret.txt", tmp_path / "secret.txt"):
+        outside.write_text(secret)
+
+    with shipped_site(tmp_path, webroot) as (http_port, _, directory):
         status, _, body = plain_get(http_port, f"/.well-known/acme-challenge/{token}")
         assert (status, body) == (200, key_authorization.encode())
         # Everything else still goes to https, the query string with it.
@@ -211,3 +226,56 @@ def test_plain_http_serves_only_challenge_files_from_the_webroot(tmp_path):
     logged = (directory / "tsd-server.access.log").read_text()
     assert "/link/qr/[redacted]" in logged
     assert qr_token not in logged and code not in logged
+
+
+def tls_connection(port: int, source: str) -> ssl.SSLSocket:
+    """A TLS connection to the site's https port from ``source`` (another household's
+    address on loopback), naming the site (SNI), certificate unchecked (a throwaway one)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    plain = socket.create_connection(("127.0.0.1", port), timeout=15, source_address=(source, 0))
+    return context.wrap_socket(plain, server_hostname=HOST_NAME)
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path):
+    """Slow request bodies from one address: past 32 at once nginx answers 429 at once
+    (deploy/tsd-server-limits.conf), and another address is still answered. A request
+    whose headers never end is closed after 10 s, not nginx's default 60 s."""
+    with shipped_site(tmp_path, tmp_path / "www") as (_, https_port, _):
+        held, refused = [], 0
+        slow_body = (f"POST /api/v1/pairing/redeem HTTP/1.1\r\nHost: {HOST_NAME}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
+        opened = []
+        for _ in range(40):  # well within the 10 s nginx waits for the next byte of a body
+            opened.append(tls_connection(https_port, "127.0.0.2"))
+            opened[-1].sendall(slow_body)
+        for connection in opened:
+            connection.settimeout(0.1)
+            try:
+                answer = connection.recv(64)
+            except TimeoutError:
+                held.append(connection)  # nginx is waiting for the rest of the body
+                continue
+            assert answer.startswith(b"HTTP/1.1 429"), answer
+            refused += 1
+            connection.close()
+        assert (len(held), refused) == (32, 8)
+        other = tls_connection(https_port, "127.0.0.3")
+        other.sendall(f"GET /login HTTP/1.1\r\nHost: {HOST_NAME}\r\nConnection: close\r\n\r\n"
+                      .encode())
+        status = other.recv(64)  # 502: no instance runs behind this nginx; but an answer
+        assert status.startswith(b"HTTP/1.1 ") and b" 429 " not in status, status
+        other.close()
+        for connection in held:
+            connection.close()
+
+        slowloris = tls_connection(https_port, "127.0.0.4")
+        slowloris.sendall(f"GET /login HTTP/1.1\r\nHost: {HOST_NAME}\r\n".encode())
+        started = time.monotonic()
+        try:
+            closed = slowloris.recv(64)  # nginx gives up on the headers: b"" or a reset
+        except ConnectionResetError:
+            closed = b""
+        assert closed in (b"", None) or closed.startswith(b"HTTP/1.1 408"), closed
+        assert time.monotonic() - started < 14
+        slowloris.close()

@@ -96,7 +96,8 @@ def shipped_site(directory: Path, https_port: int, upstream_port: int,
 def nginx_https(directory: Path, upstream_port: int,
                 location: str | None = None) -> Iterator[HttpsNginx]:
     (directory / "snippets").mkdir(parents=True)
-    shutil.copy(DEPLOY / "tsd-server-proxy.conf", directory / "snippets")
+    for snippet in ("tsd-server-proxy.conf", "tsd-server-limits.conf"):
+        shutil.copy(DEPLOY / snippet, directory / "snippets")
     port = servers.free_port()
     (directory / "site.conf").write_text(shipped_site(directory, port, upstream_port, location))
     with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=port,
