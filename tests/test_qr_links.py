@@ -68,17 +68,31 @@ def test_approve_via_qr_links_with_strategy_qr_code(app, client, owner, clock):
 
 
 def test_a_used_qr_link_is_refused_on_replay(app, client, owner, make_user, login):
-    _, session = owner
+    """Opened again by another browser, even the same account's, a QR link is refused; in
+    the browser that opened it, while the request waits, it is the same approval page again
+    (a phone reloads the tab), until the person answers."""
+    uid, session = owner
     answer = started(client)
     assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 200
-    replay = session.get(qr_path(answer), headers=FRESH_SCAN)
-    assert replay.status_code == 400 and "cannot be used" in replay.get_data(as_text=True)
+    reloaded = session.get(qr_path(answer), headers=FRESH_SCAN)
+    assert reloaded.status_code == 200 and answer["user_code"] in reloaded.get_data(as_text=True)
     _, email, password = make_user()
     stranger = login(email, password, REMOTE_ADDR="9.9.9.9")
     assert stranger.get(qr_path(answer), headers=FRESH_SCAN).status_code == 400
     # The stranger's replay bound nothing: deciding approves nothing.
     assert decide(stranger, "approve").status_code == 404
-    assert len(audit_rows(app, "qr_link_invalid")) == 2
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    with app.app_context():
+        own_email = db.session.get(User, uid).email
+    own_other_browser = login(own_email, REMOTE_ADDR="9.9.9.9")
+    refused = own_other_browser.get(qr_path(answer), headers=FRESH_SCAN)
+    assert refused.status_code == 400 and "opens once" in refused.get_data(as_text=True)
+    assert decide(own_other_browser, "approve").status_code == 404
+    assert len(audit_rows(app, "qr_link_invalid")) == 2  # the reload is no refusal
+    assert decide(session, "deny").status_code == 302
+    assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 400  # answered
 
 
 def test_unknown_and_malformed_qr_tokens_are_refused(app, owner):

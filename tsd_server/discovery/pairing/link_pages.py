@@ -21,7 +21,7 @@ from flask_login import current_user, login_required
 
 from tsd_server import audit, client_address, devices
 from tsd_server.discovery import kill_switch, registry
-from tsd_server.discovery.pairing import approvals, device_flow, limits
+from tsd_server.discovery.pairing import approvals, codes, device_flow, limits
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization
 from tsd_server.rate_limit_keys import account_key
@@ -73,6 +73,19 @@ def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
     row = _same_request(binding)
     return row if row is not None and approvals.is_open(row) and \
         approvals.is_free_or_held_by(row, current_user.id) else None
+
+
+def reopened_qr_link(token: str) -> DeviceAuthorization | None:
+    """The request of a QR link this session opened itself, still open: the approval page
+    reloaded (phones reload tabs), not a second use. The link stays spent for every other
+    browser and account (``approvals.open_qr_link``)."""
+    binding = _binding()
+    if binding is None or binding[1] != device_flow.QR_CODE:
+        return None
+    row = _bound_row(binding)
+    if row is None or not codes.secret_matches(row.qr_token_hash, token):
+        return None
+    return row
 
 
 def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = None,

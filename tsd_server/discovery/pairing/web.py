@@ -60,6 +60,12 @@ HELD_ELSEWHERE = ("Another account is already approving this printer's request. 
                   "on the printer to get a new code.")
 
 
+QR_LINK_SPENT = ("This QR link is not valid: it was opened already, in another browser or "
+                 "before this page was answered, or it has expired. Each QR link opens once. "
+                 "Start linking again on the printer to get a fresh QR code, or type the code "
+                 "the printer shows at /link.")
+
+
 class CodeEntryForm(FlaskForm):
     code = StringField("Code shown on the printer", validators=[
         DataRequired(message="Type the code the printer shows."), Length(max=32)],
@@ -251,19 +257,20 @@ def _qr_link_token(target: str) -> str | None:
 @limits.busy_limit("QR_LINK_LIMIT", key_func=account_key)
 def open_qr_link(token: str):
     """The link inside a printer's QR code: leads to the approval page, once, and binds the
-    printer's request to this account (``approvals.open_qr_link``)."""
-    try:
-        row = approvals.open_qr_link(token, user=current_user,
-                                     address=client_address.for_request())
-    except approvals.HeldByAnotherAccount:
-        return render_template("error.html", status=409, title="This link cannot be used",
-                               message=HELD_ELSEWHERE), 409
+    printer's request to this account (``approvals.open_qr_link``). Opened again in the
+    session that opened it, while the request waits: the same page again."""
+    row = link_pages.reopened_qr_link(token)
     if row is None:
-        return render_template("error.html", status=400, title="This link cannot be used",
-                               message="This QR link is not valid: it was used already or it "
-                                       "has expired. Start linking again on the printer to "
-                                       "get a fresh QR code."), 400
-    link_pages.bind(row, via=device_flow.QR_CODE)
+        try:
+            row = approvals.open_qr_link(token, user=current_user,
+                                         address=client_address.for_request())
+        except approvals.HeldByAnotherAccount:
+            return render_template("error.html", status=409, title="This link cannot be used",
+                                   message=HELD_ELSEWHERE), 409
+        if row is None:
+            return render_template("error.html", status=400, title="This link cannot be used",
+                                   message=QR_LINK_SPENT), 400
+        link_pages.bind(row, via=device_flow.QR_CODE)
     # Shown so the person can check it against the printer's screen (RFC 8628 §3.3.1).
     user_code = codes.display(codes.user_code_for(token)) if row.user_code_hash else None
     return link_pages.render_confirm(row, user_code=user_code)
