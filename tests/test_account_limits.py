@@ -122,3 +122,29 @@ def test_accounts_from_one_address_share_its_password_change_budget(app, make_us
         }, environ_base={"REMOTE_ADDR": "8.8.8.8"}).status_code
 
     assert [change(1), change(2), change(3)] == [400, 400, 429]
+
+
+@pytest.mark.parametrize("app_config", [{"PASSWORD_HASH_LIMIT_PER_NETWORK": "6 per minute",
+                                         "LOGIN_LIMIT_PER_EMAIL": "1000 per minute"}],
+                         indirect=True)
+def test_one_ipv6_customer_cannot_multiply_the_password_hashes_by_its_64s(app, make_user):
+    """A /48 holds 65,536 /64s, each with a log-in budget of its own; log-ins, sign-ups and
+    password changes from all of them share one budget more (black-box test: 9 log-ins a
+    second from 256 /64s of one /56 were all answered after a password hash, and a printer's
+    call waited 0.9 s). Another /48, and an IPv4 address, keep theirs."""
+    _, email, _ = make_user(password=PASSWORD)
+    # Wrong guesses from six /64s of 2001:db8:1::/48, then a seventh: its own /64 is fresh.
+    answers = [log_in(app, email, "wrong", f"2001:db8:1:{n:x}::1") for n in range(7)]
+    assert answers == [400] * 6 + [429]
+    assert log_in(app, email, PASSWORD, "2001:db8:1:ffff::2") == 429  # the right one too
+    assert log_in(app, email, PASSWORD, "2001:db8:2::1") == 302  # another customer
+    assert log_in(app, email, PASSWORD, "8.8.8.8") == 302
+    refusal = audit_rows(app, "rate_limited")[-1]
+    assert "net:2001:db8:1::/48" in refusal.detail, refusal.detail
+    # A sign-up also hashes a password: the same budget, spent.
+    client, environ = app.test_client(), {"REMOTE_ADDR": "2001:db8:1:abcd::1"}
+    page = client.get("/register", environ_base=environ).get_data(as_text=True)
+    assert client.post("/register", data={
+        "email": "new@example.org", "display_name": "New", "password": PASSWORD,
+        "confirm": PASSWORD, "csrf_token": CSRF_META.search(page).group(1),
+    }, environ_base=environ).status_code == 429

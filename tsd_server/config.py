@@ -115,6 +115,7 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_LIMIT_PER_EMAIL": "25 per hour",
     "SIGN_UP_LIMIT_PER_IP": "10 per hour",
     "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT": "10 per hour",
+    "PASSWORD_HASH_LIMIT_PER_NETWORK": "200 per 10 minutes",  # all three, per IPv6 /48
     # False switches every rate limit off, and with them the bound on guessing pairing codes
     # and passwords (docs/security.md): refused unless ENV is "development".
     "RATELIMIT_ENABLED": True,
@@ -166,7 +167,7 @@ RATE_LIMIT_SETTINGS = (
     "PAIRING_CODE_CREATE_LIMIT", "DEVICE_FLOW_AUTHORIZE_LIMIT", "DEVICE_FLOW_TOKEN_LIMIT",
     "QR_LINK_LIMIT", "QR_IMAGE_LIMIT", "LINK_DECISION_LIMIT",
     "LOGIN_LIMIT_PER_IP", "LOGIN_LIMIT_PER_EMAIL", "SIGN_UP_LIMIT_PER_IP",
-    "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT",
+    "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT", "PASSWORD_HASH_LIMIT_PER_NETWORK",
 )
 
 

@@ -13,7 +13,10 @@ concurrent attempts through uncounted):
 * ``PASSWORD_CHANGE_LIMIT_PER_ACCOUNT``: guesses at the current password from a logged-in
   (perhaps stolen) session, per account; and as many per address as log-ins
   (``LOGIN_LIMIT_PER_IP``, a budget of its own), so that accounts signed up from one
-  address do not multiply the password hashes it can make the server compute.
+  address do not multiply the password hashes it can make the server compute;
+* ``PASSWORD_HASH_LIMIT_PER_NETWORK``: all three together (every POST that may compute a
+  password hash), per IPv6 /48 (IPv4: per address). The budgets above count an IPv6 client
+  by its /64, and one customer of a provider holds a /48: 65,536 of them, each a budget.
 
 The per-email key is an HMAC of the normalised email keyed from SECRET_KEY: the limit
 storage (Redis) holds no email addresses, and an unknown email is counted exactly like a
@@ -35,11 +38,12 @@ from tsd_server.auth.accounts import normalise_email
 from tsd_server.config import configured_limit
 from tsd_server.extensions import limiter
 from tsd_server.rate_limit_audit import audit_breach
-from tsd_server.rate_limit_keys import account_key, address_key
+from tsd_server.rate_limit_keys import account_key, address_key, network_key
 
 LOGIN_MESSAGE = "Too many log-in attempts; wait before trying again."
 SIGN_UP_MESSAGE = "Too many sign-ups from this address; wait before trying again."
 CHANGE_MESSAGE = "Too many password changes; wait before trying again."
+NETWORK_MESSAGE = "Too many attempts from your network; wait before trying again."
 
 
 def email_key() -> str:
@@ -61,3 +65,7 @@ sign_up_per_address = _limit("SIGN_UP_LIMIT_PER_IP", address_key, SIGN_UP_MESSAG
 password_change_per_account = _limit("PASSWORD_CHANGE_LIMIT_PER_ACCOUNT", account_key,
                                      CHANGE_MESSAGE)
 password_change_per_address = _limit("LOGIN_LIMIT_PER_IP", address_key, CHANGE_MESSAGE)
+password_hashes_per_network = limiter.shared_limit(
+    configured_limit("PASSWORD_HASH_LIMIT_PER_NETWORK"), scope="password-hash",
+    key_func=network_key, methods=["POST"], error_message=NETWORK_MESSAGE,
+    on_breach=audit_breach)

@@ -76,6 +76,7 @@ def safe_next(target: str | None) -> str:
 
 @bp.route("/register", methods=["GET", "POST"])
 @limits.sign_up_per_address
+@limits.password_hashes_per_network
 def register():
     if not current_app.config["REGISTRATION_OPEN"]:
         return render_template("error.html", title="Sign-up is closed", status=403,
@@ -99,6 +100,7 @@ def register():
 
 @bp.route("/login", methods=["GET", "POST"])
 @limits.login_per_address
+@limits.password_hashes_per_network
 @limits.login_per_email
 def login():
     form = LoginForm()
@@ -135,6 +137,7 @@ def logout():
 
 @bp.route("/account/password", methods=["GET", "POST"])
 @limits.password_change_per_address
+@limits.password_hashes_per_network
 @limits.password_change_per_account
 @login_required
 def password():
