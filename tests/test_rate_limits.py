@@ -99,6 +99,22 @@ class TestDefaultGuessLimits:
             assert session.get("/link").status_code == 200
         assert enter_code(session, WRONG).status_code == 400
 
+    def test_a_submission_that_cannot_be_a_code_costs_no_try(self, app, make_user, login):
+        """Empty, half-typed or with a letter outside the alphabet: a form error before any
+        lookup, not a guess, so it spends nothing of the two tries (nor of the failure
+        breaker's count); a well-formed wrong code still does."""
+        _, email, password = make_user()
+        session = login(email, password, REMOTE_ADDR="1.1.1.1")
+        for typed in ("", "WDJB", "WDJB-MJH", "WDJB-MJHA", "12345678", "WDJB-MJHT-X"):
+            page = enter_code(session, typed)
+            assert page.status_code == 400, typed
+            html = page.get_data(as_text=True)
+            assert "8 letters" in html or "Type the code" in html, typed
+        assert enter_code(session, WRONG).status_code == 400
+        assert enter_code(session, WRONG).status_code == 400
+        limited(enter_code(session, WRONG))
+        assert len(audit_rows(app, "code_invalid")) == 2  # the two looked up, no more
+
     def test_refusals_are_audited_at_most_once_a_minute_per_key(self, app, client):
         for _ in range(6):
             redeem(client, WRONG)

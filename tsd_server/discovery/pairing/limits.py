@@ -23,7 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from flask import request
+
 from tsd_server.config import configured_limit
+from tsd_server.discovery.pairing import codes
 from tsd_server.extensions import limiter
 from tsd_server.rate_limit_audit import audit_breach
 from tsd_server.rate_limit_keys import account_key, address_key
@@ -33,11 +36,20 @@ BUSY_MESSAGE = "Too many requests; wait before trying again (see Retry-After)."
 
 
 def _shared_limit(name: str, scope: str, key_func: Callable[[], str],
-                  message: str = GUESS_MESSAGE):
+                  message: str = GUESS_MESSAGE,
+                  exempt_when: Callable[[], bool] | None = None):
     """One budget per key for every POST route the limit decorates (``scope``)."""
     return limiter.shared_limit(configured_limit(name), scope=scope, key_func=key_func,
                                 methods=["POST"], error_message=message,
-                                on_breach=audit_breach)
+                                on_breach=audit_breach, exempt_when=exempt_when)
+
+
+def typed_no_code() -> bool:
+    """The /link form sent with nothing that can be a code (empty, half-typed, a letter
+    outside the alphabet): the form refuses it before any code is looked up, so it guesses
+    nothing and costs no try of the person's. Only well-formed codes count, and only they
+    are looked up: the brute-force bound (docs/security.md) is over those."""
+    return codes.normalise(request.form.get("code")) is None
 
 
 def busy_limit(name: str, key_func: Callable[[], str] = address_key,
@@ -51,9 +63,10 @@ def busy_limit(name: str, key_func: Callable[[], str] = address_key,
 redeem_guess_per_address = _shared_limit("PAIRING_GUESS_LIMIT_PER_IP",
                                          "pairing-redeem-address", address_key)
 link_guess_per_address = _shared_limit("PAIRING_GUESS_LIMIT_PER_IP", "pairing-link-address",
-                                       address_key)
+                                       address_key, exempt_when=typed_no_code)
 code_guess_per_account = _shared_limit("PAIRING_GUESS_LIMIT_PER_ACCOUNT",
-                                       "pairing-guess-account", account_key)
+                                       "pairing-guess-account", account_key,
+                                       exempt_when=typed_no_code)
 # Web codes a user may create, shared by the API and the "Add printer" page: per account,
 # and per address, so that accounts signed up from one address do not multiply it.
 code_create_per_account = _shared_limit("PAIRING_CODE_CREATE_LIMIT", "pairing-code-create",

@@ -21,7 +21,7 @@ from flask_wtf import FlaskForm
 from werkzeug.exceptions import HTTPException, TooManyRequests
 from werkzeug.routing import RequestRedirect
 from wtforms import StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from tsd_server import audit, audit_throttle, client_address, fetch_metadata
 from tsd_server.api.errors import retry_after_seconds
@@ -55,6 +55,8 @@ ANSWER_PARAM, ANSWER_KEY = "answer", "tsd_qr_answer"
 CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, already used or "
                   "expired. Check the printer's screen and try again.")
 # Says nothing about who: the person refused may be the owner, the holder a stranger.
+MALFORMED_CODE = ("A code has 8 letters, like WDJB-MJHT (the dash is optional). Check it "
+                  "on the printer's screen; this did not count as a try.")
 HELD_ELSEWHERE = ("Another account is already approving this printer's request. If that was "
                   "not you, someone else may have seen the printer's screen: restart linking "
                   "on the printer to get a new code.")
@@ -66,9 +68,16 @@ QR_LINK_SPENT = ("This QR link is not valid: it was opened already, in another b
                  "the printer shows at /link.")
 
 
+def _well_formed_code(_form: FlaskForm, field: StringField) -> None:
+    """Refused here, before any lookup; such a submission costs no try (limits)."""
+    if field.data and codes.normalise(field.data) is None:
+        raise ValidationError(MALFORMED_CODE)
+
+
 class CodeEntryForm(FlaskForm):
     code = StringField("Code shown on the printer", validators=[
-        DataRequired(message="Type the code the printer shows."), Length(max=32)],
+        DataRequired(message="Type the code the printer shows."), Length(max=32),
+        _well_formed_code],
         render_kw={"autocomplete": "off", "autocapitalize": "characters",
                    "spellcheck": "false"})
 
