@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -221,7 +222,11 @@ def test_revoke_needs_a_confirmation_step(app, admin, linked, client):
 
     done = admin.form_post("/admin/incident/revoke", {**WINDOW, "confirm": "yes"})
     assert done.status_code == 200
-    assert "Revoked 1 device(s)" in done.get_data(as_text=True)
+    page = done.get_data(as_text=True)
+    assert "Revoked 1 device(s)" in page
+    # Listed as they are now, not as they were before the revoke.
+    assert re.findall(r'data-status="([a-z_]+)"', page) == ["needs_relink"]
+    assert "<th>Status now</th>" in page
     assert not active(app, linked["dev-in"]) and active(app, linked["dev-out"])
     with app.app_context():
         rows = db.session.scalars(select(AuditEvent).where(
@@ -244,6 +249,9 @@ def test_revoke_with_bad_window_changes_nothing(app, admin, linked, override):
                                                           "confirm": "yes"})
     assert response.status_code == 302
     assert active(app, linked["dev-in"])
+    # Back to the query the revoke came from, so the admin need not type it again.
+    expected = {k: v for k, v in {**WINDOW, **override}.items() if v}
+    assert parse_qs(urlsplit(response.location).query) == {k: [v] for k, v in expected.items()}
 
 
 def test_confirmation_form_carries_the_window_it_showed(admin, linked):

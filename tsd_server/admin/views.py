@@ -134,7 +134,10 @@ def incident_revoke():
     if not form.validate_on_submit():
         flash(form.until.errors[0] if form.until.errors
               else "The incident window was not valid; query it again.")
-        return redirect(url_for("admin.incident_query"))
+        # Back to the same query (a window that ended less than a minute ago, say).
+        query = {name: getattr(form, name).data for name in ("strategy", "since", "until")}
+        return redirect(url_for("admin.incident_query",
+                                **{k: v for k, v in query.items() if isinstance(v, str) and v}))
     window = form.window()
     if form.confirm.data != "yes":
         rows = [row for row in incident.affected(window.strategy, window.since, window.until)
