@@ -62,8 +62,23 @@ def test_linking_and_confirming_with_plain_forms(app, world):
     assert status == 200 and "Confirmed" in html
     assert printer.announce().json["status"] == "linked"
     status, _ = page(anna, f"/printers/nearby/offers/{offer_id}")
-    assert status == 302  # the offer ended with the link: on to My printers
+    assert status == 302  # the offer ended with the link: on to My printers, saying so
     assert world.links() == [(anna.user_id, printer.device_id)]
+    _, dashboard = page(anna, "/")
+    assert "“Anna&#39;s Mk4” is now linked to your account." in dashboard
+    assert "has ended" not in dashboard
+
+
+def test_an_offer_that_ended_without_a_link_says_so(app, world, clock):
+    printer, anna = world.printer(HOME_A, "Anna's Mk4"), world.person(HOME_A)
+    printer.announce()
+    offer_id = anna.link(printer.device_id).json["offer_id"]
+    code = printer.announce().json["confirmation"]["code"]
+    assert form_post(anna, f"/printers/nearby/offers/{offer_id}/confirm", code=code).status == 302
+    clock.advance(seconds=3600)  # confirmed, but the printer never came back for its token
+    assert page(anna, f"/printers/nearby/offers/{offer_id}")[0] == 302
+    _, dashboard = page(anna, "/")
+    assert "That link offer has ended" in dashboard and "is now linked" not in dashboard
 
 
 def test_a_refused_link_shows_the_page_with_the_reason_and_status(world):

@@ -40,6 +40,13 @@ def owned_device(user: User, device_pk: int) -> Device | None:
     return device
 
 
+def working_printer(user: User, device_uid: str) -> Device | None:
+    """The user's printer with this device id whose token works, if any."""
+    return db.session.scalar(
+        select(Device).where(Device.owner_id == user.id, Device.device_uid == device_uid,
+                             Device.token_hash.is_not(None)))
+
+
 def replaced_by_link(user: User, device_uid: str) -> Device | None:
     """The user's printer a new link under ``device_uid`` would take the place of (links
     re-link in place): a working one, or one an incident left waiting to be linked again,

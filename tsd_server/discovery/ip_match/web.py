@@ -6,7 +6,9 @@ refreshes the list from the JSON API every poll interval.
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, url_for
+from datetime import datetime
+
+from flask import Blueprint, flash, redirect, render_template, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import StringField
@@ -21,6 +23,7 @@ from tsd_server.discovery.ip_match import listing, offers
 from tsd_server.discovery.ip_match.eligibility import OPENED_FROM_ANOTHER_SITE
 from tsd_server.discovery.ip_match.settings import claim_limit
 from tsd_server.extensions import limiter
+from tsd_server.models import Device
 from tsd_server.web.forms import ConfirmForm
 
 bp = Blueprint("ip_match_web", __name__, url_prefix="/printers/nearby")
@@ -70,9 +73,31 @@ def _offer_page(offer, form: CodeForm, status: int = 200):
 def offer(offer_id: str):
     found = offers.owned_offer(current_user, offer_id)
     if found is None or not offers.is_live(found, utcnow()):
-        flash("That link offer has ended. Printers that finished linking are listed here.")
+        linked = _linked_by_confirmed_offer(offer_id)
+        flash(f"“{linked.name}” is now linked to your account." if linked is not None else
+              "That link offer has ended. Printers that finished linking are listed here.")
         return redirect(url_for("web.dashboard"))
     return _offer_page(found, CodeForm())
+
+
+CONFIRMED_OFFER = "tsd_confirmed_offer"
+
+
+def _linked_by_confirmed_offer(offer_id: str) -> Device | None:
+    """The printer this session's confirmed offer went on to link: the offer is gone once
+    it has, and its page would otherwise say only that it ended."""
+    confirmed = session.pop(CONFIRMED_OFFER, None)
+    if not isinstance(confirmed, dict) or confirmed.get("offer") != offer_id:
+        return None
+    device = devices.working_printer(current_user, str(confirmed.get("device_uid")))
+    try:
+        confirmed_at = datetime.fromisoformat(str(confirmed.get("at")))
+    except ValueError:
+        return None
+    if device is None or device.linked_via != offers.STRATEGY or \
+            device.linked_at < confirmed_at:
+        return None
+    return device
 
 
 @bp.post("/offers/<offer_id>/confirm")
@@ -86,6 +111,7 @@ def confirm(offer_id: str):
         return redirect(url_for("ip_match_web.nearby"))
     if not form.validate_on_submit():
         return _offer_page(found, form, 400)
+    device_uid = found.announcement.device_uid
     try:
         offers.confirm(current_user, offer_id, form.code.data or "")
     except ApiError as error:
@@ -95,5 +121,8 @@ def confirm(offer_id: str):
             return redirect(url_for("ip_match_web.nearby"))
         form.code.errors = [error.message]
         return _offer_page(found, form, error.status)
-    # The offer page says "Confirmed" itself (and keeps saying it while it refreshes).
+    # The offer page says "Confirmed" itself (and keeps saying it while it refreshes), and
+    # once the printer has linked, that it has.
+    session[CONFIRMED_OFFER] = {"offer": offer_id, "device_uid": device_uid,
+                                "at": utcnow().isoformat()}
     return redirect(url_for("ip_match_web.offer", offer_id=offer_id))
