@@ -172,8 +172,8 @@ def decide():
             "This request was decided already or it expired. Start linking again on the "
             "printer if you still want to link it.")), 409
     if decision == "approve":
-        flash("Approved. The printer links itself within a few seconds and then shows up "
-              "here.")
+        flash("Approved. The printer links itself within a few seconds; reload this page "
+              "to see it in the list.")
     else:
         flash("Denied. That device cannot link to your account with this request.")
     return redirect(url_for("web.dashboard"))
