@@ -235,19 +235,23 @@ def test_a_used_qr_link_is_refused_on_replay_by_anyone(app, client, make_user, l
     owner, thief = login(owner_email, password), login(thief_email, password)
 
     assert owner.get(link, headers=FRESH_SCAN).status_code == 200
-    for replayer in (thief, owner):
+    assert owner.get(link, headers=FRESH_SCAN).status_code == 200  # reloaded, same browser
+    owner_elsewhere = login(owner_email, password)  # the owner's own other browser too
+    for replayer in (thief, owner_elsewhere):
         assert replayer.get(link, headers=FRESH_SCAN).status_code == 400
     assert thief.get("/link/confirm").status_code == 404  # nothing bound to the thief
+    assert owner_elsewhere.get("/link/confirm").status_code == 404
     image = client.get("/api/v1/device/authorize/qr", environ_base=device,
                        headers={"X-Device-Code": started["device_code"]})
     assert image.status_code == 409 and image.get_json()["error"] == "qr_link_used"
 
     assert decide(owner, "approve").status_code == 302
-    assert thief.get(link, headers=FRESH_SCAN).status_code == 400
+    for replayer in (thief, owner):  # answered: nobody, the owner's browser included
+        assert replayer.get(link, headers=FRESH_SCAN).status_code == 400
     assert client.post("/api/v1/device/token", environ_base=device, json={
         "device_code": started["device_code"]}).status_code == 200
     with app.app_context():
         refused = db.session.scalars(select(AuditEvent).where(
             AuditEvent.event == "qr_link_invalid")).all()
-        assert len(refused) == 3
+        assert len(refused) == 4
         db.session.remove()
