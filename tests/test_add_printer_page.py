@@ -101,6 +101,26 @@ def test_code_page_shows_a_usable_code_with_its_expiry_without_javascript(
     assert redeem(client, code).status_code == 201
 
 
+@pytest.mark.parametrize(("ttl", "said"), [
+    (60, "(in 1 minute)"), (90, "(in 1 minute 30 seconds)"), (600, "(in 10 minutes)"),
+    (121, "(in 2 minutes 1 second)")])
+def test_code_page_says_how_long_the_code_lasts_in_words(app, session, ttl, said):
+    app.config["PAIRING_CODE_TTL"] = ttl
+    html = session.form_post("/printers/add/code", {}).get_data(as_text=True)
+    assert said in re.sub(r"\s+", " ", html)
+    assert "1 minutes" not in html and "1 seconds" not in html
+    # The words are in their own element: the countdown hides them once the code expired.
+    assert re.search(r"<span data-expires-in-words>\s*\(in [^<]*\)</span>", html)
+
+
+def test_code_page_warns_that_the_code_is_for_your_own_printer_only(app, session):
+    for html in (session.get("/printers/add/code").get_data(as_text=True),
+                 session.form_post("/printers/add/code", {}).get_data(as_text=True)):
+        text = re.sub(r"\s+", " ", html_lib.unescape(html))
+        assert "Type this code only into your own printer, in front of you." in text
+        assert "Never read it out or send it to anyone" in text
+
+
 def test_code_page_needs_csrf(app, session):
     response = session.client.post("/printers/add/code", data={},
                                    environ_base=session.environ_base)

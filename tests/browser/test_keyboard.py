@@ -63,7 +63,8 @@ def test_code_entry_form_by_keyboard_only(live, page, user):
     page.keyboard.type(started["user_code"].lower())
     page.keyboard.press("Enter")
 
-    expect(page.locator("#device-heading")).to_have_text("Keyboard printer")
+    expect(page.locator("#device-heading")).to_have_text(
+        "The printer calls itself: Keyboard printer")
     # Approve is held (disabled, so Tab skips it) for a moment after the page is shown
     # (static/click_guard.js); a person reading the page first never meets that.
     expect(page.get_by_role("button", name="Approve")).to_be_enabled()

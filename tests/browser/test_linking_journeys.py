@@ -64,6 +64,7 @@ def test_printers_near_you_confirmed_with_the_code_the_printer_shows(live, page,
     page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_text("Confirmed.")).to_be_visible()
     expect(page.locator("[data-without-script]")).to_be_hidden()  # refresh.js runs
+    expect(page.get_by_text("This page checks again by itself")).to_be_visible()
 
     linked = printer.announce().json
     assert linked["status"] == "linked" and linked["access_token"]
@@ -97,7 +98,8 @@ def test_code_shown_by_the_printer_typed_at_link_and_approved(live, page, user):
     page.get_by_label("Code shown on the printer").fill(started["user_code"])
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Link this printer to your account?")).to_be_visible()
-    expect(page.locator("#device-heading")).to_have_text("Ender in the hall")
+    expect(page.locator("#device-heading")).to_have_text(
+        "The printer calls itself: Ender in the hall")
     expect(page.get_by_text("3 V2")).to_be_visible()
     expect(page.locator("#approving-account")).to_contain_text(user["email"])
     expect(page.locator("#other-network-notice")).to_have_count(0)
@@ -344,7 +346,7 @@ def test_dashboard_shows_details_renames_unlinks_and_asks_for_a_relink(live, pag
     expect(page.get_by_role("status")).to_contain_text("Renamed to Kept, renamed.")
     expect(kept_card.get_by_role("heading")).to_have_text("Kept, renamed")
 
-    kept_card.get_by_role("button", name="Unlink", exact=True).click()
+    kept_card.get_by_role("button", name="Unlink Kept, renamed", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("is unlinked")
     expect(kept_card).to_have_count(0)
     assert kept.me().status == 401

@@ -29,6 +29,8 @@ def test_printers_near_you_without_javascript(live, open_context, user):
     page.get_by_label("Code shown on the printer").fill(code)
     page.get_by_role("button", name="Confirm").click()
     expect(page.get_by_text("This page does not refresh by itself")).to_be_visible()
+    # Only what is true without JavaScript: not that the page checks again by itself.
+    expect(page.get_by_text("checks again by itself")).to_be_hidden()
 
     assert printer.announce().json["status"] == "linked"
     page.get_by_role("link", name="Refresh").click()

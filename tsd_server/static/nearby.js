@@ -1,5 +1,8 @@
 // "Printers near you": refresh the list from the JSON API every poll interval.
 // The page works without this script (forms and a Refresh link); no inline script (CSP).
+// The list is updated in place, card by card (keyed by device id): a card whose printer
+// did not change is left alone, so keyboard focus stays where it is. Only the short count
+// line (#nearby-count, role=status) is announced, and only when its words change.
 "use strict";
 (function () {
   const section = document.getElementById("nearby");
@@ -8,33 +11,60 @@
   const list = document.getElementById("nearby-devices");
   const status = document.getElementById("nearby-status");
   const empty = document.getElementById("nearby-empty");
+  const count = document.getElementById("nearby-count");
   const url = (template, id) => template.replace("__ID__", encodeURIComponent(id));
-  let last = "";
+  let last = null;
 
   function el(tag, props) {
     return Object.assign(document.createElement(tag), props || {});
   }
 
+  // What a card shows: not last_seen (it changes on every announce) nor an offer's
+  // expires_in (it changes every second), which the card does not show.
+  function shown(device) {
+    return JSON.stringify([device.device_id, device.name, device.model || null,
+      device.offer ? [device.offer.offer_id, device.offer.status] : null, Boolean(device.busy)]);
+  }
+
+  // The same for a card on the page (the server writes it with other spacing).
+  function cardShown(card) {
+    try {
+      return JSON.stringify(JSON.parse(card.dataset.shown));
+    } catch (error) {
+      return "";
+    }
+  }
+
   function item(device) {
     const li = el("li", { className: "card device" });
     li.dataset.device = device.device_id;
+    li.dataset.shown = shown(device);
     li.append(el("h2", { textContent: device.name }));
     li.append(el("p", { className: "muted",
       textContent: [device.model, device.device_id].filter(Boolean).join(" · ") }));
     if (device.offer) {
-      li.append(el("a", { href: url(section.dataset.offerUrl, device.offer.offer_id),
-        textContent: "Enter the code" }));
+      const link = el("a", { href: url(section.dataset.offerUrl, device.offer.offer_id),
+        textContent: "Enter the code" });
+      link.setAttribute("aria-label", `Enter the code of ${device.name}`);
+      li.append(link);
     } else if (device.busy) {
       li.append(el("p", { className: "muted", textContent: "Someone else is linking this printer." }));
     } else {
       const form = el("form", { method: "post", action: url(section.dataset.linkUrl, device.device_id) });
       form.append(el("input", { type: "hidden", name: "csrf_token", value: csrf }));
       const button = el("button", { type: "submit", textContent: "Link this printer" });
+      button.setAttribute("aria-label", `Link this printer: ${device.name}`);
       button.dataset.clickGuard = "";
       form.append(button);
       li.append(form);
     }
     return li;
+  }
+
+  function countText(data) {
+    if (!data.eligible) return data.message || "";
+    const n = data.devices.length;
+    return n === 0 ? "No printers found" : `${n} ${n === 1 ? "printer" : "printers"} found`;
   }
 
   // Where the buttons are on the screen, and whose they are.
@@ -45,18 +75,64 @@
     }).join(" ");
   }
 
+  function cardsById() {
+    const cards = new Map();
+    list.querySelectorAll(":scope > li[data-device]").forEach((li) => {
+      cards.set(li.dataset.device, li);
+    });
+    return cards;
+  }
+
+  // The device whose card holds the focus, if one does.
+  function focusedDevice() {
+    const active = document.activeElement;
+    const card = active && active !== document.body ? active.closest("li[data-device]") : null;
+    return card && list.contains(card) ? card.dataset.device : null;
+  }
+
+  function update(devices) {
+    const focused = focusedDevice();
+    const cards = cardsById();
+    const wanted = devices.map((device) => {
+      const card = cards.get(device.device_id);
+      return card && cardShown(card) === shown(device) ? card : item(device);
+    });
+    const keep = new Set(wanted);
+    cards.forEach((card) => { if (!keep.has(card)) card.remove(); });
+    // Into their order, moving a card only where it is out of place.
+    let cursor = list.firstElementChild;
+    wanted.forEach((card) => {
+      if (card === cursor) {
+        cursor = cursor.nextElementSibling;
+      } else {
+        list.insertBefore(card, cursor);
+      }
+    });
+    // A card that was replaced or moved took the focus with it: give it back to the same
+    // printer's control. (A held button gets it back from click_guard.js on release.)
+    if (focused && (!document.activeElement || document.activeElement === document.body)) {
+      const card = list.querySelector(`li[data-device="${CSS.escape(focused)}"]`);
+      const control = card && card.querySelector("button, a[href]");
+      if (control && !control.disabled) control.focus();
+    }
+  }
+
   function render(data) {
-    const text = JSON.stringify(data);
-    if (text === last) return;  // unchanged: keep focus and scroll where they are
-    last = text;
+    const key = JSON.stringify([data.eligible, data.reason, data.message,
+      data.devices.map(shown)]);
+    if (key === last) return;  // nothing shown changed: leave the page alone
+    last = key;
     status.hidden = data.eligible;
-    status.textContent = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
+    const statusText = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
+    if (status.textContent !== statusText) status.textContent = statusText;
     empty.hidden = !(data.eligible && data.devices.length === 0);
     const before = buttonPlaces();
-    list.replaceChildren(...data.devices.map(item));
+    update(data.devices);
+    const words = countText(data);
+    if (count && count.textContent.trim() !== words) count.textContent = words;
     // A button moved, or another printer's is now where one was: a click meant for the
     // button that was there must not press the one drawn there now (static/click_guard.js).
-    // A redraw that moved nothing (a last-seen time, an offer's countdown) holds nothing.
+    // An update that moved nothing holds nothing.
     if (buttonPlaces() !== before) document.dispatchEvent(new Event("click-guard:hold"));
   }
 
