@@ -49,15 +49,39 @@ def ran_line(result) -> list[str]:
     return argv[len(PROGRAM):]
 
 
-@pytest.mark.parametrize("args", [
-    ["lock-account", "owner@example.org", "--reason", REASON],
-    ["incident", "revoke-account", "owner@example.org", "--reason", REASON, "--yes"],
-    ["delete-account", "owner@example.org", "--reason", REASON, "--yes"],
-    ["discovery", "disable", "ip_match", "--reason", REASON],
-    ["discovery", "enable", "all", "--reason", REASON],
+@pytest.mark.parametrize("args, line", [
+    (["lock-account", "owner@example.org", "--reason", REASON],
+     ["lock-account", "--reason", REASON, "--", "owner@example.org"]),
+    (["incident", "revoke-account", "owner@example.org", "--reason", REASON, "--yes"],
+     ["incident", "revoke-account", "--reason", REASON, "--yes", "--", "owner@example.org"]),
+    (["delete-account", "--yes", "owner@example.org", "--reason", REASON],
+     ["delete-account", "--reason", REASON, "--yes", "--", "owner@example.org"]),
+    (["discovery", "disable", "ip_match", "--reason", REASON],
+     ["discovery", "disable", "--reason", REASON, "--", "ip_match"]),
+    (["discovery", "enable", "all", "--reason", REASON],
+     ["discovery", "enable", "--reason", REASON, "--", "all"]),
 ])
-def test_the_line_repeats_the_command_exactly(app, owner, args):
-    assert ran_line(run(app, args)) == args
+def test_the_line_repeats_the_command(app, owner, args, line):
+    """Options first, then ``--`` and the arguments: an email that starts with a dash is
+    still an email when the line is run again."""
+    assert ran_line(run(app, args)) == line
+
+
+def test_an_email_that_starts_with_a_dash_runs_again_from_the_line(app, owner, make_user):
+    _, email, _ = make_user("-x@example.org")
+    argv = ran_line(run(app, ["lock-account", "--reason", "test", "--", email]))
+    assert argv == ["lock-account", "--reason", "test", "--", email]
+    assert run(app, ["unlock-account", "--reason", "test", "--", email]).exit_code == 0
+    assert ran_line(run(app, argv)) == argv  # pasted back, it locks it again
+
+
+def test_run_as_python_m_flask_the_line_still_says_flask(app, owner):
+    """click names the program after how it was started ("python -m flask"): the line
+    names the commands only, after the project's own ``flask --app tsd_server``."""
+    result = app.test_cli_runner().invoke(
+        args=["lock-account", "--reason", "test", "--", "owner@example.org"],
+        prog_name="python -m flask")
+    assert ran_line(result) == ["lock-account", "--reason", "test", "--", "owner@example.org"]
 
 
 def test_a_revoke_names_its_window_in_utc_and_runs_again_from_the_line(app, owner):
@@ -65,7 +89,7 @@ def test_a_revoke_names_its_window_in_utc_and_runs_again_from_the_line(app, owne
                               "--since", SINCE, "--until", UNTIL, "--yes"]))
     assert argv == ["incident", "revoke", "--strategy", "pairing_code",
                     "--since", "2026-06-01T11:00:00Z", "--until", "2026-06-01T21:00:00Z",
-                    "--yes"]
+                    "--yes"]  # no arguments, no "--"
     window = incident.parse_time(argv[5]), incident.parse_time(argv[7])
     assert window == (incident.parse_time(SINCE), incident.parse_time(UNTIL))
     assert ran_line(run(app, argv)) == argv  # pasted back, it runs (a second revoke is harmless)
@@ -78,10 +102,10 @@ def test_a_prune_names_its_day(app, owner):
 
 def test_a_new_password_is_never_in_the_line(app, owner):
     result = run(app, ["set-password", "owner@example.org"], input=f"{PASSWORD}\n{PASSWORD}\n")
-    assert ran_line(result) == ["set-password", "owner@example.org"]  # asked for again
+    assert ran_line(result) == ["set-password", "--", "owner@example.org"]  # asked again
     assert PASSWORD not in result.output
     given = run(app, ["set-password", "owner@example.org", "--password", PASSWORD + "!"])
-    assert ran_line(given) == ["set-password", "owner@example.org"]
+    assert ran_line(given) == ["set-password", "--", "owner@example.org"]
     assert PASSWORD not in given.output
 
 

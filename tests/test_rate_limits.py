@@ -110,6 +110,9 @@ class TestDefaultGuessLimits:
             assert page.status_code == 400, typed
             html = page.get_data(as_text=True)
             assert "8 letters" in html or "Type the code" in html, typed
+        # The exemption reads the form: a code sent any other way (JSON, which Flask-WTF
+        # would read too) must be refused before it is looked up (request_guard: 415).
+        assert session.post("/link", json={"code": WRONG}).status_code == 415
         assert enter_code(session, WRONG).status_code == 400
         assert enter_code(session, WRONG).status_code == 400
         limited(enter_code(session, WRONG))

@@ -27,19 +27,30 @@ def utc_text(moment: datetime) -> str:
 
 def command_line(ctx: click.Context, **as_typed: str) -> list[str]:
     """The command of ``ctx`` with its parameters as given; ``as_typed`` gives the text of
-    parameters whose value a callback turned into something else (a time, a day)."""
-    argv = [*PROGRAM, *ctx.command_path.split()[1:]]
+    parameters whose value a callback turned into something else (a time, a day).
+
+    The command's names come from the chain of contexts without the program's own (which
+    is "python -m flask" when run so); the arguments come after ``--``, so one that starts
+    with a dash (an email such as ``-x@example.org``) is not read as an option."""
+    names, outer = [], ctx
+    while outer.parent is not None:  # the root context is the program itself
+        names.insert(0, str(outer.info_name))
+        outer = outer.parent
+    options, arguments = [], []
     for param in ctx.command.params:  # in the order the command declares them
         value = as_typed.get(param.name or "", ctx.params.get(param.name or ""))
+        if param.nargs != 1 or getattr(param, "multiple", False):
+            raise TypeError(f"{param.name}: a parameter of several values is not recorded")
         if isinstance(param, click.Argument):
-            argv.append(str(value))
-        elif not isinstance(param, click.Option) or param.hide_input or value in (None, False):
+            arguments.append(str(value))
+        elif not isinstance(param, click.Option) or param.hide_input or value is None \
+                or value is False:
             continue
         elif param.is_flag:
-            argv.append(param.opts[0])
+            options.append(param.opts[0])
         else:
-            argv.extend([param.opts[0], str(value)])
-    return argv
+            options.extend([param.opts[0], str(value)])
+    return [*PROGRAM, *names, *options, *(["--", *arguments] if arguments else [])]
 
 
 def echo_ran(**as_typed: str) -> None:

@@ -110,12 +110,12 @@ DEFAULTS: dict[str, Any] = {
     "LINK_DECISION_LIMIT": "20 per 10 minutes",
     # Log-in attempts per client address, and per email typed whatever the address (a
     # botnet guessing one account's password); sign-ups per address; guesses at the current
-    # password from a logged-in session, per account (tsd_server/auth/limits.py).
+    # password from a logged-in session, per account; all three per IPv6 /48 (auth/limits.py).
     "LOGIN_LIMIT_PER_IP": "20 per 10 minutes",
     "LOGIN_LIMIT_PER_EMAIL": "25 per hour",
     "SIGN_UP_LIMIT_PER_IP": "10 per hour",
     "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT": "10 per hour",
-    "PASSWORD_HASH_LIMIT_PER_NETWORK": "200 per 10 minutes",  # all three, per IPv6 /48
+    "PASSWORD_HASH_LIMIT_PER_NETWORK": "200 per 10 minutes",
     # False switches every rate limit off, and with them the bound on guessing pairing codes
     # and passwords (docs/security.md): refused unless ENV is "development".
     "RATELIMIT_ENABLED": True,
@@ -192,8 +192,7 @@ NUMBER_BOUNDS = {
 
 
 class ConfigurationError(click.ClickException):
-    """The deployment settings are unusable; the message says what to change (a
-    ClickException: ``flask`` commands print it as one line, not as a traceback)."""
+    """Unusable settings; the message says what to change (flask prints it in one line)."""
 
 
 class _InstanceFile(Config):

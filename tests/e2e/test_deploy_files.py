@@ -279,3 +279,44 @@ def test_one_address_cannot_hold_every_connection(tmp_path):
         assert closed in (b"", None) or closed.startswith(b"HTTP/1.1 408"), closed
         assert time.monotonic() - started < 14
         slowloris.close()
+
+
+# nginx's own text of an address (as $remote_addr holds it) → the /64 the limits count.
+CLIENT_NETWORKS = {
+    "8.8.8.8": "8.8.8.8",
+    "2001:db8:1:2:3:4:5:6": "2001:db8:1:2",
+    "2001:db8:1:2::6": "2001:db8:1:2",
+    "2001:db8:1::6": "2001:db8:1:0",
+    "2001:db8::1:2:3:4": "2001:db8:0:0",
+    "2001:db8::": "2001:db8:0:0",
+    "2a00::1:2:3:4:5": "2a00:0:0:1",  # 2a00:0:0:1:2:3:4:5
+    "2a00::1:2:3:4": "2a00:0:0:0",  # 2a00:0:0:0:1:2:3:4
+    "2a00:0:0:1::5": "2a00:0:0:1",
+    "::1": "::1",
+    "::ffff:1.2.3.4": "::ffff:1.2.3.4",
+}
+
+
+def test_the_limits_count_an_ipv6_client_by_its_64(tmp_path):
+    """The shipped map from $remote_addr to the limits' key, fed each address through
+    nginx's realip module (so in nginx's own compressed form): every form of one /64
+    gives the same key, and two /64s never share one."""
+    if not servers.nginx_available():
+        skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    shipped_map = re.search(r"^map \$remote_addr \$tsd_client_net \{\n.*?^\}\n", site,
+                            re.S | re.M)
+    assert shipped_map, "no map for $tsd_client_net in the shipped site"
+    port = servers.free_port()
+    body = f"""{shipped_map.group(0)}
+server {{
+    listen 127.0.0.1:{port};
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Real-IP;
+    location / {{ default_type text/plain; return 200 "$tsd_client_net"; }}
+}}"""
+    with servers.nginx_serving(tmp_path / "nginx", body, port=port, probe="/") as proxy:
+        session = servers.http_session()
+        for address, network in CLIENT_NETWORKS.items():
+            answer = session.get(f"{proxy.base_url}/", headers={"X-Real-IP": address})
+            assert answer.text == network, (address, answer.text)

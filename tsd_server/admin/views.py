@@ -151,6 +151,7 @@ def incident_revoke():
                                shown_notify=notify[:SHOWN_ROWS], csv_url=_csv_url(window))
     result = incident.revoke(window.strategy, window.since, window.until, actor=admin_actor())
     return render_template("admin/incident_done.html", window=window, result=result,
+                           status_now=incident.NEEDS_RELINK,
                            shown=result.revoked[:SHOWN_ROWS],
                            shown_notify=result.notify[:SHOWN_ROWS], csv_url=_csv_url(window))
 

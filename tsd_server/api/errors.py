@@ -248,6 +248,8 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(error, SQLAlchemyError) and _account_deleted_meanwhile():
             from tsd_server.auth.accounts import SessionEnded
 
+            log.info("%s on %s %s: its account was deleted meanwhile, answered as logged "
+                     "out", type(error).__name__, request.method, failed_route())
             return app.handle_user_exception(SessionEnded("the account was deleted"))
         log.exception("unhandled error on %s %s", request.method, failed_route())
         if is_api_request():

@@ -27,6 +27,8 @@ from tsd_server.models import Device
 from tsd_server.web.forms import ConfirmForm
 
 bp = Blueprint("ip_match_web", __name__, url_prefix="/printers/nearby")
+# The session's last confirmed offer: its id, its printer and when (see offer()).
+CONFIRMED_OFFER = "tsd_confirmed_offer"
 
 
 class CodeForm(FlaskForm):
@@ -80,15 +82,13 @@ def offer(offer_id: str):
     return _offer_page(found, CodeForm())
 
 
-CONFIRMED_OFFER = "tsd_confirmed_offer"
-
-
 def _linked_by_confirmed_offer(offer_id: str) -> Device | None:
     """The printer this session's confirmed offer went on to link: the offer is gone once
     it has, and its page would otherwise say only that it ended."""
-    confirmed = session.pop(CONFIRMED_OFFER, None)
+    confirmed = session.get(CONFIRMED_OFFER)
     if not isinstance(confirmed, dict) or confirmed.get("offer") != offer_id:
         return None
+    session.pop(CONFIRMED_OFFER)
     device = devices.working_printer(current_user, str(confirmed.get("device_uid")))
     try:
         confirmed_at = datetime.fromisoformat(str(confirmed.get("at")))

@@ -116,7 +116,8 @@ def open_qr_link(token: str, *, user: User,
 
     A link whose request another account reached first by its user code raises
     ``HeldByAnotherAccount`` and is not spent. The link stays single-use even for the
-    account that holds the request: that account goes on by typing the code.
+    account that holds the request: in another browser that account goes on by typing the
+    code (the browser that opened it gets its page again: ``link_pages.reopened_qr_link``).
     """
     row = qr_link_target(token)
     if row is None:

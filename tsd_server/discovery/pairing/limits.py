@@ -48,7 +48,9 @@ def typed_no_code() -> bool:
     """The /link form sent with nothing that can be a code (empty, half-typed, a letter
     outside the alphabet): the form refuses it before any code is looked up, so it guesses
     nothing and costs no try of the person's. Only well-formed codes count, and only they
-    are looked up: the brute-force bound (docs/security.md) is over those."""
+    are looked up: the brute-force bound (docs/security.md) is over those. It reads the
+    form only: a body of another type (JSON, which Flask-WTF would read as the form) is
+    refused first by request_guard (415), which this exemption relies on."""
     return codes.normalise(request.form.get("code")) is None
 
 

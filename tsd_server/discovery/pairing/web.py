@@ -54,9 +54,9 @@ ANSWER_PARAM, ANSWER_KEY = "answer", "tsd_qr_answer"
 
 CODE_NOT_FOUND = ("No printer is waiting with this code: it may be mistyped, already used or "
                   "expired. Check the printer's screen and try again.")
-# Says nothing about who: the person refused may be the owner, the holder a stranger.
 MALFORMED_CODE = ("A code has 8 letters, like WDJB-MJHT (the dash is optional). Check it "
                   "on the printer's screen; this did not count as a try.")
+# Says nothing about who: the person refused may be the owner, the holder a stranger.
 HELD_ELSEWHERE = ("Another account is already approving this printer's request. If that was "
                   "not you, someone else may have seen the printer's screen: restart linking "
                   "on the printer to get a new code.")
