@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support import servers, skips
+from tests.support import shipped_site as deploy_site
 
 ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-HOST_NAME = "print.example.org"  # the name in the shipped site
+DEPLOY = deploy_site.DEPLOY
+HOST_NAME = deploy_site.HOST_NAME
 WEBROOT = "/var/www/letsencrypt"  # certbot --webroot -w, in the site and docs/production.md
 
 
@@ -33,18 +34,13 @@ def test_example_nginx_site_is_accepted_by_nginx(tmp_path):
         skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
     if shutil.which("openssl") is None:
         skip_loudly("openssl is NOT installed (needed for a throwaway certificate)")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=print.example.org", "-keyout", str(tmp_path / "key.pem"),
-                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
-    (tmp_path / "snippets").mkdir()
-    for snippet in ("tsd-server-proxy.conf", "tsd-server-limits.conf"):
-        shutil.copy(DEPLOY / snippet, tmp_path / "snippets")
-    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
-    site = site.replace("/etc/letsencrypt/live/print.example.org/fullchain.pem",
-                        str(tmp_path / "cert.pem"))
-    site = site.replace("/etc/letsencrypt/live/print.example.org/privkey.pem",
-                        str(tmp_path / "key.pem"))
-    site = site.replace("/var/log/nginx/", f"{tmp_path}/")
+    deploy_site.copy_snippets(tmp_path)
+    cert, key = deploy_site.certificate(tmp_path)
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()  # its ports as shipped: -t binds none
+    for old, new in ((f"/etc/letsencrypt/live/{HOST_NAME}/fullchain.pem", str(cert)),
+                     (f"/etc/letsencrypt/live/{HOST_NAME}/privkey.pem", str(key)),
+                     ("/var/log/nginx/", f"{tmp_path}/")):
+        site = deploy_site.replaced(site, old, new)
     (tmp_path / "site.conf").write_text(site)
     (tmp_path / "nginx.conf").write_text(f"""
 pid {tmp_path}/nginx.pid;
@@ -110,11 +106,6 @@ def test_systemd_unit_is_accepted_by_systemd_analyze(tmp_path):
         assert option in unit
 
 
-def replaced(text: str, old: str, new: str) -> str:
-    assert old in text, f"{old!r} is no longer in the shipped site: update this test"
-    return text.replace(old, new)
-
-
 def plain_get(port: int, target: str, host: str = HOST_NAME) -> tuple[int | None, str, bytes]:
     """GET ``target`` exactly as written (no client resolves its dots or escapes first);
     status, Location and body, or None when nginx hangs up without an answer."""
@@ -141,23 +132,9 @@ def shipped_site(tmp_path: Path, webroot: Path) -> Iterator[tuple[int, int, Path
     if shutil.which("openssl") is None:
         skip_loudly("openssl is NOT installed (needed for a throwaway certificate)")
     directory = tmp_path / "nginx"
-    (directory / "snippets").mkdir(parents=True)
-    for snippet in ("tsd-server-proxy.conf", "tsd-server-limits.conf"):
-        shutil.copy(DEPLOY / snippet, directory / "snippets")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", f"/CN={HOST_NAME}", "-keyout", str(directory / "key.pem"),
-                    "-out", str(directory / "cert.pem")], check=True, capture_output=True)
     http_port, https_port = servers.free_port(), servers.free_port()
-    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
-    site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
-    for old, new in (
-            ("listen 80", f"listen 127.0.0.1:{http_port}"),
-            ("listen 443", f"listen 127.0.0.1:{https_port}"),
-            (f"/etc/letsencrypt/live/{HOST_NAME}/fullchain.pem", str(directory / "cert.pem")),
-            (f"/etc/letsencrypt/live/{HOST_NAME}/privkey.pem", str(directory / "key.pem")),
-            ("/var/log/nginx/", f"{directory}/"),
-            (f"root {WEBROOT};", f"root {webroot};")):
-        site = replaced(site, old, new)
+    site = deploy_site.on_loopback(directory, http_port=http_port, https_port=https_port,
+                                   also=[(f"root {WEBROOT};", f"root {webroot};")])
     (directory / "site.conf").write_text(site)
     with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=http_port,
                                probe="", kind=servers.AcceptingServer):

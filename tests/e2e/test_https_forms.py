@@ -17,7 +17,6 @@ import re
 import secrets
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,10 +26,11 @@ import requests
 
 from tests.e2e.test_ip_match_e2e import DOC_UPSTREAM, doc_settings, doc_snippet
 from tests.support import db_backends, servers, skips
+from tests.support import shipped_site as deploy_site
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-HOST_NAME = "print.example.org"  # the name in the shipped site and the certificate
+HOST_NAME = deploy_site.HOST_NAME
 CSRF_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 PASSWORD = "correct horse battery"
 # The settings of the shipped settings file that say how to read nginx's headers.
@@ -55,36 +55,14 @@ class HttpsNginx(servers.AcceptingServer):
         return f"https://127.0.0.1:{self.port}"
 
 
-def certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", f"/CN={HOST_NAME}", "-addext", f"subjectAltName=DNS:{HOST_NAME}",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
-
-
-def replaced(text: str, old: str, new: str) -> str:
-    assert old in text, f"{old!r} is no longer in the shipped site: update this test"
-    return text.replace(old, new)
-
-
 def shipped_site(directory: Path, https_port: int, upstream_port: int,
                  location: str | None) -> str:
     """deploy/tsd-server.nginx.conf on loopback high ports, with a throwaway certificate and
     the test's gunicorn as both upstreams; ``location`` replaces its ``location /``."""
-    cert, key = certificate(directory)
-    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
-    site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
-    http_port = servers.free_port()
-    for old, new in (
-            ("listen 80", f"listen 127.0.0.1:{http_port}"),
-            ("listen 443", f"listen 127.0.0.1:{https_port}"),
-            ("server 127.0.0.1:8001 ", f"server 127.0.0.1:{upstream_port} "),
-            ("server 127.0.0.1:8002 ", f"server 127.0.0.1:{upstream_port} "),
-            (f"/etc/letsencrypt/live/{HOST_NAME}/fullchain.pem", str(cert)),
-            (f"/etc/letsencrypt/live/{HOST_NAME}/privkey.pem", str(key)),
-            ("/var/log/nginx/", f"{directory}/")):
-        site = replaced(site, old, new)
+    upstream = f"server 127.0.0.1:{upstream_port} "
+    site = deploy_site.on_loopback(
+        directory, http_port=servers.free_port(), https_port=https_port,
+        also=(("server 127.0.0.1:8001 ", upstream), ("server 127.0.0.1:8002 ", upstream)))
     if location is not None:
         shipped = re.search(r"^( *)location / \{\n.*?^\1\}\n", site, re.S | re.M)
         assert shipped, "no 'location /' in deploy/tsd-server.nginx.conf"
@@ -95,9 +73,6 @@ def shipped_site(directory: Path, https_port: int, upstream_port: int,
 @contextmanager
 def nginx_https(directory: Path, upstream_port: int,
                 location: str | None = None) -> Iterator[HttpsNginx]:
-    (directory / "snippets").mkdir(parents=True)
-    for snippet in ("tsd-server-proxy.conf", "tsd-server-limits.conf"):
-        shutil.copy(DEPLOY / snippet, directory / "snippets")
     port = servers.free_port()
     (directory / "site.conf").write_text(shipped_site(directory, port, upstream_port, location))
     with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=port,
