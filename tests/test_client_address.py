@@ -22,9 +22,9 @@ from tsd_server.client_address import (
     UNTRUSTED_FORWARDED_HEADER,
     UNTRUSTED_PEER,
     ProxySettings,
-    parse_networks,
     resolve,
 )
+from tsd_server.trusted_proxies import parse_networks
 
 PROXY = "10.20.30.40"  # the reverse proxy next to the server
 OUTER = "10.20.30.41"  # a load balancer in front of it

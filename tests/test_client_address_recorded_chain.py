@@ -18,13 +18,13 @@ from tsd_server.client_address import (
     MAX_RECORDED_HOPS,
     PROXY_ADDRESS,
     ProxySettings,
-    parse_networks,
     resolve,
     split_hops,
 )
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent
 from tsd_server.recorded_chain import CUT, MAX_CLAIMED_HOPS, MAX_HOP_LENGTH, recorded_hops
+from tsd_server.trusted_proxies import parse_networks
 
 JUNK_HOPS = ["j" * 64] * 19  # what a client behind the documented nginx may prepend
 

@@ -50,6 +50,7 @@ def wide(network: str) -> ProxySettings:
 @pytest.mark.parametrize("settings, proxy_settings, expected", [
     ({"PROXY_FIX_X_FOR": 1}, None, "TRUSTED_PROXIES is empty"),
     ({"TRUSTED_PROXIES": "127.0.0.1/32"}, None, "PROXY_FIX_X_FOR is 0"),
+    ({"TRUSTED_PROXIES": "unix:"}, None, "PROXY_FIX_X_FOR is 0"),
     # Start-up refuses these (tests/test_config_validation.py); proxy-check still calls them
     # errors for settings it is handed.
     ({}, wide("0.0.0.0/0"), "far too wide"),
@@ -128,6 +129,15 @@ def test_a_good_proxy_setup_has_no_findings(check):
     assert code == 0 and "OK: nothing wrong" in out
 
 
+def test_the_shipped_unix_socket_setup_is_no_error_but_names_who_may_connect(check):
+    """deploy/tsd-server.env.example's TSD_TRUSTED_PROXIES=unix: is a complete setup; the
+    note says the socket's permissions now decide who can choose an address."""
+    code, out = check({"PROXY_FIX_X_FOR": 1, "PROXY_FIX_X_PROTO": 1,
+                       "TRUSTED_PROXIES": "unix:"})
+    assert code == 0 and "ERROR" not in out, out
+    assert "NOTE: TRUSTED_PROXIES contains unix:: whoever can open" in out
+
+
 def simulated(out: str) -> dict:
     return json.loads(out[out.index("would be seen as:") + len("would be seen as:"):])
 
@@ -138,6 +148,8 @@ def simulated(out: str) -> dict:
     (("--peer", "9.9.9.9", "--forwarded-for", "8.8.8.8"), "9.9.9.9",
      "untrusted_forwarded_header"),
     (("--peer", "127.0.0.1", "--forwarded-for", "1.1.1.1, 8.8.8.8"), "8.8.8.8", None),
+    # Through gunicorn's unix socket, which these settings do not trust.
+    (("--peer", "unix:", "--forwarded-for", "8.8.8.8"), None, "untrusted_forwarded_header"),
 ])
 def test_a_request_can_be_simulated(check, args, client_ip, reason):
     code, out = check({"PROXY_FIX_X_FOR": 1, "PROXY_FIX_X_PROTO": 1,

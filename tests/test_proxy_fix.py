@@ -19,9 +19,9 @@ from tsd_server.client_address import (
     UNTRUSTED_FORWARDED_HEADER,
     ProxySettings,
     parse_ip,
-    parse_networks,
 )
 from tsd_server.proxy_fix import TrustedProxyFix
+from tsd_server.trusted_proxies import parse_networks
 
 PROXY = "10.20.30.40"
 OUTER = "10.20.30.41"

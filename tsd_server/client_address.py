@@ -2,8 +2,8 @@
 
 This module is the only place that decides which address a request comes from and whether
 that address may stand for a household in ip_match. It reads the direct peer (the TCP
-address, saved by ``tsd_server.proxy_fix`` before ProxyFix rewrites anything) and the
-forwarded headers, and applies the deployment settings:
+address, or ``unix:`` through a unix socket, saved by ``tsd_server.proxy_fix`` before ProxyFix
+rewrites anything) and the forwarded headers, and applies the deployment settings:
 
 * Forwarded headers are believed only when the direct peer is inside ``TRUSTED_PROXIES``
   and ``PROXY_FIX_X_FOR`` says how many proxies appended to X-Forwarded-For. The chain is
@@ -40,7 +40,7 @@ from flask import current_app, g, request
 
 from tsd_server.config import ConfigurationError, bounded_int_setting
 from tsd_server.recorded_chain import MAX_CLAIMED_HOPS, recorded_hops
-from tsd_server.trusted_proxies import IPNetwork, check_width, parse_networks
+from tsd_server.trusted_proxies import UNIX_SOCKET, IPNetwork, check_width, parse_trusted
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class ProxySettings:
 
     x_for: int = 0
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    trusts_unix_socket: bool = False
     ipv6_household_prefix: int = 64
     allow_private: bool = False
     private_prefix_v4: int = 24
@@ -121,13 +122,14 @@ class ProxySettings:
     def from_config(cls, config: Mapping[str, Any]) -> ProxySettings:
         """Read and check the settings; a bad value stops start-up with ``ConfigurationError``."""
         try:
-            trusted = parse_networks(config["TRUSTED_PROXIES"])
+            trusted, unix_socket = parse_trusted(config["TRUSTED_PROXIES"])
             check_width(trusted)
         except (TypeError, ValueError) as error:  # TypeError: TSD_TRUSTED_PROXIES=true or 5
             raise ConfigurationError(f"TSD_TRUSTED_PROXIES: {error}") from None
         return cls(
             x_for=bounded_int_setting(config, "PROXY_FIX_X_FOR", 0, MAX_PROXIES),
             trusted_proxies=trusted,
+            trusts_unix_socket=unix_socket,
             ipv6_household_prefix=bounded_int_setting(
                 config, "IPV6_HOUSEHOLD_PREFIX", SHORTEST_HOME_PREFIX_V6, 128,
                 why="a home gets a /48 at most, so a shorter prefix would make many customers "
@@ -139,6 +141,16 @@ class ProxySettings:
 
     def is_trusted_proxy(self, address: IPAddress | None) -> bool:
         return address is not None and any(address in net for net in self.trusted_proxies)
+
+    def trusts_peer(self, peer: str | None) -> bool:
+        """Whether the direct peer (an address, or ``UNIX_SOCKET``) is a trusted proxy."""
+        if peer == UNIX_SOCKET:
+            return self.trusts_unix_socket
+        return self.is_trusted_proxy(parse_ip(peer))
+
+    @property
+    def any_trusted(self) -> bool:
+        return bool(self.trusted_proxies) or self.trusts_unix_socket
 
 
 @dataclass(frozen=True)
@@ -204,7 +216,7 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
     peer_address = parse_ip(peer)
     hops = split_hops(environ.get("HTTP_X_FORWARDED_FOR"))
     carries_forwarded = any(environ.get(name) for name in FORWARDED_HEADERS)
-    peer_is_proxy = settings.x_for > 0 and settings.is_trusted_proxy(peer_address)
+    peer_is_proxy = settings.x_for > 0 and settings.trusts_peer(peer)
 
     said_otherwise = None
     if peer_is_proxy:
@@ -236,7 +248,7 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
 
 
 def _walk_chain(
-    peer: IPAddress, hops: list[str], settings: ProxySettings
+    peer: IPAddress | None, hops: list[str], settings: ProxySettings
 ) -> tuple[IPAddress | None, str | None]:
     """Read X-Forwarded-For from the right, one hop per configured proxy.
 
@@ -246,7 +258,7 @@ def _walk_chain(
     """
     if len(hops) < settings.x_for:
         return peer, MISSING_FORWARDED_HEADER
-    client: IPAddress = peer
+    client = peer
     for depth in range(1, settings.x_for + 1):
         hop = parse_ip(hops[-depth])
         if hop is None:
@@ -340,9 +352,8 @@ def _seen_address(record: ClientAddress, settings: ProxySettings) -> IPAddress |
     proxies: each hop was written by the proxy to its right, so the first that is not one
     was seen connecting by a trusted proxy. None when the recorded hops run out (the
     record keeps MAX_CLAIMED_HOPS past the vouched ones) or one is not an address."""
-    peer = parse_ip(record.peer_ip)
-    if peer is None or not settings.is_trusted_proxy(peer):
-        return peer
+    if not settings.trusts_peer(record.peer_ip):
+        return parse_ip(record.peer_ip)
     if settings.x_for == 0:
         return None
     for text in reversed(record.forwarded_for):

@@ -37,8 +37,9 @@ SETTING_MEANINGS = [
     ("PROXY_FIX_X_FOR", "How many proxies in front of the server append to X-Forwarded-For. "
      "The client is the hop that many places from the right. 0 = no proxy: the TCP peer is "
      "the client."),
-    ("TRUSTED_PROXIES", "Networks of your proxies. Forwarded headers are believed only when "
-     "the direct peer (and every hop walked through) is inside one of them."),
+    ("TRUSTED_PROXIES", "Networks of your proxies, and unix: for a proxy that connects "
+     "through gunicorn's unix socket. Forwarded headers are believed only when the direct "
+     "peer (and every hop walked through) is inside one of them."),
     ("PROXY_FIX_X_PROTO", "Proxies that set X-Forwarded-Proto (https detection, Secure "
      "cookies). Usually 1 when X_FOR is 1."),
     ("PROXY_FIX_X_HOST", "Proxies that set X-Forwarded-Host (the shipped nginx snippet does: "
@@ -101,12 +102,12 @@ VERIFY = [
 def findings(settings: ProxySettings) -> list[Finding]:
     """The mistakes visible in the settings alone, worst first."""
     found: list[Finding] = []
-    if settings.x_for > 0 and not settings.trusted_proxies:
+    if settings.x_for > 0 and not settings.any_trusted:
         found.append(Finding(ERROR, f"PROXY_FIX_X_FOR is {settings.x_for} but TRUSTED_PROXIES "
                              "is empty: forwarded headers are never believed, so every "
                              "request through your proxy is untrusted_forwarded_header. List "
                              "your proxies' addresses in TSD_TRUSTED_PROXIES."))
-    if settings.trusted_proxies and settings.x_for == 0:
+    if settings.any_trusted and settings.x_for == 0:
         found.append(Finding(ERROR, "TRUSTED_PROXIES is set but PROXY_FIX_X_FOR is 0: the "
                              "proxies' X-Forwarded-For is ignored and their requests are "
                              "refused as untrusted_forwarded_header. Set TSD_PROXY_FIX_X_FOR "
@@ -122,6 +123,11 @@ def findings(settings: ProxySettings) -> list[Finding]:
             found.append(Finding(WARNING, f"TRUSTED_PROXIES contains the public network "
                                  f"{network}. Make sure only your own proxies (or your CDN's "
                                  "published ranges) are in it."))
+    if settings.trusts_unix_socket:
+        found.append(Finding(NOTE, "TRUSTED_PROXIES contains unix:: whoever can open "
+                             "gunicorn's unix socket can choose their address. Only the "
+                             "proxy's user may (deploy/tsd-server.socket: SocketUser=www-data, "
+                             "SocketMode=0600)."))
     if settings.allow_private:
         found.append(Finding(WARNING, "LAN mode is on: private and loopback addresses are "
                              f"households, grouped by /{settings.private_prefix_v4} (IPv4) "
@@ -181,7 +187,8 @@ def _echo_wrapped(text: str, first: str, rest: str | None = None) -> None:
 
 @click.command("proxy-check")
 @click.option("--peer", default=None, metavar="IP",
-              help="Show what the server decides for a request from this TCP peer.")
+              help="Show what the server decides for a request from this TCP peer "
+              "(unix: for one through gunicorn's unix socket).")
 @click.option("--forwarded-for", default=None, metavar="HEADER",
               help="...carrying this X-Forwarded-For header (with --peer).")
 @with_appcontext

@@ -7,6 +7,10 @@ request keeps its real peer address, scheme and host. The peer address is saved 
 ``environ["tsd.peer_addr"]`` first so audit and diagnostics always see who connected, and
 the client-address record is computed from the untouched environ.
 
+A connection through gunicorn's unix socket has no peer address (an empty ``REMOTE_ADDR``);
+its peer is ``unix:``, trusted only when ``TSD_TRUSTED_PROXIES`` lists ``unix:``. Who can
+connect then is up to the socket file's owner and mode, so they must admit the proxy alone.
+
 ProxyFix counts hops but does not check them; ``tsd_server.client_address`` also requires
 every hop between the client and the direct peer to be a trusted proxy. So that logs and
 ``request.remote_addr`` never name an address the record refused, ``REMOTE_ADDR`` is set to
@@ -20,18 +24,15 @@ proxy; too high and clients can choose their address by sending the header thems
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from tsd_server.client_address import (
-    ENVIRON_KEY,
-    ProxySettings,
-    parse_ip,
-    resolve,
-)
+from tsd_server.client_address import ENVIRON_KEY, ProxySettings, resolve
 from tsd_server.config import bounded_int_setting
+from tsd_server.trusted_proxies import UNIX_SOCKET
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -47,10 +48,10 @@ class TrustedProxyFix:
         self.proxied = ProxyFix(self._client_from_record, **hops)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        peer = environ.get("REMOTE_ADDR")
+        peer = direct_peer(environ)
         environ["tsd.peer_addr"] = peer
         environ[ENVIRON_KEY] = resolve(peer, environ, self.settings)
-        if self.settings.is_trusted_proxy(parse_ip(peer)):
+        if self.settings.trusts_peer(peer):
             return self.proxied(environ, start_response)
         return self.direct(environ, start_response)
 
@@ -58,3 +59,12 @@ class TrustedProxyFix:
         record = environ[ENVIRON_KEY]
         environ["REMOTE_ADDR"] = record.client_ip or environ["tsd.peer_addr"]
         return self.direct(environ, start_response)
+
+
+def direct_peer(environ: Mapping[str, Any]) -> str | None:
+    """The peer's address, or ``UNIX_SOCKET`` for a connection through a unix socket: only
+    the server's socket object tells those apart (gunicorn gives them ``REMOTE_ADDR`` "")."""
+    connection = environ.get("gunicorn.socket")
+    if getattr(connection, "family", None) == socket.AF_UNIX:
+        return UNIX_SOCKET
+    return environ.get("REMOTE_ADDR")

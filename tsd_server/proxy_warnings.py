@@ -39,7 +39,7 @@ def warn_once_per_peer(record: ClientAddress, settings: ProxySettings) -> None:
     _warned_peers[key] = None
     if len(_warned_peers) > _WARNED_PEERS_MAX:
         _warned_peers.popitem(last=False)
-    if reason == UNTRUSTED_FORWARDED_HEADER and settings.is_trusted_proxy(parse_ip(peer)):
+    if reason == UNTRUSTED_FORWARDED_HEADER and settings.trusts_peer(peer):
         # The walk up X-Forwarded-For stopped at a hop that is not a trusted proxy: that hop,
         # not the (trusted) peer, is what the settings do not cover.
         reason = UNTRUSTED_HOP

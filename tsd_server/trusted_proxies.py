@@ -10,6 +10,10 @@ stops start-up instead of being widened or accepted:
   every container on the bridge;
 * a network wider than ``WIDEST_PREFIX`` allows is refused; ``flask proxy-check`` calls the
   same networks an error (``is_too_wide``).
+
+The entry ``unix:`` (nginx's ``set_real_ip_from`` spells it the same) trusts connections
+through a unix socket, which have no address: the socket file's owner and mode then decide
+who can stand for any client, so only the proxy's user may open it (deploy/tsd-server.socket).
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # proxies.
 WIDEST_PREFIX = {4: 8, 6: 32}
 
+UNIX_SOCKET = "unix:"
+
+
+def parse_trusted(value: Any) -> tuple[tuple[IPNetwork, ...], bool]:
+    """The setting's networks, and whether it trusts unix-socket peers (``unix:``)."""
+    entries = comma_list(value)
+    networks = [entry for entry in entries if entry.lower() != UNIX_SOCKET]
+    return parse_networks(networks), len(networks) < len(entries)
+
 
 def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
     """Parse a CIDR list setting; a bad entry stops start-up rather than being skipped.
@@ -38,6 +51,10 @@ def parse_networks(value: Any) -> tuple[IPNetwork, ...]:
 def _network(item: str) -> IPNetwork:
     """One entry: a network, or a bare address (its /32 or /128). An address with a prefix
     is a ValueError that names both things it could have meant."""
+    if item.lower().startswith("unix"):
+        raise ValueError(f"{item}: write {UNIX_SOCKET} (nothing after the colon) to trust "
+                         "every connection through gunicorn's unix socket; the socket file's "
+                         "permissions decide who may connect.")
     try:
         return ipaddress.ip_network(item)
     except ValueError:

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from tests.e2e.test_ip_match_e2e import DOC_UPSTREAM, doc_settings, doc_snippet
-from tests.support import db_backends, servers, skips
+from tests.support import db_backends, servers, skips, socket_activation
 from tests.support import shipped_site as deploy_site
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,14 +55,15 @@ class HttpsNginx(servers.AcceptingServer):
         return f"https://127.0.0.1:{self.port}"
 
 
-def shipped_site(directory: Path, https_port: int, upstream_port: int,
+def shipped_site(directory: Path, https_port: int, upstream: str,
                  location: str | None) -> str:
     """deploy/tsd-server.nginx.conf on loopback high ports, with a throwaway certificate and
-    the test's gunicorn as both upstreams; ``location`` replaces its ``location /``."""
-    upstream = f"server 127.0.0.1:{upstream_port} "
+    the test's gunicorn (``upstream``, nginx's address of it) as both upstreams;
+    ``location`` replaces its ``location /``."""
     site = deploy_site.on_loopback(
         directory, http_port=servers.free_port(), https_port=https_port,
-        also=(("server 127.0.0.1:8001 ", upstream), ("server 127.0.0.1:8002 ", upstream)))
+        also=[(f"server unix:/run/{name}.sock ", f"server {upstream} ")
+              for name in ("tsd-server", "tsd-server-2")])
     if location is not None:
         shipped = re.search(r"^( *)location / \{\n.*?^\1\}\n", site, re.S | re.M)
         assert shipped, "no 'location /' in deploy/tsd-server.nginx.conf"
@@ -71,10 +72,10 @@ def shipped_site(directory: Path, https_port: int, upstream_port: int,
 
 
 @contextmanager
-def nginx_https(directory: Path, upstream_port: int,
+def nginx_https(directory: Path, upstream: str,
                 location: str | None = None) -> Iterator[HttpsNginx]:
     port = servers.free_port()
-    (directory / "site.conf").write_text(shipped_site(directory, port, upstream_port, location))
+    (directory / "site.conf").write_text(shipped_site(directory, port, upstream, location))
     with servers.nginx_serving(directory, f"include {directory}/site.conf;", port=port,
                                probe="", kind=HttpsNginx) as server:
         yield server
@@ -121,21 +122,38 @@ def shipped_proxy_settings() -> dict[str, str]:
     return settings
 
 
-def documented_location(upstream_port: int) -> str:
-    block = doc_snippet("nginx-location")
-    assert DOC_UPSTREAM in block
-    return block.replace(DOC_UPSTREAM, f"127.0.0.1:{upstream_port}")
+@contextmanager
+def shipped_backend(directory: Path, database_url: str
+                    ) -> Iterator[tuple[servers.RunningServer, str, None]]:
+    """gunicorn as shipped: on the socket of deploy/tsd-server.socket, with the proxy
+    settings of the shipped settings file. Yields it, nginx's address of it, and no
+    location to replace the site's."""
+    with socket_activation.socket_folder() as folder, socket_activation.activated_gunicorn(
+            directory, folder / "tsd-server.sock", database_url=database_url,
+            settings=shipped_proxy_settings()) as backend:
+        yield backend, f"unix:{backend.socket_path}", None
+
+
+@contextmanager
+def documented_backend(directory: Path, database_url: str
+                       ) -> Iterator[tuple[servers.RunningServer, str, str]]:
+    """gunicorn on a loopback port with the settings of docs/deploying-behind-a-proxy.md,
+    nginx's address of it, and that doc's location block to put in the site."""
+    with servers.gunicorn(directory, database_url=database_url, settings=doc_settings(),
+                          workers=1) as backend:
+        block = doc_snippet("nginx-location")
+        assert DOC_UPSTREAM in block
+        upstream = f"127.0.0.1:{backend.port}"
+        yield backend, upstream, block.replace(DOC_UPSTREAM, upstream)
 
 
 @pytest.mark.parametrize("config", ["deploy site", "docs location block"])
 def test_a_form_posts_over_https_on_a_port_other_than_443(tmp_path, config):
     url = f"sqlite:///{tmp_path / 'tsd.sqlite3'}"
     db_backends.migrate(url)
-    settings = shipped_proxy_settings() if config == "deploy site" else doc_settings()
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=url, settings=settings,
-                          workers=1) as backend:
-        location = None if config == "deploy site" else documented_location(backend.port)
-        with nginx_https(tmp_path / "nginx", backend.port, location) as proxy:
+    run = shipped_backend if config == "deploy site" else documented_backend
+    with run(tmp_path / "gunicorn", url) as (backend, upstream, location):
+        with nginx_https(tmp_path / "nginx", upstream, location) as proxy:
             browser = Browser(proxy, tmp_path / "nginx" / "cert.pem")
             email = f"https-{secrets.token_hex(4)}@example.org"
             signed_up = browser.submit("/register", {
@@ -170,9 +188,8 @@ def test_a_request_line_naming_the_host_cannot_bring_another_host_header(tmp_pat
     the client chose. Found by a black-box test of the production shape; now 421."""
     url = f"sqlite:///{tmp_path / 'tsd.sqlite3'}"
     db_backends.migrate(url)
-    with servers.gunicorn(tmp_path / "gunicorn", database_url=url,
-                          settings=shipped_proxy_settings(), workers=1) as backend, \
-            nginx_https(tmp_path / "nginx", backend.port) as proxy:
+    with shipped_backend(tmp_path / "gunicorn", url) as (backend, upstream, _), \
+            nginx_https(tmp_path / "nginx", upstream) as proxy:
         cert = tmp_path / "nginx" / "cert.pem"
         origin = f"https://{HOST_NAME}:{proxy.port}"
 

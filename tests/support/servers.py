@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,13 +133,17 @@ def dies_with_the_tests(command: list[str]) -> list[str]:
 
 
 @contextmanager
-def _run(name: str, command: list[str], *, port: int, log_path: Path, probe: str,
-         env: Mapping[str, str] | None = None, cwd: Path | None = None,
-         kind: type[RunningServer] = RunningServer) -> Iterator[Any]:
+def run_process(name: str, command: list[str], *, port: int, log_path: Path, probe: str,
+                env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                kind: Callable[..., RunningServer] = RunningServer,
+                pass_fds: tuple[int, ...] = ()) -> Iterator[Any]:
+    """Start ``command``, wait until ``kind(name, process, port, log_path)`` answers
+    ``probe``, and stop it on exit; ``pass_fds`` stay open in it."""
     log = open(log_path, "ab")  # noqa: SIM115 - closed in finally
     process = subprocess.Popen(dies_with_the_tests(command), stdout=log,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env=dict(env or os.environ), cwd=cwd, start_new_session=True)
+                               env=dict(env or os.environ), cwd=cwd, start_new_session=True,
+                               pass_fds=pass_fds)
     server = kind(name, process, port, log_path)
     try:
         _wait_until_up(server, probe)
@@ -178,7 +182,7 @@ def gunicorn(directory: Path, *, database_url: str, settings: Mapping[str, Any] 
                "--bind", f"127.0.0.1:{port}", "wsgi:app"]
     if workers is not None:
         command[-1:-1] = ["--workers", str(workers)]
-    with _run("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
+    with run_process("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
               probe="/healthz", env=env, cwd=ROOT) as server:
         yield server
 
@@ -219,7 +223,7 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
     port = free_port()
     command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                "--appendonly", "no", "--dir", str(directory)]
-    with _run("redis-server", command, port=port, log_path=directory / "redis.log",
+    with run_process("redis-server", command, port=port, log_path=directory / "redis.log",
               probe="PING", kind=RedisServer) as server:
         yield server
 
@@ -279,7 +283,7 @@ def nginx_serving(directory: Path, http_body: str, *, port: int, probe: str = "/
     if check.returncode != 0:
         raise ServerFailed(f"nginx -t refused the config:\n{check.stderr}\n{conf.read_text()}")
     command = [NGINX, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(conf)]
-    with _run("nginx", command, port=port, log_path=directory / "error.log", probe=probe,
+    with run_process("nginx", command, port=port, log_path=directory / "error.log", probe=probe,
               kind=kind) as server:
         yield server
 
@@ -294,7 +298,7 @@ def caddy(directory: Path, caddyfile: str) -> Iterator[RunningServer]:
     env = {**os.environ, "HOME": str(directory), "XDG_DATA_HOME": str(directory / "data"),
            "XDG_CONFIG_HOME": str(directory / "config")}
     command = [CADDY, "run", "--config", str(path), "--adapter", "caddyfile"]
-    with _run("caddy", command, port=port, log_path=directory / "caddy.log",
+    with run_process("caddy", command, port=port, log_path=directory / "caddy.log",
               probe="/healthz", env=env) as server:
         yield server
 
@@ -314,7 +318,7 @@ def make_run(directory: Path, env: Mapping[str, str]) -> Iterator[RunningServer]
     full_env.update(env)
     command = ["make", "--no-print-directory", "-o", "install", "run", f"PORT={port}",
                f"VENV={sys.prefix}"]
-    with _run("make run", command, port=port, log_path=directory / "make-run.log",
+    with run_process("make run", command, port=port, log_path=directory / "make-run.log",
               probe="/healthz", env=full_env, cwd=ROOT) as server:
         yield server
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from flask import current_app, request
 
 from tsd_server.api.errors import ApiError
-from tsd_server.client_address import FORWARDED_HEADERS, parse_ip
+from tsd_server.client_address import FORWARDED_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ def base_url() -> str | None:
         return None
     settings = current_app.extensions["tsd.proxy_settings"]
     environ = request.environ
-    peer = parse_ip(environ.get("tsd.peer_addr", environ.get("REMOTE_ADDR")))
-    if settings.is_trusted_proxy(peer):
+    if settings.trusts_peer(environ.get("tsd.peer_addr", environ.get("REMOTE_ADDR"))):
         # ProxyFix has replaced Host with X-Forwarded-Host only if both are so.
         if int(current_app.config["PROXY_FIX_X_HOST"]) < 1 \
                 or not environ.get("HTTP_X_FORWARDED_HOST"):

@@ -1,0 +1,116 @@
+"""The shipped production shape's way from nginx to gunicorn: a unix socket that only
+nginx's user may open (deploy/tsd-server.socket), trusted as ``TSD_TRUSTED_PROXIES=unix:``
+(deploy/tsd-server.env.example), and the shipped site's ``location /`` in front.
+
+On a loopback port, whoever could connect to gunicorn could send a forged X-Forwarded-For
+and be believed: a local user, a container on the host network, another service's forged
+request. Through the socket, only www-data and root can connect at all."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_ip_match_e2e import deploy_site_location
+from tests.support import servers, socket_activation
+from tests.support.ip_match_world import LAN_HOUSEHOLDS
+from tests.support.skips import skip_loudly
+
+DEPLOY = servers.ROOT / "deploy"
+SYSTEM_PYTHON = "/usr/bin/python3"
+PROXY_SETTINGS = ("TRUSTED_PROXIES", "PROXY_FIX_X_FOR", "PROXY_FIX_X_PROTO", "PROXY_FIX_X_HOST")
+# Connects to the socket as another user and prints what happened (the answer's status
+# line, or the error's name).
+CONNECT_AS = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as error:
+    print(type(error).__name__)
+else:
+    s.sendall(b"GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n")
+    print(s.recv(100).split(b"\\r\\n")[0].decode())
+"""
+
+
+def shipped_proxy_settings() -> dict[str, str]:
+    """The proxy settings of deploy/tsd-server.env.example, as shipped."""
+    text = (DEPLOY / "tsd-server.env.example").read_text()
+    found = dict(re.findall(r"^TSD_([A-Z_0-9]+)=(.*)$", text, re.M))
+    return {key: found[key] for key in PROXY_SETTINGS}
+
+
+@pytest.fixture
+def socket_folder() -> Iterator[Path]:
+    with socket_activation.socket_folder() as folder:
+        yield folder
+
+
+@pytest.fixture
+def shipped_socket_gunicorn(tmp_path, database, socket_folder):
+    assert shipped_proxy_settings()["TRUSTED_PROXIES"] == "unix:"
+    with socket_activation.activated_gunicorn(
+            tmp_path / "gunicorn", socket_folder / "tsd-server.sock", database_url=database,
+            settings={**shipped_proxy_settings(), **LAN_HOUSEHOLDS}) as backend:
+        yield backend
+
+
+def test_the_shipped_units_hand_gunicorn_the_socket_and_no_port(shipped_socket_gunicorn):
+    """gunicorn.conf.py's bind (127.0.0.1:5000 by default) is not used: the only listener
+    is the socket systemd handed over."""
+    log = shipped_socket_gunicorn.log_path.read_text()
+    listening = re.findall(r"Listening at: (\S+)", log)
+    assert listening == [f"unix:{shipped_socket_gunicorn.socket_path}"], log
+
+
+def test_only_nginxs_user_can_open_the_shipped_socket(shipped_socket_gunicorn):
+    """Who may connect decides who may choose a client address: www-data (nginx) gets an
+    answer, any other user is refused by the socket's mode."""
+    unit = socket_activation.socket_unit()
+    assert (unit["SocketUser"], unit["SocketMode"]) == ("www-data", "0600")
+
+    def connect_as(user: str) -> str:
+        # Debian's python: the test's own lies under /root, which other users cannot enter.
+        return subprocess.run([SYSTEM_PYTHON, "-c", CONNECT_AS,
+                               str(shipped_socket_gunicorn.socket_path)], user=user,
+                              capture_output=True, text=True, check=True, timeout=20).stdout
+
+    assert connect_as("www-data").startswith("HTTP/1.0 200"), connect_as("www-data")
+    for user in ("nobody", "daemon"):
+        assert connect_as(user).strip() == "PermissionError"
+
+
+def test_through_the_shipped_site_and_socket_the_client_is_who_connected(
+        tmp_path, shipped_socket_gunicorn):
+    """nginx's shipped ``location /`` in front of the socket: the client is the address
+    that connected to nginx, whatever X-Forwarded-For it sent, and the peer is ``unix:``."""
+    if not servers.nginx_available():
+        skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
+    locations, _ = deploy_site_location(0)
+    upstream = f"upstream tsd_server {{ server unix:{shipped_socket_gunicorn.socket_path}; }}"
+    real = "127.0.0.2"
+    with servers.nginx(tmp_path / "nginx", locations, http_extra=upstream) as entry:
+        client = servers.http_session(real)
+        for forged in ("127.0.0.3", "81.2.69.160", "unix:", None):
+            headers = {"X-Forwarded-For": forged} if forged else {}
+            reply = client.get(entry.base_url + "/api/v1/client-address", headers=headers,
+                               timeout=10)
+            assert reply.status_code == 200, reply.text
+            seen = reply.json()
+            assert (seen["client_ip"], seen["peer_ip"]) == (real, "unix:"), seen
+            assert seen["ip_match"] == {"eligible": True, "reason": None}, seen
+            assert seen["household"] == f"{real}/32", seen
+
+
+def test_straight_through_the_socket_a_missing_header_is_refused(shipped_socket_gunicorn):
+    """A request on the socket without the proxy's X-Forwarded-For (root, say, with curl)
+    has no client address: ip_match refuses it, as a proxy that stopped passing addresses."""
+    status, body = socket_activation.get(shipped_socket_gunicorn.socket_path,
+                                         "/api/v1/client-address")
+    assert status == 200, body
+    assert b'"reason":"missing_forwarded_header"' in body.replace(b" ", b""), body
