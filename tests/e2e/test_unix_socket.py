@@ -9,7 +9,9 @@ request. Through the socket, only www-data and root can connect at all."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +116,37 @@ def test_straight_through_the_socket_a_missing_header_is_refused(shipped_socket_
                                          "/api/v1/client-address")
     assert status == 200, body
     assert b'"reason":"missing_forwarded_header"' in body.replace(b" ", b""), body
+
+
+def test_the_documented_second_instance_has_a_socket_of_its_own_in_nginxs_upstream(tmp_path):
+    """docs/production.md makes tsd-server-2.socket and .service with two sed commands:
+    each instance on its own socket, each socket in the site's upstream, and the copies
+    accepted by systemd."""
+    doc = (servers.ROOT / "docs" / "production.md").read_text()
+    commands = sorted(set(re.findall(r"^ *(sed .* > /etc/systemd/system/tsd-server-2\.\w+)$",
+                                     doc, re.M)))
+    assert len(commands) == 2, commands
+    for command in commands:
+        subprocess.run(command.replace("/etc/systemd/system/", f"{tmp_path}/"), shell=True,
+                       check=True, cwd=servers.ROOT)
+    sockets = {}
+    for name, folder in (("tsd-server", DEPLOY), ("tsd-server-2", tmp_path)):
+        unit = (folder / f"{name}.socket").read_text()
+        sockets[name] = re.search(r"^ListenStream=(\S+)$", unit, re.M).group(1)
+        service = (folder / f"{name}.service").read_text()
+        assert re.search(rf"^Requires={name}\.socket$", service, re.M), name
+        assert re.search(rf"^After={name}\.socket ", service, re.M), name
+    assert len(set(sockets.values())) == 2, sockets
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    upstream = re.search(r"upstream tsd_server \{(.*?)\}", site, re.S).group(1)
+    assert set(re.findall(r"server unix:(\S+) ", upstream)) == set(sockets.values()), upstream
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        skip_loudly("systemd-analyze is NOT installed")
+    service = (tmp_path / "tsd-server-2.service").read_text()
+    (tmp_path / "tsd-server-2.service").write_text(service.replace(
+        "/opt/tsd-server/.venv/bin/gunicorn", str(Path(sys.executable).with_name("gunicorn"))))
+    check = subprocess.run([analyze, "verify", str(tmp_path / "tsd-server-2.socket"),
+                            str(tmp_path / "tsd-server-2.service")], capture_output=True,
+                           text=True)
+    assert check.returncode == 0 and "tsd-server" not in check.stderr, check.stderr
