@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import re
+import shlex
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
 
+from tsd_server.command_record import PROGRAM
 from tsd_server.discovery import kill_switch
 from tsd_server.discovery.link_service import link_device
 from tsd_server.extensions import db
@@ -318,3 +321,71 @@ def test_kill_switch_page_shows_unreadable_store(app, admin):
         assert "cannot be read" in response.get_data(as_text=True)
     with app.app_context():
         assert kill_switch.is_enabled("ip_match", fresh=True)
+
+
+# --- the record line of an admin page's action ----------------------------------------------
+
+def recorded_command(app, caplog, response) -> list[str]:
+    """The command an admin page logged and showed for its action, split as a shell would,
+    without ``flask --app tsd_server``; the page shows the same line as the log."""
+    lines = [r.getMessage().split("the command that does the same: ", 1)[1]
+             for r in caplog.records if r.name == "tsd_server.command_record"]
+    assert len(lines) == 1, lines
+    assert lines[0] in html.unescape(response.get_data(as_text=True))
+    argv = shlex.split(lines[0].split(" ran: ", 1)[1])
+    assert argv[:len(PROGRAM)] == list(PROGRAM)
+    return argv[len(PROGRAM):]
+
+
+def test_admin_actions_log_the_command_that_redoes_them(app, admin, linked, caplog):
+    """A restore undoes what the admin pages did, audit rows and all (docs/production.md):
+    each action logs the command line that does the same, which is run here after the
+    action was undone, and does it again."""
+    caplog.set_level("WARNING", logger="tsd_server.command_record")
+    reason = "ticket 9: \"cookie\" $HOME"
+    page = admin.form_post("/admin/kill-switches", {
+        "target": "ip_match", "action": "disable", "reason": reason}, follow_redirects=True)
+    argv = recorded_command(app, caplog, page)
+    assert argv == ["discovery", "disable", "--reason", reason, "--", "ip_match"]
+    with app.app_context():
+        db.session.delete(db.session.get(StrategyFlag, "ip_match"))  # as a restore would
+        db.session.commit()
+    assert app.test_cli_runner().invoke(args=argv).exit_code == 0
+    assert flag(app, "ip_match").enabled is False and flag(app, "ip_match").reason == reason
+
+    caplog.clear()
+    page = admin.form_post("/admin/incident/lock-account", {
+        "email": "stranger@example.org", "reason": reason, "action": "lock"},
+        follow_redirects=True)
+    argv = recorded_command(app, caplog, page)
+    assert argv == ["lock-account", "--reason", reason, "--", "stranger@example.org"]
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "stranger@example.org"))
+        user.locked_at = None
+        db.session.commit()
+    assert app.test_cli_runner().invoke(args=argv).exit_code == 0
+    with app.app_context():
+        assert db.session.scalar(select(User.locked_at).where(
+            User.email == "stranger@example.org")) is not None
+
+    caplog.clear()
+    page = admin.form_post("/admin/incident/revoke", {**WINDOW, "confirm": "yes"})
+    assert recorded_command(app, caplog, page) == [
+        "incident", "revoke", "--strategy", "ip_match", "--since", WINDOW["since"],
+        "--until", WINDOW["until"], "--yes"]
+    caplog.clear()
+    page = admin.form_post("/admin/incident/revoke-account", {
+        "email": "other@example.org", "reason": reason, "confirm": "yes"}, follow_redirects=True)
+    argv = recorded_command(app, caplog, page)
+    assert argv == ["incident", "revoke-account", "--reason", reason, "--yes", "--",
+                    "other@example.org"]
+    assert app.test_cli_runner().invoke(args=argv).exit_code == 0  # nothing left: still fine
+
+
+def test_a_reason_with_a_line_break_is_refused_like_on_the_command_line(app, admin, linked):
+    """The command line refuses control characters; a reason the page took with one could
+    not be redone from its record line (and would split the log line)."""
+    page = admin.form_post("/admin/kill-switches", {
+        "target": "ip_match", "action": "disable", "reason": "ok\n2026 ran: forged"})
+    assert page.status_code == 400 and "Control characters" in page.get_data(as_text=True)
+    assert flag(app, "ip_match") is None

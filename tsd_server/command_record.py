@@ -6,18 +6,26 @@ docs/production.md ("Backups and restoring") asks operators to keep this line ou
 database (``| tee -a``): ``2026-06-01T12:00:00Z ran: flask --app tsd_server incident revoke
 --strategy ip_match --since ... --until ... --yes``, shell-quoted, so it can be pasted back.
 A password is never part of it (options asked without echo are left out, and asked again).
+
+The admin pages' revokes, locks and switches write the same line, for the command that
+does the same, into the server's log (``admin_action_recorded``): outside the database too.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
+from flask import current_app
 
 from tsd_server.clock import utcnow
 
 PROGRAM = ("flask", "--app", "tsd_server")
+
+log = logging.getLogger(__name__)
 
 
 def utc_text(moment: datetime) -> str:
@@ -58,3 +66,22 @@ def echo_ran(**as_typed: str) -> None:
     ctx = click.get_current_context()
     click.echo(f"{utc_text(utcnow().replace(microsecond=0))} ran: "
                f"{shlex.join(command_line(ctx, **as_typed))}")
+
+
+def admin_action_recorded(names: Sequence[str], **params: str | bool) -> str:
+    """Log, and return, the record line of the command that does what an admin page just
+    did (``names``: the command's, ``params``: its parameters as typed). Logged as a
+    warning, so a log level that keeps warnings keeps it."""
+    ctx = click.Context(current_app.cli, info_name=PROGRAM[0])
+    command: click.Command = current_app.cli
+    for name in names:
+        found = command.get_command(ctx, name) if isinstance(command, click.Group) else None
+        if found is None:
+            raise LookupError(f"no command {' '.join(names)}")
+        command = found
+        ctx = click.Context(command, info_name=name, parent=ctx)
+    ctx.params = dict(params)
+    line = (f"{utc_text(utcnow().replace(microsecond=0))} ran: "
+            f"{shlex.join(command_line(ctx))}")
+    log.warning("an admin page acted; the command that does the same: %s", line)
+    return line

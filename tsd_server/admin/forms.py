@@ -8,6 +8,7 @@ from wtforms.validators import AnyOf, DataRequired, Length, Optional, Validation
 
 from tsd_server import incident
 from tsd_server.discovery import kill_switch, registry
+from tsd_server.printable_text import no_control_characters
 
 
 def _strip(value):
@@ -38,7 +39,7 @@ class FlagForm(FlaskForm):
     target = HiddenField(validators=[DataRequired()])
     action = HiddenField(validators=[AnyOf(["enable", "disable"])])
     reason = StringField("Reason", filters=[_strip], validators=[
-        DataRequired("Say why (it goes to the audit log)."),
+        DataRequired("Say why (it goes to the audit log)."), no_control_characters,
         Length(max=kill_switch.MAX_REASON)])
 
     def validate_target(self, field) -> None:
@@ -109,7 +110,7 @@ class AccountRevokeForm(FlaskForm):
     email = StringField("Account email", filters=[_strip], validators=[
         DataRequired("Give the email of the account."), Length(max=254)])
     reason = StringField("Reason", filters=[_strip], validators=[
-        DataRequired("Say why (it goes to the audit log)."),
+        DataRequired("Say why (it goes to the audit log)."), no_control_characters,
         Length(max=incident.MAX_REASON)])
     confirm = HiddenField()
 
@@ -121,7 +122,7 @@ class AccountLockForm(FlaskForm):
     email = StringField("Email of the account", id="lock-email", filters=[_strip], validators=[
         DataRequired("Give the email of the account."), Length(max=254)])
     reason = StringField("Why", id="lock-reason", filters=[_strip], validators=[
-        DataRequired("Say why (it goes to the audit log)."),
+        DataRequired("Say why (it goes to the audit log)."), no_control_characters,
         Length(max=incident.MAX_REASON)])
 
 

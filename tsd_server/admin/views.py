@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from tsd_server import devices, incident, incident_csv
+from tsd_server import command_record, devices, incident, incident_csv
 from tsd_server.admin import audit_log
 from tsd_server.admin.access import admin_actor, refuse_non_admins
 from tsd_server.admin.forms import (
@@ -54,6 +54,8 @@ def toggle_kill_switch():
     kill_switch.set_flag(form.target.data, enabled=enabled, reason=form.reason.data,
                          actor=admin_actor())
     flash(f"{form.target.data}: switched {'on' if enabled else 'off'} at runtime.")
+    _flash_record(("discovery", form.action.data), target=form.target.data,
+                  reason=form.reason.data)
     if enabled:
         states = kill_switch.all_states(fresh=True)
         names = list(states) if form.target.data == kill_switch.ALL else [form.target.data]
@@ -150,6 +152,9 @@ def incident_revoke():
                                shown=rows[:SHOWN_ROWS], form=confirm_form, notify=notify,
                                shown_notify=notify[:SHOWN_ROWS], csv_url=_csv_url(window))
     result = incident.revoke(window.strategy, window.since, window.until, actor=admin_actor())
+    _flash_record(("incident", "revoke"), strategy=window.strategy,
+                  since=command_record.utc_text(window.since),
+                  until=command_record.utc_text(window.until), yes=True)
     return render_template("admin/incident_done.html", window=window, result=result,
                            status_now=incident.NEEDS_RELINK,
                            shown=result.revoked[:SHOWN_ROWS],
@@ -176,6 +181,8 @@ def incident_revoke_account():
         return render_template("admin/account_revoke_confirm.html", account=user,
                                devices=active, reason=form.reason.data, form=confirm_form)
     revoked = incident.revoke_account(user, actor=admin_actor(), reason=form.reason.data)
+    _flash_record(("incident", "revoke-account"), email=user.email, reason=form.reason.data,
+                  yes=True)
     flash(f"Revoked {len(revoked)} device(s) of {user.email}; they must be linked again. "
           "Every session of the account ended; if its password leaked, set a new one "
           f"(flask --app tsd_server set-password EMAIL). Tell {user.email} why.")
@@ -214,4 +221,12 @@ def incident_lock_account():
     else:
         flash(f"Unlocked {user.email}: it can log in again. If it was taken over, it needs a "
               "new password (flask --app tsd_server set-password EMAIL).")
+    _flash_record((f"{action}-account",), email=user.email, reason=form.reason.data)
     return redirect(url_for("admin.incident_query"))
+
+
+def _flash_record(names: tuple[str, ...], **params: str | bool) -> None:
+    """The command that redoes this after a restore from a backup (which undoes it): logged
+    and shown, as the command itself prints it (docs/production.md)."""
+    line = command_record.admin_action_recorded(names, **params)
+    flash(f"To redo this after restoring a backup (also in the server's log): {line}")
