@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import socket
 import sys
 from urllib.parse import urlsplit
 
@@ -96,3 +97,29 @@ def on_starting(server) -> None:
         server.log.error("Refusing to start: %s", problem)
         sys.exit(Arbiter.WORKER_BOOT_ERROR)  # 3, as when a worker cannot boot
     server.log.error("%s", problem)
+
+
+def when_ready(server) -> None:
+    """A unix socket the app does not trust as its proxy's (no ``unix:`` in
+    TSD_TRUSTED_PROXIES): refused. Every request through it would have no client address,
+    so all clients would share one rate-limit budget, which one of them could use up for
+    everybody, and ip_match would refuse them all. Checked once the listeners exist (a
+    socket systemd hands over included), with the settings the app will load."""
+    from tsd_server import configured_app
+    from tsd_server.client_address import ProxySettings
+    from tsd_server.config import ConfigurationError
+
+    if not any(listener.sock.family == socket.AF_UNIX for listener in server.LISTENERS):
+        return
+    try:
+        settings = ProxySettings.from_config(configured_app().config)
+    except ConfigurationError:
+        return  # each worker refuses these itself, naming the setting
+    if not settings.trusts_unix_socket:
+        server.log.error(
+            "Refusing to start: gunicorn listens on a unix socket, but TSD_TRUSTED_PROXIES "
+            "does not list unix:, so no request through it has a client address (one "
+            "rate-limit budget for every client, ip_match refused for all). Add unix: to "
+            "TSD_TRUSTED_PROXIES, with TSD_PROXY_FIX_X_FOR=1 behind nginx "
+            "(docs/production.md, \"Why a unix socket\").")
+        sys.exit(Arbiter.WORKER_BOOT_ERROR)  # 3: systemd does not restart it

@@ -51,8 +51,8 @@ def gunicorn(directory: Path, *, url: str, secret_key: str, code: Path,
                "--bind", f"127.0.0.1:{port}", "--workers", "2", "wsgi:app"]
     if timeout is not None:
         command += ["--timeout", str(timeout)]
-    with servers._run("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
-                      probe="/healthz", env=env, cwd=code) as server:
+    with servers.run_process("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
+                            probe="/healthz", env=env, cwd=code) as server:
         yield server
 
 

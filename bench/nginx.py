@@ -46,6 +46,6 @@ def static_json(directory: Path, location: str) -> Iterator[servers.RunningServe
     conf.write_text(CONF.format(dir=directory, port=port, user=user, location=location))
     command = [servers.NGINX, "-p", str(directory), "-e", str(directory / "error.log"),
                "-c", str(conf)]
-    with servers._run("nginx", command, port=port, log_path=directory / "error.log",
-                      probe="/healthz") as server:
+    with servers.run_process("nginx", command, port=port, log_path=directory / "error.log",
+                            probe="/healthz") as server:
         yield server

@@ -35,8 +35,8 @@ def gunicorn(directory: Path, *, database_url: str, settings: Mapping[str, Any],
         env["PYTHONPATH"] = str(code)
     command = [sys.executable, "-m", "gunicorn", "--config", str(code / "gunicorn.conf.py"),
                "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "wsgi:app"]
-    with servers._run("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
-                      probe="/healthz", env=env, cwd=code) as server:
+    with servers.run_process("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
+                            probe="/healthz", env=env, cwd=code) as server:
         yield server
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tsd_server import create_app
+from tsd_server.client_address import resolve, warning_household
 from tsd_server.config import ConfigurationError
 from tsd_server.trusted_proxies import parse_trusted
 
@@ -104,3 +105,30 @@ def test_a_trusted_socket_passes_the_host_for_links(database, unix_connection):
         "/api/v1/device/authorize", json=PRINTER, headers=headers,
         environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert over_tcp.status_code == 503 and over_tcp.get_json()["error"] == "base_url_unknown"
+
+
+@pytest.mark.parametrize("remote_addr", ["unix:", "UNIX:", " unix: "])
+def test_a_remote_addr_that_says_unix_is_no_socket(database, remote_addr):
+    """Only the server's socket object makes a peer ``unix:``; a server that copied
+    REMOTE_ADDR from a front end could hand over the text itself."""
+    tcp = socket.socket(socket.AF_INET)
+    with tcp:
+        for environ in ({"REMOTE_ADDR": remote_addr, "gunicorn.socket": tcp},
+                        {"REMOTE_ADDR": remote_addr}):
+            seen = client_address(database, "unix:", environ, {"X-Forwarded-For": HOME})
+            assert seen["client_ip"] is None and seen["household"] is None, seen
+            assert seen["ip_match"]["reason"] == "untrusted_forwarded_header", seen
+
+
+def test_the_approval_warning_reads_the_hop_a_trusted_socket_wrote(database):
+    """The approval page's "another network" warning compares the nearest address no trusted
+    party calls a proxy: through a trusted socket, the hop nginx wrote, even when the
+    request is refused for ip_match (here: a contradicting X-Real-IP)."""
+    app = create_app({"TESTING": True, "SECRET_KEY": "x" * 32, "DATABASE_URL": database,
+                      "TRUSTED_PROXIES": "unix:", **BEHIND_NGINX})
+    environ = {"HTTP_X_FORWARDED_FOR": HOME, "HTTP_X_REAL_IP": "81.2.69.200"}
+    with app.app_context():
+        settings = app.extensions["tsd.proxy_settings"]
+        record = resolve("unix:", environ, settings)
+        assert record.ineligibility_reason == "contradictory_forwarded_headers"
+        assert warning_household(record) == f"{HOME}/32"

@@ -144,7 +144,7 @@ class ProxySettings:
 
     def trusts_peer(self, peer: str | None) -> bool:
         """Whether the direct peer (an address, or ``UNIX_SOCKET``) is a trusted proxy."""
-        if peer == UNIX_SOCKET:
+        if peer is not None and peer.lower() == UNIX_SOCKET:
             return self.trusts_unix_socket
         return self.is_trusted_proxy(parse_ip(peer))
 
@@ -380,8 +380,10 @@ def for_request() -> ClientAddress:
         # the middleware did not run (a test request context).
         record = request.environ.get(ENVIRON_KEY)
         if record is None:
+            from tsd_server.proxy_fix import direct_peer
+
             settings = current_app.extensions["tsd.proxy_settings"]
-            peer = request.environ.get("tsd.peer_addr", request.environ.get("REMOTE_ADDR"))
+            peer = request.environ.get("tsd.peer_addr", direct_peer(request.environ))
             record = resolve(peer, request.environ, settings)
         if record.ineligibility_reason in PROXY_SETUP_REASONS:
             from tsd_server.proxy_warnings import warn_once_per_peer
@@ -389,21 +391,3 @@ def for_request() -> ClientAddress:
             warn_once_per_peer(record, current_app.extensions["tsd.proxy_settings"])
         g._client_address = record
     return record
-
-
-def client_ip_for_limits() -> str:
-    """Rate-limit key: the resolved client address, IPv6 as its /64 (one host usually holds
-    a whole /64), falling back to the direct peer. Always /64, whatever
-    ``TSD_IPV6_HOUSEHOLD_PREFIX`` says: a longer household prefix would hand one host 2^64
-    budgets for guessing codes and passwords, and a shorter one a whole provider's
-    customers a single budget."""
-    record = for_request()
-    address = parse_ip(record.client_ip or record.peer_ip)
-    if address is None:
-        return "unknown"
-    if address.version == 6:
-        return str(ipaddress.ip_network(f"{address}/{LIMIT_PREFIX_V6}", strict=False))
-    return str(address)
-
-
-LIMIT_PREFIX_V6 = 64

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 # Register the storages for memory:// and redis:// before the Limiter builds its storage.
 import tsd_server.rate_limit_storage  # noqa: F401
 import tsd_server.redis_storage  # noqa: F401
-from tsd_server.client_address import client_ip_for_limits
+from tsd_server.rate_limit_keys import client_ip_for_limits
 
 # Named constraints so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {

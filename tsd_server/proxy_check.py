@@ -126,8 +126,8 @@ def findings(settings: ProxySettings) -> list[Finding]:
     if settings.trusts_unix_socket:
         found.append(Finding(NOTE, "TRUSTED_PROXIES contains unix:: whoever can open "
                              "gunicorn's unix socket can choose their address. Only the "
-                             "proxy's user may (deploy/tsd-server.socket: SocketUser=www-data, "
-                             "SocketMode=0600)."))
+                             "proxy's user may (deploy/tsd-server.socket: SocketUser=root, "
+                             "SocketGroup=www-data, SocketMode=0660)."))
     if settings.allow_private:
         found.append(Finding(WARNING, "LAN mode is on: private and loopback addresses are "
                              f"households, grouped by /{settings.private_prefix_v4} (IPv4) "

@@ -63,8 +63,13 @@ class TrustedProxyFix:
 
 def direct_peer(environ: Mapping[str, Any]) -> str | None:
     """The peer's address, or ``UNIX_SOCKET`` for a connection through a unix socket: only
-    the server's socket object tells those apart (gunicorn gives them ``REMOTE_ADDR`` "")."""
+    the server's socket object tells those apart (gunicorn gives them ``REMOTE_ADDR`` "").
+    A ``REMOTE_ADDR`` that says ``unix:`` itself (a server that copies it from a front end)
+    names no peer: it is not the socket that ``unix:`` in the setting trusts."""
     connection = environ.get("gunicorn.socket")
     if getattr(connection, "family", None) == socket.AF_UNIX:
         return UNIX_SOCKET
-    return environ.get("REMOTE_ADDR")
+    address = environ.get("REMOTE_ADDR")
+    if isinstance(address, str) and address.strip().lower() == UNIX_SOCKET:
+        return None
+    return address

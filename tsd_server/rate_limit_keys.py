@@ -6,11 +6,27 @@ import ipaddress
 
 from flask_login import current_user
 
-from tsd_server.client_address import client_ip_for_limits
+from tsd_server.client_address import for_request, parse_ip
 
 # An IPv6 provider or tunnel broker hands one customer a /48 (or a /56): 65,536 (or 256)
 # /64s, each with budgets of its own under address_key.
 NETWORK_PREFIX_V6 = 48
+LIMIT_PREFIX_V6 = 64
+
+
+def client_ip_for_limits() -> str:
+    """Rate-limit key: the resolved client address, IPv6 as its /64 (one host usually holds
+    a whole /64), falling back to the direct peer. Always /64, whatever
+    ``TSD_IPV6_HOUSEHOLD_PREFIX`` says: a longer household prefix would hand one host 2^64
+    budgets for guessing codes and passwords, and a shorter one a whole provider's
+    customers a single budget."""
+    record = for_request()
+    address = parse_ip(record.client_ip or record.peer_ip)
+    if address is None:
+        return "unknown"
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/{LIMIT_PREFIX_V6}", strict=False))
+    return str(address)
 
 
 def address_key() -> str:

@@ -25,6 +25,16 @@ from tests.support.skips import skip_loudly
 DEPLOY = servers.ROOT / "deploy"
 SYSTEM_PYTHON = "/usr/bin/python3"
 PROXY_SETTINGS = ("TRUSTED_PROXIES", "PROXY_FIX_X_FOR", "PROXY_FIX_X_PROTO", "PROXY_FIX_X_HOST")
+# Tries to let everyone connect, as the user it runs as.
+CHMOD_TO_ALL = """
+import os, sys
+try:
+    os.chmod(sys.argv[1], 0o666)
+except OSError as error:
+    print(type(error).__name__)
+else:
+    print("changed")
+"""
 # Connects to the socket as another user and prints what happened (the answer's status
 # line, or the error's name).
 CONNECT_AS = """
@@ -70,21 +80,43 @@ def test_the_shipped_units_hand_gunicorn_the_socket_and_no_port(shipped_socket_g
     assert listening == [f"unix:{shipped_socket_gunicorn.socket_path}"], log
 
 
+def as_user(user: str, group: str, script: str, *args: str) -> str:
+    """``script`` run by Debian's python as ``user`` in ``group`` alone (the test's own
+    python lies under /root, which other users cannot enter); what it printed."""
+    return subprocess.run([SYSTEM_PYTHON, "-c", script, *args], user=user, group=group,
+                          extra_groups=[], capture_output=True, text=True, check=True,
+                          timeout=20).stdout.strip()
+
+
 def test_only_nginxs_user_can_open_the_shipped_socket(shipped_socket_gunicorn):
-    """Who may connect decides who may choose a client address: www-data (nginx) gets an
-    answer, any other user is refused by the socket's mode."""
+    """Who may connect decides who may choose a client address: www-data (nginx's workers)
+    gets an answer, any other user is refused by the socket's mode, and www-data cannot
+    open it to others: root owns it."""
     unit = socket_activation.socket_unit()
-    assert (unit["SocketUser"], unit["SocketMode"]) == ("www-data", "0600")
+    assert (unit["SocketUser"], unit["SocketGroup"], unit["SocketMode"]) == \
+        ("root", "www-data", "0660")
+    path = str(shipped_socket_gunicorn.socket_path)
+    answer = as_user("www-data", "www-data", CONNECT_AS, path)
+    assert answer.startswith("HTTP/1.0 200"), answer
+    for user, group in (("nobody", "nogroup"), ("daemon", "daemon")):
+        assert as_user(user, group, CONNECT_AS, path) == "PermissionError"
+    assert as_user("www-data", "www-data", CHMOD_TO_ALL, path) == "PermissionError"
+    assert as_user("nobody", "nogroup", CONNECT_AS, path) == "PermissionError"
 
-    def connect_as(user: str) -> str:
-        # Debian's python: the test's own lies under /root, which other users cannot enter.
-        return subprocess.run([SYSTEM_PYTHON, "-c", CONNECT_AS,
-                               str(shipped_socket_gunicorn.socket_path)], user=user,
-                              capture_output=True, text=True, check=True, timeout=20).stdout
 
-    assert connect_as("www-data").startswith("HTTP/1.0 200"), connect_as("www-data")
-    for user in ("nobody", "daemon"):
-        assert connect_as(user).strip() == "PermissionError"
+def test_a_socket_the_settings_do_not_trust_stops_the_start(tmp_path, database,
+                                                             socket_folder):
+    """nginx moved to the socket but TSD_TRUSTED_PROXIES still names loopback: no request
+    would have a client address, and every client would share one rate-limit budget.
+    gunicorn refuses to start (exit status 3, which the unit does not retry)."""
+    with pytest.raises(servers.ServerFailed) as refused:
+        with socket_activation.activated_gunicorn(
+                tmp_path / "gunicorn", socket_folder / "tsd-server.sock",
+                database_url=database, settings={**shipped_proxy_settings(),
+                                                 "TRUSTED_PROXIES": "127.0.0.1/32"}):
+            pass
+    assert "exited with 3" in str(refused.value), refused.value
+    assert "does not list unix:" in str(refused.value), refused.value
 
 
 def test_through_the_shipped_site_and_socket_the_client_is_who_connected(

@@ -24,6 +24,7 @@ from flask import current_app, request
 
 from tsd_server.api.errors import ApiError
 from tsd_server.client_address import FORWARDED_HEADERS
+from tsd_server.proxy_fix import direct_peer
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def base_url() -> str | None:
         return None
     settings = current_app.extensions["tsd.proxy_settings"]
     environ = request.environ
-    if settings.trusts_peer(environ.get("tsd.peer_addr", environ.get("REMOTE_ADDR"))):
+    if settings.trusts_peer(environ.get("tsd.peer_addr", direct_peer(environ))):
         # ProxyFix has replaced Host with X-Forwarded-Host only if both are so.
         if int(current_app.config["PROXY_FIX_X_HOST"]) < 1 \
                 or not environ.get("HTTP_X_FORWARDED_HOST"):
