@@ -95,6 +95,7 @@ def _init_extensions(app: Flask) -> None:
 
     single_statement.configure(app)
     db.init_app(app)
+    from tsd_server.database_timeout import bound_requests
     from tsd_server.db_pool import ping_when_idle
     from tsd_server.idle_transactions import end_idle_transactions
 
@@ -102,6 +103,7 @@ def _init_extensions(app: Flask) -> None:
         for engine in db.engines.values():
             ping_when_idle(engine)
             end_idle_transactions(engine)
+            bound_requests(engine, app.config["DATABASE_TIMEOUT"])
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)

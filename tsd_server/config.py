@@ -8,20 +8,28 @@ where they parse (``TSD_PROXY_FIX_X_FOR=1`` is the integer 1, ``true`` is a bool
 from __future__ import annotations
 
 import copy
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 from flask import Config, Flask, current_app
 from limits import parse_many
 from limits.storage import RedisStorage
 
 from tsd_server import setting_names
 from tsd_server.database_url import engine_url
+
+# Reading single values lives in setting_values; its names stay importable from here.
+from tsd_server.setting_values import (  # noqa: F401 - comma_list: re-exported
+    UNSET_VARIABLE,
+    ConfigurationError,
+    bounded_int_setting,
+    comma_list,
+    parse_bool,
+    parse_number,
+)
 
 DEFAULTS: dict[str, Any] = {
     # "production" requires TSD_SECRET_KEY; "development" keeps a generated key in instance/.
@@ -33,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY_FALLBACKS": [],
     # None means SQLite at instance/tsd.sqlite3.
     "DATABASE_URL": None,
+    # Seconds a web request waits on PostgreSQL to connect, and for each statement, before
+    # it answers 503 (database_timeout.py); 0 = no bound. Commands are never bound.
+    "DATABASE_TIMEOUT": 5,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "LOG_LEVEL": "INFO",
     # Whether anyone may sign up on /register (the CLI can always create accounts).
@@ -187,12 +198,9 @@ NUMBER_BOUNDS = {
     "DEVICE_FLOW_TTL": (60, 3600),
     "DEVICE_FLOW_INTERVAL": (1, 60),
     "PAIRING_FAILURE_BREAKER_PER_MINUTE": (0, 100_000),
+    # 0 is no bound; from 25 up gunicorn's 30 s worker timeout would end the request first.
+    "DATABASE_TIMEOUT": (0, 25),
 }
-
-
-
-class ConfigurationError(click.ClickException):
-    """Unusable settings; the message says what to change (flask prints it in one line)."""
 
 
 class _InstanceFile(Config):
@@ -270,43 +278,6 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
             "unless TSD_ENV=development (a benchmark, a machine of your own).")
 
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-# No empty word: ``TSD_X=`` is what an unset ${VAR} in docker-compose or a systemd template
-# gives, and it would switch TSD_IP_MATCH_REQUIRE_CONFIRMATION off without a word.
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-# Why an empty value is refused, in its message.
-UNSET_VARIABLE = "an unset ${VARIABLE} in a compose file or unit gives that"
-
-
-def parse_bool(key: str, value: Any) -> bool:
-    """A boolean setting; "False" or "off" (not JSON, so left as text) must not count as true,
-    and an empty value counts as neither."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-        return value.strip().lower() in TRUE_WORDS
-    if isinstance(value, str) and not value.strip():
-        raise ConfigurationError(
-            f"TSD_{key} is empty ({UNSET_VARIABLE}): set it to true or false, or remove it "
-            "for the default.")
-    raise ConfigurationError(f"TSD_{key} must be true or false, not {value!r}.")
-
-
-def parse_number(key: str, value: Any) -> int | float:
-    """A number given as text ("8", "0.5"); anything else is an error."""
-    text = str(value).strip()
-    for kind in (int, float):
-        try:
-            number = kind(text)
-        except ValueError:
-            continue
-        if math.isfinite(number):
-            return number
-    raise ConfigurationError(f"TSD_{key} must be a number, not {value!r}.")
-
-
 def _coerce_to_default_types(config: dict[str, Any]) -> None:
     """Text given for a setting whose default is a bool or a number is parsed, or start-up
     stops. Environment values arrive as JSON where they parse and as text otherwise, and
@@ -348,18 +319,6 @@ def _check_database_url(url: Any) -> None:
             "the setting for SQLite in instance/.")
 
 
-def bounded_int_setting(config: Mapping[str, Any], key: str, low: int, high: int,
-                        why: str = "") -> int:
-    """A whole-number setting within [low, high]; anything else stops start-up, saying
-    ``why`` the range is what it is when given."""
-    number = config[key]
-    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-        reason = f": {why}" if why else ""
-        raise ConfigurationError(f"TSD_{key} must be a whole number from {low} to {high}"
-                                 f"{reason}.")
-    return number
-
-
 def _check_rate_limit(key: str, value: Any) -> None:
     """A rate limit as the ``limits`` library reads it: at least one "N per period"."""
     try:
@@ -390,12 +349,3 @@ def _check_storage_uri(uri: Any) -> None:
 
 def _is_development(app: Flask) -> bool:
     return app.config["ENV"] == "development" or app.testing
-
-
-def comma_list(value: Any) -> list[str]:
-    """Settings that hold lists may come as a list or as "a, b, c" from the environment."""
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(part).strip() for part in value]

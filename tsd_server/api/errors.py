@@ -19,6 +19,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import BadHost, HTTPException
 
+from tsd_server import database_timeout
+
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
@@ -43,8 +45,9 @@ HTTP_ERROR_CODES = {
 STORAGE_RETRY_AFTER = 10
 OUTAGE_LOG_INTERVAL = 60.0
 # The database out of reach (refused, restarted, too many connections, a pool with no free
-# connection, a lock or serialization failure PostgreSQL asks to retry): 503, not a 500
-# with a traceback per request. Its request's transaction is rolled back at teardown.
+# connection, a lock or serialization failure PostgreSQL asks to retry, a statement past
+# TSD_DATABASE_TIMEOUT): 503, not a 500 with a traceback per request. Its request's
+# transaction is rolled back at teardown.
 DATABASE_RETRY_AFTER = 5
 
 
@@ -124,25 +127,28 @@ def database_out_of_reach(error: DBAPIError) -> bool:
     return name is None or name.startswith(SQLITE_OUT_OF_REACH)
 
 
-def error_page(title: str, message: str | None, status: int) -> str | Response:
+def error_page(title: str, message: str | None, status: int, *,
+               database_down: bool = False) -> str | Response:
     """The error page, or plain text when no URL of this site can be built for the request:
     a Host header that is no host name (``a..b``, a label over 63 characters) leaves Flask
     without one, and the page links its stylesheet. An error found before routing (a body
     too large, a form without its token) would otherwise end in a 500 and a traceback."""
     if isinstance(request.routing_exception, BadHost):
         return Response(f"{title}: {message or ''}\n", status=status, mimetype="text/plain")
-    try:
-        return render_template("error.html", title=title, message=message, status=status)
-    except SQLAlchemyError:
-        # Every page reads the logged-in person's account (Flask-Login's context processor
-        # puts current_user into each template); with the database out of reach that read
-        # fails again, inside the error handler. Drawn without the context processors, and
-        # without the account (base.html's account_unknown).
-        from tsd_server.extensions import db
+    # Every page reads the logged-in person's account (Flask-Login's context processor
+    # puts current_user into each template); with the database out of reach that read
+    # fails again, inside the error handler, and on a stalled database only after another
+    # TSD_DATABASE_TIMEOUT. So then the page is drawn without the context processors and
+    # without the account (base.html's account_unknown), as when the read fails.
+    if not database_down:
+        try:
+            return render_template("error.html", title=title, message=message, status=status)
+        except SQLAlchemyError:
+            from tsd_server.extensions import db
 
-        db.session.rollback()
-        return current_app.jinja_env.get_template("error.html").render(
-            title=title, message=message, status=status, account_unknown=True)
+            db.session.rollback()
+    return current_app.jinja_env.get_template("error.html").render(
+        title=title, message=message, status=status, account_unknown=True)
 
 
 def _account_deleted_meanwhile() -> bool:
@@ -164,14 +170,16 @@ def register_error_handlers(app: Flask) -> None:
         return error_page(error.code.replace("_", " ").capitalize(), error.message,
                           error.status), error.status, error.headers
 
-    def temporarily_unavailable(code: str, message: str, retry_after: int):
+    def temporarily_unavailable(code: str, message: str, retry_after: int, *,
+                                database_down: bool = False):
         """503 with Retry-After: JSON under /api, the error page elsewhere."""
         headers = {"Retry-After": str(retry_after)}
         if is_api_request():
             api_error = ApiError(503, code, message)
             api_error.headers.update(headers)
             return api_error.response()
-        return error_page("Temporarily unavailable", message, 503), 503, headers
+        return error_page("Temporarily unavailable", message, 503,
+                          database_down=database_down), 503, headers
 
     # time.monotonic() after which the next outage of each kind (and cause) is logged
     next_outage_log: dict[str, float] = {}
@@ -201,12 +209,17 @@ def register_error_handlers(app: Flask) -> None:
             return handle_unexpected(error)  # a statement the database refused: a bug
         if first_this_minute(f"database: {type(error).__name__}: {error.orig!r:.80}"
                              if isinstance(error, DBAPIError) else "database: pool"):
-            log.error("database unavailable on %s %s: requests that need it answer 503 "
+            stalled = ""
+            if isinstance(error, DBAPIError) and database_timeout.cancelled_by_timeout(error):
+                stalled = (f"a statement ran past TSD_DATABASE_TIMEOUT "
+                           f"({app.config['DATABASE_TIMEOUT']} s) and was cancelled (a lock "
+                           "held by another session, see pg_locks, or a stalled statement); ")
+            log.error("database unavailable on %s %s: %srequests that need it answer 503 "
                       "until it is back (logged at most once a minute)", request.method,
-                      failed_route(), exc_info=error)
+                      failed_route(), stalled, exc_info=error)
         return temporarily_unavailable(
             "database_unavailable", "The server's database cannot be reached right now. "
-            "Try again in a few seconds.", DATABASE_RETRY_AFTER)
+            "Try again in a few seconds.", DATABASE_RETRY_AFTER, database_down=True)
 
     @app.errorhandler(CSRFError)
     def handle_csrf_error(error: CSRFError):

@@ -29,7 +29,7 @@ from flask import current_app
 from sqlalchemy import false, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import audit, pending_links, single_statement
+from tsd_server import audit, database_timeout, pending_links, single_statement
 from tsd_server.api.errors import DATABASE_RETRY_AFTER, ApiError
 from tsd_server.clock import utcnow
 from tsd_server.config import ConfigurationError
@@ -48,6 +48,10 @@ CACHE_KEY = "tsd.kill_switch_cache"
 # PostgreSQL's advisory lock that orders a change of a switch against the commit of a link
 # (or a link waiting to happen): taken exclusively by set_flag, shared by hold_enabled.
 SWITCH_LOCK_KEY = 0x74736B73
+# How long a request may wait to take that lock exclusively (admin page, breaker), whatever
+# TSD_DATABASE_TIMEOUT says: longer than a link's transaction may sit idle
+# (idle_transactions.py), so a worker cut off mid-link cannot make a switch-off fail.
+SWITCH_LOCK_WAIT_SECONDS = 15
 
 # Why a strategy is off (``StrategyState.disabled_by``).
 DEPLOYMENT = "deployment"
@@ -301,6 +305,8 @@ def _lock_switches(*, shared: bool) -> None:
             db.session.execute(update(StrategyFlag).where(false())
                                .values(enabled=StrategyFlag.enabled))
         return
+    if not shared:
+        database_timeout.extend_for_this_transaction(SWITCH_LOCK_WAIT_SECONDS)
     lock = func.pg_advisory_xact_lock_shared if shared else func.pg_advisory_xact_lock
     db.session.execute(select(lock(SWITCH_LOCK_KEY)))
 

@@ -1,0 +1,373 @@
+"""A stalled PostgreSQL ends each web request within TSD_DATABASE_TIMEOUT with the outage's
+503, and never cuts a command short (tsd_server/database_timeout.py).
+
+The stall is real: a second session holds a lock (LOCK TABLE, the switches' advisory lock)
+in an open transaction. PostgreSQL ends that session after a while too
+(idle_in_transaction_session_timeout), so a run without the bound fails instead of
+hanging. Upper bounds are three times the configured bound; lower bounds only say that a
+command waited for as long as the lock was held.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager, suppress
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import requests
+from sqlalchemy import event, text
+
+from tests.support import clean_env, servers
+from tests.support.apps import another_app
+from tests.support.held_requests import Running
+from tests.support.sent_statements import SINGLE, sent_statements
+from tsd_server import create_app, database_timeout, idle_transactions
+from tsd_server.config import ConfigurationError
+from tsd_server.discovery import kill_switch
+from tsd_server.extensions import db
+from tsd_server.models import StrategyFlag
+
+BOUND = 1  # seconds: TSD_DATABASE_TIMEOUT for these tests
+WITHIN = 3 * BOUND  # a stalled request answers within this
+HELD = 2.5  # seconds a command is kept waiting: longer than the bound
+KEY = "k" * 32
+LOCK_DEVICES = "LOCK TABLE devices IN ACCESS EXCLUSIVE MODE"
+SHARE_SWITCH_LOCK = f"SELECT pg_advisory_xact_lock_shared({kill_switch.SWITCH_LOCK_KEY})"
+HOLDER_ENDS_AFTER = "20s"  # a lock holder's longest life, so a test never hangs
+
+instance = clean_env.instance
+
+
+@pytest.fixture
+def app_config():
+    return {"DATABASE_TIMEOUT": BOUND}
+
+
+@pytest.fixture
+def postgres(database):
+    if not database.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite has no statement timeout (its busy timeout is "
+                    "tested below)")
+    return database
+
+
+@contextmanager
+def held(url: str, statement: str) -> Iterator[Any]:
+    """A second session that has run ``statement`` in a transaction it keeps open (yields
+    its psycopg2 connection: ``rollback()`` releases); PostgreSQL ends it after
+    ``HOLDER_ENDS_AFTER`` anyway."""
+    with closing(psycopg2.connect(url.replace("postgresql+psycopg2", "postgresql"))) as holder:
+        with holder.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = '{HOLDER_ENDS_AFTER}'")
+            cursor.execute(statement)
+        try:
+            yield holder
+        finally:
+            with suppress(psycopg2.Error):  # already released, or ended by the server
+                holder.rollback()
+
+
+def released_after(holder, seconds: float) -> None:
+    threading.Timer(seconds, holder.rollback).start()
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.monotonic()
+    result = call()
+    return result, time.monotonic() - start
+
+
+def device_me(client, token: str):
+    return client.get("/api/v1/device/me", headers={"Authorization": f"Bearer {token}"})
+
+
+def unavailable(response) -> None:
+    assert response.status_code == 503, (response.status_code, response.get_data(as_text=True))
+    assert response.headers["Retry-After"] == "5"
+
+
+@contextmanager
+def connections_opened(application) -> Iterator[list[str]]:
+    """The names of the engines that open a new connection while inside."""
+    opened: list[str] = []
+    with application.app_context():
+        engines = dict(db.engines)
+    listeners = [(engine, lambda *_args, name=name: opened.append(str(name)))
+                 for name, engine in engines.items()]
+    for engine, listener in listeners:
+        event.listen(engine, "connect", listener)
+    try:
+        yield opened
+    finally:
+        for engine, listener in listeners:
+            event.remove(engine, "connect", listener)
+
+
+@pytest.fixture
+def linked(app, make_user, link_device, login):
+    """A printer's token and its owner's logged-in session, both used once already."""
+    user_id, email, password = make_user()
+    _, token = link_device(user_id)
+    person = login(email, password)
+    assert device_me(app.test_client(), token).status_code == 200
+    assert person.get("/").status_code == 200
+    return token, person
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["devices", "users"])
+def test_a_locked_table_answers_503_within_the_bound_and_the_next_request_works(
+        postgres, app, linked, caplog, table):
+    """A device call (autocommit bind) and a page (the ORM session's transaction) both
+    meet the lock: each answers the outage's 503 in time, logged once; once the lock is
+    gone the same pooled connections serve again, the session's included."""
+    token, person = linked
+    printer = app.test_client()
+    with connections_opened(app) as opened, caplog.at_level(
+            logging.ERROR, logger="tsd_server.api.errors"):
+        with held(postgres, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"):
+            for _ in range(2):
+                answer, seconds = timed(lambda: device_me(printer, token))
+                unavailable(answer)
+                assert answer.get_json()["error"] == "database_unavailable"
+                assert seconds < WITHIN
+            with sent_statements(app) as sent:
+                page, seconds = timed(lambda: person.get("/"))
+            unavailable(page)
+            # The account is read once: the error page does not wait for it a second time.
+            assert sent[SINGLE] == ["SELECT"]
+            assert page.mimetype == "text/html"
+            assert "Temporarily unavailable" in page.get_data(as_text=True)
+            assert seconds < WITHIN
+        assert device_me(printer, token).status_code == 200
+        assert person.get("/").status_code == 200
+    assert opened == []  # a cancelled statement leaves its connection usable
+    lines = [record.getMessage() for record in caplog.records
+             if record.name == "tsd_server.api.errors"]
+    assert len(lines) == 1, lines
+    assert f"a statement ran past TSD_DATABASE_TIMEOUT ({BOUND} s)" in lines[0]
+
+
+def test_without_the_bound_the_same_request_waits_for_the_lock(postgres, app, linked):
+    """The control: with TSD_DATABASE_TIMEOUT=0 the request is still waiting where the
+    bound would have answered, and ends only when the lock does."""
+    token, _ = linked
+    with another_app(postgres, DATABASE_TIMEOUT=0) as unbound:
+        with held(postgres, LOCK_DEVICES) as holder:
+            waiting = Running("device/me", lambda: device_me(unbound.test_client(), token))
+            waiting.start()
+            waiting.join(WITHIN)
+            assert waiting.is_alive()
+            holder.rollback()
+            assert waiting.result().status_code == 200
+
+
+def test_a_connection_carries_the_bound_only_while_it_serves_a_request(postgres, app):
+    """Outside a request (a command, a migration) the same pooled connection has the
+    server's own setting back, and the bound again in the next request."""
+    with app.app_context():
+        engines = dict(db.engines)
+    for name, engine in engines.items():
+        seen = []
+        for context in (app.test_request_context, app.app_context, app.test_request_context):
+            with context(), engine.connect() as connection:
+                seen.append(tuple(connection.execute(text(
+                    "SELECT current_setting('statement_timeout'), pg_backend_pid()")).one()))
+        assert [setting for setting, _ in seen] == [f"{BOUND}s", "0", f"{BOUND}s"], name
+        assert len({pid for _, pid in seen}) == 1, name
+
+
+def test_the_bound_is_sent_once_per_connection_not_per_request(postgres, app, linked,
+                                                               monkeypatch):
+    """The hot paths pay nothing: a connection gets its SET when it first serves a
+    request, and keeps it (a device call uses the autocommit bind, the dashboard the
+    session's engine: one connection each)."""
+    token, person = linked
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()  # fresh connections from here
+    sent = []
+    send = database_timeout.send_statement_timeout
+    monkeypatch.setattr(database_timeout, "send_statement_timeout",
+                        lambda connection, milliseconds: (sent.append(milliseconds),
+                                                          send(connection, milliseconds)))
+    printer = app.test_client()
+    for _ in range(10):
+        assert device_me(printer, token).status_code == 200
+        assert person.get("/").status_code == 200
+    assert sent == [BOUND * 1000] * 2
+
+
+def test_sqlite_keeps_its_own_busy_timeout(app, database):
+    if not database.startswith("sqlite"):
+        pytest.skip("SQLite's own bound")
+    with app.app_context():
+        engines = dict(db.engines)
+    for name, engine in engines.items():
+        with app.test_request_context(), engine.connect() as connection:
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 5000, name
+
+
+def test_a_database_that_accepts_and_never_answers_costs_a_request_the_bound(instance):
+    """The connect is bounded too (libpq's connect_timeout, at least 2 s). The control,
+    started at the same moment without the bound, is still connecting afterwards: it
+    would wait for ever, here until the listener goes away."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:{silent.getsockname()[1]}/tsd"
+    calls = {}
+    for bound in (2, 0):
+        application = create_app({"TESTING": True, "SECRET_KEY": KEY, "DATABASE_URL": url,
+                                  "RATELIMIT_STORAGE_URI": "memory://",
+                                  "DATABASE_TIMEOUT": bound})
+        client = application.test_client()
+        calls[bound] = Running(f"bound {bound}", partial(
+            timed, partial(device_me, client, "tsd_at_" + "A" * 43)))
+        calls[bound].start()
+    try:
+        answer, seconds = calls[2].result()
+        unavailable(answer)
+        assert seconds < 3 * 2
+        assert calls[0].is_alive()
+    finally:
+        silent.close()  # the control's connect is refused now
+    unavailable(calls[0].result()[0])
+
+
+# --- what is not cut short ----------------------------------------------------------------
+
+
+def test_a_command_under_the_lock_waits_and_completes(postgres, app, linked):
+    """``incident revoke-account`` meets the locked devices table on a pooled connection
+    that served requests a moment ago: it waits past the bound, and revokes after the
+    lock is released."""
+    token, _ = linked
+    with app.app_context():
+        email = db.session.scalar(text("SELECT email FROM users"))
+    with held(postgres, LOCK_DEVICES) as holder:
+        released_after(holder, HELD)
+        result, seconds = timed(lambda: app.test_cli_runner().invoke(
+            args=["incident", "revoke-account", email, "--reason", "stolen", "--yes"]))
+    assert result.exit_code == 0, result.output
+    assert seconds >= HELD  # it waited for the lock rather than being cancelled
+    assert device_me(app.test_client(), token).status_code == 401
+
+
+def test_discovery_disable_waits_for_the_switches_lock_past_the_bound(postgres, app,
+                                                                      linked):
+    """The command waits for the links being committed (the switches' lock, held shared
+    here by another session), however long that takes."""
+    with held(postgres, SHARE_SWITCH_LOCK) as holder:
+        released_after(holder, HELD)
+        result, seconds = timed(lambda: app.test_cli_runner().invoke(
+            args=["discovery", "disable", "pairing_code", "--reason", "incident"]))
+    assert result.exit_code == 0, result.output
+    assert seconds >= HELD
+    with app.app_context():
+        assert db.session.get(StrategyFlag, "pairing_code").enabled is False
+
+
+def test_a_switch_off_on_the_admin_page_outwaits_the_bound(postgres, app, make_user, login):
+    """A request changing a switch waits for the links in progress beyond the bound, up to
+    longer than PostgreSQL lets a link's transaction sit idle: a worker cut off in the
+    middle of a link cannot make the switch-off fail."""
+    idle_seconds = int(idle_transactions.IDLE_TRANSACTION_TIMEOUT.removesuffix("s"))
+    assert kill_switch.SWITCH_LOCK_WAIT_SECONDS > idle_seconds
+    _, email, password = make_user("root@example.org", is_admin=True)
+    admin = login(email, password)
+    with held(postgres, SHARE_SWITCH_LOCK) as holder:
+        released_after(holder, HELD)
+        answer, seconds = timed(lambda: admin.form_post("/admin/kill-switches", {
+            "target": "ip_match", "action": "disable", "reason": "LB lost client IPs"}))
+    assert answer.status_code == 302, answer.get_data(as_text=True)
+    assert seconds >= HELD
+    with app.app_context():
+        assert db.session.get(StrategyFlag, "ip_match").enabled is False
+
+
+# --- the setting ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["-1", "26", "1.5", "5s", "true", "[5]", ""])
+def test_a_bad_value_stops_start_up_in_one_line(instance, monkeypatch, value):
+    monkeypatch.setenv("TSD_DATABASE_TIMEOUT", value)
+    with pytest.raises(ConfigurationError, match="TSD_DATABASE_TIMEOUT") as refused:
+        create_app({"SECRET_KEY": KEY})
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["0", "25"])
+def test_no_bound_and_the_largest_start(instance, monkeypatch, value):
+    monkeypatch.setenv("TSD_DATABASE_TIMEOUT", value)
+    assert create_app({"SECRET_KEY": KEY}).config["DATABASE_TIMEOUT"] == int(value)
+
+
+# --- under gunicorn -------------------------------------------------------------------------
+
+GUNICORN_TIMEOUT = 6  # seconds: the worker timeout these servers run with (30 s shipped)
+
+
+def workers_of(master_pid: int) -> set[int]:
+    workers = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == master_pid:
+                workers.add(int(stat.parent.name))
+    return workers
+
+
+@pytest.fixture
+def printer_token(postgres, app, make_user, link_device) -> str:
+    user_id, _, _ = make_user()
+    return link_device(user_id)[1]
+
+
+@contextmanager
+def gunicorn_with(tmp_path, monkeypatch, url: str, bound: int) -> Iterator[Any]:
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", f"--timeout {GUNICORN_TIMEOUT}")
+    with servers.gunicorn(tmp_path / "gunicorn", database_url=url, workers=1,
+                          settings={"DATABASE_TIMEOUT": bound}) as running:
+        yield running
+
+
+def test_under_gunicorn_a_stall_answers_503_in_time_and_the_worker_lives(
+        postgres, printer_token, tmp_path, monkeypatch):
+    """Requests keep meeting the lock for longer than the worker timeout: each answers 503
+    within the bound, the worker is never killed, and serves again once the lock is gone."""
+    bearer = {"Authorization": f"Bearer {printer_token}"}
+    with gunicorn_with(tmp_path, monkeypatch, postgres, 2) as running:
+        me = running.base_url + "/api/v1/device/me"
+        assert requests.get(me, headers=bearer, timeout=10).status_code == 200
+        (worker,) = workers_of(running.process.pid)
+        with held(postgres, LOCK_DEVICES):
+            started = time.monotonic()
+            while time.monotonic() - started < GUNICORN_TIMEOUT + 1:
+                answer, seconds = timed(lambda: requests.get(me, headers=bearer, timeout=10))
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "5"
+                assert answer.json()["error"] == "database_unavailable"
+                assert seconds < 3 * 2
+        assert requests.get(me, headers=bearer, timeout=10).status_code == 200
+        assert workers_of(running.process.pid) == {worker}
+    assert "WORKER TIMEOUT" not in running.log_path.read_text()
+
+
+def test_under_gunicorn_without_the_bound_the_stall_kills_the_worker(
+        postgres, printer_token, tmp_path, monkeypatch):
+    """The control, and the problem the bound solves: no answer, and a killed worker."""
+    bearer = {"Authorization": f"Bearer {printer_token}"}
+    with gunicorn_with(tmp_path, monkeypatch, postgres, 0) as running:
+        me = running.base_url + "/api/v1/device/me"
+        with held(postgres, LOCK_DEVICES), pytest.raises(requests.ConnectionError):
+            requests.get(me, headers=bearer, timeout=4 * GUNICORN_TIMEOUT)
+    assert "WORKER TIMEOUT" in running.log_path.read_text()

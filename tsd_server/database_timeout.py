@@ -1,0 +1,98 @@
+"""A stalled PostgreSQL ends a web request within seconds, with a 503, not at gunicorn's
+worker timeout.
+
+A statement waiting for a lock held elsewhere (an operator's ``psql`` with an open
+transaction, a migration's ALTER TABLE, LOCK TABLE), or one that never returns, would hold
+its sync worker until gunicorn kills it after 30 s: soon every worker of every instance
+waits, the whole site stops answering, printers included, and each killed worker leaves
+neither an answer nor a log line. So while a connection serves a request, PostgreSQL
+cancels any statement of it that runs longer than ``TSD_DATABASE_TIMEOUT`` seconds
+(``statement_timeout``; the wait for a lock is part of the statement), and libpq stops
+trying to connect after as long (``connect_timeout``: a host that drops packets is
+otherwise waited for about two minutes, Linux's SYN retries, and one that accepts and
+never answers for ever). The cancelled statement raises QueryCanceled (SQLSTATE 57014),
+an OperationalError, which the request answers with 503 ``database_unavailable``
+(api/errors.py) and rolls back; the connection stays in the pool.
+
+``statement_timeout`` rather than ``lock_timeout``: it bounds the wait for a lock too,
+and also a statement slow for any other reason (a plan gone wrong, a disk that stalls),
+which ``lock_timeout`` would leave waiting. Both would only help if a request had a
+statement that should run longer than a lock may be waited for, and none has.
+
+Commands are not requests (``flask db upgrade``, ``incident revoke``, ``discovery disable``
+waiting for the switches' lock): their connections keep the server's own settings and are
+never cut short. What tells the two apart is Flask's request context at checkout, a check
+in Python; the SET is sent only when a pooled connection goes from one to the other, so
+once per connection in a server and never in a command, not once per request
+(docs/performance.md: a round trip is a large part of a device call).
+
+SQLite is left alone: it has no statement timeout, and its busy timeout (Python's sqlite3
+default, 5 s) already bounds a wait for its one writer's lock, commands' waits included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, has_request_context
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from tsd_server.extensions import db
+
+SETTING = "DATABASE_TIMEOUT"
+# In a pooled connection's info: the statement_timeout (ms) it was given for requests; None
+# or absent while it has the server's own. SQLAlchemy empties the dict on a reconnect.
+REQUEST_BOUND = "tsd.request_statement_timeout_ms"
+QUERY_CANCELED = "57014"
+
+
+def bound_requests(engine: Engine, seconds: int) -> None:
+    """Bound the connects and statements of ``engine`` made for requests (PostgreSQL only;
+    0 seconds installs nothing)."""
+    if engine.dialect.name != "postgresql" or not seconds:
+        return
+    milliseconds = seconds * 1000
+
+    def connect_within(_dialect, _record, _cargs, cparams) -> None:
+        if has_request_context():
+            # Whole seconds, at least 2 (libpq); a connect_timeout in the URL or
+            # TSD_SQLALCHEMY_ENGINE_OPTIONS' connect_args wins.
+            cparams.setdefault("connect_timeout", seconds)
+
+    def bound_while_serving(dbapi_connection, record, _proxy) -> None:
+        wanted = milliseconds if has_request_context() else None
+        if record.info.get(REQUEST_BOUND) != wanted:
+            send_statement_timeout(dbapi_connection, wanted)
+            record.info[REQUEST_BOUND] = wanted
+
+    event.listen(engine, "do_connect", connect_within)
+    event.listen(engine, "checkout", bound_while_serving)
+
+
+def send_statement_timeout(dbapi_connection: Any, milliseconds: int | None) -> None:
+    """Give a psycopg2 connection the bound, or (None) back the server's own setting."""
+    with dbapi_connection.cursor() as cursor:  # a literal: SET takes no parameters
+        cursor.execute(f"SET statement_timeout = {milliseconds}" if milliseconds
+                       else "SET statement_timeout TO DEFAULT")
+    # A rollback would undo a session-level SET made in its transaction: keep it.
+    if not dbapi_connection.autocommit:
+        dbapi_connection.commit()
+
+
+def extend_for_this_transaction(seconds: int) -> None:
+    """Let the statements of the session's transaction run up to ``seconds`` when a request
+    is bound to less: for a wait that must outlast the bound (a switch-off waiting for the
+    links in progress). One statement, so for rare paths only; commands need none."""
+    bound = current_app.config[SETTING]
+    if (not has_request_context() or not bound or bound >= seconds
+            or db.session.get_bind().dialect.name != "postgresql"):
+        return
+    db.session.execute(text(f"SET LOCAL statement_timeout = {seconds * 1000}"))
+
+
+def cancelled_by_timeout(error: DBAPIError) -> bool:
+    """Whether PostgreSQL cancelled the statement for running past its statement_timeout."""
+    return (getattr(error.orig, "pgcode", None) == QUERY_CANCELED
+            and "statement timeout" in str(error.orig))
