@@ -45,6 +45,8 @@ class Attempt:
 ATTEMPTS = {
     "rename A's printer": Attempt("POST", "/printers/{device_pk}/rename", 404,
                                   form={"name": "Mine now"}),
+    "ask to unlink A's printer": Attempt("GET", "/printers/{device_pk}/unlink", 404,
+                                         hidden=("Owner's Prusa", "printer-0001")),
     "unlink A's printer": Attempt("POST", "/printers/{device_pk}/unlink", 404),
     "unlink A's printer by the API": Attempt("DELETE", "/api/v1/devices/{device_pk}", 404),
     # A device token is no key to its owner's account, even beside a session.
@@ -132,4 +134,5 @@ def test_the_owner_is_served_where_the_stranger_is_refused(world: World):
                            json={"code": world.values["offer_code"]})
     assert confirmed.get_json() == {"status": "confirmed"}
     assert owner.send("POST", f"/printers/{pk}/rename", form={"name": "Kept"}).status_code == 302
+    assert owner.send("GET", f"/printers/{pk}/unlink").status_code == 200
     assert owner.send("DELETE", f"/api/v1/devices/{pk}").get_json() == {"status": "unlinked"}

@@ -134,6 +134,7 @@ TABLE: dict[tuple[str, str], Call] = {
         "email": "{stranger_email}", "password": "{password}"}),
     ("/logout", "POST"): Call(USER, 302),
     ("/printers/<int:device_pk>/rename", "POST"): Call(USER, 302, form={"name": "Renamed"}),
+    ("/printers/<int:device_pk>/unlink", "GET"): Call(USER, 200),
     ("/printers/<int:device_pk>/unlink", "POST"): Call(USER, 302),
     ("/printers/add", "GET"): Call(USER, 200),
     ("/printers/add/code", "GET"): Call(USER, 200),

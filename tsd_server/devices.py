@@ -80,11 +80,21 @@ def revoke_tokens(device_ids: list[int], *, at: datetime) -> None:
                        .values(token_hash=None, revoked_at=at, needs_relink=True))
 
 
-def unlink(device: Device, user: User) -> None:
-    """The owner removes a printer: its token stops working immediately."""
+def unlink(device: Device, user: User) -> bool:
+    """The owner removes a printer: its token stops working immediately. False, changing
+    and auditing nothing, when it was no longer linked: the same confirmation sent twice
+    (two tabs, a double press with JavaScript off) unlinks once, and a printer revoked by
+    an incident meanwhile keeps its re-link badge. Holds the account's link lock while it
+    reads, so two at once are one after the other (PostgreSQL; SQLite has one writer)."""
+    lock_links_of(user.id)
+    db.session.refresh(device)
+    if not device.is_active:
+        db.session.rollback()
+        return False
     revoke_token(device, actor=f"user:{user.id}", detail="unlinked by owner")
     device.needs_relink = False
     db.session.commit()
+    return True
 
 
 def lock_links_of(owner_id: int) -> None:

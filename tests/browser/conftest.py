@@ -131,12 +131,16 @@ class Problems:
 
 @pytest.fixture
 def open_context(browser: Any, live: LiveApp):
-    """``open_context(phone=False, javascript=True)`` → a fresh context (own cookies)."""
+    """``open_context(phone=False, javascript=True, timezone_id=None)`` → a fresh context
+    (own cookies); ``timezone_id`` ("Asia/Kolkata") is the browser's time zone, else the
+    machine's."""
     contexts: list[tuple[Any, Problems]] = []
 
-    def factory(*, phone: bool = False, javascript: bool = True) -> Any:
+    def factory(*, phone: bool = False, javascript: bool = True,
+                timezone_id: str | None = None) -> Any:
+        zone = {"timezone_id": timezone_id} if timezone_id else {}
         context = browser.new_context(base_url=live.base_url, java_script_enabled=javascript,
-                                      **(PHONE if phone else DESKTOP))
+                                      **(PHONE if phone else DESKTOP), **zone)
         context.set_default_timeout(TIMEOUT_MS)
         problems = Problems()
         context.on("page", problems.watch)

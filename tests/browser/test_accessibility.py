@@ -235,9 +235,12 @@ def test_dashboard_controls_say_which_printer_they_are_for(live, page, user):
     live.linked_printer(user["id"], "Garage printer")
     log_in(page, user["email"])
     for name in ("Kitchen printer", "Garage printer"):
-        expect(page.get_by_role("button", name=f"Unlink {name}", exact=True)).to_have_count(1)
-        expect(page.get_by_role("button", name=f"Rename {name}", exact=True)).to_have_count(1)
-        expect(page.get_by_label(f"New name for {name}", exact=True)).to_have_value(name)
+        expect(page.get_by_role("link", name=f"Unlink the printer “{name}”", exact=True)
+               ).to_have_count(1)
+        expect(page.get_by_role("button", name=f"Rename the printer “{name}”", exact=True)
+               ).to_have_count(1)
+        expect(page.get_by_label(f"New name for the printer “{name}”", exact=True)
+               ).to_have_value(name)
 
 
 def test_account_forms_help_password_managers_and_name_their_errors(live, page, user):

@@ -33,6 +33,12 @@ def centre(locator) -> tuple[float, float]:
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
+def open_unlink_page(page, name: str) -> None:
+    """From the dashboard, the page that asks before unlinking the printer ``name``."""
+    page.get_by_role("link", name=f"Unlink the printer “{name}”", exact=True).click()
+    expect(page.get_by_role("heading", name=f"Unlink the printer “{name}”?")).to_be_visible()
+
+
 def double_click_from(page, hostile, x: float, y: float, url: str) -> list[str]:
     """The person double-clicks the other site's button at (x, y); returns the form posts
     the browser sent after it."""
@@ -48,12 +54,16 @@ def double_click_from(page, hostile, x: float, y: float, url: str) -> list[str]:
 
 
 def test_a_double_click_on_another_site_cannot_unlink_a_printer(live, page, user, hostile):
+    """The dashboard's Unlink only opens the page that asks; the button that unlinks is on
+    that page, which another site can open with the first click just as well."""
     printer = live.linked_printer(user["id"])
     log_in(page, user["email"])
-    unlink = page.get_by_role("button", name="Unlink Target", exact=True)
+    open_unlink_page(page, "Target")
+    asking_page = page.url
+    unlink = page.get_by_role("button", name="Yes, unlink the printer “Target”", exact=True)
     x, y = centre(unlink)
 
-    assert double_click_from(page, hostile, x, y, live.url("/")) == []
+    assert double_click_from(page, hostile, x, y, asking_page) == []
     assert printer.me().status == 200
 
     # The click was aimed right: pressed on purpose a moment later, the same spot unlinks.
@@ -94,7 +104,8 @@ def test_a_deliberate_click_works_once_the_page_has_been_shown_a_moment(live, pa
     window back in front (a pop-up over it closed). Released each time after the moment."""
     printer = live.linked_printer(user["id"])
     log_in(page, user["email"])
-    unlink = page.get_by_role("button", name="Unlink Target", exact=True)
+    open_unlink_page(page, "Target")
+    unlink = page.get_by_role("button", name="Yes, unlink the printer “Target”", exact=True)
     expect(unlink).to_be_enabled()
 
     assert page.evaluate(SHOW, "hidden") is True

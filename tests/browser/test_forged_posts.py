@@ -57,7 +57,8 @@ def test_forged_unlink_is_refused(live, page, user, hostile):
     # and the person is still logged in (the refusal did not replace their session).
     page.goto("/")
     expect(page.get_by_role("heading", name="My printers")).to_be_visible()
-    page.get_by_role("button", name="Unlink Target", exact=True).click()
+    page.get_by_role("link", name="Unlink the printer “Target”", exact=True).click()
+    page.get_by_role("button", name="Yes, unlink the printer “Target”", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("is unlinked")
     assert printer.me().status == 401
 

@@ -346,7 +346,8 @@ def test_dashboard_shows_details_renames_unlinks_and_asks_for_a_relink(live, pag
     expect(page.get_by_role("status")).to_contain_text("Renamed to Kept, renamed.")
     expect(kept_card.get_by_role("heading")).to_have_text("Kept, renamed")
 
-    kept_card.get_by_role("button", name="Unlink Kept, renamed", exact=True).click()
+    kept_card.get_by_role("link", name="Unlink the printer “Kept, renamed”", exact=True).click()
+    page.get_by_role("button", name="Yes, unlink the printer “Kept, renamed”").click()
     expect(page.get_by_role("status")).to_contain_text("is unlinked")
     expect(kept_card).to_have_count(0)
     assert kept.me().status == 401

@@ -86,6 +86,8 @@ def test_main_pages_fit_a_phone(live, open_context, people):
     assert overflowing(phone) == []
     log_in(phone, people["ada"])
     shoot(phone, "dashboard", "phone")
+    phone.get_by_role("link", name="Unlink the printer “Prusa MK4 in the workshop”").click()
+    assert overflowing(phone) == [], "the page asking before an unlink is too wide"
     phone.goto("/printers/add")
     shoot(phone, "add-printer", "phone")
     phone.goto("/printers/nearby")
@@ -102,6 +104,10 @@ def test_main_pages_fit_a_phone(live, open_context, people):
     shoot(phone, "approve-qr-link", "phone")
     phone.goto("/link")
     shoot(phone, "enter-code", "phone")
+    live.switch("pairing_code", enabled=False)
+    phone.goto("/link")
+    expect(phone.get_by_role("heading", level=1)).to_contain_text("switched off right now")
+    assert overflowing(phone) == [], "the page of a way switched off is too wide"
 
     admin = open_context(phone=True).new_page()
     log_in(admin, people["root"])

@@ -38,5 +38,5 @@ def test_a_second_page_load_asks_the_server_for_no_static_file(live, page):
         first = static_paths(seen)
         seen.clear()
         page.goto("/register")
-    assert first == ["/static/click_guard.js", "/static/style.css"]
+    assert first == ["/static/click_guard.js", "/static/local_time.js", "/static/style.css"]
     assert "/register" in seen and static_paths(seen) == []

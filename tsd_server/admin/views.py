@@ -228,5 +228,4 @@ def incident_lock_account():
 def _flash_record(names: tuple[str, ...], **params: str | bool) -> None:
     """The command that redoes this after a restore from a backup (which undoes it): logged
     and shown, as the command itself prints it (docs/production.md)."""
-    line = command_record.admin_action_recorded(names, **params)
-    flash(f"To redo this after restoring a backup (also in the server's log): {line}")
+    flash(command_record.admin_action_recorded(names, **params), "command_record")

@@ -36,7 +36,6 @@ def list_devices():
 @login_required
 def unlink_device(device_pk: int):
     device = devices.owned_device(current_user, device_pk)
-    if device is None or not device.is_active:
+    if device is None or not devices.unlink(device, current_user):  # False: not linked
         raise ApiError(404, "not_found", "No such device among yours.")
-    devices.unlink(device, current_user)
     return jsonify({"status": "unlinked"})

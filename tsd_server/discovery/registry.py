@@ -2,14 +2,16 @@
 
 Views never import a strategy module to ask whether it is on: they ask the kill switch by
 name, and every route a strategy serves is guarded here, so a switched-off strategy answers
-503 ``strategy_disabled`` on all of its routes (JSON under /api, a page elsewhere).
+503 ``strategy_disabled`` on all of its routes (JSON under /api, elsewhere a page that names
+the way in the person's words and links to the ways still on: ``web.way_off``).
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, request
+from flask.typing import ResponseReturnValue
 
 from tsd_server.api.errors import is_api_request
 from tsd_server.config import ConfigurationError
@@ -71,6 +73,8 @@ def guard_blueprint(app: Flask, blueprint_name: str, strategy_name: str) -> None
 
 def init_app(app: Flask) -> None:
     """Register each strategy's blueprints, every route behind that strategy's kill switch."""
+    from tsd_server.web.way_off import way_off_page
+
     if not _strategies:
         _load_builtin()
     for strategy in all_strategies():
@@ -92,12 +96,16 @@ def init_app(app: Flask) -> None:
                 return None
             if is_api_request():
                 raise kill_switch.StrategyDisabled(name, current)
-            title = _strategies[name].title if name in _strategies else name
-            return render_template(
-                "error.html", status=503, title=f"{title} is switched off",
-                message=f"This way of linking a printer is switched off on this server. "
-                        f"{current.public_reason}"), 503
+            return way_off_page(name, current)
         return None
+
+    @app.errorhandler(kill_switch.StrategyDisabled)
+    def strategy_disabled(error: kill_switch.StrategyDisabled) -> ResponseReturnValue:
+        """Switched off between the guard's read and a service's fresh one: on a page, the
+        same refusal as the guard's, in the person's words (not the JSON's strategy name)."""
+        if is_api_request():
+            return error.response()
+        return way_off_page(error.extra.get("strategy") or [], error.state)
 
 
 def _check_settings(app: Flask) -> None:

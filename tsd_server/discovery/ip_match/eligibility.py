@@ -35,7 +35,7 @@ REASON_MESSAGES = {
     "than allowed, so none are listed. Use a pairing code or the QR code instead.",
     HOUSEHOLD_CHANGED: "This request comes from another internet connection than the one "
     "the link started from. Start again from 'Printers near you'.",
-    STRATEGY_DISABLED: "Linking by ip_match is switched off on this server.",
+    STRATEGY_DISABLED: "“Printers near you” is switched off on this server.",
     OPENED_FROM_ANOTHER_SITE: "Another site sent you here, so this page has not looked for "
     "printers: looking counts towards this internet connection's limits. Use Refresh to "
     "look.",

@@ -22,6 +22,7 @@ from tsd_server.config import configured_limit
 from tsd_server.discovery.ip_match import listing, offers
 from tsd_server.discovery.ip_match.eligibility import OPENED_FROM_ANOTHER_SITE
 from tsd_server.discovery.ip_match.settings import claim_limit
+from tsd_server.discovery.kill_switch import StrategyDisabled
 from tsd_server.extensions import limiter
 from tsd_server.models import Device
 from tsd_server.web.forms import ConfirmForm
@@ -57,6 +58,8 @@ def nearby():
 def link(device_id: str):
     try:
         offer = offers.link(current_user, device_id_in_path(device_id))
+    except StrategyDisabled:
+        raise  # the refusal page of the registry, which says so in the person's words
     except ApiError as error:
         return _nearby_page(error.message, error.status)
     return redirect(url_for("ip_match_web.offer", offer_id=offer.public_id))
@@ -114,6 +117,8 @@ def confirm(offer_id: str):
     device_uid = found.announcement.device_uid
     try:
         offers.confirm(current_user, offer_id, form.code.data or "")
+    except StrategyDisabled:
+        raise  # as in link()
     except ApiError as error:
         found = offers.owned_offer(current_user, offer_id)
         if found is None:

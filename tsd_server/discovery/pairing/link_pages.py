@@ -20,17 +20,21 @@ from flask import Blueprint, flash, redirect, render_template, request, session,
 from flask_login import current_user, login_required
 
 from tsd_server import audit, client_address, devices
-from tsd_server.discovery import kill_switch, registry
+from tsd_server.discovery import kill_switch
 from tsd_server.discovery.pairing import approvals, codes, device_flow, limits
 from tsd_server.extensions import db
 from tsd_server.models import DeviceAuthorization
 from tsd_server.rate_limit_keys import account_key
 from tsd_server.web.forms import DecisionForm
+from tsd_server.web.way_off import way_off_page
 
 bp = Blueprint("link_web", __name__)
 
 SESSION_KEY = "tsd_link"
 WAYS = (device_flow.PAIRING_CODE, device_flow.QR_CODE)
+# The page each way in starts from: what a refusal names when the way is switched off.
+CAME_BY = {device_flow.PAIRING_CODE: "pairing_web.link",
+           device_flow.QR_CODE: "qr_web.open_qr_link"}
 
 
 def bind(row: DeviceAuthorization, *, via: str) -> None:
@@ -104,11 +108,10 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
 
 
 def _switched_off(via: str, current: kill_switch.StrategyState):
+    """The refusal names the way the person came by (typed the printer's code, or opened
+    its QR link), not the approval page's own endpoint."""
     session.pop(SESSION_KEY, None)
-    return render_template("error.html", status=503,
-                           title=f"{registry.get(via).title} is switched off",
-                           message=f"This way of linking a printer is switched off on this "
-                                   f"server. {current.public_reason}"), 503
+    return way_off_page(via, current, endpoint=CAME_BY[via])
 
 
 def _page_changed(via: str):

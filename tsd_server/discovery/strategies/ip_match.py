@@ -15,6 +15,7 @@ class IpMatch(DiscoveryStrategy):
     title = "Printers near you"
     summary = ("Printers on the same internet connection as this browser show up here; "
                "you confirm with a code the printer displays.")
+    doing = "Linking printers near you"
     add_printer_endpoint = "ip_match_web.nearby"
 
     def blueprints(self) -> list[Blueprint]:

@@ -15,6 +15,7 @@ class PairingCode(DiscoveryStrategy):
     title = "Pairing code"
     summary = ("Type a code shown here into the printer, or type the code the printer "
                "shows into this site.")
+    doing = "Linking with a pairing code"
     add_printer_endpoint = "pairing_web.add_code"
 
     def add_printer_ways(self) -> list[AddPrinterWay]:
@@ -22,10 +23,12 @@ class PairingCode(DiscoveryStrategy):
         return [
             AddPrinterWay("pairing_code_show", "Show a code for the printer",
                           "Get a one-time code here and type it into the printer.",
-                          self.add_printer_endpoint),
+                          self.add_printer_endpoint,
+                          doing="Getting a code to type into the printer",
+                          pages=("pairing_web.create_code",)),
             AddPrinterWay("pairing_code_enter", "Enter the printer's code",
                           "Type the code the printer shows, check its details and approve.",
-                          "pairing_web.link"),
+                          "pairing_web.link", doing="Typing in the code a printer shows"),
         ]
 
     def blueprints(self) -> list[Blueprint]:

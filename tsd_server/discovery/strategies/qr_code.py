@@ -15,6 +15,7 @@ class QrCode(DiscoveryStrategy):
     title = "Scan the printer's QR code"
     summary = ("Scan the QR code on the printer's screen with a phone where you are "
                "logged in, then approve.")
+    doing = "Linking with the printer's QR code"
     add_printer_endpoint = "qr_web.add_qr"
 
     def blueprints(self) -> list[Blueprint]:
