@@ -100,17 +100,30 @@ def on_starting(server) -> None:
 
 
 def when_ready(server) -> None:
-    """A unix socket the app does not trust as its proxy's (no ``unix:`` in
-    TSD_TRUSTED_PROXIES): refused. Every request through it would have no client address,
-    so all clients would share one rate-limit budget, which one of them could use up for
-    everybody, and ip_match would refuse them all. Checked once the listeners exist (a
-    socket systemd hands over included), with the settings the app will load."""
+    """Refused: a unix socket any user may open (whoever connects can choose a client
+    address), or one the app does not trust as its proxy's (no ``unix:`` in
+    TSD_TRUSTED_PROXIES: no request through it would have a client address, so all clients
+    would share one rate-limit budget, which one of them could use up for everybody).
+    Checked once the listeners exist (a socket systemd hands over included), with the
+    settings the app will load."""
     from tsd_server import configured_app
     from tsd_server.client_address import ProxySettings
     from tsd_server.config import ConfigurationError
 
-    if not any(listener.sock.family == socket.AF_UNIX for listener in server.LISTENERS):
+    paths = [listener.sock.getsockname() for listener in server.LISTENERS
+             if listener.sock.family == socket.AF_UNIX]
+    if not paths:
         return
+    open_to_all = [path for path in paths if os.stat(path).st_mode & 0o007]
+    if open_to_all:
+        # gunicorn binds unix:PATH itself with umask 0: a socket everyone may open, and
+        # whoever opens it can choose a client address with X-Forwarded-For.
+        server.log.error(
+            "Refusing to start: every user of this machine may connect to %s, and through it "
+            "choose any client address (X-Forwarded-For). Let systemd make the socket "
+            "(deploy/tsd-server.socket: root, group www-data, mode 0660), or give gunicorn "
+            "--umask 0117 and nginx's group.", ", ".join(open_to_all))
+        sys.exit(Arbiter.WORKER_BOOT_ERROR)
     try:
         settings = ProxySettings.from_config(configured_app().config)
     except ConfigurationError:

@@ -50,7 +50,8 @@ def wide(network: str) -> ProxySettings:
 @pytest.mark.parametrize("settings, proxy_settings, expected", [
     ({"PROXY_FIX_X_FOR": 1}, None, "TRUSTED_PROXIES is empty"),
     ({"TRUSTED_PROXIES": "127.0.0.1/32"}, None, "PROXY_FIX_X_FOR is 0"),
-    ({"TRUSTED_PROXIES": "unix:"}, None, "PROXY_FIX_X_FOR is 0"),
+    # Start-up refuses this one too (tests/test_unix_socket_peer.py).
+    ({}, ProxySettings(trusts_unix_socket=True), "PROXY_FIX_X_FOR is 0"),
     # Start-up refuses these (tests/test_config_validation.py); proxy-check still calls them
     # errors for settings it is handed.
     ({}, wide("0.0.0.0/0"), "far too wide"),
@@ -135,7 +136,7 @@ def test_the_shipped_unix_socket_setup_is_no_error_but_names_who_may_connect(che
     code, out = check({"PROXY_FIX_X_FOR": 1, "PROXY_FIX_X_PROTO": 1,
                        "TRUSTED_PROXIES": "unix:"})
     assert code == 0 and "ERROR" not in out, out
-    assert "NOTE: TRUSTED_PROXIES contains unix:: whoever can open" in out
+    assert "NOTE: TRUSTED_PROXIES contains unix:, so whoever can open" in out
 
 
 def simulated(out: str) -> dict:

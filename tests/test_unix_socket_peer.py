@@ -132,3 +132,11 @@ def test_the_approval_warning_reads_the_hop_a_trusted_socket_wrote(database):
         record = resolve("unix:", environ, settings)
         assert record.ineligibility_reason == "contradictory_forwarded_headers"
         assert warning_household(record) == f"{HOME}/32"
+
+
+def test_unix_without_a_proxy_count_is_refused_at_start_up(database):
+    """``unix:`` with TSD_PROXY_FIX_X_FOR=0 would ignore nginx's X-Forwarded-For: no client
+    address for anyone, one rate-limit budget for all."""
+    with pytest.raises(ConfigurationError, match="TSD_PROXY_FIX_X_FOR is 0"):
+        create_app({"TESTING": True, "SECRET_KEY": "x" * 32, "DATABASE_URL": database,
+                    "TRUSTED_PROXIES": "unix:"})

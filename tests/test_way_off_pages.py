@@ -20,6 +20,7 @@ from tests.support.pairing import (
     started,
     switch,
 )
+from tsd_server.discovery import kill_switch
 
 # The way's start page of "Add a printer", by way.
 PAGES = {"ip_match": "/printers/nearby", "pairing_code_show": "/printers/add/code",
@@ -104,8 +105,12 @@ def test_switched_off_in_deployment_says_so_and_not_the_operators_words(app, ses
         response.get_data(as_text=True))
 
     app.config["DISCOVERY_DISABLED"] = ""
-    switch(app, "qr_code", False)  # reason "test", typed by the operator
-    assert ">test<" not in session.get("/printers/add/qr").get_data(as_text=True)
+    with app.test_request_context():
+        kill_switch.set_flag("qr_code", enabled=False, reason="operator-note-7f3 ticket 12",
+                             actor="cli")
+    page = session.get("/printers/add/qr").get_data(as_text=True)
+    assert "Linking with the printer's QR code is switched off" in unescape(page), page
+    assert "operator-note-7f3" not in page
 
 
 @pytest.mark.parametrize(("via", "heading"), [("pairing_code", ENTER_CODE), ("qr_code", QR)])

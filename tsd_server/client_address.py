@@ -126,8 +126,15 @@ class ProxySettings:
             check_width(trusted)
         except (TypeError, ValueError) as error:  # TypeError: TSD_TRUSTED_PROXIES=true or 5
             raise ConfigurationError(f"TSD_TRUSTED_PROXIES: {error}") from None
+        x_for = bounded_int_setting(config, "PROXY_FIX_X_FOR", 0, MAX_PROXIES)
+        if unix_socket and x_for == 0:
+            raise ConfigurationError(
+                "TSD_TRUSTED_PROXIES lists unix: but TSD_PROXY_FIX_X_FOR is 0: the proxy's "
+                "X-Forwarded-For would be ignored, no request through the socket would have "
+                "a client address, and every client would share one rate-limit budget. Set "
+                "TSD_PROXY_FIX_X_FOR=1 behind nginx.")
         return cls(
-            x_for=bounded_int_setting(config, "PROXY_FIX_X_FOR", 0, MAX_PROXIES),
+            x_for=x_for,
             trusted_proxies=trusted,
             trusts_unix_socket=unix_socket,
             ipv6_household_prefix=bounded_int_setting(

@@ -22,6 +22,7 @@ import click
 from flask import current_app
 
 from tsd_server.clock import utcnow
+from tsd_server.printable_text import control_characters_marked
 
 PROGRAM = ("flask", "--app", "tsd_server")
 
@@ -83,5 +84,7 @@ def admin_action_recorded(names: Sequence[str], **params: str | bool) -> str:
     ctx.params = dict(params)
     line = (f"{utc_text(utcnow().replace(microsecond=0))} ran: "
             f"{shlex.join(command_line(ctx))}")
-    log.warning("an admin page acted; the command that does the same: %s", line)
+    # An email stored before control characters were refused could split the log line.
+    log.warning("an admin page acted; the command that does the same: %s",
+                control_characters_marked(line))
     return line

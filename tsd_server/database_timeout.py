@@ -7,7 +7,8 @@ its sync worker until gunicorn kills it after 30 s: soon every worker of every i
 waits, the whole site stops answering, printers included, and each killed worker leaves
 neither an answer nor a log line. So while a connection serves a request, PostgreSQL
 cancels any statement of it that runs longer than ``TSD_DATABASE_TIMEOUT`` seconds
-(``statement_timeout``; the wait for a lock is part of the statement), and libpq stops
+(``statement_timeout``; the wait for a lock is part of the statement; a server that
+cannot act on it, frozen or cut off after the connect, is not bounded), and libpq stops
 trying to connect after as long (``connect_timeout``: a host that drops packets is
 otherwise waited for about two minutes, Linux's SYN retries, and one that accepts and
 never answers for ever). The cancelled statement raises QueryCanceled (SQLSTATE 57014),
@@ -15,7 +16,7 @@ an OperationalError, which the request answers with 503 ``database_unavailable``
 (api/errors.py) and rolls back; the connection stays in the pool.
 
 ``statement_timeout`` rather than ``lock_timeout``: it bounds the wait for a lock too,
-and also a statement slow for any other reason (a plan gone wrong, a disk that stalls),
+and also a statement slow for any other reason (a plan gone wrong),
 which ``lock_timeout`` would leave waiting. Both would only help if a request had a
 statement that should run longer than a lock may be waited for, and none has.
 

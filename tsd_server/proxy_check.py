@@ -124,7 +124,7 @@ def findings(settings: ProxySettings) -> list[Finding]:
                                  f"{network}. Make sure only your own proxies (or your CDN's "
                                  "published ranges) are in it."))
     if settings.trusts_unix_socket:
-        found.append(Finding(NOTE, "TRUSTED_PROXIES contains unix:: whoever can open "
+        found.append(Finding(NOTE, "TRUSTED_PROXIES contains unix:, so whoever can open "
                              "gunicorn's unix socket can choose their address. Only the "
                              "proxy's user may (deploy/tsd-server.socket: SocketUser=root, "
                              "SocketGroup=www-data, SocketMode=0660)."))

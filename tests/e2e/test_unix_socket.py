@@ -8,10 +8,12 @@ request. Through the socket, only www-data and root can connect at all."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +184,27 @@ def test_the_documented_second_instance_has_a_socket_of_its_own_in_nginxs_upstre
                             str(tmp_path / "tsd-server-2.service")], capture_output=True,
                            text=True)
     assert check.returncode == 0 and "tsd-server" not in check.stderr, check.stderr
+
+
+def test_a_socket_gunicorn_binds_itself_for_everyone_stops_the_start(tmp_path, database):
+    """``TSD_BIND=unix:PATH`` without the shipped socket unit: gunicorn makes the socket
+    with umask 0, so every local user could connect and choose a client address. gunicorn
+    refuses to start (exit status 3)."""
+    with tempfile.TemporaryDirectory(prefix="tsd-") as folder:  # a socket path is short
+        path = Path(folder) / "own.sock"
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TSD_")}
+        env.update(servers.setting_env({
+            "ENV": "production", "SECRET_KEY": "x" * 64, "DATABASE_URL": database,
+            "INSTANCE_PATH": str(tmp_path / "instance"), "RATELIMIT_STORAGE_URI": "memory://",
+            "BIND": f"unix:{path}", **shipped_proxy_settings()}))
+        command = [sys.executable, "-m", "gunicorn", "--workers", "1",
+                   "--config", str(servers.ROOT / "gunicorn.conf.py"), "wsgi:app"]
+        with pytest.raises(servers.ServerFailed) as refused:
+            with servers.run_process(
+                    "gunicorn", command, port=0, log_path=tmp_path / "gunicorn.log",
+                    probe="/healthz", env=env, cwd=servers.ROOT,
+                    kind=lambda *started: socket_activation.SocketServer(
+                        *started, socket_path=path)):
+                pass
+    assert "exited with 3" in str(refused.value), refused.value
+    assert "every user of this machine may connect" in str(refused.value), refused.value
