@@ -1,13 +1,18 @@
 """gunicorn settings; every value can be overridden on the command line or by GUNICORN_CMD_ARGS."""
 
+import functools
 import multiprocessing
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
+
+if TYPE_CHECKING:
+    from flask import Config
 
 bind = os.environ.get("TSD_BIND", "127.0.0.1:5000")
 # Rate limits kept in memory:// are counted by each process on its own: with N workers one
@@ -71,20 +76,33 @@ class RedactingLogger(Logger):
 logger_class = RedactingLogger
 
 
+@functools.cache
+def _app_config() -> "Config":
+    """The settings the app will load (instance/config.py included), read once for the
+    master's checks below. ConfigurationError is not cached: each worker refuses it too."""
+    from tsd_server import configured_app
+
+    return configured_app().config
+
+
+def _refuse(server, problem: str) -> None:
+    server.log.error("Refusing to start: %s", problem)
+    sys.exit(Arbiter.WORKER_BOOT_ERROR)  # 3, as when a worker cannot boot: not restarted
+
+
 def on_starting(server) -> None:
     """Several workers that would count rate limits each on their own: refused outside
     development, said loudly once in development. Checked in the master, before any worker
     starts, with the settings the app will load (instance/config.py included). A refusal
     by each worker instead raced in gunicorn's own shutdown: two workers failing to boot at
     once could end it with exit status 1 instead of 3."""
-    from tsd_server import configured_app
     from tsd_server.config import ConfigurationError
 
     workers = server.cfg.workers
     if workers <= 1:
         return
     try:
-        config = configured_app().config
+        config = _app_config()
     except ConfigurationError:
         return  # each worker refuses these itself, naming the setting
     if not counts_per_process(str(config.get("RATELIMIT_STORAGE_URI", ""))):
@@ -94,8 +112,7 @@ def on_starting(server) -> None:
                "(docs/security.md). Set TSD_RATELIMIT_STORAGE_URI to a Redis "
                "(docs/production.md), or run one worker (TSD_WORKERS=1).")
     if config.get("ENV") != "development":
-        server.log.error("Refusing to start: %s", problem)
-        sys.exit(Arbiter.WORKER_BOOT_ERROR)  # 3, as when a worker cannot boot
+        _refuse(server, problem)
     server.log.error("%s", problem)
 
 
@@ -106,7 +123,6 @@ def when_ready(server) -> None:
     would share one rate-limit budget, which one of them could use up for everybody).
     Checked once the listeners exist (a socket systemd hands over included), with the
     settings the app will load."""
-    from tsd_server import configured_app
     from tsd_server.client_address import ProxySettings
     from tsd_server.config import ConfigurationError
 
@@ -118,21 +134,17 @@ def when_ready(server) -> None:
     if open_to_all:
         # gunicorn binds unix:PATH itself with umask 0: a socket everyone may open, and
         # whoever opens it can choose a client address with X-Forwarded-For.
-        server.log.error(
-            "Refusing to start: every user of this machine may connect to %s, and through it "
-            "choose any client address (X-Forwarded-For). Let systemd make the socket "
-            "(deploy/tsd-server.socket: root, group www-data, mode 0660), or give gunicorn "
-            "--umask 0117 and nginx's group.", ", ".join(open_to_all))
-        sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        _refuse(server, f"every user of this machine may connect to {', '.join(open_to_all)}, "
+                "and through it choose any client address (X-Forwarded-For). Let systemd make "
+                "the socket (deploy/tsd-server.socket: root, group www-data, mode 0660), or "
+                "give gunicorn --umask 0117 and nginx's group.")
     try:
-        settings = ProxySettings.from_config(configured_app().config)
+        settings = ProxySettings.from_config(_app_config())
     except ConfigurationError:
         return  # each worker refuses these itself, naming the setting
     if not settings.trusts_unix_socket:
-        server.log.error(
-            "Refusing to start: gunicorn listens on a unix socket, but TSD_TRUSTED_PROXIES "
-            "does not list unix:, so no request through it has a client address (one "
-            "rate-limit budget for every client, ip_match refused for all). Add unix: to "
-            "TSD_TRUSTED_PROXIES, with TSD_PROXY_FIX_X_FOR=1 behind nginx "
-            "(docs/production.md, \"Why a unix socket\").")
-        sys.exit(Arbiter.WORKER_BOOT_ERROR)  # 3: systemd does not restart it
+        _refuse(server, "gunicorn listens on a unix socket, but TSD_TRUSTED_PROXIES does not "
+                "list unix:, so no request through it has a client address (one rate-limit "
+                "budget for every client, ip_match refused for all). Add unix: to "
+                "TSD_TRUSTED_PROXIES, with TSD_PROXY_FIX_X_FOR=1 behind nginx "
+                "(docs/production.md, \"Why a unix socket\").")

@@ -62,11 +62,15 @@ def command_line(ctx: click.Context, **as_typed: str) -> list[str]:
     return [*PROGRAM, *names, *options, *(["--", *arguments] if arguments else [])]
 
 
+def ran_line(ctx: click.Context, **as_typed: str) -> str:
+    """``<UTC time> ran: <command line>``, the record line of ``ctx``'s command."""
+    return (f"{utc_text(utcnow().replace(microsecond=0))} ran: "
+            f"{shlex.join(command_line(ctx, **as_typed))}")
+
+
 def echo_ran(**as_typed: str) -> None:
     """Print the record line of the running command (see the module's docstring)."""
-    ctx = click.get_current_context()
-    click.echo(f"{utc_text(utcnow().replace(microsecond=0))} ran: "
-               f"{shlex.join(command_line(ctx, **as_typed))}")
+    click.echo(ran_line(click.get_current_context(), **as_typed))
 
 
 def admin_action_recorded(names: Sequence[str], **params: str | bool) -> str:
@@ -82,8 +86,7 @@ def admin_action_recorded(names: Sequence[str], **params: str | bool) -> str:
         command = found
         ctx = click.Context(command, info_name=name, parent=ctx)
     ctx.params = dict(params)
-    line = (f"{utc_text(utcnow().replace(microsecond=0))} ran: "
-            f"{shlex.join(command_line(ctx))}")
+    line = ran_line(ctx)
     # An email stored before control characters were refused could split the log line.
     log.warning("an admin page acted; the command that does the same: %s",
                 control_characters_marked(line))
