@@ -183,7 +183,7 @@ def gunicorn(directory: Path, *, database_url: str, settings: Mapping[str, Any] 
     if workers is not None:
         command[-1:-1] = ["--workers", str(workers)]
     with run_process("gunicorn", command, port=port, log_path=directory / "gunicorn.log",
-              probe="/healthz", env=env, cwd=ROOT) as server:
+                     probe="/healthz", env=env, cwd=ROOT) as server:
         yield server
 
 
@@ -224,7 +224,7 @@ def redis_server(directory: Path) -> Iterator[RedisServer]:
     command = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                "--appendonly", "no", "--dir", str(directory)]
     with run_process("redis-server", command, port=port, log_path=directory / "redis.log",
-              probe="PING", kind=RedisServer) as server:
+                     probe="PING", kind=RedisServer) as server:
         yield server
 
 
@@ -284,7 +284,7 @@ def nginx_serving(directory: Path, http_body: str, *, port: int, probe: str = "/
         raise ServerFailed(f"nginx -t refused the config:\n{check.stderr}\n{conf.read_text()}")
     command = [NGINX, "-p", str(directory), "-e", str(directory / "error.log"), "-c", str(conf)]
     with run_process("nginx", command, port=port, log_path=directory / "error.log", probe=probe,
-              kind=kind) as server:
+                     kind=kind) as server:
         yield server
 
 
@@ -299,7 +299,7 @@ def caddy(directory: Path, caddyfile: str) -> Iterator[RunningServer]:
            "XDG_CONFIG_HOME": str(directory / "config")}
     command = [CADDY, "run", "--config", str(path), "--adapter", "caddyfile"]
     with run_process("caddy", command, port=port, log_path=directory / "caddy.log",
-              probe="/healthz", env=env) as server:
+                     probe="/healthz", env=env) as server:
         yield server
 
 
@@ -319,7 +319,7 @@ def make_run(directory: Path, env: Mapping[str, str]) -> Iterator[RunningServer]
     command = ["make", "--no-print-directory", "-o", "install", "run", f"PORT={port}",
                f"VENV={sys.prefix}"]
     with run_process("make run", command, port=port, log_path=directory / "make-run.log",
-              probe="/healthz", env=full_env, cwd=ROOT) as server:
+                     probe="/healthz", env=full_env, cwd=ROOT) as server:
         yield server
 
 
