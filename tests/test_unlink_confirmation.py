@@ -10,9 +10,10 @@ import re
 from html import unescape
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 
 from tests.support.pairing import me
+from tsd_server.clock import utcnow
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, Device
 
@@ -91,6 +92,38 @@ def test_a_printer_revoked_by_an_incident_keeps_its_relink_badge(app, owner):
     with app.app_context():
         assert db.session.get(Device, pk).needs_relink is True
     assert revocations(app, pk) == 1  # the incident's only
+
+
+def test_an_incident_revoke_between_the_unlinks_read_and_its_write_keeps_the_badge(app, owner):
+    """The race the docstring of ``devices.unlink`` names: an incident revoke (which takes
+    no account lock) commits on another connection after the unlink has read the printer
+    and just before the unlink's first write. The unlink must then change nothing: before
+    the write decided it, it cleared the incident's re-link badge and audited a second
+    revocation (on SQLite and on PostgreSQL alike)."""
+    session, pk, _ = owner
+    revoked_meanwhile = []
+
+    def incident_revoke_first(conn, cursor, statement, parameters, context, executemany):
+        if revoked_meanwhile or not statement.lstrip().upper().startswith(("UPDATE", "INSERT")):
+            return
+        revoked_meanwhile.append(True)  # before its own UPDATE passes through here
+        with db.engine.connect() as other:  # another connection, as the CLI's would be
+            other.execute(update(Device).where(Device.id == pk)
+                          .values(token_hash=None, needs_relink=True, revoked_at=utcnow()))
+            other.commit()
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", incident_revoke_first)
+        try:
+            answer = session.form_post(f"/printers/{pk}/unlink", {})
+        finally:
+            event.remove(db.engine, "before_cursor_execute", incident_revoke_first)
+    assert revoked_meanwhile  # the interleaving really happened
+    assert answer.status_code == 302
+    assert NOT_LINKED in page_text(session.get("/"))
+    with app.app_context():
+        assert db.session.get(Device, pk).needs_relink is True
+    assert revocations(app, pk) == 0  # no "unlinked by owner" row for a printer it did not unlink
 
 
 def test_forged_or_foreign_unlinks_change_nothing(app, client, owner, make_user, login):

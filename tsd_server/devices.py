@@ -84,15 +84,20 @@ def unlink(device: Device, user: User) -> bool:
     """The owner removes a printer: its token stops working immediately. False, changing
     and auditing nothing, when it was no longer linked: the same confirmation sent twice
     (two tabs, a double press with JavaScript off) unlinks once, and a printer revoked by
-    an incident meanwhile keeps its re-link badge. Holds the account's link lock while it
-    reads, so two at once are one after the other (PostgreSQL; SQLite has one writer)."""
+    an incident meanwhile keeps its re-link badge. Two unlinks at once wait for each other
+    on the account's link lock (PostgreSQL; SQLite has one writer). An incident revoke does
+    not take that lock, and on SQLite the read takes no lock at all, so whether the printer
+    is still linked is decided by the UPDATE itself, never by a read before it."""
     lock_links_of(user.id)
-    db.session.refresh(device)
-    if not device.is_active:
+    unlinked = db.session.execute(
+        update(Device).where(Device.id == device.id, Device.token_hash.is_not(None))
+        .values(token_hash=None, revoked_at=utcnow(), needs_relink=False)
+        .execution_options(synchronize_session=False)).rowcount
+    if not unlinked:
         db.session.rollback()
         return False
-    revoke_token(device, actor=f"user:{user.id}", detail="unlinked by owner")
-    device.needs_relink = False
+    audit.record("revocation", actor=f"user:{user.id}", device=device,
+                 strategy=device.linked_via, detail="unlinked by owner")
     db.session.commit()
     return True
 
