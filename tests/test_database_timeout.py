@@ -24,9 +24,11 @@ import psycopg2
 import pytest
 import requests
 from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
 from tests.support import clean_env, servers
 from tests.support.apps import another_app
+from tests.support.cut_off_network import database_behind_a_link
 from tests.support.held_requests import Running
 from tests.support.sent_statements import SINGLE, sent_statements
 from tsd_server import create_app, database_timeout, idle_transactions
@@ -241,6 +243,81 @@ def test_a_database_that_accepts_and_never_answers_costs_a_request_the_bound(ins
     finally:
         silent.close()  # the control's connect is refused now
     unavailable(calls[0].result()[0])
+
+
+# --- a database the network cuts off after the connect -------------------------------------
+
+CUT_BOUND = 2  # seconds: TSD_DATABASE_TIMEOUT here (libpq's connect_timeout is at least 2)
+
+
+@pytest.fixture
+def behind_a_link(postgres):
+    """(the test database's URL across a link of the test's own, the link)."""
+    with database_behind_a_link(postgres) as (url, link):
+        yield url, link
+
+
+def within(seconds: float, name: str, call: Callable[[], Any]) -> Any:
+    """``call``'s result if it returns (or raises) within ``seconds``; a failure if it is
+    still waiting then (left behind in its daemon thread)."""
+    running = Running(name, call)
+    running.start()
+    running.join(seconds)
+    assert not running.is_alive(), f"{name} still waiting after {seconds} s"
+    return running.result()
+
+
+def test_a_database_cut_off_after_the_connect_costs_a_request_the_bound(behind_a_link, linked):
+    """The database's host froze, or the link to it went, while a pooled connection was
+    open: its statement is never acknowledged, and PostgreSQL cannot cancel what it never
+    received. libpq's tcp_user_timeout ends the connection: the request answers the
+    outage's 503 in a few seconds, and once the link is back the next request is served.
+    Without it Linux retransmits for about 15 minutes, and gunicorn kills the worker at
+    30 s with no answer."""
+    url, link = behind_a_link
+    token, _ = linked
+    with another_app(url, DATABASE_TIMEOUT=CUT_BOUND) as application:
+        printer = application.test_client()
+        assert device_me(printer, token).status_code == 200  # a connection across the link
+        link.cut()
+        try:
+            answer = within(3 * CUT_BOUND, "device/me", partial(device_me, printer, token))
+        finally:
+            link.restore()
+        unavailable(answer)
+        assert device_me(printer, token).status_code == 200
+
+
+def test_a_command_gives_up_connecting_to_a_cut_off_database(behind_a_link):
+    """A command (``flask incident revoke`` in an incident, say) tells the operator within
+    seconds that the database cannot be reached, instead of after Linux's two minutes of
+    SYN retries: the connect bound is every connection's, not only requests'."""
+    url, link = behind_a_link
+    with another_app(url, DATABASE_TIMEOUT=CUT_BOUND) as application:
+        def connect() -> None:
+            with application.app_context():
+                db.session.execute(text("SELECT 1"))
+
+        link.cut()
+        try:
+            with pytest.raises(OperationalError, match="timeout expired"):
+                within(3 * CUT_BOUND, "command", connect)
+        finally:
+            link.restore()
+        connect()
+
+
+def test_a_live_database_is_never_cut_short_by_the_liveness_bounds(behind_a_link):
+    """The other side of the same settings: a command's statement that runs for more than
+    twice the bound across the same link completes. While it runs, the server's kernel
+    acknowledges, and answers the keepalives."""
+    url, _ = behind_a_link
+    with another_app(url, DATABASE_TIMEOUT=CUT_BOUND) as application, \
+            application.app_context():
+        started = time.monotonic()
+        db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": 2.5 * CUT_BOUND})
+        assert time.monotonic() - started >= 2.5 * CUT_BOUND
+        db.session.rollback()
 
 
 # --- what is not cut short ----------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""A stalled PostgreSQL ends a web request within seconds, with a 503, not at gunicorn's
-worker timeout.
+"""A stalled or unreachable PostgreSQL ends a web request within seconds, with a 503, not
+at gunicorn's worker timeout.
 
 A statement waiting for a lock held elsewhere (an operator's ``psql`` with an open
 transaction, a migration's ALTER TABLE, LOCK TABLE), or one that never returns, would hold
@@ -7,13 +7,19 @@ its sync worker until gunicorn kills it after 30 s: soon every worker of every i
 waits, the whole site stops answering, printers included, and each killed worker leaves
 neither an answer nor a log line. So while a connection serves a request, PostgreSQL
 cancels any statement of it that runs longer than ``TSD_DATABASE_TIMEOUT`` seconds
-(``statement_timeout``; the wait for a lock is part of the statement; a server that
-cannot act on it, frozen or cut off after the connect, is not bounded), and libpq stops
-trying to connect after as long (``connect_timeout``: a host that drops packets is
-otherwise waited for about two minutes, Linux's SYN retries, and one that accepts and
-never answers for ever). The cancelled statement raises QueryCanceled (SQLSTATE 57014),
-an OperationalError, which the request answers with 503 ``database_unavailable``
-(api/errors.py) and rolls back; the connection stays in the pool.
+(``statement_timeout``; the wait for a lock is part of the statement). The cancelled
+statement raises QueryCanceled (SQLSTATE 57014), an OperationalError, which the request
+answers with 503 ``database_unavailable`` (api/errors.py) and rolls back; the connection
+stays in the pool.
+
+A server that cannot act on that (its host frozen, or cut off by the network after the
+connect) sends nothing back, not even TCP's acknowledgements, and Linux would retransmit
+to it for about 15 minutes. So every connection, a command's too, gives up on a peer that
+has acknowledged nothing for as long (libpq's ``tcp_user_timeout``, and keepalives for a
+connection waiting for an answer with nothing left to send), and on a connect that has not
+completed (``connect_timeout``: a host that drops packets is otherwise waited for about
+two minutes, Linux's SYN retries, and one that accepts and never answers for ever). These
+never cut a live server short: its kernel acknowledges while its statement runs.
 
 ``statement_timeout`` rather than ``lock_timeout``: it bounds the wait for a lock too,
 and also a statement slow for any other reason (a plan gone wrong),
@@ -21,7 +27,7 @@ which ``lock_timeout`` would leave waiting. Both would only help if a request ha
 statement that should run longer than a lock may be waited for, and none has.
 
 Commands are not requests (``flask db upgrade``, ``incident revoke``, ``discovery disable``
-waiting for the switches' lock): their connections keep the server's own settings and are
+waiting for the switches' lock): their statements keep the server's own settings and are
 never cut short. What tells the two apart is Flask's request context at checkout, a check
 in Python; the SET is sent only when a pooled connection goes from one to the other, so
 once per connection in a server and never in a command, not once per request
@@ -50,17 +56,17 @@ QUERY_CANCELED = "57014"
 
 
 def bound_requests(engine: Engine, seconds: int) -> None:
-    """Bound the connects and statements of ``engine`` made for requests (PostgreSQL only;
-    0 seconds installs nothing)."""
+    """Bound the statements of ``engine`` made for requests, and the connects and peer
+    silences of all its connections (PostgreSQL only; 0 seconds installs nothing)."""
     if engine.dialect.name != "postgresql" or not seconds:
         return
     milliseconds = seconds * 1000
 
     def connect_within(_dialect, _record, _cargs, cparams) -> None:
-        if has_request_context():
-            # Whole seconds, at least 2 (libpq); a connect_timeout in the URL or
-            # TSD_SQLALCHEMY_ENGINE_OPTIONS' connect_args wins.
-            cparams.setdefault("connect_timeout", seconds)
+        # Requests' connections and commands' alike (see above). Whole seconds, at least 2
+        # (libpq); a value in the URL or TSD_SQLALCHEMY_ENGINE_OPTIONS' connect_args wins.
+        for name, value in liveness_parameters(seconds).items():
+            cparams.setdefault(name, value)
 
     def bound_while_serving(dbapi_connection, record, _proxy) -> None:
         wanted = milliseconds if has_request_context() else None
@@ -70,6 +76,16 @@ def bound_requests(engine: Engine, seconds: int) -> None:
 
     event.listen(engine, "do_connect", connect_within)
     event.listen(engine, "checkout", bound_while_serving)
+
+
+def liveness_parameters(seconds: int) -> dict[str, int]:
+    """libpq's settings that give up on a connect, or on a peer that stopped answering
+    (no TCP acknowledgement), after about ``seconds``: the first keepalive goes out after
+    ``seconds`` of silence, and Linux ends the connection once the user timeout has passed
+    with it unanswered. Where TCP_USER_TIMEOUT is unknown (not Linux), the keepalive count
+    ends it a few seconds later. On a unix socket libpq ignores all but the first."""
+    return {"connect_timeout": seconds, "keepalives": 1, "keepalives_idle": seconds,
+            "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": seconds * 1000}
 
 
 def send_statement_timeout(dbapi_connection: Any, milliseconds: int | None) -> None:

@@ -2,8 +2,12 @@
 
 ``cut()`` closes every connection through it and hangs up on new ones at once, as a
 database that restarts does (psycopg2 reads "server closed the connection unexpectedly");
-``restore()`` lets new connections through again. Only loopback: it listens on 127.0.0.1
-and connects to the address it is given (the test suite's PostgreSQL).
+``restore()`` lets new connections through again. It listens on 127.0.0.1 unless told
+otherwise (``cut_off_network.py`` runs one on each side of a link of the test's own) and
+connects to the address it is given (the test suite's PostgreSQL).
+
+``python -m tests.support.tcp_relay LISTEN_HOST TARGET_HOST TARGET_PORT`` runs one until
+killed, and prints the port it listens on.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from contextlib import contextmanager, suppress
 
 
 class TcpRelay:
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], listen_host: str = "127.0.0.1") -> None:
         self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server((listen_host, 0))
         self.port = self.listener.getsockname()[1]
         self._cut = threading.Event()
         self._closed = threading.Event()
@@ -84,9 +88,18 @@ def _hang_up(sock: socket.socket) -> None:
 
 
 @contextmanager
-def tcp_relay(host: str, port: int) -> Iterator[TcpRelay]:
-    relay = TcpRelay((host, port))
+def tcp_relay(host: str, port: int, listen_host: str = "127.0.0.1") -> Iterator[TcpRelay]:
+    relay = TcpRelay((host, port), listen_host)
     try:
         yield relay
     finally:
         relay.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    listen_host, target_host, target_port = sys.argv[1:]
+    relay = TcpRelay((target_host, int(target_port)), listen_host)
+    print(relay.port, flush=True)
+    threading.Event().wait()
