@@ -45,6 +45,11 @@ def page(session, **query) -> str:
     return response.get_data(as_text=True)
 
 
+def what_if(session, **query) -> str:
+    """The page's "Another request" answer for ``query``."""
+    return page(session, **query).split("data-example", 1)[1]
+
+
 def test_only_admins(app, client, make_user, login):
     assert "/login" in client.get(PAGE).headers["Location"]
     _, email, password = make_user()
@@ -120,12 +125,35 @@ def test_looking_is_not_an_ip_match_lookup(app, admin):
 
 def test_what_if_another_request(app, admin):
     session = admin(REMOTE_ADDR="8.8.8.8")
-    html = page(session, peer="1.1.1.1", forwarded_for="9.9.9.9")
-    example = html.split("data-example", 1)[1]
+    example = what_if(session, peer="1.1.1.1", forwarded_for="9.9.9.9")
     assert field(example, "client_ip") == "1.1.1.1"
     assert verdicts(example) == ["untrusted_forwarded_header"]
     refused = page(session, peer="1.1.1.1:80")
     assert "must be an IP address" in refused and "data-example" not in refused
+
+
+@pytest.mark.parametrize("app_config", [{"PROXY_FIX_X_FOR": 1, "TRUSTED_PROXIES": "unix:"}],
+                         indirect=True)
+def test_what_if_a_request_through_the_unix_socket(app, admin):
+    """The shipped production shape (gunicorn on a unix socket, ``unix:`` trusted) can be
+    asked about, as with ``flask proxy-check --peer unix:``; a TCP peer is still not nginx."""
+    session = admin(REMOTE_ADDR="8.8.8.8")
+    example = what_if(session, peer="unix:", forwarded_for="1.1.1.1, 9.9.9.9")
+    assert field(example, "client_ip") == "9.9.9.9" and field(example, "peer_ip") == "unix:"
+    assert verdicts(example) == ["works"]
+    forged = what_if(session, peer="127.0.0.1", forwarded_for="9.9.9.9")
+    assert field(forged, "client_ip") == "127.0.0.1"
+    assert verdicts(forged) == ["untrusted_forwarded_header"]
+    for spelling in ("unix", "unix:/run/tsd-server.sock"):
+        refused = page(session, peer=spelling)
+        assert "must be an IP address (no port), or unix:" in refused
+        assert "data-example" not in refused
+
+
+def test_a_unix_socket_not_trusted_is_not_believed_in_the_what_if(app, admin):
+    example = what_if(admin(REMOTE_ADDR="8.8.8.8"), peer="unix:", forwarded_for="9.9.9.9")
+    assert field(example, "client_ip") != "9.9.9.9"
+    assert verdicts(example) != ["works"]
 
 
 def test_hostile_header_is_escaped_and_cut(app, admin):

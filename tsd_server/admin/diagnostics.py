@@ -15,6 +15,7 @@ from tsd_server import client_address, proxy_check
 from tsd_server.admin.access import refuse_non_admins
 from tsd_server.client_address import ClientAddress
 from tsd_server.discovery.ip_match.verdict import ip_match_verdict
+from tsd_server.trusted_proxies import UNIX_SOCKET
 
 bp = Blueprint("admin_diagnostics", __name__, url_prefix="/admin")
 bp.before_request(refuse_non_admins)
@@ -38,13 +39,15 @@ def _cut(value: str | None) -> str | None:
 
 def what_if() -> tuple[ClientAddress | None, str | None]:
     """``?peer=IP&forwarded_for=...``: what the server would decide for such a request,
-    with the same code as real requests (as ``flask proxy-check --peer``)."""
+    with the same code as real requests (as ``flask proxy-check --peer``). The peer
+    ``unix:`` is a request through gunicorn's unix socket, the shipped production shape."""
     peer = (request.args.get("peer") or "").strip()[:64]
     forwarded = (request.args.get("forwarded_for") or "").strip()[:MAX_HEADER_SHOWN]
     if not peer:
         return None, None
-    if client_address.parse_ip(peer) is None:
-        return None, "The peer must be an IP address (no port)."
+    if peer != UNIX_SOCKET and client_address.parse_ip(peer) is None:
+        return None, ("The peer must be an IP address (no port), or "
+                      f"{UNIX_SOCKET} for gunicorn's unix socket.")
     environ = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
     return client_address.resolve(peer, environ, current_app.extensions["tsd.proxy_settings"]), None
 
