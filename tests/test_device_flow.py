@@ -23,7 +23,7 @@ from tests.support.pairing import (
     started,
     switch,
 )
-from tsd_server.discovery import kill_switch
+from tsd_server.discovery import flag_store
 
 app_config = device_flow_fixtures.app_config
 owner = device_flow_fixtures.owner
@@ -252,7 +252,7 @@ def test_both_off_because_the_switches_cannot_be_read_says_come_back(app, client
     answer = started(client)
     with flags_table_renamed(app):
         with app.app_context():
-            kill_switch.forget_cached_flags()  # as if the cache's half second had passed
+            flag_store.forget_cached_flags()  # as if the cache's half second had passed
         refused = authorize(client)
         polled = poll(client, answer["device_code"])
         for answered in (refused, polled):
@@ -260,7 +260,7 @@ def test_both_off_because_the_switches_cannot_be_read_says_come_back(app, client
             assert answered.get_json()["disabled_by"] == "flag_store_unreadable"
             assert answered.headers["Retry-After"] == "5"
     with app.app_context():
-        kill_switch.forget_cached_flags()
+        flag_store.forget_cached_flags()
     assert poll_error(poll(client, answer["device_code"])) == "authorization_pending"
 
 

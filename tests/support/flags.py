@@ -15,7 +15,7 @@ def switched_off_by_hand(app, strategy: str, *, stale_cache: bool = False) -> No
     """The flag row written off. With ``stale_cache`` this process keeps a cached "on" for
     a minute, like a process that has not yet seen the switch-off: its route guards let
     requests through, and only fresh reads see the switch."""
-    from tsd_server.discovery import kill_switch
+    from tsd_server.discovery import flag_store, kill_switch
     from tsd_server.extensions import db
     from tsd_server.models import StrategyFlag
 
@@ -27,15 +27,15 @@ def switched_off_by_hand(app, strategy: str, *, stale_cache: bool = False) -> No
                                     changed_by="cli", changed_at=utcnow()))
         db.session.commit()
         if not stale_cache:
-            kill_switch.forget_cached_flags()
+            flag_store.forget_cached_flags()
 
 
 def flag_removed_by_hand(app, strategy: str) -> None:
-    from tsd_server.discovery import kill_switch
+    from tsd_server.discovery import flag_store
     from tsd_server.extensions import db
     from tsd_server.models import StrategyFlag
 
     with app.test_request_context():
         db.session.delete(db.session.get(StrategyFlag, strategy))
         db.session.commit()
-        kill_switch.forget_cached_flags()
+        flag_store.forget_cached_flags()

@@ -16,7 +16,7 @@ from tsd_server.admin.forms import (
     RevokeForm,
 )
 from tsd_server.auth import accounts
-from tsd_server.discovery import kill_switch, registry
+from tsd_server.discovery import flag_store, kill_switch, registry
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 # Every route of this blueprint, present and future, is admin-only.
@@ -38,7 +38,7 @@ def kill_switches():
 
 
 def _kill_switch_page(form: FlagForm, status: int = 200):
-    flags = kill_switch.runtime_flags()
+    flags = flag_store.runtime_flags()
     return render_template(
         "admin/kill_switches.html", form=form, strategies=registry.with_states(fresh=True),
         setting=kill_switch.deployment_setting(), flags=flags,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tsd_server import devices, incident, incident_csv
 from tsd_server.auth import accounts
 from tsd_server.command_record import echo_ran, utc_text
-from tsd_server.discovery import kill_switch, registry
+from tsd_server.discovery import flag_store, kill_switch, registry
 from tsd_server.models import User
 from tsd_server.printable_text import CLI_TEXT, for_terminal
 
@@ -58,7 +58,7 @@ def status_command() -> None:
                + (", ".join(sorted(setting.disabled)) or "(none)"))
     if setting.problem:
         click.secho(f"  PROBLEM: {setting.problem}; every strategy is off.", fg="red", err=True)
-    flags = kill_switch.runtime_flags()
+    flags = flag_store.runtime_flags()
     if flags is None:
         click.secho("Runtime flags: UNREADABLE (every strategy counts as off).", fg="red")
     else:

@@ -5,34 +5,29 @@
    strategy (a typo such as "ip-match") switches *every* strategy off: the operator meant to
    switch something off, and guessing what would fail open.
 2. Runtime flags live in the database (``strategy_flags``), so a toggle made through any
-   process -- CLI, admin page, or the automatic breakers -- reaches every process. Each
-   process caches what it read for at most ``KILL_SWITCH_CACHE_SECONDS`` (default 0.5 s),
-   which bounds how long a toggle takes to be honoured everywhere (the promise is 1 s).
+   process -- CLI, admin page, or the automatic breakers -- reaches every process within a
+   second: ``flag_store`` reads them, and caches what it read for at most
+   ``KILL_SWITCH_CACHE_SECONDS``.
 
 If the flag store cannot be read, every strategy counts as disabled: failing open here
 would turn an outage of the database into the incident this server exists to prevent.
-Flags are read on a connection of their own, so a failed read never rolls back (or
-poisons) the caller's transaction.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from flask import current_app
 from sqlalchemy import false, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from tsd_server import audit, database_timeout, pending_links, single_statement
+from tsd_server import audit, database_timeout, pending_links
 from tsd_server.api.errors import DATABASE_RETRY_AFTER, ApiError
 from tsd_server.clock import utcnow
-from tsd_server.config import ConfigurationError
+from tsd_server.discovery import flag_store
 from tsd_server.extensions import db
 from tsd_server.models import StrategyFlag
 from tsd_server.upsert import upsert
@@ -40,11 +35,7 @@ from tsd_server.upsert import upsert
 log = logging.getLogger(__name__)
 
 ALL = "all"
-DEFAULT_CACHE_SECONDS = 0.5
-# More would break the promise that a toggle reaches every process within a second.
-MAX_CACHE_SECONDS = 1.0
 MAX_REASON = 500
-CACHE_KEY = "tsd.kill_switch_cache"
 # PostgreSQL's advisory lock that orders a change of a switch against the commit of a link
 # (or a link waiting to happen): taken exclusively by set_flag, shared by hold_enabled.
 SWITCH_LOCK_KEY = 0x74736B73
@@ -92,17 +83,6 @@ class StrategyState:
         """Safe for anyone: the layer that holds it off and a generic explanation."""
         return {"enabled": self.enabled, "disabled_by": self.disabled_by,
                 "reason": self.public_reason}
-
-
-@dataclass(frozen=True)
-class FlagSnapshot:
-    """One runtime flag row as read, detached from any session."""
-
-    strategy: str
-    enabled: bool
-    reason: str | None
-    changed_by: str
-    changed_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -160,91 +140,14 @@ def deployment_setting() -> DeploymentSetting:
     return DeploymentSetting(frozenset(names))
 
 
-def deployment_disabled() -> set[str]:
-    """Strategies switched off by deployment settings ("all" expands to every strategy)."""
-    return set(deployment_setting().disabled)
-
-
-_EVERY_FLAG = select(StrategyFlag.__table__)
-
-
-def _read_flags() -> dict[str, FlagSnapshot] | None:
-    """Every runtime flag, read outside the request's transaction on the autocommit bind
-    (whose connection nothing else holds at this point: a worker needs no third one);
-    None when the store is unreadable."""
-    try:
-        rows = single_statement.all_rows(_EVERY_FLAG)
-    except SQLAlchemyError:
-        return None
-    return {row.strategy: _snapshot(row._mapping) for row in rows}
-
-
-def _snapshot(row: Mapping[str, Any]) -> FlagSnapshot:
-    return FlagSnapshot(strategy=row["strategy"], enabled=bool(row["enabled"]),
-                        reason=row["reason"], changed_by=row["changed_by"],
-                        changed_at=row["changed_at"])
-
-
-_log_lock = threading.Lock()
-
-
-def _note_readability(cache: dict, readable: bool) -> None:
-    """Log when the store becomes unreadable or recovers, not on every request."""
-    with _log_lock:
-        was_failing = cache.get("failing", False)
-        if not readable and not was_failing:
-            log.error("kill switch: flag store unreadable; every strategy is DISABLED until "
-                      "it can be read again")
-        elif readable and was_failing:
-            log.warning("kill switch: flag store readable again")
-        cache["failing"] = not readable
-
-
-def _flags(fresh: bool) -> dict[str, FlagSnapshot] | None:
-    """The runtime flags, from this process's cache unless stale or ``fresh`` is asked for.
-
-    A failed read is cached too (it means "all off" either way), so a database outage costs
-    one failed query per TTL rather than one per request.
-    """
-    cache = current_app.extensions.setdefault(CACHE_KEY, {})
-    entry = cache.get("entry")
-    now = time.monotonic()
-    if not fresh and entry is not None and entry[0] > now:
-        return entry[1]
-    flags = _read_flags()
-    _note_readability(cache, flags is not None)
-    cache["entry"] = (now + cache_seconds(), flags)
-    return flags
-
-
-def cache_seconds() -> float:
-    """How long a process trusts what it read.
-
-    Checked at start-up (registry.init_app), so a bad value stops the server, not requests;
-    there, more than ``MAX_CACHE_SECONDS`` is refused too (it breaks the 1 s promise).
-    """
-    value = current_app.config.get("KILL_SWITCH_CACHE_SECONDS", DEFAULT_CACHE_SECONDS)
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not 0.0 <= seconds < 3600 or isinstance(value, bool):
-        raise ConfigurationError(
-            f"TSD_KILL_SWITCH_CACHE_SECONDS must be a number of seconds (0 to 1), not {value!r}.")
-    return seconds
-
-
-def forget_cached_flags() -> None:
-    current_app.extensions.pop(CACHE_KEY, None)
-
-
 def state(name: str, *, fresh: bool = False) -> StrategyState:
     """The effective state of one strategy. ``fresh`` bypasses the per-process cache."""
-    return _state_from(name, lambda: _flags(fresh))
+    return _state_from(name, lambda: flag_store.runtime_flags(fresh=fresh))
 
 
-def _state_from(name: str,
-                read_flags: Callable[[], dict[str, FlagSnapshot] | None]) -> StrategyState:
+def _state_from(
+    name: str, read_flags: Callable[[], dict[str, flag_store.FlagSnapshot] | None],
+) -> StrategyState:
     if name not in known_names():
         return StrategyState(False, UNKNOWN_STRATEGY, f"{name!r} is not a strategy.")
     setting = deployment_setting()
@@ -280,7 +183,8 @@ def hold_enabled(name: str) -> None:
     _lock_switches(shared=True)
     rows = db.session.execute(select(StrategyFlag.__table__).where(
         StrategyFlag.strategy.in_((ALL, name)))).mappings().all()
-    current = _state_from(name, lambda: {row["strategy"]: _snapshot(row) for row in rows})
+    current = _state_from(name, lambda: {row["strategy"]: flag_store.snapshot(row)
+                                         for row in rows})
     if not current.enabled:
         db.session.rollback()
         raise StrategyDisabled(name, current)
@@ -333,11 +237,6 @@ def last_switched_on(name: str) -> datetime | None:
         StrategyFlag.strategy.in_((name, ALL)), StrategyFlag.enabled.is_(True)))
 
 
-def runtime_flags(*, fresh: bool = True) -> dict[str, FlagSnapshot] | None:
-    """The runtime layer alone (for the CLI and the admin page); None when unreadable."""
-    return _flags(fresh)
-
-
 def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> StrategyFlag:
     """Toggle a runtime flag (a strategy or "all"), audited in the same transaction.
 
@@ -380,7 +279,7 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
     audit.record("flag_toggle", actor=actor, strategy=target,
                  outcome="enabled" if enabled else "disabled", detail=detail)
     db.session.commit()
-    forget_cached_flags()
+    flag_store.forget_cached_flags()
     if not enabled:
         _withdraw_waiting_links(target, actor=actor, reason=reason)
     flag = db.session.get(StrategyFlag, target, populate_existing=True)

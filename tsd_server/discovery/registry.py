@@ -15,7 +15,7 @@ from flask.typing import ResponseReturnValue
 
 from tsd_server.api.errors import is_api_request
 from tsd_server.config import ConfigurationError
-from tsd_server.discovery import kill_switch
+from tsd_server.discovery import flag_store, kill_switch
 from tsd_server.discovery.strategy import DiscoveryStrategy
 
 log = logging.getLogger(__name__)
@@ -112,15 +112,15 @@ def _check_settings(app: Flask) -> None:
     """Log the deployment's switch-offs; refuse a cache time that breaks the 1 s promise."""
     with app.app_context():
         setting = kill_switch.deployment_setting()
-        ttl = kill_switch.cache_seconds()
+        ttl = flag_store.cache_seconds()
     if setting.problem:
         log.error("%s: EVERY discovery strategy is switched off until it is corrected",
                   setting.problem)
     elif setting.disabled:
         log.warning("discovery switched off by deployment settings: %s",
                     ", ".join(sorted(setting.disabled)))
-    if ttl > kill_switch.MAX_CACHE_SECONDS:
+    if ttl > flag_store.MAX_CACHE_SECONDS:
         raise ConfigurationError(
-            f"TSD_KILL_SWITCH_CACHE_SECONDS must be from 0 to {kill_switch.MAX_CACHE_SECONDS:g} "
+            f"TSD_KILL_SWITCH_CACHE_SECONDS must be from 0 to {flag_store.MAX_CACHE_SECONDS:g} "
             f"(seconds, e.g. 0.5), not {ttl:g}: a toggle must reach every process within "
             "one second.")
