@@ -70,7 +70,8 @@ def test_proxy_diagnostics_shows_this_browsers_request(live, page, admin):
     expect(page.locator('[data-field="client_ip"]').first).to_have_text("127.0.0.1")
     expect(page.locator('[data-field="household"]').first).to_have_text("127.0.0.1/32")
     expect(page.locator("[data-verdict]").first).to_have_attribute("data-verdict", "works")
-    page.get_by_label("Direct peer (IP address)").fill("127.0.0.1")
+    page.get_by_label("Direct peer (an IP address, or unix: for gunicorn's unix socket)").fill(
+        "127.0.0.1")
     page.get_by_label("X-Forwarded-For (optional)").fill("8.8.8.8")
     page.get_by_role("button", name="Show").click()
     example = page.locator("[data-example]")
