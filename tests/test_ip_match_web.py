@@ -35,6 +35,20 @@ def test_the_page_lists_printers_with_a_link_form_and_escapes_their_names(world)
     assert not re.search(r"<script(?![^>]*\bsrc=)", html), "no inline scripts (CSP)"
 
 
+def test_each_control_names_its_printer_in_quotes(world):
+    """A printer may call itself anything: its name is quoted in its controls' names, so
+    "all printers" or "Cancel" do not read as another control (as on My printers).
+    static/nearby.js writes the same labels (tests/browser/test_accessibility.py)."""
+    listed, picked = world.printer(HOME_A, "all printers"), world.printer(HOME_A, "Cancel")
+    anna = world.person(HOME_A)
+    listed.announce()
+    picked.announce()
+    assert anna.link(picked.device_id).status == 200
+    _, html = page(anna)
+    assert 'aria-label="Link this printer: “all printers”"' in html
+    assert 'aria-label="Enter the code of “Cancel”"' in html
+
+
 def test_the_page_says_why_when_ip_match_cannot_work_here(world):
     lan = world.person("192.168.1.20")
     status, html = page(lan)

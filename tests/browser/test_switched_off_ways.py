@@ -2,16 +2,19 @@
 that way in their words and links to the ways still on (none when all are off).
 
 "Add a printer" is opened while everything is on, then the kill switch goes off, then the
-person presses the way they chose: the page they had still offered it.
+person presses the way they chose: the page they had still offered it. A "Printers near
+you" list that is open when ip_match goes off turns into that page by itself.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.browser.live import Printer
+from tests.browser.live import SETTINGS, Printer
 
 NEAR_YOU, SHOW_CODE, ENTER_CODE, QR = (
     "Printers near you", "Show a code for the printer", "Enter the printer's code",
@@ -76,3 +79,60 @@ def test_a_qr_link_scanned_while_qr_codes_are_off_offers_the_printers_code(
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Link this printer to your account?")
            ).to_be_visible()
+
+
+# Words an operator typed when switching off: for the admin page and the audit log only.
+OPERATOR_REASON = "operator-note-9d2 about Ben"
+
+
+def refused_link(live, page, printer: Printer) -> None:
+    """Press Link on ``printer`` just after it stopped announcing: the list again, from
+    the answer to that POST, saying why."""
+    from sqlalchemy import delete
+
+    from tsd_server.models.ip_match import Announcement
+
+    # Just after a refresh, so that the list does not drop the card first.
+    with page.expect_response(lambda response: "/api/v1/discovery/nearby" in response.url):
+        pass
+    with live.db() as session:
+        session.execute(delete(Announcement).where(Announcement.device_uid == printer.device_id))
+        session.commit()
+    page.get_by_role("button", name=f"Link this printer: “{printer.name}”").click()
+    expect(page.get_by_role("alert")).to_contain_text("No printer with this id")
+
+
+@pytest.mark.parametrize("shown_by", ["opening", "a refused link"])
+def test_an_open_printers_near_you_list_turns_into_the_refusal(live, page, user, shown_by):
+    """Switched off while the list is open: at its next refresh the cards and their Link
+    buttons are gone and the page is the refusal, without a strategy's name or code or the
+    operator's words. Shown by a Link that was refused (a POST's answer), the list turns
+    into it too, without posting again."""
+    Printer(live.base_url, "Printer by the door").announce()
+    gone = Printer(live.base_url, "Printer that went away")
+    gone.announce()
+    log_in(page, user["email"])
+    posts: list[str] = []
+    page.on("request", lambda request: posts.append(request.url)
+            if request.method == "POST" else None)
+    page.goto("/printers/nearby")
+    link = page.get_by_role("button", name="Link this printer")
+    expect(link).to_have_count(2)
+    if shown_by == "a refused link":
+        refused_link(live, page, gone)
+        expect(link).to_have_count(1)
+    posted = list(posts)
+
+    live.switch("ip_match", enabled=False, reason=OPERATOR_REASON)
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Linking printers near you is switched off right now",
+        timeout=(SETTINGS["IP_MATCH_POLL_INTERVAL"] + 2) * 1000)  # the next refresh, and a margin
+    expect(page.locator("li.device")).to_have_count(0)
+    expect(link).to_have_count(0)
+    expect(page.get_by_text("Switched off by an administrator.")).to_be_visible()
+    assert offered(page) == [SHOW_CODE, ENTER_CODE, QR]
+    html = page.content()
+    assert [word for word in ("strategy_disabled", "ip_match", OPERATOR_REASON)
+            if word in html] == []
+    assert urlsplit(page.url).path == "/printers/nearby"
+    assert posts == posted, "the refused link was posted again"

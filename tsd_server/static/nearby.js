@@ -3,6 +3,9 @@
 // The list is updated in place, card by card (keyed by device id): a card whose printer
 // did not change is left alone, so keyboard focus stays where it is. Only the short count
 // line (#nearby-count, role=status) is announced, and only when its words change.
+// Switched off meanwhile (503 strategy_disabled), the page is asked for again: the server
+// answers with its way-off page, which names the way in the person's words and links to
+// the ways still on (and has no script of this kind, so this cannot go round).
 "use strict";
 (function () {
   const section = document.getElementById("nearby");
@@ -45,7 +48,7 @@
     if (device.offer) {
       const link = el("a", { href: url(section.dataset.offerUrl, device.offer.offer_id),
         textContent: "Enter the code" });
-      link.setAttribute("aria-label", `Enter the code of ${device.name}`);
+      link.setAttribute("aria-label", `Enter the code of “${device.name}”`);
       li.append(link);
     } else if (device.busy) {
       li.append(el("p", { className: "muted", textContent: "Someone else is linking this printer." }));
@@ -53,7 +56,7 @@
       const form = el("form", { method: "post", action: url(section.dataset.linkUrl, device.device_id) });
       form.append(el("input", { type: "hidden", name: "csrf_token", value: csrf }));
       const button = el("button", { type: "submit", textContent: "Link this printer" });
-      button.setAttribute("aria-label", `Link this printer: ${device.name}`);
+      button.setAttribute("aria-label", `Link this printer: “${device.name}”`);
       button.dataset.clickGuard = "";
       form.append(button);
       li.append(form);
@@ -143,6 +146,11 @@
       const data = await response.json();
       if (response.ok) {
         render(data);
+      } else if (data && data.error === "strategy_disabled") {
+        // The page's own address, not reload(): a page shown by a refused Link is the
+        // answer to a POST, which a reload would send again.
+        clearInterval(timer);
+        location.replace(section.dataset.page);
       } else if (data && data.error) {
         render({ eligible: false, reason: data.error, message: data.message, devices: [] });
       }
@@ -157,5 +165,5 @@
   // would count this account towards the household's limits); Refresh looks.
   if (section.dataset.looked === "no") return;
   const seconds = Math.max(2, Number(section.dataset.poll) || 5);
-  setInterval(refresh, seconds * 1000);
+  const timer = setInterval(refresh, seconds * 1000);
 })();
