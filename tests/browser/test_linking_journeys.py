@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
-from tests.browser.live import PASSWORD, Printer
+from tests.browser.live import PASSWORD, SETTINGS, Printer
 
 GRANT_PENDING = "authorization_pending"
 # What a QR link shows when this browser may not have opened it itself.
@@ -281,6 +281,27 @@ def test_an_account_locked_by_the_operator_is_logged_out_and_told_at_log_in(live
     expect(page.get_by_role("alert")).to_contain_text(
         "This account is locked by the server's operator. Ask them why.")
     expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_an_open_printers_near_you_list_goes_to_log_in_when_the_session_ends(live, page, user):
+    """The session ends while the list is open (here the operator locks the account; a
+    password change or a log-out elsewhere does the same): at its next refresh the page is
+    the log-in page, not a list of Link buttons that would be refused under "(reason:
+    login_required)"."""
+    Printer(live.base_url, "Printer by the door").announce()
+    log_in(page, user["email"])
+    page.goto("/printers/nearby")
+    link = page.get_by_role("button", name="Link this printer")
+    expect(link).to_have_count(1)
+    result = live.app.test_cli_runner().invoke(
+        args=["lock-account", user["email"], "--reason", "browser test"])
+    assert result.exit_code == 0, result.output
+
+    expect(page).to_have_url(re.compile(r"/login"),
+                             timeout=(SETTINGS["IP_MATCH_POLL_INTERVAL"] + 2) * 1000)
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    expect(link).to_have_count(0)
+    assert "login_required" not in page.content()
 
 
 def test_change_the_password_and_another_browser_is_logged_out(live, page, user):

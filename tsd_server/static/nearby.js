@@ -3,9 +3,11 @@
 // The list is updated in place, card by card (keyed by device id): a card whose printer
 // did not change is left alone, so keyboard focus stays where it is. Only the short count
 // line (#nearby-count, role=status) is announced, and only when its words change.
-// Switched off meanwhile (503 strategy_disabled), the page is asked for again: the server
-// answers with its way-off page, which names the way in the person's words and links to
-// the ways still on (and has no script of this kind, so this cannot go round).
+// Switched off meanwhile (503 strategy_disabled), or logged out (401 login_required: a
+// log-out in another tab, a password change, an administrator), the page is asked for
+// again: the server answers with its way-off page, which names the way in the person's
+// words and links to the ways still on, or with the log-in page (neither has this script,
+// so this cannot go round).
 "use strict";
 (function () {
   const section = document.getElementById("nearby");
@@ -146,7 +148,7 @@
       const data = await response.json();
       if (response.ok) {
         render(data);
-      } else if (data && data.error === "strategy_disabled") {
+      } else if (data && (data.error === "strategy_disabled" || data.error === "login_required")) {
         // The page's own address, not reload(): a page shown by a refused Link is the
         // answer to a POST, which a reload would send again.
         clearInterval(timer);
@@ -155,7 +157,7 @@
         render({ eligible: false, reason: data.error, message: data.message, devices: [] });
       }
     } catch (error) {
-      // Offline or logged out: keep showing the last list until the next try.
+      // Offline, or an answer that is not JSON: keep showing the last list until the next try.
     }
   }
 

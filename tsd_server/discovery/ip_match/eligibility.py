@@ -29,8 +29,9 @@ STRATEGY_DISABLED = "strategy_disabled"
 
 REASON_MESSAGES = {
     **client_address.REASON_MESSAGES,
-    HOUSEHOLD_BLOCKED: "Too many accounts used ip_match from this internet connection "
-    "recently, so it is paused here for a while. Use a pairing code or the QR code instead.",
+    HOUSEHOLD_BLOCKED: "Too many accounts used “Printers near you” from this internet "
+    "connection recently, so it is paused here for a while. Use a pairing code or the QR "
+    "code instead.",
     HOUSEHOLD_LIMIT: "More unlinked printers are announcing from this internet connection "
     "than allowed, so none are listed. Use a pairing code or the QR code instead.",
     HOUSEHOLD_CHANGED: "This request comes from another internet connection than the one "
@@ -53,7 +54,7 @@ class Ineligible(ApiError):
 def message_for(reason: str | None) -> str | None:
     if reason is None:
         return None
-    return REASON_MESSAGES.get(reason, "ip_match is not available for this request.")
+    return REASON_MESSAGES.get(reason, "“Printers near you” is not available for this request.")
 
 
 @dataclass(frozen=True)
