@@ -41,8 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "SECRET_KEY_FALLBACKS": [],
     # None means SQLite at instance/tsd.sqlite3.
     "DATABASE_URL": None,
-    # Seconds a web request waits on PostgreSQL to connect, and for each statement, before
-    # it answers 503 (database_timeout.py); 0 = no bound. Commands are never bound.
+    # Seconds a web request waits on PostgreSQL for each statement before it answers 503,
+    # and every connection, commands' too, to connect or for a peer gone silent (a few
+    # seconds more: database_timeout.py); 0 = no bound. Commands' statements are never bound.
     "DATABASE_TIMEOUT": 5,
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "LOG_LEVEL": "INFO",

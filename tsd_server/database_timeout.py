@@ -15,11 +15,13 @@ stays in the pool.
 A server that cannot act on that (its host frozen, or cut off by the network after the
 connect) sends nothing back, not even TCP's acknowledgements, and Linux would retransmit
 to it for about 15 minutes. So every connection, a command's too, gives up on a peer that
-has acknowledged nothing for as long (libpq's ``tcp_user_timeout``, and keepalives for a
-connection waiting for an answer with nothing left to send), and on a connect that has not
-completed (``connect_timeout``: a host that drops packets is otherwise waited for about
-two minutes, Linux's SYN retries, and one that accepts and never answers for ever). These
-never cut a live server short: its kernel acknowledges while its statement runs.
+has acknowledged nothing for as long and three seconds more (libpq's ``tcp_user_timeout``,
+and keepalives for a connection waiting for an answer with nothing left to send), and on a
+connect that has not completed after as long (``connect_timeout``: a host that drops
+packets is otherwise waited for about two minutes, Linux's SYN retries, and one that
+accepts and never answers for ever). These do not cut a live server short: its kernel
+acknowledges, and answers the probes, while its statement runs, and one probe or
+acknowledgement lost on the way is not enough.
 
 ``statement_timeout`` rather than ``lock_timeout``: it bounds the wait for a lock too,
 and also a statement slow for any other reason (a plan gone wrong),
@@ -64,9 +66,12 @@ def bound_requests(engine: Engine, seconds: int) -> None:
 
     def connect_within(_dialect, _record, _cargs, cparams) -> None:
         # Requests' connections and commands' alike (see above). Whole seconds, at least 2
-        # (libpq); a value in the URL or TSD_SQLALCHEMY_ENGINE_OPTIONS' connect_args wins.
-        for name, value in liveness_parameters(seconds).items():
-            cparams.setdefault(name, value)
+        # (libpq). A connect_timeout in the URL or in TSD_SQLALCHEMY_ENGINE_OPTIONS'
+        # connect_args wins; so does any TCP liveness setting there, and then the others
+        # are left to it too, as they only work together.
+        cparams.setdefault("connect_timeout", seconds)
+        if not LIVENESS_NAMES & cparams.keys():
+            cparams.update(liveness_parameters(seconds))
 
     def bound_while_serving(dbapi_connection, record, _proxy) -> None:
         wanted = milliseconds if has_request_context() else None
@@ -78,14 +83,24 @@ def bound_requests(engine: Engine, seconds: int) -> None:
     event.listen(engine, "checkout", bound_while_serving)
 
 
+# Keepalive probes after the silence, one a second; the connection is given up once this
+# many have gone unanswered in a row (Linux: TCP_USER_TIMEOUT, set to match, decides).
+KEEPALIVE_PROBES = 3
+LIVENESS_NAMES = frozenset({"keepalives", "keepalives_idle", "keepalives_interval",
+                            "keepalives_count", "tcp_user_timeout"})
+
+
 def liveness_parameters(seconds: int) -> dict[str, int]:
-    """libpq's settings that give up on a connect, or on a peer that stopped answering
-    (no TCP acknowledgement), after about ``seconds``: the first keepalive goes out after
-    ``seconds`` of silence, and Linux ends the connection once the user timeout has passed
-    with it unanswered. Where TCP_USER_TIMEOUT is unknown (not Linux), the keepalive count
-    ends it a few seconds later. On a unix socket libpq ignores all but the first."""
-    return {"connect_timeout": seconds, "keepalives": 1, "keepalives_idle": seconds,
-            "keepalives_interval": 1, "keepalives_count": 3, "tcp_user_timeout": seconds * 1000}
+    """libpq's settings that give up on a peer that stopped answering (no TCP
+    acknowledgement) after ``seconds`` and three probes: the first keepalive goes out
+    after ``seconds`` of silence, then one a second. The user timeout covers the same span,
+    so one lost probe or acknowledgement never ends a connection to a live server (with
+    TCP_USER_TIMEOUT set, Linux ends a probed connection once that much time has passed
+    since the peer was last heard, whatever the probe count), and data sent to a silent
+    peer is given up after as long. libpq ignores them on a unix socket."""
+    return {"keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": 1,
+            "keepalives_count": KEEPALIVE_PROBES,
+            "tcp_user_timeout": (seconds + KEEPALIVE_PROBES) * 1000}
 
 
 def send_statement_timeout(dbapi_connection: Any, milliseconds: int | None) -> None:

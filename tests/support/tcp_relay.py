@@ -7,7 +7,8 @@ otherwise (``cut_off_network.py`` runs one on each side of a link of the test's 
 connects to the address it is given (the test suite's PostgreSQL).
 
 ``python -m tests.support.tcp_relay LISTEN_HOST TARGET_HOST TARGET_PORT`` runs one until
-killed, and prints the port it listens on.
+its standard input closes (the process that started it ended), and prints the port it
+listens on.
 """
 
 from __future__ import annotations
@@ -102,4 +103,4 @@ if __name__ == "__main__":
     listen_host, target_host, target_port = sys.argv[1:]
     relay = TcpRelay((target_host, int(target_port)), listen_host)
     print(relay.port, flush=True)
-    threading.Event().wait()
+    sys.stdin.read()
