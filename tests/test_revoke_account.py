@@ -5,8 +5,11 @@ account."""
 
 from __future__ import annotations
 
+import sqlite3
+
+import psycopg2.errors
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, Device, PairingCode
@@ -60,6 +63,59 @@ def test_unlink_all_cuts_off_every_printer_of_mine_and_no_one_elses(
             ("printer-gone", None, False)}
     # Nothing left to unlink: the form is gone.
     assert 'id="unlink-all"' not in session.get("/").get_data(as_text=True)
+
+
+def taken_without_waiting(pk: int) -> bool:
+    """Whether another connection can take the printer's row for writing at once
+    (PostgreSQL: FOR UPDATE NOWAIT; SQLite: the one writer's lock, without a busy wait).
+    The connection is thrown away after, its settings with it."""
+    raw = db.engine.raw_connection()
+    try:
+        if db.engine.dialect.name == "postgresql":
+            statement = "SELECT id FROM devices WHERE id = %s FOR UPDATE NOWAIT"
+            with raw.cursor() as cursor:
+                cursor.execute(statement, (pk,))
+        else:
+            raw.driver_connection.isolation_level = None  # BEGIN by hand
+            raw.driver_connection.execute("PRAGMA busy_timeout = 0")
+            raw.driver_connection.execute("BEGIN IMMEDIATE")
+        return True
+    except (psycopg2.errors.LockNotAvailable, sqlite3.OperationalError):
+        return False
+    finally:
+        raw.invalidate()
+
+
+def test_unlink_all_holds_the_printers_it_read_until_it_commits(app, login, two_accounts):
+    """An incident revoke takes no account lock. Had it revoked a printer between Unlink
+    all's read and its write, Unlink all would clear the incident's re-link badge and
+    audit a second revocation. So the printers read stay held until Unlink all commits:
+    right after its read, another connection cannot take one (the incident revoke would
+    wait, then find it revoked)."""
+    _, email, password, printers = two_accounts
+    pk = printers["printer-a"][0]
+    takes: list[bool] = []
+
+    def try_to_take(conn, cursor, statement, parameters, context, executemany):
+        if not takes and statement.lstrip().upper().startswith("SELECT") \
+                and "FROM devices" in statement and "token_hash IS NOT NULL" in statement:
+            takes.append(taken_without_waiting(pk))
+
+    session = login(email, password)
+    with app.app_context():
+        event.listen(db.engine, "after_cursor_execute", try_to_take)
+        try:
+            answer = session.form_post("/printers/unlink-all", {"confirm": "y"})
+        finally:
+            event.remove(db.engine, "after_cursor_execute", try_to_take)
+    assert answer.status_code == 302
+    assert takes == [False]
+    assert taken_in_an_app_context(app, pk)  # and free again once it committed
+
+
+def taken_in_an_app_context(app, pk: int) -> bool:
+    with app.app_context():
+        return taken_without_waiting(pk)
 
 
 @pytest.mark.parametrize("fields", [{}, {"confirm": ""}])

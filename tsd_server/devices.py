@@ -89,15 +89,17 @@ def unlink(device: Device, user: User) -> bool:
     not take that lock, and on SQLite the read takes no lock at all, so whether the printer
     is still linked is decided by the UPDATE itself, never by a read before it."""
     lock_links_of(user.id)
-    unlinked = db.session.execute(
+    # The strategy as the row has it now: a re-link in place may have changed it since
+    # ``device`` was read.
+    linked_via = db.session.scalar(
         update(Device).where(Device.id == device.id, Device.token_hash.is_not(None))
         .values(token_hash=None, revoked_at=utcnow(), needs_relink=False)
-        .execution_options(synchronize_session=False)).rowcount
-    if not unlinked:
+        .returning(Device.linked_via).execution_options(synchronize_session=False))
+    if linked_via is None:
         db.session.rollback()
         return False
-    audit.record("revocation", actor=f"user:{user.id}", device=device,
-                 strategy=device.linked_via, detail="unlinked by owner")
+    audit.record("revocation", actor=f"user:{user.id}", device=device, strategy=linked_via,
+                 detail="unlinked by owner")
     db.session.commit()
     return True
 
@@ -111,21 +113,27 @@ def lock_links_of(owner_id: int) -> None:
                        .with_for_update(key_share=True))
 
 
-def active_devices_of(user: User) -> list[Device]:
-    """The account's printers whose token works: what revoking the account would revoke."""
-    return list(db.session.scalars(
-        select(Device).where(Device.owner_id == user.id, Device.token_hash.is_not(None))
-        .order_by(Device.id)))
+def active_devices_of(user: User, *, lock: bool = False) -> list[Device]:
+    """The account's printers whose token works: what revoking the account would revoke.
+    ``lock`` holds them until the caller commits (PostgreSQL; on SQLite the caller holds
+    the one writer's lock already), in id order as an incident revoke takes them."""
+    query = (select(Device).where(Device.owner_id == user.id, Device.token_hash.is_not(None))
+             .order_by(Device.id))
+    return list(db.session.scalars(query.with_for_update() if lock else query))
 
 
 def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = False) -> list[Device]:
     """Revoke every working token of the account at once, one audit row per printer, and
     withdraw the links it has set in motion (``pending_links``); the caller commits.
     Returns the printers revoked. A link landing at the same moment comes either before
-    (and is revoked too) or after, and then only if it was not one of those withdrawn."""
+    (and is revoked too) or after, and then only if it was not one of those withdrawn. An
+    incident revoke at the same moment (which takes no account lock) either revokes a
+    printer first, and it is not among these, or waits for these to be revoked: the
+    printers are read locked, or this would clear the incident's re-link badge and audit
+    a second revocation."""
     lock_links_of(user.id)
     pending_links.withdraw(user, actor=actor, why=detail)  # holding the lock: see there
-    active = active_devices_of(user)
+    active = active_devices_of(user, lock=True)
     for device in active:
         revoke_token(device, actor=actor, detail=detail, needs_relink=needs_relink)
     return active
