@@ -15,6 +15,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
 from tests.browser.live import SETTINGS, Printer
+from tests.support.apps import flags_table_renamed
 
 NEAR_YOU, SHOW_CODE, ENTER_CODE, QR = (
     "Printers near you", "Show a code for the printer", "Enter the printer's code",
@@ -136,3 +137,29 @@ def test_an_open_printers_near_you_list_turns_into_the_refusal(live, page, user,
             if word in html] == []
     assert urlsplit(page.url).path == "/printers/nearby"
     assert posts == posted, "the refused link was posted again"
+
+
+def test_an_open_list_waits_out_switches_that_cannot_be_read(live, page, user):
+    """The switches cannot be read for a moment (the database): every strategy counts as
+    off, and the list's refresh is answered 503 ``flag_store_unreadable`` with
+    Retry-After. That is not a switch-off: the list stays, and goes on once they can be
+    read again, instead of turning into a refusal page that never comes back by itself."""
+    Printer(live.base_url, "Printer by the door").announce()
+    log_in(page, user["email"])
+    page.goto("/printers/nearby")
+    link = page.get_by_role("button", name="Link this printer")
+    expect(link).to_have_count(1)
+
+    def refreshed(status: int):
+        return page.expect_response(lambda response: "/api/v1/discovery/nearby" in response.url
+                                    and response.status == status)
+
+    with flags_table_renamed(live.app):
+        for _ in range(2):  # the second comes only if the first left the page as it was
+            with refreshed(503) as answer:
+                pass
+            assert answer.value.json()["disabled_by"] == "flag_store_unreadable"
+    with refreshed(200):
+        pass
+    expect(page.get_by_role("heading", level=1)).to_have_text("Printers near you")
+    expect(link).to_have_count(1)

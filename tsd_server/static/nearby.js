@@ -148,6 +148,9 @@
       const data = await response.json();
       if (response.ok) {
         render(data);
+      } else if (data && data.disabled_by === "flag_store_unreadable") {
+        // Not a switch-off: the server cannot read its switches for a moment (its
+        // database), and says when to ask again. Keep the last list until the next try.
       } else if (data && (data.error === "strategy_disabled" || data.error === "login_required")) {
         // The page's own address, not reload(): a page shown by a refused Link is the
         // answer to a POST, which a reload would send again.
