@@ -138,9 +138,10 @@ def test_what_if_a_request_through_the_unix_socket(app, admin):
     """The shipped production shape (gunicorn on a unix socket, ``unix:`` trusted) can be
     asked about, as with ``flask proxy-check --peer unix:``; a TCP peer is still not nginx."""
     session = admin(REMOTE_ADDR="8.8.8.8")
-    example = what_if(session, peer="unix:", forwarded_for="1.1.1.1, 9.9.9.9")
-    assert field(example, "client_ip") == "9.9.9.9" and field(example, "peer_ip") == "unix:"
-    assert verdicts(example) == ["works"]
+    for spelling in ("unix:", "UNIX:"):
+        example = what_if(session, peer=spelling, forwarded_for="1.1.1.1, 9.9.9.9")
+        assert field(example, "client_ip") == "9.9.9.9" and field(example, "peer_ip") == "unix:"
+        assert verdicts(example) == ["works"]
     forged = what_if(session, peer="127.0.0.1", forwarded_for="9.9.9.9")
     assert field(forged, "client_ip") == "127.0.0.1"
     assert verdicts(forged) == ["untrusted_forwarded_header"]
@@ -150,10 +151,16 @@ def test_what_if_a_request_through_the_unix_socket(app, admin):
         assert "data-example" not in refused
 
 
+@pytest.mark.parametrize("app_config", [BEHIND_PROXY], indirect=True)
 def test_a_unix_socket_not_trusted_is_not_believed_in_the_what_if(app, admin):
-    example = what_if(admin(REMOTE_ADDR="8.8.8.8"), peer="unix:", forwarded_for="9.9.9.9")
+    """Behind a trusted TCP proxy (10.0.0.5), a request through a unix socket is not
+    believed: its header is the client's own, unverified."""
+    session = admin(REMOTE_ADDR="8.8.8.8")
+    trusted = what_if(session, peer="10.0.0.5", forwarded_for="9.9.9.9")
+    assert field(trusted, "client_ip") == "9.9.9.9" and verdicts(trusted) == ["works"]
+    example = what_if(session, peer="unix:", forwarded_for="9.9.9.9")
     assert field(example, "client_ip") != "9.9.9.9"
-    assert verdicts(example) != ["works"]
+    assert verdicts(example) == ["untrusted_forwarded_header"]
 
 
 def test_hostile_header_is_escaped_and_cut(app, admin):

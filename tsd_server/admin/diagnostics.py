@@ -45,7 +45,9 @@ def what_if() -> tuple[ClientAddress | None, str | None]:
     forwarded = (request.args.get("forwarded_for") or "").strip()[:MAX_HEADER_SHOWN]
     if not peer:
         return None, None
-    if peer != UNIX_SOCKET and client_address.parse_ip(peer) is None:
+    if peer.lower() == UNIX_SOCKET:
+        peer = UNIX_SOCKET  # as the setting and flask proxy-check take it, in any case
+    elif client_address.parse_ip(peer) is None:
         return None, ("The peer must be an IP address (no port), or "
                       f"{UNIX_SOCKET} for gunicorn's unix socket.")
     environ = {"HTTP_X_FORWARDED_FOR": forwarded} if forwarded else {}
