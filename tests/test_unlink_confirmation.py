@@ -94,6 +94,30 @@ def test_a_printer_revoked_by_an_incident_keeps_its_relink_badge(app, owner):
     assert revocations(app, pk) == 1  # the incident's only
 
 
+def unlink_with_a_change_before_its_first_write(app, session, pk: int, **values):
+    """POST the unlink, and just before its first write (after it has read the printer)
+    commit ``values`` to the printer's row on another connection, as the CLI or another
+    request would. Returns the answer."""
+    changed = []
+
+    def change_first(conn, cursor, statement, parameters, context, executemany):
+        if changed or not statement.lstrip().upper().startswith(("UPDATE", "INSERT")):
+            return
+        changed.append(True)  # before its own UPDATE passes through here
+        with db.engine.connect() as other:
+            other.execute(update(Device).where(Device.id == pk).values(**values))
+            other.commit()
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", change_first)
+        try:
+            answer = session.form_post(f"/printers/{pk}/unlink", {})
+        finally:
+            event.remove(db.engine, "before_cursor_execute", change_first)
+    assert changed  # the interleaving really happened
+    return answer
+
+
 def test_an_incident_revoke_between_the_unlinks_read_and_its_write_keeps_the_badge(app, owner):
     """The race the docstring of ``devices.unlink`` names: an incident revoke (which takes
     no account lock) commits on another connection after the unlink has read the printer
@@ -101,29 +125,26 @@ def test_an_incident_revoke_between_the_unlinks_read_and_its_write_keeps_the_bad
     the write decided it, it cleared the incident's re-link badge and audited a second
     revocation (on SQLite and on PostgreSQL alike)."""
     session, pk, _ = owner
-    revoked_meanwhile = []
-
-    def incident_revoke_first(conn, cursor, statement, parameters, context, executemany):
-        if revoked_meanwhile or not statement.lstrip().upper().startswith(("UPDATE", "INSERT")):
-            return
-        revoked_meanwhile.append(True)  # before its own UPDATE passes through here
-        with db.engine.connect() as other:  # another connection, as the CLI's would be
-            other.execute(update(Device).where(Device.id == pk)
-                          .values(token_hash=None, needs_relink=True, revoked_at=utcnow()))
-            other.commit()
-
-    with app.app_context():
-        event.listen(db.engine, "before_cursor_execute", incident_revoke_first)
-        try:
-            answer = session.form_post(f"/printers/{pk}/unlink", {})
-        finally:
-            event.remove(db.engine, "before_cursor_execute", incident_revoke_first)
-    assert revoked_meanwhile  # the interleaving really happened
+    answer = unlink_with_a_change_before_its_first_write(
+        app, session, pk, token_hash=None, needs_relink=True, revoked_at=utcnow())
     assert answer.status_code == 302
     assert NOT_LINKED in page_text(session.get("/"))
     with app.app_context():
         assert db.session.get(Device, pk).needs_relink is True
     assert revocations(app, pk) == 0  # no "unlinked by owner" row for a printer it did not unlink
+
+
+def test_the_unlinks_audit_row_names_the_way_the_printer_is_linked_at_the_write(app, owner):
+    """Re-linked in place through another way (here: its QR code) after the unlink read
+    it: the unlink revokes the new link, and its audit row says so, not the old way."""
+    session, pk, _ = owner
+    answer = unlink_with_a_change_before_its_first_write(
+        app, session, pk, linked_via="qr_code", token_hash="0" * 64)
+    assert answer.status_code == 302
+    with app.app_context():
+        row = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.event == "revocation", AuditEvent.device_id == pk)).one()
+    assert (row.strategy, row.detail) == ("qr_code", "unlinked by owner")
 
 
 def test_forged_or_foreign_unlinks_change_nothing(app, client, owner, make_user, login):

@@ -199,7 +199,8 @@ NUMBER_BOUNDS = {
     "DEVICE_FLOW_TTL": (60, 3600),
     "DEVICE_FLOW_INTERVAL": (1, 60),
     "PAIRING_FAILURE_BREAKER_PER_MINUTE": (0, 100_000),
-    # 0 is no bound; from 25 up gunicorn's 30 s worker timeout would end the request first.
+    # 0 is no bound; from 25 up gunicorn's 30 s worker timeout would end a request with one
+    # stalled statement first (a dead host costs about twice the bound and 3 s: production.md).
     "DATABASE_TIMEOUT": (0, 25),
 }
 

@@ -119,7 +119,9 @@ def active_devices_of(user: User, *, lock: bool = False) -> list[Device]:
     the one writer's lock already), in id order as an incident revoke takes them."""
     query = (select(Device).where(Device.owner_id == user.id, Device.token_hash.is_not(None))
              .order_by(Device.id))
-    return list(db.session.scalars(query.with_for_update() if lock else query))
+    if lock:  # and as locked: printers loaded before (delete_account's count) are refreshed
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return list(db.session.scalars(query))
 
 
 def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = False) -> list[Device]:
@@ -130,7 +132,9 @@ def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = Fals
     incident revoke at the same moment (which takes no account lock) either revokes a
     printer first, and it is not among these, or waits for these to be revoked: the
     printers are read locked, or this would clear the incident's re-link badge and audit
-    a second revocation."""
+    a second revocation. (``accounts.delete_account`` locks the account row first; meeting
+    an incident revoke, one of the two may be rolled back whole as a deadlock, to be run
+    again.)"""
     lock_links_of(user.id)
     pending_links.withdraw(user, actor=actor, why=detail)  # holding the lock: see there
     active = active_devices_of(user, lock=True)

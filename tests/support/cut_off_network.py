@@ -7,7 +7,7 @@ by a veth pair on the benchmarking range 198.18.0.0/15 (RFC 2544, never routed; 
 leaves the machine). A relay in the namespace passes connections to a relay here, which
 passes them to the test suite's PostgreSQL. ``cut()`` takes the namespace's end of the
 pair down, and the kernel silently drops what is sent across; ``restore()`` brings it up.
-``drop_answers()`` drops only what comes back (a lost acknowledgement or probe answer).
+``answers_dropped()`` drops only what comes back (a lost acknowledgement or probe answer).
 Needs root and iproute2 (``ip netns``).
 
 A run killed before it could clean up leaves its namespace behind; the next run removes
@@ -21,6 +21,7 @@ import ipaddress
 import itertools
 import os
 import re
+import secrets
 import select
 import shutil
 import subprocess
@@ -79,7 +80,7 @@ def _alive(pid: int) -> bool:
 
 def _remove_left_behind() -> None:
     """Namespaces (and their links) of test runs killed before they cleaned up."""
-    for name in re.findall(rf"^({PREFIX}(\d+)-\d+)", _ip("netns", "list"), re.M):
+    for name in re.findall(rf"^({PREFIX}(\d+)-[0-9a-f]+)", _ip("netns", "list"), re.M):
         if not _alive(int(name[1])):
             _ip("netns", "del", name[0], check=False)
 
@@ -103,14 +104,15 @@ def database_behind_a_link(database_url: str) -> Iterator[tuple[str, CutOffNetwo
                     "the database behind a cut link is not tested")
     _remove_left_behind()
     parts = urlsplit(database_url)
-    pid, number = os.getpid(), next(_numbers)
-    namespace = f"{PREFIX}{pid}-{number}"
-    outer, inner = f"tsdc{pid % 100000}x{number}a", f"tsdc{pid % 100000}x{number}b"
+    pid, number, tag = os.getpid(), next(_numbers), secrets.token_hex(3)
+    namespace = f"{PREFIX}{pid}-{tag}"
+    outer, inner = f"tsdc{tag}a", f"tsdc{tag}b"  # at most 15 characters
     here, there = _free_block(pid, number)
     _ip("netns", "add", namespace)
-    relay_there = None
+    relay_there, made_outer = None, False
     try:
         _ip("link", "add", outer, "type", "veth", "peer", "name", inner, "netns", namespace)
+        made_outer = True
         _ip("addr", "add", f"{here}/30", "dev", outer)
         _ip("link", "set", outer, "up")
         _ip("netns", "exec", namespace, "ip", "addr", "add", f"{there}/30", "dev", inner)
@@ -136,5 +138,6 @@ def database_behind_a_link(database_url: str) -> Iterator[tuple[str, CutOffNetwo
         if relay_there is not None:
             relay_there.kill()
             relay_there.wait()
-        _ip("link", "del", outer, check=False)
+        if made_outer:
+            _ip("link", "del", outer, check=False)
         _ip("netns", "del", namespace, check=False)
