@@ -7,18 +7,17 @@ import re
 
 import pytest
 
-from tests.support.pairing import CODE_FORMAT, LOOSE_LIMITS, redeem, switch
+from tests.support import device_flow_fixtures
+from tests.support.pairing import CODE_FORMAT, redeem, switch
+
+app_config = device_flow_fixtures.app_config  # the pairing limits out of the way
+owner = device_flow_fixtures.owner
 
 
 @pytest.fixture
-def app_config():
-    return dict(LOOSE_LIMITS)
-
-
-@pytest.fixture
-def session(make_user, login):
-    _, email, password = make_user()
-    return login(email, password, REMOTE_ADDR="1.1.1.1")
+def session(owner):
+    """A logged-in browser session, from 1.1.1.1."""
+    return owner[1]
 
 
 def ways(html: str) -> list[str]:

@@ -11,10 +11,10 @@ from html import unescape
 
 import pytest
 
+from tests.support import device_flow_fixtures
 from tests.support.apps import another_app
 from tests.support.pairing import (
     FRESH_SCAN,
-    LOOSE_LIMITS,
     enter_code,
     qr_path,
     started,
@@ -33,15 +33,14 @@ NONE_WORK = "No way of linking a printer works on this server right now."
 INTERNAL_NAMES = ("ip_match", "pairing_code", "qr_code", "Strategy disabled")
 
 
-@pytest.fixture
-def app_config():
-    return dict(LOOSE_LIMITS)
+app_config = device_flow_fixtures.app_config  # the pairing limits out of the way
+owner = device_flow_fixtures.owner
 
 
 @pytest.fixture
-def session(make_user, login):
-    _, email, password = make_user()
-    return login(email, password, REMOTE_ADDR="1.1.1.1")
+def session(owner):
+    """A logged-in browser session, from 1.1.1.1."""
+    return owner[1]
 
 
 def refusal(response) -> tuple[str, dict[str, str]]:

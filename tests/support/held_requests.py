@@ -70,9 +70,11 @@ class Running(threading.Thread):
         except BaseException as error:  # noqa: BLE001 - re-raised in result()
             self.error = error
 
-    def result(self):
-        self.join(30)
-        assert not self.is_alive(), f"{self.name} did not finish"
+    def result(self, seconds: float = 30):
+        """The call's return value, or its exception; a failure if it has not finished
+        within ``seconds`` (it is left behind in its daemon thread)."""
+        self.join(seconds)
+        assert not self.is_alive(), f"{self.name} did not finish within {seconds} s"
         if self.error is not None:
             raise self.error
         return self.value
