@@ -133,8 +133,8 @@ def revoke_all(user: User, *, actor: str, detail: str, needs_relink: bool = Fals
     printer first, and it is not among these, or waits for these to be revoked: the
     printers are read locked, or this would clear the incident's re-link badge and audit
     a second revocation. (``accounts.delete_account`` locks the account row first; meeting
-    an incident revoke, one of the two may be rolled back whole as a deadlock, to be run
-    again.)"""
+    an incident revoke, one of the two is rolled back whole as a deadlock and runs again:
+    ``deadlock_retry``.)"""
     lock_links_of(user.id)
     pending_links.withdraw(user, actor=actor, why=detail)  # holding the lock: see there
     active = active_devices_of(user, lock=True)

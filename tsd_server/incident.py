@@ -45,6 +45,7 @@ from sqlalchemy import select
 from tsd_server import audit, devices, pending_links
 from tsd_server.auth import accounts
 from tsd_server.clock import utcnow
+from tsd_server.deadlock_retry import retried_on_deadlock
 from tsd_server.discovery import kill_switch
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, Device, User
@@ -240,6 +241,7 @@ def people_to_notify(rows: list[AffectedDevice]) -> list[Notice]:
             for items in sorted(by_account.values(), key=lambda items: items[0].email)]
 
 
+@retried_on_deadlock
 def revoke(strategy: str, since: datetime, until: datetime, *, actor: str) -> RevokeResult:
     """Withdraw what the window set in motion and revoke every affected active device, in
     one transaction; returns who to notify. ValueError for a window that has not ended.
@@ -291,6 +293,7 @@ def checked_reason(reason: str | None) -> str:
     return reason
 
 
+@retried_on_deadlock
 def revoke_account(user: User, *, actor: str, reason: str) -> list[Device]:
     """Every working token of one account (say, a compromised one), marked for re-link, and
     every session of it ended, in one transaction: a ``revocation`` row per printer and an

@@ -10,6 +10,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from tsd_server import audit, devices, pending_links, single_statement
 from tsd_server.clock import utcnow
+from tsd_server.deadlock_retry import retried_on_deadlock
 from tsd_server.extensions import db
 from tsd_server.models import User
 from tsd_server.printable_text import MESSAGE as CONTROL_CHARACTERS_MESSAGE
@@ -325,6 +326,7 @@ def user_count() -> int:
     return db.session.scalar(select(func.count()).select_from(User)) or 0
 
 
+@retried_on_deadlock
 def delete_account(user: User, *, actor: str, reason: str) -> int:
     """Delete the account (its owner asked, say), in one transaction: its printers' tokens
     are revoked and the printers go with it, the links it set in motion are withdrawn
