@@ -364,6 +364,23 @@ def test_liveness_settings_in_the_url_are_left_to_the_operator(postgres):
     assert "tcp_user_timeout" not in sent and "keepalives_count" not in sent
 
 
+def test_an_older_libpq_connects_without_the_user_timeout_and_says_so(
+        postgres, monkeypatch, caplog):
+    """libpq before 12 refuses to connect at all with ``tcp_user_timeout`` ("invalid
+    connection option"): the server leaves that one out, keeps the probes, and warns."""
+    monkeypatch.setattr(database_timeout, "libpq_version", lambda: 110022)
+    with caplog.at_level(logging.WARNING, logger=database_timeout.log.name):
+        sent = connection_parameters(postgres)
+    assert "tcp_user_timeout" not in sent
+    assert {name: sent.get(name) for name in ("connect_timeout", "keepalives",
+            "keepalives_idle", "keepalives_count")} == {
+        "connect_timeout": "2", "keepalives": "1", "keepalives_idle": "2",
+        "keepalives_count": "3"}
+    warned = [record.getMessage() for record in caplog.records
+              if record.name == database_timeout.log.name]
+    assert len(warned) == 1 and "libpq 110022 is older than 12" in warned[0]
+
+
 # --- what is not cut short ----------------------------------------------------------------
 
 

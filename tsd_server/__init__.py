@@ -103,7 +103,7 @@ def _init_extensions(app: Flask) -> None:
         for engine in db.engines.values():
             ping_when_idle(engine)
             end_idle_transactions(engine)
-            bound_requests(engine, app.config["DATABASE_TIMEOUT"])
+        bound_requests(list(db.engines.values()), app.config["DATABASE_TIMEOUT"])
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
     csrf.init_app(app)
     limiter.init_app(app)

@@ -41,6 +41,7 @@ default, 5 s) already bounds a wait for its one writer's lock, commands' waits i
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import current_app, has_request_context
@@ -55,13 +56,33 @@ SETTING = "DATABASE_TIMEOUT"
 # or absent while it has the server's own. SQLAlchemy empties the dict on a reconnect.
 REQUEST_BOUND = "tsd.request_statement_timeout_ms"
 QUERY_CANCELED = "57014"
+# libpq learnt tcp_user_timeout in version 12; an older one refuses to connect with it.
+TCP_USER_TIMEOUT_LIBPQ = 120000
+
+log = logging.getLogger(__name__)
 
 
-def bound_requests(engine: Engine, seconds: int) -> None:
-    """Bound the statements of ``engine`` made for requests, and the connects and peer
-    silences of all its connections (PostgreSQL only; 0 seconds installs nothing)."""
-    if engine.dialect.name != "postgresql" or not seconds:
+def bound_requests(engines: list[Engine], seconds: int) -> None:
+    """Bound the statements of the app's ``engines`` made for requests, and the connects
+    and peer silences of all their connections (PostgreSQL only; 0 seconds installs
+    nothing)."""
+    engines = [engine for engine in engines if engine.dialect.name == "postgresql"]
+    if not engines or not seconds:
         return
+    liveness = liveness_parameters(seconds)
+    libpq = libpq_version()
+    if libpq < TCP_USER_TIMEOUT_LIBPQ:
+        del liveness["tcp_user_timeout"]
+        log.warning("libpq %s is older than 12 and has no tcp_user_timeout: a database host "
+                    "that stops answering while a statement is being sent is given up only "
+                    "after Linux's retransmissions (about 15 minutes), not after %d s; "
+                    "install psycopg2-binary, or build psycopg2 against libpq 12 or newer",
+                    libpq, seconds + KEEPALIVE_PROBES)
+    for engine in engines:
+        _bound(engine, seconds, liveness)
+
+
+def _bound(engine: Engine, seconds: int, liveness: dict[str, int]) -> None:
     milliseconds = seconds * 1000
 
     def connect_within(_dialect, _record, _cargs, cparams) -> None:
@@ -71,7 +92,7 @@ def bound_requests(engine: Engine, seconds: int) -> None:
         # are left to it too, as they only work together.
         cparams.setdefault("connect_timeout", seconds)
         if not LIVENESS_NAMES & cparams.keys():
-            cparams.update(liveness_parameters(seconds))
+            cparams.update(liveness)
 
     def bound_while_serving(dbapi_connection, record, _proxy) -> None:
         wanted = milliseconds if has_request_context() else None
@@ -101,6 +122,13 @@ def liveness_parameters(seconds: int) -> dict[str, int]:
     return {"keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": 1,
             "keepalives_count": KEEPALIVE_PROBES,
             "tcp_user_timeout": (seconds + KEEPALIVE_PROBES) * 1000}
+
+
+def libpq_version() -> int:
+    """The libpq psycopg2 runs on, as PostgreSQL numbers it (170002 for 17.2)."""
+    import psycopg2.extensions  # only when the database is PostgreSQL
+
+    return psycopg2.extensions.libpq_version()
 
 
 def send_statement_timeout(dbapi_connection: Any, milliseconds: int | None) -> None:
