@@ -338,9 +338,9 @@ def test_a_live_database_is_not_cut_short_by_the_liveness_bounds(behind_a_link):
         db.session.rollback()
 
 
-def connection_parameters(url: str) -> dict[str, str]:
+def connection_parameters(url: str, **config: Any) -> dict[str, str]:
     """What libpq connected with, for an app on ``url`` bound to CUT_BOUND."""
-    with another_app(url, DATABASE_TIMEOUT=CUT_BOUND) as application, \
+    with another_app(url, DATABASE_TIMEOUT=CUT_BOUND, **config) as application, \
             application.app_context():
         return db.session.connection().connection.dbapi_connection.get_dsn_parameters()
 
@@ -360,6 +360,15 @@ def test_liveness_settings_in_the_url_are_left_to_the_operator(postgres):
     """One of them in the URL, and the others are not added around it: a user timeout of
     ours beside a longer keepalive idle would end a connection at its first lost probe."""
     sent = connection_parameters(f"{postgres}?keepalives_idle=60&connect_timeout=9")
+    assert (sent["keepalives_idle"], sent["connect_timeout"]) == ("60", "9")
+    assert "tcp_user_timeout" not in sent and "keepalives_count" not in sent
+
+
+def test_liveness_settings_in_a_connection_string_are_left_to_the_operator(postgres):
+    """The same given as a libpq connection string in connect_args: psycopg2 lets keyword
+    arguments win over it, so ours, added beside it, would have replaced the operator's."""
+    sent = connection_parameters(postgres, SQLALCHEMY_ENGINE_OPTIONS={
+        "connect_args": {"dsn": "keepalives_idle=60 connect_timeout=9"}})
     assert (sent["keepalives_idle"], sent["connect_timeout"]) == ("60", "9")
     assert "tcp_user_timeout" not in sent and "keepalives_count" not in sent
 

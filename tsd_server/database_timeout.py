@@ -88,10 +88,12 @@ def _bound(engine: Engine, seconds: int, liveness: dict[str, int]) -> None:
     def connect_within(_dialect, _record, _cargs, cparams) -> None:
         # Requests' connections and commands' alike (see above). Whole seconds, at least 2
         # (libpq). A connect_timeout in the URL or in TSD_SQLALCHEMY_ENGINE_OPTIONS'
-        # connect_args wins; so does any TCP liveness setting there, and then the others
-        # are left to it too, as they only work together.
-        cparams.setdefault("connect_timeout", seconds)
-        if not LIVENESS_NAMES & cparams.keys():
+        # connect_args (a "dsn" string there included) wins; so does any TCP liveness
+        # setting there, and then the others are left to it too, as they only work together.
+        given = cparams.keys() | _dsn_names(cparams.get("dsn"))
+        if "connect_timeout" not in given:
+            cparams["connect_timeout"] = seconds
+        if not LIVENESS_NAMES & given:
             cparams.update(liveness)
 
     def bound_while_serving(dbapi_connection, record, _proxy) -> None:
@@ -122,6 +124,16 @@ def liveness_parameters(seconds: int) -> dict[str, int]:
     return {"keepalives": 1, "keepalives_idle": seconds, "keepalives_interval": 1,
             "keepalives_count": KEEPALIVE_PROBES,
             "tcp_user_timeout": (seconds + KEEPALIVE_PROBES) * 1000}
+
+
+def _dsn_names(dsn: str | None) -> set[str]:
+    """The parameters a libpq connection string in connect_args names: psycopg2 lets the
+    keyword arguments win over it, so ours must not be added over the operator's."""
+    if not dsn:
+        return set()
+    import psycopg2.extensions
+
+    return set(psycopg2.extensions.parse_dsn(dsn))
 
 
 def libpq_version() -> int:
