@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import EnvironBuilder
 
 from tsd_server.client_address import (
+    CONTRADICTORY_FORWARDED_HEADERS,
     ENVIRON_KEY,
     UNTRUSTED_FORWARDED_HEADER,
     ProxySettings,
@@ -104,6 +105,15 @@ def test_invalid_hop_leaves_the_peer_address():
     seen = run(trusted_fix(), PROXY, {"X-Forwarded-For": "unknown"})
     assert seen["REMOTE_ADDR"] == PROXY
     assert seen[ENVIRON_KEY].client_ip is None
+
+
+def test_a_hop_the_proxys_x_real_ip_contradicts_leaves_the_peer_address():
+    """The proxy passed the client's own X-Forwarded-For on: logs must not name the forged
+    hop, which the record refused."""
+    seen = run(trusted_fix(), PROXY, {"X-Forwarded-For": "9.9.9.9", "X-Real-IP": "8.8.4.4"})
+    assert seen["REMOTE_ADDR"] == PROXY
+    assert seen[ENVIRON_KEY].client_ip is None
+    assert seen[ENVIRON_KEY].ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS
 
 
 POOL = ["8.8.8.8", "9.9.9.9", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8",

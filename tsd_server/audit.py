@@ -56,13 +56,12 @@ def record_many(event: str, *, actor: str, rows: list[dict[str, Any]], outcome: 
     ORM object each cost more than the revoke's own work. The caller commits."""
     if not rows:
         return
+    address = _request_address()
     common = _fields(event, actor=actor, outcome=outcome, user_id=None, device=None,
-                     device_uid=None, strategy=None, address=None, detail=detail)
-    values = [{**common, **row} for row in rows]
-    for value in values:
-        if value["detail"]:
-            value["detail"] = value["detail"][:MAX_DETAIL]
-    db.session.execute(_INSERT, values)
+                     device_uid=None, strategy=None, address=address, detail=None)
+    db.session.execute(_INSERT, [
+        {**common, **row, "detail": _detail(row.get("detail", detail), address)}
+        for row in rows])
 
 
 def record_now(
@@ -95,10 +94,8 @@ def _fields(event: str, *, actor: str, outcome: str, user_id: int | None,
             device: Device | None, device_uid: str | None, strategy: str | None,
             address: ClientAddress | None, detail: str | None) -> dict[str, Any]:
     """The row's columns; ``address`` defaults to the current request's record."""
-    if address is None and has_request_context():
-        from tsd_server.client_address import for_request
-
-        address = for_request()
+    if address is None:
+        address = _request_address()
     return {
         "at": utcnow(),
         "event": event,
@@ -112,5 +109,25 @@ def _fields(event: str, *, actor: str, outcome: str, user_id: int | None,
         "peer_ip": address.peer_ip if address else None,
         "forwarded_for": list(address.forwarded_for) if address else None,
         "household": address.household if address else None,
-        "detail": detail[:MAX_DETAIL] if detail else None,
+        "detail": _detail(detail, address),
     }
+
+
+def _request_address() -> ClientAddress | None:
+    """The current request's client-address record; None outside a request."""
+    if not has_request_context():
+        return None
+    from tsd_server.client_address import for_request
+
+    return for_request()
+
+
+def _detail(detail: str | None, address: ClientAddress | None) -> str | None:
+    """The caller's detail, bounded. When the proxy's headers contradicted each other, the
+    row's client_ip is empty and forwarded_for holds only X-Forwarded-For's claim, so the
+    competing claim is added here: an operator sees both (``contradictory_forwarded_headers:
+    X-Real-IP names 8.8.4.4``)."""
+    if address is not None and address.contradiction is not None:
+        claim = f"{address.ineligibility_reason}: {address.contradiction}"
+        detail = f"{detail}; {claim}" if detail else claim
+    return detail[:MAX_DETAIL] if detail else None

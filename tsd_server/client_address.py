@@ -19,8 +19,11 @@ rewrites anything) and the forwarded headers, and applies the deployment setting
   incident this server exists to prevent: a proxy that stops passing the client's address
   makes every user look like one household.
 * A trusted proxy whose own X-Real-IP or ``Forwarded`` names an address that the trusted
-  part of X-Forwarded-For does not is ``contradictory_forwarded_headers``: such a proxy
-  passes clients' own X-Forwarded-For on unchanged, so the client chose its address.
+  part of X-Forwarded-For does not is ``contradictory_forwarded_headers``
+  (``tsd_server.forwarded_contradiction``): such a proxy passes clients' own
+  X-Forwarded-For on unchanged, so the client chose its address. As with
+  ``invalid_forwarded_header``, no client address is believed then: rate limits, logs and
+  audit rows fall back to the direct peer.
 * A resolved address that is itself a trusted proxy is ``proxy_address``; a non-global
   address is ``non_public_address`` unless LAN mode accepts it.
 
@@ -31,7 +34,6 @@ ineligible record has no household, so nothing downstream can match on it by acc
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,12 +41,10 @@ from typing import Any
 from flask import current_app, g, request
 
 from tsd_server.config import ConfigurationError, bounded_int_setting
+from tsd_server.forwarded_contradiction import contradiction
+from tsd_server.ip_addresses import IPAddress, parse_ip
 from tsd_server.recorded_chain import MAX_CLAIMED_HOPS, recorded_hops
 from tsd_server.trusted_proxies import UNIX_SOCKET, IPNetwork, check_width, parse_trusted
-
-log = logging.getLogger(__name__)
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Reason codes (DESIGN.md), in the order they are checked.
 UNTRUSTED_FORWARDED_HEADER = "untrusted_forwarded_header"
@@ -78,7 +78,7 @@ REASON_MESSAGES = {
 
 # Headers that claim to name the client. Only X-Forwarded-For is ever believed; the others
 # count as forwarded headers so an untrusted peer sending them is flagged, and from a
-# trusted proxy they are checked against it (``_contradiction``).
+# trusted proxy they are checked against it (``forwarded_contradiction``).
 FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 
 # Addresses LAN mode accepts as households: RFC 1918, loopback, IPv6 unique-local.
@@ -171,7 +171,8 @@ class ClientAddress:
     household: str | None = None
     ineligibility_reason: str | None = None
     # With contradictory_forwarded_headers: what the proxy's other header says ("X-Real-IP
-    # names 8.8.4.4"), for the log (tsd_server/proxy_warnings.py). Not shown to clients.
+    # names 8.8.4.4"), for the log (tsd_server/proxy_warnings.py) and the audit row's detail
+    # (tsd_server/audit.py). Not shown to clients.
     contradiction: str | None = None
 
     @property
@@ -189,22 +190,6 @@ class ClientAddress:
                 "reason": self.ineligibility_reason,
             },
         }
-
-
-def parse_ip(text: str | None) -> IPAddress | None:
-    """An IP address, or None. IPv4-mapped IPv6 becomes IPv4; ports and zone ids are refused."""
-    if not text:
-        return None
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.scope_id is not None:
-            return None
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-    return address
 
 
 def split_hops(header: str | None) -> list[str]:
@@ -229,9 +214,9 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
     if peer_is_proxy:
         client, reason = _walk_chain(peer_address, hops, settings)
         if reason is None:
-            said_otherwise = _contradiction(environ, hops[-settings.x_for:])
-            if said_otherwise is not None:
-                reason = CONTRADICTORY_FORWARDED_HEADERS
+            said_otherwise = contradiction(environ, hops[-settings.x_for:])
+            if said_otherwise is not None:  # the hop may be the client's own: believe none
+                client, reason = None, CONTRADICTORY_FORWARDED_HEADERS
     elif carries_forwarded:
         client, reason = peer_address, UNTRUSTED_FORWARDED_HEADER
     else:
@@ -276,50 +261,6 @@ def _walk_chain(
     return client, None
 
 
-def _contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | None:
-    """What a trusted proxy's X-Real-IP or ``Forwarded`` says against X-Forwarded-For, or None.
-
-    Neither header is ever believed. But a proxy that writes one of them and passes the
-    client's own X-Forwarded-For on unchanged (nginx with only ``proxy_set_header X-Real-IP
-    $remote_addr``, HAProxy's ``option forwarded`` without ``option forwardfor``) gives
-    itself away: the address it wrote is not among the hops the trusted proxies vouch for
-    (the client's and theirs). Only the last value of each is compared, the one the nearest
-    proxy would have written; a value that is not an address (``unknown``, an obfuscated
-    name, a client's junk passed on) claims nothing. A client that sends a contradicting
-    header itself through a proxy that passes it on only makes itself ineligible.
-    """
-    claims = [(header, claimed) for header, claimed in (
-        ("X-Real-IP", parse_ip(_last_value(environ.get("HTTP_X_REAL_IP")))),
-        ("Forwarded", parse_ip(_forwarded_for(environ.get("HTTP_FORWARDED"))))
-    ) if claimed is not None]
-    if not claims:  # the usual request: neither header, nothing to compare
-        return None
-    vouched = {parse_ip(hop) for hop in vouched_hops}
-    for header, claimed in claims:
-        if claimed not in vouched:
-            return f"{header} names {claimed}"
-    return None
-
-
-def _last_value(header: str | None) -> str | None:
-    """The last of a header's comma-separated values (repeated lines arrive joined)."""
-    return header.rsplit(",", 1)[-1].strip() if header else None
-
-
-def _forwarded_for(header: str | None) -> str | None:
-    """The address in the ``for=`` of a ``Forwarded`` header's last element (RFC 7239), port
-    and brackets taken off; None without one."""
-    element = _last_value(header)
-    for pair in (element or "").split(";"):
-        name, _, value = pair.partition("=")
-        if name.strip().lower() == "for":
-            node = value.strip().strip('"')
-            if node.startswith("["):
-                return node[1:].split("]", 1)[0]
-            return node.split(":", 1)[0] if node.count(":") == 1 else node
-    return None
-
-
 def household_key(address: IPAddress | None, settings: ProxySettings) -> str | None:
     """The network that stands for one home, or None when the address cannot be one."""
     if address is None:
@@ -344,7 +285,9 @@ def warning_household(record: ClientAddress) -> str | None:
     proxy), changes nothing then: a printer cannot escape the warning by them. A proxy the
     server was not told about stands for all its clients: it hides the warning, or, with
     several outgoing addresses, may raise a false one. None when no such address is known
-    (a trusted proxy that passed none: it would be the proxy's).
+    (a trusted proxy that passed none: it would be the proxy's), and for
+    ``contradictory_forwarded_headers``: the hop may be the printer's own choice, made to
+    hide the warning.
     """
     if record.household is not None:
         return record.household
@@ -358,7 +301,10 @@ def _seen_address(record: ClientAddress, settings: ProxySettings) -> IPAddress |
     pass addresses (``PROXY_FIX_X_FOR``), the hops from the right while they are trusted
     proxies: each hop was written by the proxy to its right, so the first that is not one
     was seen connecting by a trusted proxy. None when the recorded hops run out (the
-    record keeps MAX_CLAIMED_HOPS past the vouched ones) or one is not an address."""
+    record keeps MAX_CLAIMED_HOPS past the vouched ones) or one is not an address, and when
+    the proxy gave itself away as passing clients' own hops on."""
+    if record.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS:
+        return None
     if not settings.trusts_peer(record.peer_ip):
         return parse_ip(record.peer_ip)
     if settings.x_for == 0:

@@ -81,7 +81,8 @@ COMMON_MISTAKES = [
     "A proxy that passes a client's own X-Forwarded-For unchanged instead of appending to "
     "it: clients choose their address. If it writes the address it saw into X-Real-IP or "
     "Forwarded (which are never believed), a forged header contradicts that and the "
-    "request is contradictory_forwarded_headers; otherwise it cannot be told apart. Use "
+    "request is contradictory_forwarded_headers, with no client address (rate limits and "
+    "the audit log count the proxy); otherwise it cannot be told apart. Use "
     "$proxy_add_x_forwarded_for (nginx), Caddy's reverse_proxy or HAProxy's 'option "
     "forwardfor', which append the real peer.",
 ]
@@ -94,8 +95,9 @@ VERIFY = [
     "From outside, forge a header:  curl -s -H 'X-Forwarded-For: 9.9.9.9' https://YOUR-SERVER/api/v1/"
     "client-address  -- client_ip must NOT become 9.9.9.9.",
     "  It must stay your own address, and forwarded_for must end with it. If it is 9.9.9.9,",
-    "  the proxy passes clients' headers on (the first common mistake): switch ip_match off",
-    "  (flask --app tsd_server discovery disable ip_match --reason ...) until it is fixed.",
+    "  or null with ip_match.reason contradictory_forwarded_headers, the proxy passes clients'",
+    "  headers on (the first common mistake): switch ip_match off (flask --app tsd_server",
+    "  discovery disable ip_match --reason ...) until it is fixed.",
 ]
 
 

@@ -170,7 +170,8 @@ def test_a_proxy_passing_clients_headers_on_gives_itself_away_by_x_real_ip(
         app, database, tmp_path):
     """nginx set up as many tutorials show it: X-Real-IP, but no X-Forwarded-For line, so
     a client's own X-Forwarded-For passes unchanged. Its X-Real-IP contradicts a forged
-    one: the request is refused, not believed."""
+    one: the request is refused, and no client address believed (the forged hop is only
+    in the chain kept for audit)."""
     real = "127.0.0.2"
     with servers.gunicorn(tmp_path / "gunicorn", database_url=database, workers=1,
                           settings={**doc_settings(), **LAN_HOUSEHOLDS}) as backend:
@@ -189,6 +190,8 @@ def test_a_proxy_passing_clients_headers_on_gives_itself_away_by_x_real_ip(
 
             for forged in ("127.0.0.3", "81.2.69.160"):
                 answer = seen(forged)
+                assert (answer["client_ip"], answer["peer_ip"]) == (None, "127.0.0.1"), answer
+                assert answer["forwarded_for"] == [forged], answer
                 assert answer["household"] is None, answer
                 assert answer["ip_match"] == {
                     "eligible": False, "reason": "contradictory_forwarded_headers"}, answer
