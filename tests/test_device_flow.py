@@ -265,15 +265,17 @@ def test_both_off_because_the_switches_cannot_be_read_says_come_back(app, client
 
 
 def test_approval_rechecks_the_kill_switch(app, client, owner):
-    """Entered while on, approved after a switch-off: refused, nothing decided."""
+    """Entered while on, approved after a switch-off: refused, nothing decided. The flag
+    row is written by hand, so no withdrawal denies the request first and the approval's
+    own fresh read is what refuses it (a switch-off's withdrawal: test_reached_requests)."""
     _, session = owner
     answer = started(client)
     enter_code(session, answer["user_code"])
     shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
-    switch(app, "pairing_code", False)  # while the approval page is open
+    switched_off_by_hand(app, "pairing_code", stale_cache=True)  # the page is open
     refused = decide(session, "approve", shown=shown)
     assert refused.status_code == 503
-    switch(app, "pairing_code", True)
+    flag_removed_by_hand(app, "pairing_code")
     assert poll_error(poll(client, answer["device_code"])) == "authorization_pending"
     assert audit_rows(app, "device_flow_decision")[-1].outcome == "strategy_disabled"
 

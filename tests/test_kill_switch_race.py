@@ -45,9 +45,10 @@ def test_a_link_prepared_across_a_switch_off_is_refused(app, monkeypatch, hold, 
     status, answer = request_across_after_its_switch_read(
         monkeypatch, hold(), scene, lambda: switch(app, STRATEGY_OF[action], False))
     assert scene.refused_as_switched_off(status, answer), (status, answer)
-    if action == "approval":  # refused at its second read, and audited like at its first
+    if action == "approval":  # the switch-off denied the request it had reached first
         decisions = audit_rows(app, "device_flow_decision")
-        assert [row.outcome for row in decisions] == ["strategy_disabled"]
+        assert [(row.outcome, row.detail) for row in decisions] == [
+            ("too_late", "denied already")]
     switch(app, STRATEGY_OF[action], True)
     scene.assert_nothing_usable(answer)
 

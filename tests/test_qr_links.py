@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.flags import switched_off_by_hand
 from tests.support.pairing import (
     FRESH_SCAN,
     LOOSE_LIMITS,
@@ -135,11 +136,13 @@ def test_qr_code_off_drops_verification_uri_complete_and_refuses_the_link(
 
 
 def test_approval_via_qr_rechecks_the_qr_switch(app, client, owner):
+    """The flag written by hand: nothing withdrawn, the approval's own read refuses it (a
+    switch-off's withdrawal denies the request too: test_reached_requests)."""
     _, session = owner
     answer = started(client)
     # The approval page:
     page = session.get(qr_path(answer), headers=FRESH_SCAN).get_data(as_text=True)
-    switch(app, "qr_code", False)  # while it is open
+    switched_off_by_hand(app, "qr_code", stale_cache=True)  # while it is open
     assert decide(session, "approve", shown=shown_request(page)).status_code == 503
     assert poll(client, answer["device_code"]).get_json()["error"] == "authorization_pending"
 

@@ -59,11 +59,15 @@ def withdraw_strategies(strategies: set[str], *, actor: str, why: str) -> int:
     must not leave links waiting to happen once the strategy is switched on again (an
     approval made during an incident, collected afterwards, would fall outside its window).
     Web codes belong to pairing_code, offers to ip_match, approvals to the strategy they
-    were made through. The caller commits."""
+    were made through, and printers' requests an account has reached but not decided to the
+    way it reached them (denied): bound to that account, one would otherwise be approved
+    once the strategy is on again (a QR link opened before a QR switch-off, a code guessed
+    during a wave of guesses). The caller commits."""
     return _withdraw(codes=true() if WEB_CODE_STRATEGY in strategies else None,
                      approvals=DeviceAuthorization.decided_via.in_(sorted(strategies)),
                      offers=true() if OFFER_STRATEGY in strategies else None, actor=actor,
-                     why=why)
+                     why=why) + _deny_reached(strategies, DeviceAuthorization.bound_at.is_not(None),
+                                              actor=actor, why=why)
 
 
 def withdraw_made_in(strategies: set[str], since: datetime, until: datetime, *, actor: str,

@@ -154,8 +154,14 @@ def _bound(authorization_id: int, *, user: User, via: str,
     commit both, and return the request."""
     row = get(authorization_id)
     assert row is not None  # just bound, in this transaction
+    device_uid = row.device_uid
+    try:  # a binding made as the way is switched off would escape its withdrawal
+        kill_switch.hold_enabled(via)
+    except kill_switch.StrategyDisabled:  # rolled back
+        _refused_as_switched_off(user, device_uid, via, address, event="device_flow_opened")
+        raise
     audit.record("device_flow_opened", actor=f"user:{user.id}", outcome="bound",
-                 user_id=user.id, device_uid=row.device_uid, strategy=via, address=address,
+                 user_id=user.id, device_uid=device_uid, strategy=via, address=address,
                  detail=asked_from(row, address))
     db.session.commit()
     return row
@@ -226,6 +232,15 @@ def asked_from(row: DeviceAuthorization, address: ClientAddress | None) -> str:
     return f"{row.name!r} asked from {row.requested_from_ip or 'unknown'} ({where})"
 
 
+def way_reached(row: DeviceAuthorization, via: str) -> str:
+    """The strategy a decision on ``row`` goes through: qr_code once its QR link was opened,
+    whatever page the person answers on (the code typed after scanning is still the scan's
+    request), else ``via``. Switch-offs, incident queries and the link all name it so: with
+    QR linking switched off, typing the code a QR page showed must not approve it as
+    pairing_code (``pending_links`` counts such a request as reached by qr_code too)."""
+    return QR_CODE if row.qr_opened_at is not None else via
+
+
 def is_open(row: DeviceAuthorization) -> bool:
     return row.status == PENDING and row.expires_at > utcnow()
 
@@ -238,7 +253,8 @@ def get(authorization_id: int) -> DeviceAuthorization | None:
 def decide(authorization_id: int, *, user: User, approve: bool, via: str,
            address: ClientAddress | None) -> bool:
     """Approve or deny a pending authorization; False (audited as ``too_late``) when it is
-    no longer pending, or another account holds it.
+    no longer pending, or another account holds it. ``via`` is the way the person came; the
+    decision goes through ``way_reached``.
 
     The decision binds the request to ``user`` if nobody held it yet (requests waiting since
     before migration 0011): of two accounts deciding one, exactly one wins. Approving
@@ -252,6 +268,7 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
         return False
     outcome = APPROVED if approve else DENIED
     device_uid = row.device_uid
+    via = way_reached(row, via)
     if approve:
         current = kill_switch.state(via, fresh=True)
         if not current.enabled:
@@ -262,7 +279,10 @@ def decide(authorization_id: int, *, user: User, approve: bool, via: str,
         update(DeviceAuthorization)
         .where(DeviceAuthorization.id == authorization_id,
                DeviceAuthorization.status == PENDING, DeviceAuthorization.expires_at > now,
-               _free_or_held_by(user.id))
+               _free_or_held_by(user.id),
+               # its way as read: a QR link opened since makes it a qr_code decision
+               DeviceAuthorization.qr_opened_at.is_not(None) if via == QR_CODE
+               else DeviceAuthorization.qr_opened_at.is_(None))
         .values(status=outcome, decided_by_id=user.id, decided_at=now, decided_via=via,
                 decided_from_ip=address.client_ip if address else None,
                 decided_peer_ip=address.peer_ip if address else None,
@@ -308,8 +328,9 @@ def too_late(row: DeviceAuthorization | None, *, user: User, via: str,
 
 
 def _refused_as_switched_off(user: User, device_uid: str, via: str,
-                             address: ClientAddress | None) -> None:
-    audit.record("device_flow_decision", actor=f"user:{user.id}", outcome="strategy_disabled",
+                             address: ClientAddress | None, *,
+                             event: str = "device_flow_decision") -> None:
+    audit.record(event, actor=f"user:{user.id}", outcome="strategy_disabled",
                  user_id=user.id, device_uid=device_uid, strategy=via, address=address)
     db.session.commit()
 

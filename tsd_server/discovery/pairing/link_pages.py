@@ -114,6 +114,16 @@ def _switched_off(via: str, current: kill_switch.StrategyState):
     return way_off_page(via, current, endpoint=CAME_BY[via])
 
 
+def _way_off(binding: tuple[int, str, str]):
+    """The way-off page when the way the bound request was reached by is off now, else
+    None. A switch-off denies the requests reached through it, so a page reloaded or
+    answered after one says why, not merely that the request is gone or decided."""
+    row = _same_request(binding)
+    way = approvals.way_reached(row, binding[1]) if row is not None else binding[1]
+    current = kill_switch.state(way)
+    return None if current.enabled else _switched_off(way, current)
+
+
 def _page_changed(via: str):
     """The answer came from a page about another request than the one bound now."""
     session.pop(SESSION_KEY, None)
@@ -133,13 +143,12 @@ def _page_changed(via: str):
 @login_required
 def confirm():
     binding = _binding()
-    row = _bound_row(binding) if binding else None
-    if binding is None or row is None:
+    if binding is None:
         return render_confirm(None, status=404)
-    current = kill_switch.state(binding[1])
-    if not current.enabled:
-        return _switched_off(binding[1], current)
-    return render_confirm(row)
+    if (off := _way_off(binding)) is not None:
+        return off
+    row = _bound_row(binding)
+    return render_confirm(row) if row is not None else render_confirm(None, status=404)
 
 
 @bp.post("/link/confirm")
@@ -167,8 +176,10 @@ def decide():
             approvals.too_late(_same_request(binding), user=current_user, via=via,
                                address=address)
             decided = False
-    except kill_switch.StrategyDisabled as refused:
-        return _switched_off(via, refused.state)
+    except kill_switch.StrategyDisabled as refused:  # by the way the request was reached
+        return _switched_off(refused.extra["strategy"], refused.state)
+    if not decided and (off := _way_off(binding)) is not None:
+        return off
     session.pop(SESSION_KEY, None)
     if not decided:
         return render_template("error.html", status=409, title="Too late", message=(
