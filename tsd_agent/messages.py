@@ -151,7 +151,9 @@ def _server_error(error: ServerError) -> tuple[int, str]:
         return EXIT_NOT_LINKED, ("the server no longer accepts this printer's token (it was "
                                  "unlinked or revoked); link it again.")
     if code == "access_denied":
-        return EXIT_REFUSED, "the link was denied in the browser; nothing was linked."
+        return EXIT_REFUSED, ("the link was denied, in the browser or by the server (a way of "
+                              "linking switched off, an account logged out everywhere); nothing "
+                              "was linked. Run `tsd-agent link` again to start over.")
     if code == "expired_token":
         return EXIT_EXPIRED, ("the code expired before anyone approved it; run "
                               "`tsd-agent link` again for a new one.")
