@@ -1,9 +1,11 @@
-"""A trusted proxy whose X-Real-IP or Forwarded contradicts its X-Forwarded-For passes
-clients' own X-Forwarded-For on, so the hop is whatever the client wrote. No client address
-is believed then (``contradictory_forwarded_headers``): rate limits and audit rows fall back
-to the proxy, the claimed hop stays in ``forwarded_for`` alone, and the audit row keeps the
-proxy's competing claim. Security review: 8 wrong log-ins, each with a new forged hop, were
-all answered 400, never 429, and audited under the forged addresses."""
+"""A trusted proxy whose X-Real-IP or Forwarded contradicts its X-Forwarded-For lets the
+client choose one of the two: it passes clients' own X-Forwarded-For on (the hop is the
+client's), or it passes on an X-Real-IP or Forwarded the client sent (the hop is real). No
+client address is believed then (``contradictory_forwarded_headers``): rate limits and
+audit rows fall back to the proxy, the claimed hop stays in ``forwarded_for`` alone, and the
+audit row keeps the proxy's competing claim; the approval page's warning weighs both.
+Security review: 8 wrong log-ins, each with a new forged hop, were all answered 400, never
+429, and audited under the forged addresses."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ CLAIMS = {"X-Real-IP": PROXYS_CLAIM,
 @pytest.fixture
 def app_config():
     return {"TRUSTED_PROXIES": f"{PROXY}/32", "PROXY_FIX_X_FOR": 1,
+            "BASE_URL": "https://print.example.org",
             "LOGIN_LIMIT_PER_IP": "3 per minute", "LOGIN_LIMIT_PER_EMAIL": "1000 per minute"}
 
 
@@ -74,13 +77,57 @@ def test_rows_written_together_keep_the_competing_claim_after_their_own_detail(a
 
 
 @pytest.mark.parametrize("claim", CLAIMS.values(), ids=CLAIMS.keys())
-def test_the_approval_warning_has_no_network_for_a_contradictory_record(app, claim):
-    """The forged hop would be the printer's choice of network, one that hides the approval
-    page's "another network" warning; without the proxy's claim it is the hop's network."""
+def test_the_approval_warning_weighs_both_networks_of_a_contradictory_record(app, claim):
+    """Either address may be the printer's choice, one that would hide the approval page's
+    "another network" warning: both are kept. Without the proxy's claim it is the hop's."""
     settings = app.extensions["tsd.proxy_settings"]
     with app.app_context():
         record = resolve(PROXY, through_proxy("9.9.9.9", claim), settings)
         assert record.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS
-        assert warning_household(record) is None
+        assert warning_household(record) == "8.8.4.4/32 or 9.9.9.9/32"
         assert warning_household(resolve(PROXY, through_proxy("9.9.9.9", {}), settings)) \
             == "9.9.9.9/32"
+        # A claim that is no household (a private inside address) leaves the hop's.
+        inside = resolve(PROXY, through_proxy("9.9.9.9", {"HTTP_X_REAL_IP": "10.0.0.5"}),
+                         settings)
+        assert inside.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS
+        assert warning_household(inside) == "9.9.9.9/32"
+
+
+APPROVER = "8.8.8.8"  # the person's home; a stranger's printer elsewhere (9.9.9.50)
+
+
+@pytest.mark.parametrize(("printers_hop", "printers_claim"), [
+    (APPROVER, "9.9.9.50"),  # passed on the printer's own hop: it chose the person's network
+    ("9.9.9.50", APPROVER),  # passed on the printer's own X-Real-IP: it chose it there
+], ids=["chosen hop", "chosen X-Real-IP"])
+def test_a_printer_cannot_choose_the_persons_network_to_escape_the_warning(
+        app, client, make_user, login, printers_hop, printers_claim):
+    from tests.support.pairing import enter_code, started
+
+    _, email, password = make_user("person@example.org")
+    answer = started(client, environ_base=through_proxy(
+        printers_hop, {"HTTP_X_REAL_IP": printers_claim}))
+    session = login(email, password, **through_proxy(APPROVER, {}))
+    enter_code(session, answer["user_code"])
+    page = session.get("/link/confirm").get_data(as_text=True)
+    assert 'id="other-network-notice"' in page
+    assert "8.8.8.8/32 or 9.9.9.50/32" in page
+
+
+def test_two_long_ipv6_networks_still_fit_the_request_row(app, client):
+    """Households of /128 are 43 characters: two would not fit the request's column
+    (PostgreSQL refuses the INSERT, a 500). Given at /64, only their family counts."""
+    from sqlalchemy import select
+
+    from tests.support.pairing import started
+    from tsd_server.client_address import ProxySettings
+    from tsd_server.models import DeviceAuthorization
+
+    app.config["IPV6_HOUSEHOLD_PREFIX"] = 128
+    app.extensions["tsd.proxy_settings"] = ProxySettings.from_config(app.config)
+    hop, claim = "2a00:1450:4001:81f:ffff:ffff:ffff:1", "2a00:1450:4001:820:ffff:ffff:ffff:2"
+    started(client, environ_base=through_proxy(hop, {"HTTP_X_REAL_IP": claim}))
+    with app.app_context():
+        stored = db.session.scalar(select(DeviceAuthorization.requested_household))
+    assert stored == "2a00:1450:4001:81f::/64 or 2a00:1450:4001:820::/64"

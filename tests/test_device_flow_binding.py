@@ -258,7 +258,8 @@ def test_binding_refusals_and_late_answers_are_audited(app, client, clock, owner
     opened = audit_rows(app, "device_flow_opened")
     assert [(r.outcome, r.strategy, r.user_id, r.device_uid, r.client_ip) for r in opened] == [
         ("bound", "qr_code", owner_id, "printer-audit", "1.1.1.1"),
-        ("bound", "pairing_code", owner_id, "printer-audit", "1.1.1.1"),
+        # its code, typed after the scan, reaches the scan's request (approvals.way_reached)
+        ("bound", "qr_code", owner_id, "printer-audit", "1.1.1.1"),
         ("bound_elsewhere", "pairing_code", stranger_id, "printer-audit", "6.6.6.6"),
     ]
     assert opened[2].detail.startswith(f"'Voron in the garage': held by user:{owner_id} since")

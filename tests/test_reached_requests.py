@@ -157,3 +157,59 @@ def test_a_binding_made_as_its_way_is_switched_off_is_refused(
     with app.app_context():
         row = db.session.scalars(select(DeviceAuthorization)).one()
         assert (row.bound_to_id, row.bound_at) == (None, None)
+
+
+def test_its_code_typed_after_the_scan_is_audited_as_qr_code(app, client, owner):
+    """Binding and a too-late answer name the way the request was reached, as the decision
+    does: an operator searching qr_code rows finds all of them."""
+    _, session = owner
+    answer = started(client)
+    session.get(qr_path(answer), headers=FRESH_SCAN)
+    enter_code(session, answer["user_code"])
+    shown = shown_request(session.get("/link/confirm").get_data(as_text=True))
+    switch(app, "qr_code", False)  # denies it
+    assert decide(session, "approve", shown=shown).status_code == 503
+    rows = [(row.event, row.outcome, row.strategy) for row in audit_rows(app)
+            if row.event in ("device_flow_opened", "device_flow_decision")]
+    assert rows == [("device_flow_opened", "bound", "qr_code"),
+                    ("device_flow_opened", "bound", "qr_code"),
+                    ("device_flow_decision", "too_late", "qr_code")]
+
+
+def revoked_in(app, clock, strategy: str, since, until) -> int:
+    clock.now = until + incident.SETTLED
+    with app.app_context():
+        return incident.revoke(strategy, since, until, actor="cli").withdrawn
+
+
+def test_an_incident_window_finds_a_request_by_when_each_way_reached_it(app, client, clock,
+                                                                         owner):
+    """A qr_code window denies a request whose QR link was opened in it, though its code
+    was typed before; a pairing_code window one first reached by its code in it, though its
+    QR link was opened after. Neither denies a request the other way first reached."""
+    _, session = owner
+    code_first, qr_first = started(client), started(client, device_id="printer-0003")
+    enter_code(session, code_first["user_code"])
+    clock.advance(minutes=1)
+    window_start = clock()
+    session.get(qr_path(code_first), headers=FRESH_SCAN)
+    session.get(qr_path(qr_first), headers=FRESH_SCAN)
+    clock.advance(minutes=1)
+    window_end = clock()
+    assert revoked_in(app, clock, "pairing_code", window_start, window_end) == 0
+    assert revoked_in(app, clock, "qr_code", window_start, window_end) == 2
+    with app.app_context():
+        assert set(db.session.scalars(select(DeviceAuthorization.status))) == {"denied"}
+
+
+def test_a_pairing_code_window_finds_a_request_reached_by_code_then_scanned(
+        app, client, clock, owner):
+    _, session = owner
+    since = clock()
+    answer = started(client)
+    enter_code(session, answer["user_code"])
+    clock.advance(minutes=1)
+    until = clock()
+    session.get(qr_path(answer), headers=FRESH_SCAN)  # after the window
+    assert revoked_in(app, clock, "qr_code", since, until) == 0
+    assert revoked_in(app, clock, "pairing_code", since, until) == 1

@@ -172,8 +172,10 @@ class ClientAddress:
     ineligibility_reason: str | None = None
     # With contradictory_forwarded_headers: what the proxy's other header says ("X-Real-IP
     # names 8.8.4.4"), for the log (tsd_server/proxy_warnings.py) and the audit row's detail
-    # (tsd_server/audit.py). Not shown to clients.
+    # (tsd_server/audit.py), and the address it names (``warning_household``). Not shown
+    # to clients.
     contradiction: str | None = None
+    claimed_ip: str | None = None
 
     @property
     def eligible(self) -> bool:
@@ -215,7 +217,7 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
         client, reason = _walk_chain(peer_address, hops, settings)
         if reason is None:
             said_otherwise = contradiction(environ, hops[-settings.x_for:])
-            if said_otherwise is not None:  # the hop may be the client's own: believe none
+            if said_otherwise is not None:  # either may be the client's own: believe none
                 client, reason = None, CONTRADICTORY_FORWARDED_HEADERS
     elif carries_forwarded:
         client, reason = peer_address, UNTRUSTED_FORWARDED_HEADER
@@ -235,7 +237,8 @@ def resolve(peer: str | None, environ: Mapping[str, Any], settings: ProxySetting
         forwarded_for=recorded_hops(hops, settings.x_for if peer_is_proxy else 0),
         household=household,
         ineligibility_reason=reason,
-        contradiction=said_otherwise,
+        contradiction=str(said_otherwise) if said_otherwise else None,
+        claimed_ip=str(said_otherwise.address) if said_otherwise else None,
     )
 
 
@@ -285,15 +288,47 @@ def warning_household(record: ClientAddress) -> str | None:
     proxy), changes nothing then: a printer cannot escape the warning by them. A proxy the
     server was not told about stands for all its clients: it hides the warning, or, with
     several outgoing addresses, may raise a false one. None when no such address is known
-    (a trusted proxy that passed none: it would be the proxy's), and for
-    ``contradictory_forwarded_headers``: the hop may be the printer's own choice, made to
-    hide the warning.
+    (a trusted proxy that passed none: it would be the proxy's). With
+    ``contradictory_forwarded_headers``, ``either_household``.
     """
     if record.household is not None:
         return record.household
     settings = current_app.extensions["tsd.proxy_settings"]
+    if record.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS:
+        return either_household(record, settings)
     seen = _seen_address(record, settings)
     return household_key(seen, settings) if seen is not None else None
+
+
+# Two households joined: the request came from one of them (``either_household``).
+EITHER = " or "
+# What DeviceAuthorization.requested_household holds (String(64)).
+HOUSEHOLD_TEXT_MAX = 64
+
+
+def either_household(record: ClientAddress, settings: ProxySettings) -> str | None:
+    """A proxy whose headers contradict each other names two addresses, the hop it vouches
+    for and its other header's, and the client chose one of them: which, the server cannot
+    tell (a proxy passing clients' X-Forwarded-For on, or passing on an X-Real-IP a client
+    sent). So both households, ``"A or B"``, when they differ: never the same network as
+    anyone's (``approvals.network_seen``), so the client cannot hide the warning with the
+    one it chose. One when they agree or only one is a household; None when neither is.
+    Too long to be stored (IPv6 households longer than /64), each IPv6 one is given at
+    /64: only its family counts then."""
+    candidates = (_seen_address(record, settings), parse_ip(record.claimed_ip))
+    households = sorted({key for key in (household_key(address, settings)
+                                         for address in candidates) if key is not None})
+    text = EITHER.join(households)
+    if len(text) > HOUSEHOLD_TEXT_MAX:
+        text = EITHER.join(_at_most_64(key) for key in households)
+    return text or None
+
+
+def _at_most_64(household: str) -> str:
+    network = ipaddress.ip_network(household)
+    if network.version == 6 and network.prefixlen > 64:
+        return str(network.supernet(new_prefix=64))
+    return household
 
 
 def _seen_address(record: ClientAddress, settings: ProxySettings) -> IPAddress | None:
@@ -301,10 +336,7 @@ def _seen_address(record: ClientAddress, settings: ProxySettings) -> IPAddress |
     pass addresses (``PROXY_FIX_X_FOR``), the hops from the right while they are trusted
     proxies: each hop was written by the proxy to its right, so the first that is not one
     was seen connecting by a trusted proxy. None when the recorded hops run out (the
-    record keeps MAX_CLAIMED_HOPS past the vouched ones) or one is not an address, and when
-    the proxy gave itself away as passing clients' own hops on."""
-    if record.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS:
-        return None
+    record keeps MAX_CLAIMED_HOPS past the vouched ones) or one is not an address."""
     if not settings.trusts_peer(record.peer_ip):
         return parse_ip(record.peer_ip)
     if settings.x_for == 0:

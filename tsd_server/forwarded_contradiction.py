@@ -11,14 +11,24 @@ client's and theirs). ``tsd_server.client_address`` then believes no client addr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from tsd_server.ip_addresses import parse_ip
+from tsd_server.ip_addresses import IPAddress, parse_ip
 
 
-def contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | None:
+class Contradiction(NamedTuple):
+    """The header that names another client than X-Forwarded-For, and the address it names."""
+
+    header: str
+    address: IPAddress
+
+    def __str__(self) -> str:
+        return f"{self.header} names {self.address}"
+
+
+def contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> Contradiction | None:
     """What a trusted proxy's X-Real-IP or ``Forwarded`` says against X-Forwarded-For
-    (``"X-Real-IP names 8.8.4.4"``), or None.
+    (``X-Real-IP names 8.8.4.4``), or None.
 
     Only the last value of each is compared, the one the nearest proxy would have written;
     a value that is not an address (``unknown``, an obfuscated name, a client's junk passed
@@ -34,7 +44,7 @@ def contradiction(environ: Mapping[str, Any], vouched_hops: list[str]) -> str | 
     vouched = {parse_ip(hop) for hop in vouched_hops}
     for header, claimed in claims:
         if claimed not in vouched:
-            return f"{header} names {claimed}"
+            return Contradiction(header, claimed)
     return None
 
 

@@ -66,8 +66,11 @@ def withdraw_strategies(strategies: set[str], *, actor: str, why: str) -> int:
     return _withdraw(codes=true() if WEB_CODE_STRATEGY in strategies else None,
                      approvals=DeviceAuthorization.decided_via.in_(sorted(strategies)),
                      offers=true() if OFFER_STRATEGY in strategies else None, actor=actor,
-                     why=why) + _deny_reached(strategies, DeviceAuthorization.bound_at.is_not(None),
-                                              actor=actor, why=why)
+                     why=why) + _deny_reached({
+                         QR_STRATEGY: DeviceAuthorization.qr_opened_at.is_not(None),
+                         WEB_CODE_STRATEGY: and_(DeviceAuthorization.bound_at.is_not(None),
+                                                 DeviceAuthorization.qr_opened_at.is_(None)),
+                     }, strategies, actor=actor, why=why)
 
 
 def withdraw_made_in(strategies: set[str], since: datetime, until: datetime, *, actor: str,
@@ -85,21 +88,22 @@ def withdraw_made_in(strategies: set[str], since: datetime, until: datetime, *, 
         approvals=and_(DeviceAuthorization.decided_via.in_(sorted(strategies)),
                        made_in(DeviceAuthorization.decided_at)),
         offers=made_in(Offer.created_at) if OFFER_STRATEGY in strategies else None,
-        actor=actor, why=why) + _deny_reached(strategies, made_in(DeviceAuthorization.bound_at),
-                                              actor=actor, why=why)
+        actor=actor, why=why) + _deny_reached({
+            # Its QR link opened in the window, or first reached by its code in it (a link
+            # opened first sets bound_at to the same time), whatever happened to it since.
+            QR_STRATEGY: made_in(DeviceAuthorization.qr_opened_at),
+            WEB_CODE_STRATEGY: and_(made_in(DeviceAuthorization.bound_at), or_(
+                DeviceAuthorization.qr_opened_at.is_(None),
+                DeviceAuthorization.qr_opened_at != DeviceAuthorization.bound_at)),
+        }, strategies, actor=actor, why=why)
 
 
-def _deny_reached(strategies: set[str], reached: ColumnElement[bool], *, actor: str,
-                  why: str) -> int:
-    """Deny the printers' requests an account reached (``bound_at``) as ``reached`` selects
-    and has not decided yet, through ``strategies``: whoever holds one could otherwise
-    approve it later and take a printer it reached during the incident. A request whose QR
-    link was opened counts as reached by qr_code, any other by its code (pairing_code)."""
-    ways = []
-    if QR_STRATEGY in strategies:
-        ways.append(DeviceAuthorization.qr_opened_at.is_not(None))
-    if WEB_CODE_STRATEGY in strategies:
-        ways.append(DeviceAuthorization.qr_opened_at.is_(None))
+def _deny_reached(reached_by: dict[str, ColumnElement[bool]], strategies: set[str], *,
+                  actor: str, why: str) -> int:
+    """Deny the printers' requests an account reached through one of ``strategies`` (as
+    ``reached_by`` selects them, per strategy) and has not decided yet: whoever holds one
+    could otherwise approve it later and take a printer it reached during the incident."""
+    ways = {name: condition for name, condition in reached_by.items() if name in strategies}
     if not ways:
         return 0
     now = utcnow()
@@ -107,16 +111,17 @@ def _deny_reached(strategies: set[str], reached: ColumnElement[bool], *, actor: 
     # may be behind this one. Audited, and counted, only if still live by this clock.
     denied = db.session.execute(
         update(DeviceAuthorization)
-        .where(reached, or_(*ways), DeviceAuthorization.status == PENDING,
+        .where(or_(*ways.values()), DeviceAuthorization.status == PENDING,
                DeviceAuthorization.expires_at > now - CLOCK_SKEW_ALLOWANCE)
         .values(status=DENIED)
         .returning(DeviceAuthorization.bound_to_id, DeviceAuthorization.device_uid,
                    DeviceAuthorization.qr_opened_at, DeviceAuthorization.expires_at)
         .execution_options(synchronize_session=False)).all()
     live = [row for row in denied if row.expires_at > now]
+    only = next(iter(ways)) if len(ways) == 1 else None  # the strategy that denied it
     audit.record_many("revocation", actor=actor, outcome="withdrawn", rows=[
         {"user_id": user_id, "device_uid": device_uid,
-         "strategy": QR_STRATEGY if qr_opened_at else WEB_CODE_STRATEGY,
+         "strategy": only or (QR_STRATEGY if qr_opened_at else WEB_CODE_STRATEGY),
          "detail": f"printer's request reached, not decided yet: {why}"}
         for user_id, device_uid, qr_opened_at, _ in live])
     return len(live)

@@ -151,10 +151,11 @@ def open_qr_link(token: str, *, user: User,
 def _bound(authorization_id: int, *, user: User, via: str,
            address: ClientAddress | None) -> DeviceAuthorization:
     """Audit a binding (``device_flow_opened`` / ``bound``) with the UPDATE that made it,
-    commit both, and return the request."""
+    commit both, and return the request. Its way is ``way_reached``: the code of a request
+    whose QR link was opened, typed again, reaches it as qr_code."""
     row = get(authorization_id)
     assert row is not None  # just bound, in this transaction
-    device_uid = row.device_uid
+    device_uid, via = row.device_uid, way_reached(row, via)
     try:  # a binding made as the way is switched off would escape its withdrawal
         kill_switch.hold_enabled(via)
     except kill_switch.StrategyDisabled:  # rolled back
@@ -203,20 +204,23 @@ def network_seen(row: DeviceAuthorization, address: ClientAddress | None) -> str
     a phone on mobile data looks like, so the page warns and does not refuse). Households
     are ``client_address.warning_household``'s.
 
-    - ``OTHER_NETWORK``: both known, of one address family, and different: a warning.
+    - ``OTHER_NETWORK``: both known, of one address family, and different: a warning. A
+      printer whose proxy named two addresses (``client_address.either_household``) never
+      matches: it may have chosen the one that does.
     - ``PRINTER_UNCHECKED``: the approver's known, the printer's not, or of the other family
       (a printer on IPv4 and a phone on IPv6 in one home; also a stranger's printer asking
       over the family the victim is not on, to escape the warning): a note.
     - ``NOT_COMPARABLE``: the approver's unknown (then nobody's is, usually: a proxy that
-      passes no address): nothing, as for every approval on such a server.
+      passes no address; or one of two): nothing, as for every approval on such a server.
     - ``SAME_NETWORK``: nothing either. Never shown as a reassurance: behind a proxy the
       server was not told about, or a shared public address, strangers share one key.
     """
     approver = client_address.warning_household(address) if address is not None else None
-    if approver is None:
+    if approver is None or client_address.EITHER in approver:
         return NOT_COMPARABLE
     printer = row.requested_household
-    if printer is None or (":" in printer) != (":" in approver):
+    if printer is None or not any((":" in candidate) == (":" in approver)
+                                  for candidate in printer.split(client_address.EITHER)):
         return PRINTER_UNCHECKED
     return SAME_NETWORK if printer == approver else OTHER_NETWORK
 
@@ -311,6 +315,8 @@ def too_late(row: DeviceAuthorization | None, *, user: User, via: str,
     """Audit an answer that decided nothing ("Too late": ``device_flow_decision`` /
     ``too_late``), saying why. ``row`` is the request the answer was about, None when it is
     gone (purged) or the session's id names another request now."""
+    if row is not None:
+        via = way_reached(row, via)
     if row is None:
         why = "the request is gone"
     elif row.status != PENDING:
