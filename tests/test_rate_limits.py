@@ -242,6 +242,40 @@ class TestFailureBreaker:
         assert len(audit_rows(app, "breaker_trip")) == 2
 
 
+    def test_two_requests_tripping_it_at_once_trip_it_once(self, app, client, monkeypatch):
+        """Both counted the wave and read pairing_code on; the one that switches it off
+        second finds it off, holding the switches' lock, and writes nothing: one trip and
+        one switch-off in the audit log, not two of each (seen under concurrency)."""
+        from tests.support.held_requests import Hold, Running
+        from tsd_server import audit
+        from tsd_server.discovery import kill_switch
+        from tsd_server.discovery.pairing import failure_breaker
+
+        for ip in ("8.8.8.8", "9.9.9.9", "1.0.0.1"):  # three: not more than the setting
+            assert redeem(client, WRONG, ip=ip).status_code == 400
+        with app.test_request_context():  # the fourth, counted but not yet checked
+            audit.record_now("code_invalid", actor="device", outcome="refused",
+                             strategy="pairing_code", detail="redeem")
+        held = Hold("first")
+        monkeypatch.setattr(kill_switch, "set_flag", held.wrap(kill_switch.set_flag,
+                                                               before=True))
+
+        def check() -> bool:
+            with app.test_request_context():
+                return failure_breaker.check()
+
+        first = Running("first", check)
+        first.start()
+        assert held.reached.wait(30)  # it counted four and read pairing_code on
+        try:
+            assert check()  # the second trips it
+        finally:
+            held.release.set()
+        assert first.result() is False
+        assert len(audit_rows(app, "breaker_trip")) == 1
+        assert [row.outcome for row in audit_rows(app, "flag_toggle")] == ["disabled"]
+
+
 class TestBreakerOff:
     @pytest.fixture
     def app_config(self):

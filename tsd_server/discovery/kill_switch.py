@@ -181,13 +181,19 @@ def hold_enabled(name: str) -> None:
     the switch-off, and reads it. On SQLite the caller's writes already keep every other
     writer out until it commits."""
     _lock_switches(shared=True)
-    rows = db.session.execute(select(StrategyFlag.__table__).where(
-        StrategyFlag.strategy.in_((ALL, name)))).mappings().all()
-    current = _state_from(name, lambda: {row["strategy"]: flag_store.snapshot(row)
-                                         for row in rows})
+    current = _state_in_this_transaction(name)
     if not current.enabled:
         db.session.rollback()
         raise StrategyDisabled(name, current)
+
+
+def _state_in_this_transaction(name: str) -> StrategyState:
+    """``name``'s state read in the caller's transaction, past every cache (the caller holds
+    the switches' lock)."""
+    rows = db.session.execute(select(StrategyFlag.__table__).where(
+        StrategyFlag.strategy.in_((ALL, name)))).mappings().all()
+    return _state_from(name, lambda: {row["strategy"]: flag_store.snapshot(row)
+                                      for row in rows})
 
 
 def wait_for_links_in_progress() -> None:
@@ -237,8 +243,13 @@ def last_switched_on(name: str) -> datetime | None:
         StrategyFlag.strategy.in_((name, ALL)), StrategyFlag.enabled.is_(True)))
 
 
-def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> StrategyFlag:
+def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str,
+             only_if_on: bool = False) -> StrategyFlag | None:
     """Toggle a runtime flag (a strategy or "all"), audited in the same transaction.
+
+    ``only_if_on`` (a breaker's trip): when the strategy is off already, read holding the
+    switches' lock, nothing is written and the caller's pending work (its trip's audit row)
+    is rolled back; None. Two requests tripping a breaker at once trip it once.
 
     Switching "all" on also clears every per-strategy switch-off, so one command undoes an
     emergency stop (the audit row's detail names what it cleared); deployment-level
@@ -262,6 +273,9 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str) -> S
     # every link that got through has a time before this one, so a window ending at the
     # switch-off's time misses none of them (docs/incident-response.md).
     _lock_switches(shared=False)
+    if only_if_on and not _state_in_this_transaction(target).enabled:
+        db.session.rollback()
+        return None
     now = utcnow()
     values = {"enabled": enabled, "reason": reason, "changed_by": actor, "changed_at": now}
     # One statement: another process may be writing the same flag's row.

@@ -134,7 +134,9 @@ def _maybe_trip_globally(settings: IpMatchSettings, now: datetime) -> None:
               f"{int(settings.breaker_window.total_seconds())} s; an admin must switch "
               "ip_match on again")
     audit.record("breaker_trip", actor="auto", outcome="global", strategy=STRATEGY,
-                 detail=reason)
-    kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto")
+                 detail=reason)  # committed with the switch-off, or not at all
+    if kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto",
+                            only_if_on=True) is None:
+        return  # another request tripped it a moment ago
     log.error("ip_match switched off for everyone: %s", reason)
 

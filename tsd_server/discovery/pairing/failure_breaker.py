@@ -19,7 +19,6 @@ from sqlalchemy import bindparam, func, select
 from tsd_server import audit, single_statement
 from tsd_server.clock import utcnow
 from tsd_server.discovery import kill_switch
-from tsd_server.extensions import db
 from tsd_server.models import AuditEvent
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,9 @@ def check() -> bool:
     reason = (f"failure breaker: {failures} invalid codes within a minute "
               f"(limit {threshold}); switch pairing_code on again once it is understood")
     audit.record("breaker_trip", actor="auto", outcome="tripped", strategy=STRATEGY,
-                 detail=reason)
-    db.session.commit()
-    kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto")
+                 detail=reason)  # committed with the switch-off, or not at all
+    if kill_switch.set_flag(STRATEGY, enabled=False, reason=reason, actor="auto",
+                            only_if_on=True) is None:
+        return False  # another request tripped it a moment ago
     log.error("pairing_code switched off: %s", reason)
     return True
