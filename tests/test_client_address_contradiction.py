@@ -87,14 +87,32 @@ def test_the_approval_warning_weighs_both_networks_of_a_contradictory_record(app
         assert warning_household(record) == "8.8.4.4/32 or 9.9.9.9/32"
         assert warning_household(resolve(PROXY, through_proxy("9.9.9.9", {}), settings)) \
             == "9.9.9.9/32"
-        # A claim that is no household (a private inside address) leaves the hop's.
-        inside = resolve(PROXY, through_proxy("9.9.9.9", {"HTTP_X_REAL_IP": "10.0.0.5"}),
-                         settings)
-        assert inside.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS
-        assert warning_household(inside) == "9.9.9.9/32"
+        # Either one no household (a private address): that one may be the real one, and
+        # the household left the client's choice. None: the page's note, never a match.
+        for hop, other in (("9.9.9.9", "10.0.0.5"), ("10.0.0.5", "9.9.9.9")):
+            inside = resolve(PROXY, through_proxy(hop, {"HTTP_X_REAL_IP": other}), settings)
+            assert inside.ineligibility_reason == CONTRADICTORY_FORWARDED_HEADERS
+            assert warning_household(inside) is None
 
 
 APPROVER = "8.8.8.8"  # the person's home; a stranger's printer elsewhere (9.9.9.50)
+
+
+@pytest.fixture
+def approval_page(client, make_user, login):
+    """``approval_page(hop, claim)``: the page the person (at APPROVER, through the proxy)
+    sees for a printer that asked through the proxy with that hop and X-Real-IP."""
+    from tests.support.pairing import enter_code, started
+
+    _, email, password = make_user("person@example.org")
+    session = login(email, password, **through_proxy(APPROVER, {}))
+
+    def page(hop: str, claim: str) -> str:
+        answer = started(client, environ_base=through_proxy(hop, {"HTTP_X_REAL_IP": claim}))
+        enter_code(session, answer["user_code"])
+        return session.get("/link/confirm").get_data(as_text=True)
+
+    return page
 
 
 @pytest.mark.parametrize(("printers_hop", "printers_claim"), [
@@ -102,16 +120,10 @@ APPROVER = "8.8.8.8"  # the person's home; a stranger's printer elsewhere (9.9.9
     ("9.9.9.50", APPROVER),  # passed on the printer's own X-Real-IP: it chose it there
 ], ids=["chosen hop", "chosen X-Real-IP"])
 def test_a_printer_cannot_choose_the_persons_network_to_escape_the_warning(
-        app, client, make_user, login, printers_hop, printers_claim):
-    from tests.support.pairing import enter_code, started
-
-    _, email, password = make_user("person@example.org")
-    answer = started(client, environ_base=through_proxy(
-        printers_hop, {"HTTP_X_REAL_IP": printers_claim}))
-    session = login(email, password, **through_proxy(APPROVER, {}))
-    enter_code(session, answer["user_code"])
-    page = session.get("/link/confirm").get_data(as_text=True)
+        approval_page, printers_hop, printers_claim):
+    page = approval_page(printers_hop, printers_claim)
     assert 'id="other-network-notice"' in page
+    assert "8.8.8.8/32 or 9.9.9.50/32" in page
     assert "8.8.8.8/32 or 9.9.9.50/32" in page
 
 
@@ -131,3 +143,13 @@ def test_two_long_ipv6_networks_still_fit_the_request_row(app, client):
     with app.app_context():
         stored = db.session.scalar(select(DeviceAuthorization.requested_household))
     assert stored == "2a00:1450:4001:81f::/64 or 2a00:1450:4001:820::/64"
+
+
+@pytest.mark.parametrize(("printers_hop", "printers_claim"), [
+    ("10.0.0.5", APPROVER), (APPROVER, "10.0.0.5")], ids=["chosen X-Real-IP", "chosen hop"])
+def test_a_printer_inside_cannot_choose_the_persons_network_to_escape_the_note(
+        approval_page, printers_hop, printers_claim):
+    """A printer on a private address behind the proxy (the security review's case: a
+    proxy serving an inside network and the internet) gets the page's note; naming the
+    person's network in the address it controls must not turn that into nothing."""
+    assert 'id="unchecked-network-notice"' in approval_page(printers_hop, printers_claim)

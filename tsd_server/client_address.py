@@ -312,12 +312,15 @@ def either_household(record: ClientAddress, settings: ProxySettings) -> str | No
     tell (a proxy passing clients' X-Forwarded-For on, or passing on an X-Real-IP a client
     sent). So both households, ``"A or B"``, when they differ: never the same network as
     anyone's (``approvals.network_seen``), so the client cannot hide the warning with the
-    one it chose. One when they agree or only one is a household; None when neither is.
-    Too long to be stored (IPv6 households longer than /64), each IPv6 one is given at
-    /64: only its family counts then."""
+    one it chose. One when they agree. None when either is no household (a private
+    address without LAN mode): that one may be the real one, and the household left the
+    client's choice. Too long to be stored (IPv6 households longer than /64), each IPv6
+    one is given at /64: only its family counts then."""
     candidates = (_seen_address(record, settings), parse_ip(record.claimed_ip))
-    households = sorted({key for key in (household_key(address, settings)
-                                         for address in candidates) if key is not None})
+    keys = [household_key(address, settings) for address in candidates]
+    if None in keys:
+        return None
+    households = sorted(set(keys))
     text = EITHER.join(households)
     if len(text) > HOUSEHOLD_TEXT_MAX:
         text = EITHER.join(_at_most_64(key) for key in households)

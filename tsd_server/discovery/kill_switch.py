@@ -264,6 +264,8 @@ def set_flag(target: str, *, enabled: bool, reason: str | None, actor: str,
     if target != ALL and target not in known_names():
         raise ValueError(f"unknown strategy {target!r}; expected one of "
                          f"{', '.join([*known_names(), ALL])}")
+    if only_if_on and target == ALL:  # "all" is no strategy: it would read as off
+        raise ValueError("only_if_on takes one strategy, not all")
     reason = (reason or "").strip() or None
     if not enabled and reason is None:
         raise ValueError("a reason is required to switch a strategy off")
