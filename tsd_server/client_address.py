@@ -21,9 +21,11 @@ rewrites anything) and the forwarded headers, and applies the deployment setting
 * A trusted proxy whose own X-Real-IP or ``Forwarded`` names an address that the trusted
   part of X-Forwarded-For does not is ``contradictory_forwarded_headers``
   (``tsd_server.forwarded_contradiction``): such a proxy passes clients' own
-  X-Forwarded-For on unchanged, so the client chose its address. As with
+  X-Forwarded-For on unchanged, or passes on an X-Real-IP or ``Forwarded`` a client sent;
+  either way the client chose one of the two addresses. As with
   ``invalid_forwarded_header``, no client address is believed then: rate limits, logs and
-  audit rows fall back to the direct peer.
+  audit rows fall back to the direct peer (the approval page's warning weighs both:
+  ``either_household``).
 * A resolved address that is itself a trusted proxy is ``proxy_address``; a non-global
   address is ``non_public_address`` unless LAN mode accepts it.
 

@@ -4,8 +4,10 @@ Neither header is ever believed. But a proxy that writes one of them and passes 
 client's own X-Forwarded-For on unchanged (nginx with only ``proxy_set_header X-Real-IP
 $remote_addr``, HAProxy's ``option forwarded`` without ``option forwardfor``) gives itself
 away: the address it wrote is not among the hops the trusted proxies vouch for (the
-client's and theirs). ``tsd_server.client_address`` then believes no client address at all
-(``contradictory_forwarded_headers``): the X-Forwarded-For hop is what the client chose.
+client's and theirs). So does a proxy that appends X-Forwarded-For as it should but
+passes on an X-Real-IP or ``Forwarded`` the client sent. ``tsd_server.client_address``
+then believes no client address at all (``contradictory_forwarded_headers``): one of the
+two is what the client chose, and which cannot be told.
 """
 
 from __future__ import annotations
