@@ -258,3 +258,36 @@ def household_accounts(app):
         found = list(db.session.scalars(select(HouseholdAccount)))
         db.session.remove()
     return found
+
+
+def test_two_requests_switching_it_off_for_everyone_at_once_do_it_once(
+        app, world, clock, monkeypatch):
+    """Both counted the tripped households and read ip_match on; the second to switch it
+    off finds it off, holding the switches' lock, and writes nothing: one global trip, one
+    switch-off in the audit log."""
+    from tests.support.held_requests import Hold, Running
+    from tsd_server.discovery import kill_switch
+    from tsd_server.discovery.ip_match import breaker
+    from tsd_server.discovery.ip_match.settings import current
+
+    for home in HOMES[:2]:
+        crowd(world, home, 4)
+    held = Hold("first")
+    monkeypatch.setattr(kill_switch, "set_flag", held.wrap(kill_switch.set_flag, before=True))
+
+    def third_household_trips() -> None:
+        with app.test_request_context(environ_base={"REMOTE_ADDR": HOMES[2]}):
+            breaker.trip(f"{HOMES[2]}/32", 4, current(), clock())
+
+    first = Running("first", third_household_trips)
+    first.start()
+    assert held.reached.wait(30)  # it counted three households and read ip_match on
+    try:
+        with app.test_request_context(environ_base={"REMOTE_ADDR": HOMES[3]}):
+            breaker._maybe_trip_globally(current(), clock())  # the second switches it off
+    finally:
+        held.release.set()
+    first.result()
+    assert not ip_match_state(app).enabled
+    assert [t.outcome for t in world.audit_events("breaker_trip")].count("global") == 1
+    assert len(world.audit_events("flag_toggle")) == 1
