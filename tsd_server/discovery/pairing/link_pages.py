@@ -74,7 +74,11 @@ def _same_request(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
 def _bound_row(binding: tuple[int, str, str]) -> DeviceAuthorization | None:
     """The open request the binding names, if it is still the one that was bound and this
     account may decide it."""
-    row = _same_request(binding)
+    return _decidable(_same_request(binding))
+
+
+def _decidable(row: DeviceAuthorization | None) -> DeviceAuthorization | None:
+    """``row`` if it is open and this account may decide it."""
     return row if row is not None and approvals.is_open(row) and \
         approvals.is_free_or_held_by(row, current_user.id) else None
 
@@ -114,12 +118,12 @@ def _switched_off(via: str, current: kill_switch.StrategyState):
     return way_off_page(via, current, endpoint=CAME_BY[via])
 
 
-def _way_off(binding: tuple[int, str, str]):
-    """The way-off page when the way the bound request was reached by is off now, else
-    None. A switch-off denies the requests reached through it, so a page reloaded or
-    answered after one says why, not merely that the request is gone or decided."""
-    row = _same_request(binding)
-    way = approvals.way_reached(row, binding[1]) if row is not None else binding[1]
+def _way_off(row: DeviceAuthorization | None, via: str):
+    """The way-off page when the way the bound request (``row``, None when gone; ``via``
+    the way the person came) was reached by is off now, else None. A switch-off denies the
+    requests reached through it, so a page reloaded or answered after one says why, not
+    merely that the request is gone or decided."""
+    way = approvals.way_reached(row, via) if row is not None else via
     current = kill_switch.state(way)
     return None if current.enabled else _switched_off(way, current)
 
@@ -145,9 +149,10 @@ def confirm():
     binding = _binding()
     if binding is None:
         return render_confirm(None, status=404)
-    if (off := _way_off(binding)) is not None:
+    row = _same_request(binding)
+    if (off := _way_off(row, binding[1])) is not None:
         return off
-    row = _bound_row(binding)
+    row = _decidable(row)
     return render_confirm(row) if row is not None else render_confirm(None, status=404)
 
 
@@ -178,7 +183,8 @@ def decide():
             decided = False
     except kill_switch.StrategyDisabled as refused:  # by the way the request was reached
         return _switched_off(refused.extra["strategy"], refused.state)
-    if not decided and (off := _way_off(binding)) is not None:
+    # read again: the answer may have found it decided or denied since
+    if not decided and (off := _way_off(_same_request(binding), via)) is not None:
         return off
     session.pop(SESSION_KEY, None)
     if not decided:
