@@ -12,7 +12,13 @@ proxy; the agent runs for real (``main()`` in-process).
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +30,7 @@ from tests.support.hostile_server import (
     AUTHORIZE,
     GRANT,
     HANG_GUARD,
+    LINKED,
     REDEEM,
     TOKEN_PATH,
     SilentProxy,
@@ -34,8 +41,10 @@ from tests.support.hostile_server import (
 )
 from tsd_agent import client as agent_client
 from tsd_agent import messages as m
+from tsd_agent import state as agent_state
 from tsd_agent.cli import main
 from tsd_agent.client import Client
+from tsd_agent.state import load_or_create
 
 hostile = hostile_server.hostile
 silent_proxy = hostile_server.silent_proxy
@@ -172,3 +181,111 @@ def test_a_call_with_no_time_left_is_not_sent():
         Client("http://127.0.0.1:9").announce("printer-0001", "secret", "Printer", None,
                                               within=0)
     assert caught.value.sent is False
+
+
+# --- Ctrl-C while a call is under way, and a token that cannot be kept ---------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def interrupt_in_flight(server, tmp_path: Path, path: str, *command: str) -> tuple[int, str]:
+    """Runs the agent as a process; presses Ctrl-C once the server holds the request at
+    ``path``, before it answers."""
+    got_request, release = threading.Event(), threading.Event()
+
+    def hold_then_answer(handler) -> None:
+        got_request.set()
+        release.wait(hostile_server.WAIT)
+        reply(201, LINKED)(handler)
+
+    server.scripts[path] = hold_then_answer
+    server.scripts.setdefault(AUTHORIZE, reply(200, {**GRANT, "interval": 0.1}))
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "tsd_agent", "--server", server.url, "--state",
+         str(tmp_path / "s.json"), *command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert got_request.wait(hostile_server.WAIT), "the agent never sent the request"
+        agent.send_signal(signal.SIGINT)
+        _, err = agent.communicate(timeout=hostile_server.WAIT)
+    finally:
+        release.set()
+        if agent.poll() is None:
+            agent.kill()
+    return agent.returncode, err
+
+
+@pytest.mark.parametrize("path, command, words", [
+    (REDEEM, ("pair", "BCDF-GHJK"), "The code may have linked the printer"),
+    (ANNOUNCE, ("discover",), "the printer may be linked without its token"),
+    (TOKEN_PATH, ("link", "--no-qr"), "the printer may be linked without its token"),
+])
+def test_ctrl_c_during_a_call_that_can_link_says_its_answer_is_lost(
+        hostile, tmp_path, path, command, words):
+    """The server has the request (a code may be spent, the printer linked) when the person
+    presses Ctrl-C: its answer, perhaps the token, is lost like any cut-off answer's, and
+    the agent says so instead of "nothing more was sent"."""
+    code, err = interrupt_in_flight(hostile, tmp_path, path, *command)
+    assert code == m.EXIT_INTERRUPTED, err
+    assert "its answer is lost" in err and words in err, err
+    assert "nothing more was sent" not in err
+    assert saved_token(tmp_path / "s.json") is None
+
+
+def test_ctrl_c_while_asking_for_a_code_says_nothing_was_linked(hostile, tmp_path):
+    """Asking for a device code links nothing: Ctrl-C then is a plain stop."""
+    code, err = interrupt_in_flight(hostile, tmp_path, AUTHORIZE, "link", "--no-qr")
+    assert code == m.EXIT_INTERRUPTED, err
+    assert "stopped; nothing more was sent." in err and "may" not in err, err
+
+
+def test_a_token_that_cannot_be_saved_says_the_printer_is_linked_without_it(
+        hostile, tmp_path, monkeypatch):
+    """The server linked the printer and sent its one-time token; then the save fails (a
+    full SD card). The person is told that the website lists the printer without a token
+    here, and what to do."""
+    path = tmp_path / "s.json"
+    linked = threading.Event()
+
+    def full_once_linked(source, target):
+        if linked.is_set():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.rename(source, target)
+
+    def answer_and_note(handler) -> None:
+        linked.set()
+        reply(201, LINKED)(handler)
+
+    monkeypatch.setattr(agent_state.os, "replace", full_once_linked)
+    hostile.scripts[REDEEM] = answer_and_note
+    code, _, err = run_agent(hostile, path, "pair", "BCDF-GHJK")
+    assert code == m.EXIT_STATE, err
+    assert "No space left on device" in err
+    assert "The server linked this printer, but its token could not be saved" in err, err
+    assert "Unlink it there" in err
+    assert saved_token(path) is None
+
+
+def test_a_state_file_that_cannot_be_written_stops_before_the_code_is_spent(
+        hostile, tmp_path, monkeypatch):
+    """A read-only mount or a full disk found before the redeem: nothing is sent, so the
+    code is not spent on a token that could not be kept."""
+    path = tmp_path / "s.json"
+    load_or_create(path, warn=pytest.fail)
+
+    def read_only(source, target):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    redeemed = threading.Event()
+
+    def note_and_link(handler) -> None:
+        redeemed.set()
+        reply(201, LINKED)(handler)
+
+    monkeypatch.setattr(agent_state.os, "replace", read_only)
+    hostile.scripts[REDEEM] = note_and_link
+    code, _, err = run_agent(hostile, path, "pair", "BCDF-GHJK")
+    assert code == m.EXIT_STATE, err
+    assert "cannot write state file" in err and "Read-only file system" in err, err
+    assert not redeemed.is_set(), "the code was sent, and may be spent"

@@ -23,6 +23,10 @@ from tests.support.hostile_server import (
     LINKED,
     ME,
     REDEEM,
+    TOKEN_PATH,
+    Clock,
+    Stop,
+    agent_with,
     linked_state,
     reply,
     run_agent,
@@ -149,3 +153,39 @@ def test_an_unforeseen_failure_is_still_one_line(tmp_path, monkeypatch):
                 stderr=err)
     assert code == m.EXIT_FAILURE
     assert err.getvalue().count("\n") == 1 and "TypeError" in err.getvalue()
+
+
+# --- a Retry-After date too large for a datetime, a code that lives 0 seconds -------------
+
+HUGE_YEAR = "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"
+
+
+def test_a_rate_limit_with_an_overflowing_retry_after_date_is_still_a_rate_limit(
+        hostile, tmp_path):
+    """email.utils raises OverflowError for a 20-digit year: the 429 is still a rate limit
+    (exit 6, the documented minute), not "Python int too large" (exit 1)."""
+    hostile.scripts[REDEEM] = reply(429, {"error": "rate_limited"}, {"Retry-After": HUGE_YEAR})
+    code, _, err = run_agent(hostile, tmp_path / "s.json", "pair", "BCDF-GHJK")
+    assert code == m.EXIT_RATE_LIMITED, err
+    assert "wait a minute" in err, err
+
+
+def test_discover_waits_out_an_outage_with_an_overflowing_retry_after(hostile, tmp_path):
+    hostile.scripts[ANNOUNCE] = reply(503, {"error": "rate_limit_unavailable"},
+                                      {"Retry-After": HUGE_YEAR})
+    clock = Clock()
+    agent = agent_with(hostile, tmp_path, clock)
+    with pytest.raises(Stop):  # the clock's 10th sleep: it kept waiting the outage out
+        commands.discover(agent, None)
+    assert clock.sleeps[0] == 60, (clock.sleeps, agent.err.getvalue())
+
+
+def test_a_device_code_that_lives_0_seconds_has_expired(hostile, tmp_path):
+    """expires_in 0 is a finite number: the code is already gone, not 10 minutes long."""
+    hostile.scripts[AUTHORIZE] = reply(200, {**GRANT, "expires_in": 0})
+    polled = []
+    hostile.scripts[TOKEN_PATH] = lambda handler: (polled.append(1),
+                                                   reply(400, {"error": "expired_token"})(handler))
+    code, _, err = run_agent(hostile, tmp_path / "s.json", "link", "--no-qr")
+    assert code == m.EXIT_EXPIRED, err
+    assert "the code expired before anyone approved it" in err and not polled, err

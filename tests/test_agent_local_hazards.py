@@ -10,6 +10,7 @@ for real (``main()`` in-process).
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import threading
@@ -218,3 +219,23 @@ def test_a_token_without_its_server_is_sent_nowhere(hostile, tmp_path, server):
     assert code == m.EXIT_NOT_LINKED and "Linked" not in out, err
     assert "does not say which server issued it" in err and err.count("\n") == 1
     assert seen == []
+
+
+def test_pair_reads_the_code_from_standard_input(hostile, tmp_path, monkeypatch):
+    """`pair -`: the code stays off the command line, which other local users can read in
+    /proc/<pid>/cmdline while pair waits."""
+    sent = []
+
+    def redeem(handler) -> None:
+        sent.append(json.loads(handler.body))
+        reply(201, LINKED)(handler)
+
+    hostile.scripts[REDEEM] = redeem
+    monkeypatch.setattr("sys.stdin", io.StringIO("wdjb-mjht\n"))
+    code, _, err = run_agent(hostile, tmp_path / "s.json", "pair", "-")
+    assert code == m.EXIT_OK, err
+    assert sent[0]["code"] == "wdjb-mjht"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run_agent(hostile, tmp_path / "t.json", "pair", "-")
+    assert code == m.EXIT_USAGE and "no code given" in err, err
+    assert len(sent) == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
 import pytest
 
+from tests.support import hostile_server
+from tests.support.hostile_server import ANNOUNCE, ME, linked_state, reply
 from tsd_agent import messages as m
 from tsd_agent.cli import main, server_url
 from tsd_agent.client import MAX_RETRY_AFTER, ServerError, Unreachable, parse_retry_after
@@ -171,3 +174,47 @@ def test_every_address_reason_of_the_server_has_words():
     from tsd_server.client_address import REASON_MESSAGES
 
     assert set(REASON_MESSAGES) <= set(m.INELIGIBLE_REASON_WORDS)
+
+
+# --- server text on a console that is not UTF-8 --------------------------------------------
+
+hostile = hostile_server.hostile
+
+
+def latin1_console() -> io.TextIOWrapper:
+    """A console as Python opens it under a Latin-1 locale: strict errors."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="iso-8859-1", write_through=True)
+
+
+def console_text(console: io.TextIOWrapper) -> str:
+    return console.buffer.getvalue().decode("iso-8859-1")
+
+
+def test_discover_shows_the_code_to_an_account_name_the_console_cannot_print(
+        hostile, tmp_path):
+    """Anyone in the household chooses the display name the printer shows. One character
+    the console cannot encode must not stop discover before the code is shown (it did:
+    UnicodeEncodeError, exit 1); it is printed as an escape instead."""
+    hostile.scripts[ANNOUNCE] = reply(200, {
+        "status": "confirm", "poll_interval": 1,
+        "confirmation": {"code": "471108", "account": "Анна", "expires_in": 300}})
+    out, err = latin1_console(), io.StringIO()
+    code = main(["--server", hostile.url, "--state", str(tmp_path / "s.json"), "discover",
+                 "--timeout", "0.5"], stdout=out, stderr=err)
+    assert code == m.EXIT_EXPIRED, err.getvalue()
+    shown = console_text(out)
+    assert "\\u0410\\u043d\\u043d\\u0430 wants to link this printer." in shown, shown
+    assert "Confirmation code: 471108" in shown
+
+
+def test_whoami_with_an_owner_name_the_console_cannot_print(hostile, tmp_path):
+    state = linked_state(hostile, tmp_path / "s.json")
+    hostile.scripts[ME] = reply(200, {"device": {"id": "tsd-12345678", "name": "P",
+                                                 "linked_via": "pairing_code",
+                                                 "linked_at": "2026-01-01T00:00:00Z"},
+                                      "owner": {"display_name": "李雷"}})
+    out, err = latin1_console(), latin1_console()
+    code = main(["--server", hostile.url, "--state", str(state), "whoami"],
+                stdout=out, stderr=err)
+    assert code == m.EXIT_OK, console_text(err)
+    assert "owner \\u674e\\u96f7" in console_text(out)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import stat
 
 import pytest
 
+from tsd_agent import messages as m
 from tsd_agent import state as agent_state
+from tsd_agent.cli import main
 from tsd_agent.state import AgentState, StateError, load, load_or_create, save
 
 
@@ -129,3 +133,66 @@ def test_default_path_is_under_the_users_config_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert agent_state.resolve_path(None) == tmp_path / ".config" / "tsd-agent" / "state.json"
     assert agent_state.resolve_path("~/x.json") == tmp_path / "x.json"
+
+
+def test_a_deeply_nested_state_file_is_refused_in_one_line(tmp_path):
+    """json.loads raises RecursionError, not ValueError, for arrays nested thousands deep:
+    still a damaged file (exit 10), never a traceback."""
+    path = tmp_path / "s.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("[" * 30000 + "]" * 30000)
+    err = io.StringIO()
+    code = main(["--state", str(path), "whoami"], stdout=io.StringIO(), stderr=err)
+    assert code == m.EXIT_STATE, err.getvalue()
+    assert err.getvalue().count("\n") == 1 and "is not valid JSON" in err.getvalue()
+
+
+def test_a_loose_state_file_that_cannot_be_fixed_is_still_read(tmp_path, monkeypatch):
+    """A 0644 file on a read-only mount: the warning says it could not be fixed, and the
+    file is used (whoami writes nothing); a command that links then stops before it sends
+    anything, as the file cannot take a token."""
+    path = tmp_path / "s.json"
+    load_or_create(path, warn=pytest.fail)
+    os.chmod(path, 0o644)
+
+    def read_only(*_args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(agent_state.os, "fchmod", read_only)
+    err = io.StringIO()
+    code = main(["--state", str(path), "whoami"], stdout=io.StringIO(), stderr=err)
+    assert code == m.EXIT_NOT_LINKED, err.getvalue()
+    assert "could not fix it (Read-only file system)" in err.getvalue()
+    assert mode(path) == 0o644
+
+
+def test_a_read_error_after_the_open_is_a_state_error(tmp_path, monkeypatch):
+    path = tmp_path / "s.json"
+    load_or_create(path, warn=pytest.fail)
+
+    def failing_fstat(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with monkeypatch.context() as patched, pytest.raises(StateError, match="Input/output"):
+        patched.setattr(agent_state.os, "fstat", failing_fstat)
+        load(path, warn=pytest.fail)
+
+
+def test_a_save_syncs_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """Without the folder's fsync a power cut can undo the rename: the printer would wake
+    with its old, unlinked state while the website lists it."""
+    path = tmp_path / "s.json"
+    state = load_or_create(path, warn=pytest.fail)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(agent_state.os, "fsync", spy)
+    state.access_token, state.server = "tsd_at_x", "http://127.0.0.1:1"
+    save(path, state)
+    assert synced == ["file", "folder"], synced
+    assert json.loads(path.read_text())["access_token"] == "tsd_at_x"

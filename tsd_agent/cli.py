@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import ipaddress
 import os
 import socket
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
                           help="give up after this long (default: keep announcing)")
     pair = sub.add_parser("pair", help="redeem a pairing code the website showed")
-    pair.add_argument("code", help="the code, e.g. WDJB-MJHT")
+    pair.add_argument("code", help="the code, e.g. WDJB-MJHT; - reads it from the first line "
+                      "of standard input (other local users can read a command line)")
     pair.add_argument("--timeout", type=positive_seconds, default=None, metavar="SECONDS",
                       help="give up after this long (default: wait while the server cannot "
                            "check its rate limits)")
@@ -98,6 +100,8 @@ def default_name() -> str:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     out, err = stdout or sys.stdout, stderr or sys.stderr
+    for stream in (out, err):
+        tolerate_unprintable(stream)
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -115,36 +119,54 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
 
     path = resolve_path(args.state)
 
-    def warn(text: str) -> None:
-        print(f"tsd-agent: warning: {text}", file=err, flush=True)
+    def say_to_err(text: str) -> None:
+        print(f"tsd-agent: {text}", file=err, flush=True)
 
+    agent = None
     try:
-        state = load_or_create(path, warn=warn)
-    except StateError as error:
-        print(f"tsd-agent: error: {error}", file=err)
-        return m.EXIT_STATE
-    agent = commands.Agent(client=Client(server), state=state, state_path=path,
-                           name=(args.name or default_name()).strip()[:80] or default_name(),
-                           model=args.model, out=out, err=err,
-                           qr=getattr(args, "qr", True))
-    try:
+        state = load_or_create(path, warn=lambda text: say_to_err(f"warning: {text}"))
+        agent = commands.Agent(client=Client(server), state=state, state_path=path,
+                               name=(args.name or default_name()).strip()[:80]
+                               or default_name(),
+                               model=args.model, out=out, err=err,
+                               qr=getattr(args, "qr", True))
+        if args.command == "whoami":
+            return commands.whoami(agent)
+        commands.check_writable(agent)
         if args.command == "discover":
             return commands.discover(agent, args.timeout)
         if args.command == "pair":
-            return commands.pair(agent, args.code, args.timeout)
-        if args.command == "link":
-            return commands.link(agent, args.timeout)
-        return commands.whoami(agent)
+            code = (sys.stdin.readline() if args.code == "-" else args.code).strip()
+            if not code:
+                say_to_err("error: no code given (standard input was empty).")
+                return m.EXIT_USAGE
+            return commands.pair(agent, code, args.timeout)
+        return commands.link(agent, args.timeout)
     except StateError as error:
-        agent.warn(f"error: {error}")
+        say_to_err(f"error: {error}")
         return m.EXIT_STATE
-    except KeyboardInterrupt:
-        agent.warn("stopped; nothing more was sent.")
-        return m.EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        if agent is None:
+            say_to_err("stopped; nothing was sent.")
+            return m.EXIT_INTERRUPTED
+        return commands.interrupted(agent, interrupt)
     except Exception as error:  # noqa: BLE001 - last resort: every failure is one line
-        agent.warn(f"error: unexpected failure ({type(error).__name__}: {m.clean(error)}); "
+        say_to_err(f"error: unexpected failure ({type(error).__name__}: {m.clean(error)}); "
                    "please report it.")
         return m.EXIT_FAILURE
+
+
+def tolerate_unprintable(stream: TextIO) -> None:
+    """Print what the console's encoding cannot show as escapes (``\\u0410``), not fail.
+
+    Server text (an account's display name in any script) reaches a console that need not
+    be UTF-8 (``PYTHONIOENCODING=ascii``, a Latin-1 locale); a strict stream would stop the
+    command there, before the confirmation code is shown.
+    """
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None:
+        with contextlib.suppress(ValueError, TypeError, io.UnsupportedOperation):
+            reconfigure(errors="backslashreplace")
 
 
 def entry_point() -> None:

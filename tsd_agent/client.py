@@ -33,6 +33,10 @@ HANG_UP_WAIT = 2  # for a call cut off to end; it ends at once unless stuck in D
 MAX_ANSWER_BYTES = 64 * 1024  # the server's own MAX_CONTENT_LENGTH; real answers are tiny
 MAX_RETRY_AFTER = 24 * 3600
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"  # RFC 8628 section 3.4
+# The calls that can link the printer, and so carry its one-time token in their answer.
+ANNOUNCE_PATH = "/api/v1/discovery/announce"
+REDEEM_PATH = "/api/v1/pairing/redeem"
+POLL_PATH = "/api/v1/device/token"
 
 
 @dataclass
@@ -65,6 +69,16 @@ class Unreachable(Exception):
         return f"{self.server}: {self.kind} {self.detail}".strip()
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while a call was under way: the call is hung up, and ``sent`` tells whether
+    any byte of it was written (the server may then have acted on it, as for a lost
+    answer). ``path`` names the call, so the command can say what that may have done."""
+
+    def __init__(self, path: str, sent: bool) -> None:
+        super().__init__(path)
+        self.path, self.sent = path, sent
+
+
 class OutOfTime(Unreachable):
     """The caller's time (``within``) ran out before the answer was complete.
 
@@ -88,7 +102,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> int | N
         return MAX_RETRY_AFTER if len(value) > 9 else min(int(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
+        # A 20-digit year or zone overflows inside email.utils: no usable date.
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -107,13 +122,13 @@ class Client:
 
     def announce(self, device_id: str, device_secret: str, name: str,
                  model: str | None, *, within: float | None = None) -> dict[str, Any]:
-        return self._post("/api/v1/discovery/announce", {
+        return self._post(ANNOUNCE_PATH, {
             "device_id": device_id, "device_secret": device_secret, "name": name,
             "model": model, "agent_version": __version__}, within=within)
 
     def redeem(self, code: str, device_id: str, name: str, model: str | None, *,
                within: float | None = None) -> dict[str, Any]:
-        return self._post("/api/v1/pairing/redeem",
+        return self._post(REDEEM_PATH,
                           {"code": code, "device_id": device_id, "name": name, "model": model},
                           within=within)
 
@@ -124,7 +139,7 @@ class Client:
                           within=within)
 
     def token(self, device_code: str, *, within: float | None = None) -> dict[str, Any]:
-        return self._post("/api/v1/device/token",
+        return self._post(POLL_PATH,
                           {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code},
                           within=within)
 
@@ -173,7 +188,11 @@ class Client:
 
         helper = threading.Thread(target=call, name="tsd-agent-request", daemon=True)
         helper.start()
-        helper.join(limit)
+        try:
+            helper.join(limit)
+        except KeyboardInterrupt:
+            adapter.hang_up()
+            raise Interrupted(path, adapter.wrote_request) from None
         if helper.is_alive():
             adapter.hang_up()
             helper.join(HANG_UP_WAIT)

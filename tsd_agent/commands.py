@@ -23,7 +23,16 @@ from typing import Any, TextIO
 import segno
 
 from tsd_agent import messages as m
-from tsd_agent.client import Client, OutOfTime, ServerError, Unreachable
+from tsd_agent.client import (
+    ANNOUNCE_PATH,
+    POLL_PATH,
+    REDEEM_PATH,
+    Client,
+    Interrupted,
+    OutOfTime,
+    ServerError,
+    Unreachable,
+)
 from tsd_agent.pacing import (
     CALL_FLOOR,
     DATABASE_OUTAGE,
@@ -39,7 +48,7 @@ from tsd_agent.pacing import (
     seconds_from,
     time_left,
 )
-from tsd_agent.state import AgentState, save
+from tsd_agent.state import AgentState, StateError, save
 
 DEFAULT_CODE_LIFETIME = 600.0  # when the server names none (RFC 8628 requires expires_in)
 MAX_CODE_LIFETIME = 3600.0
@@ -88,10 +97,36 @@ class Agent:
         self.state.access_token = token
         self.state.server = self.client.base_url
         self.state.linked_via = m.clean(via, 32) if isinstance(via, str) else strategy
-        save(self.state_path, self.state)
+        try:
+            save(self.state_path, self.state)
+        except StateError as error:
+            # The server has linked the printer and will not send this token again.
+            self.warn(f"error: {error}. The server linked this printer, but its token could "
+                      "not be saved and is lost: the website lists the printer without it. "
+                      "Unlink it there, make the state file writable and link again.")
+            return m.EXIT_STATE
         self.say(f"Linked: \"{self.name}\" ({self.state.device_id}) {how}. "
                  f"Token saved to {self.state_path}.")
         return m.EXIT_OK
+
+
+def check_writable(agent: Agent) -> None:
+    """Save the state as it is before a command that can link: a state file that cannot be
+    written (a full disk, a read-only mount) then stops the command before the server links
+    the printer and hands out a token that could not be kept. Raises StateError."""
+    save(agent.state_path, agent.state)
+
+
+def interrupted(agent: Agent, interrupt: KeyboardInterrupt) -> int:
+    """Ctrl-C. A call that can link, cut off once any byte of it was written, may have
+    linked the printer, and its lost answer may have carried the token: say so, as for
+    any other lost answer (``cut_off``)."""
+    lost = MAY_HAVE_LINKED.get(interrupt.path) if isinstance(interrupt, Interrupted) else None
+    if lost and interrupt.sent:
+        agent.warn("stopped while a request was on its way; its answer is lost." + lost)
+    else:
+        agent.warn("stopped; nothing more was sent.")
+    return m.EXIT_INTERRUPTED
 
 
 def discover(agent: Agent, timeout: float | None) -> int:
@@ -156,6 +191,9 @@ REDEEM_MAY_HAVE_LINKED = (" The code may have linked the printer without its tok
                           "again with a new code.")
 # No byte of the request was written: the server cannot have acted on it.
 NEVER_SENT = " The request was never sent, so nothing was linked."
+# What a call cut off by Ctrl-C may have done, by the path it was sent to.
+MAY_HAVE_LINKED = {ANNOUNCE_PATH: MAY_BE_LINKED, POLL_PATH: MAY_BE_LINKED,
+                   REDEEM_PATH: REDEEM_MAY_HAVE_LINKED}
 
 
 def cut_off(agent: Agent, error: Unreachable, *, may_be_linked: str = MAY_BE_LINKED) -> int:
@@ -220,7 +258,8 @@ def link(agent: Agent, timeout: float | None) -> int:
     user_code = m.clean(grant.get("user_code") or "", 20)
     interval = interval_from(grant.get("interval"))
     # The code's own lifetime, not a poll interval: the server's default is 15 minutes.
-    expires_in = min(seconds_from(grant.get("expires_in")) or DEFAULT_CODE_LIFETIME,
+    expires_in = seconds_from(grant.get("expires_in"))
+    expires_in = min(DEFAULT_CODE_LIFETIME if expires_in is None else expires_in,
                      MAX_CODE_LIFETIME)
     show_instructions(agent, uri, user_code, complete, expires_in)
 

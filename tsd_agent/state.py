@@ -110,7 +110,28 @@ def load(path: Path, *, warn: Callable[[str], None]) -> AgentState:
         if path.exists() and not path.is_file():  # a socket cannot even be opened
             raise StateError(not_regular(path)) from None
         raise StateError(f"cannot read state file {path}: {error.strerror}") from None
-    info = os.fstat(fd)
+    try:
+        raw = _read_checked(fd, path, warn)
+    except OSError as error:  # after the open: fstat, read (an I/O error, say)
+        raise StateError(f"cannot read state file {path}: {error.strerror}") from None
+    if len(raw) > MAX_STATE_BYTES:
+        raise StateError(f"state file {path} is too large to be a tsd-agent state file")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise StateError(f"state file {path} is not valid JSON; move it away to start with a "
+                         "new printer identity") from None
+    return AgentState.from_json(data, path)
+
+
+def _read_checked(fd: int, path: Path, warn: Callable[[str], None]) -> bytes:
+    """The open file's bytes (at most MAX_STATE_BYTES + 1), once it is known to be a
+    regular file of this user's; loose permissions are fixed where they can be."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
     if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder by raising
         os.close(fd)
         raise StateError(not_regular(path))
@@ -118,21 +139,17 @@ def load(path: Path, *, warn: Callable[[str], None]) -> AgentState:
         if info.st_uid != os.getuid():
             raise StateError(f"state file {path} belongs to another user (uid {info.st_uid}); "
                              "refusing to use secrets others control")
-        loose = stat.S_IMODE(info.st_mode) & 0o077
-        if loose:
-            os.fchmod(fh.fileno(), FILE_MODE)
-            warn(f"state file {path} was readable by other users (mode "
-                 f"{stat.S_IMODE(info.st_mode):04o}); fixed to 0600. Its secret and token may "
-                 "have been read: unlink this printer on the website and link it again.")
-        raw = fh.read(MAX_STATE_BYTES + 1)
-    if len(raw) > MAX_STATE_BYTES:
-        raise StateError(f"state file {path} is too large to be a tsd-agent state file")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise StateError(f"state file {path} is not valid JSON; move it away to start with a "
-                         "new printer identity") from None
-    return AgentState.from_json(data, path)
+        loose = stat.S_IMODE(info.st_mode)
+        if loose & 0o077:
+            try:
+                os.fchmod(fh.fileno(), FILE_MODE)
+                fixed = "fixed to 0600"
+            except OSError as error:  # a read-only mount, say: reading it still works
+                fixed = f"could not fix it ({error.strerror})"
+            warn(f"state file {path} was readable by other users (mode {loose:04o}); "
+                 f"{fixed}. Its secret and token may have been read: unlink this printer on "
+                 "the website and link it again.")
+        return fh.read(MAX_STATE_BYTES + 1)
 
 
 def not_regular(path: Path) -> str:
@@ -200,3 +217,21 @@ def _publish(path: Path, state: AgentState, put: Callable[[Path, Path], None]) -
         raise StateError(f"cannot write state file {path}: {error.strerror}") from None
     finally:
         temporary.unlink(missing_ok=True)
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename durable: until the folder is synced, a power cut (a printer's usual
+    way to stop) can bring back the old file, without the token the server just issued.
+    Best effort: the file itself is already written, and some filesystems cannot sync a
+    folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
