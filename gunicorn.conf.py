@@ -61,19 +61,30 @@ secure_scheme_headers: dict[str, str] = {}
 SECRET_PATH_PREFIXES = ("/link/qr/",)
 
 
+def logged_path(path: str) -> str:
+    """``path`` as a log may show it: a one-time token replaced."""
+    for prefix in SECRET_PATH_PREFIXES:
+        if path.startswith(prefix):
+            return prefix + "[redacted]"
+    return path
+
+
 class RedactingLogger(Logger):
     """Access-log lines keep the path but never the one-time token inside it."""
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
-        path = atoms.get("U") or ""
-        for prefix in SECRET_PATH_PREFIXES:
-            if path.startswith(prefix):
-                atoms["U"] = prefix + "[redacted]"
+        atoms["U"] = logged_path(atoms.get("U") or "")
         return atoms
 
 
 logger_class = RedactingLogger
+
+
+def pre_request(worker, req) -> None:
+    """gunicorn's own hook logs every request's raw path at debug level (--log-level debug,
+    the level an operator turns on in trouble): a QR link's token would go to the error log."""
+    worker.log.debug("%s %s", req.method, logged_path(req.path))
 
 
 @functools.cache

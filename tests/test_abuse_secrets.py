@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import servers
+from tests.support.apps import another_app
 from tests.support.ip_match_world import (
     CSRF_META,
     DIRECT,
@@ -32,6 +33,8 @@ from tests.support.ip_match_world import (
     layout_direct,
 )
 from tests.support.pairing import FRESH_SCAN, LOOSE_LIMITS, decide, shown_request
+from tests.test_database_outage import CSRF_FIELD
+from tests.test_database_timeout import held
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = "127.0.0.2"
@@ -143,7 +146,10 @@ def test_no_secret_reaches_any_log_record_in_process(app, caplog):
     assert leaks(logged, seen) == []
 
 
-def test_no_secret_reaches_gunicorn_logs_or_its_access_log(app, database, tmp_path):
+def test_no_secret_reaches_gunicorn_logs_or_its_access_log(app, database, tmp_path,
+                                                           monkeypatch):
+    # gunicorn's own debug level too, which an operator turns on in trouble.
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--log-level debug")
     with servers.gunicorn(tmp_path / "gunicorn", database_url=database, workers=1,
                           settings={**SETTINGS, "LOG_LEVEL": "DEBUG"}) as server:
         world = World(app, lambda home: HttpEndpoint(server.base_url, home))
@@ -151,7 +157,32 @@ def test_no_secret_reaches_gunicorn_logs_or_its_access_log(app, database, tmp_pa
     logged = server.log_path.read_text(errors="replace")
     assert '"GET /link/qr/[redacted]" 200' in logged  # the access log was written
     assert '"POST /api/v1/device/token" 200' in logged
+    assert "[DEBUG] GET /link/qr/[redacted]" in logged  # and gunicorn's debug lines
     assert leaks(logged, seen) == []
+
+
+def test_a_failed_statement_logs_no_parameters(database, caplog):
+    """A sign-up cut off by the database bound logs its error, once with its parameters
+    (SQLAlchemy's default): the new account's email and password hash. Another session
+    holds an uncommitted sign-up of the same email, so the INSERT waits past the bound."""
+    if not database.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: a statement cut off by its timeout")
+    email = f"held-{secrets.token_hex(3)}@example.org"
+    password = "held-" + secrets.token_hex(8)
+    holder = ("INSERT INTO users (email, display_name, password_hash, is_admin, created_at,"
+              f" session_epoch) VALUES ('{email}', 'x', 'x', false, now(), 0)")
+    caplog.set_level(logging.INFO)
+    with another_app(database, DATABASE_TIMEOUT=1) as application, held(database, holder):
+        client = application.test_client()
+        page = client.get("/register").get_data(as_text=True)
+        answer = client.post("/register", data={
+            "email": email, "display_name": "Held", "password": password,
+            "confirm": password, "csrf_token": CSRF_FIELD.search(page).group(1)})
+    assert answer.status_code == 503
+    logged = "\n".join(f"{record.getMessage()}\n{record.exc_text or ''}"
+                       for record in caplog.records)
+    assert "INSERT INTO users" in logged  # the failed statement was logged
+    assert "scrypt:" not in logged and email not in logged
 
 
 def test_the_access_log_format_has_no_query_referer_or_header_atoms():

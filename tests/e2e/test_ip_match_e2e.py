@@ -71,11 +71,23 @@ def doc_settings() -> dict[str, str]:
     return settings
 
 
+DOC_LOG_FOLDER = "/var/log/nginx/"
+
+
+def doc_nginx(directory: Path, locations: str, *, port: int | None = None):
+    """Debian's nginx with the doc's location block(s) and its log format (nginx-logging,
+    in the http context); the block's logs go to ``directory``, nginx's prefix."""
+    return servers.nginx(directory, locations, http_extra=doc_snippet("nginx-logging"),
+                         port=port)
+
+
 def nginx_location(upstream_port: int, *, passes_address: bool = True,
                    extra: str = "") -> str:
+    """The doc's location block, to ``upstream_port``, logging into nginx's prefix."""
     block = doc_snippet("nginx-location")
-    assert DOC_UPSTREAM in block and XFF_LINE in block
+    assert DOC_UPSTREAM in block and XFF_LINE in block and DOC_LOG_FOLDER in block
     block = block.replace(DOC_UPSTREAM, f"127.0.0.1:{upstream_port}")
+    block = block.replace(DOC_LOG_FOLDER, "")
     if not passes_address:
         block = block.replace(XFF_LINE, "# the incident: X-Forwarded-For is not set")
     if extra:
@@ -99,12 +111,12 @@ def proxies_for(scenario: str, backend: servers.RunningServer, tmp: Path):
         return
     with ExitStack() as stack:
         if scenario == "e":  # load balancer (outer nginx) -> nginx -> gunicorn, x_for=1
-            inner = stack.enter_context(servers.nginx(tmp / "inner", nginx_location(
+            inner = stack.enter_context(doc_nginx(tmp / "inner", nginx_location(
                 backend.port)))
-            entry = stack.enter_context(servers.nginx(tmp / "outer", nginx_location(
+            entry = stack.enter_context(doc_nginx(tmp / "outer", nginx_location(
                 inner.port, extra=f"proxy_bind {OUTER_PROXY};")))
         else:
-            entry = stack.enter_context(servers.nginx(tmp / "nginx", nginx_location(
+            entry = stack.enter_context(doc_nginx(tmp / "nginx", nginx_location(
                 backend.port, passes_address=(scenario != "b"))))
         yield entry
 
@@ -149,7 +161,8 @@ def test_a_forged_forwarded_for_is_not_believed_through_the_documented_configs(
         if config == "deploy site":
             locations, http_extra = deploy_site_location(backend.port)
         else:
-            locations, http_extra = nginx_location(backend.port), ""
+            locations = nginx_location(backend.port)
+            http_extra = doc_snippet("nginx-logging")
         with servers.nginx(tmp_path / "nginx", locations, http_extra=http_extra) as entry:
             client = servers.http_session(real)
             for forged in ("127.0.0.3", "81.2.69.160", "127.0.0.3, 127.0.0.1", "127.0.0.1",
@@ -178,7 +191,7 @@ def test_a_proxy_passing_clients_headers_on_gives_itself_away_by_x_real_ip(
         location = nginx_location(backend.port, passes_address=False)
         assert REAL_IP_DROPPED in location
         location = location.replace(REAL_IP_DROPPED, "proxy_set_header X-Real-IP $remote_addr;")
-        with servers.nginx(tmp_path / "nginx", location) as entry:
+        with doc_nginx(tmp_path / "nginx", location) as entry:
             client = servers.http_session(real)
 
             def seen(forged: str | None) -> dict:

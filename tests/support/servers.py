@@ -256,12 +256,14 @@ server {{
 
 
 @contextmanager
-def nginx(directory: Path, locations: str, *, http_extra: str = "") -> Iterator[RunningServer]:
+def nginx(directory: Path, locations: str, *, http_extra: str = "",
+          port: int | None = None) -> Iterator[RunningServer]:
     """Debian's nginx with ``locations`` (one or more location blocks) in its one server.
 
-    ``http_extra`` goes into the http block before the server (e.g. an ``upstream``).
+    ``http_extra`` goes into the http block before the server (e.g. an ``upstream``);
+    ``port``, when the test must know it before nginx starts (a free one otherwise).
     """
-    port = free_port()
+    port = port or free_port()
     server = NGINX_SERVER.format(port=port, locations=_indent(locations, 4))
     with nginx_serving(directory, f"{http_extra}\n{server}", port=port) as running:
         yield running
