@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 
 from tests.support import clean_env
+from tests.support.apps import another_app
 from tsd_server import config as config_module
 from tsd_server import create_app, secret_keys
 from tsd_server.config import DEFAULTS, ConfigurationError
@@ -303,3 +304,38 @@ def test_wsgi_exposes_the_app(instance, monkeypatch):
     namespace = runpy.run_path(str(ROOT / "wsgi.py"))
     assert isinstance(namespace["app"], Flask)
     assert namespace["app"].instance_path == str(instance)
+
+
+def test_statement_parameters_are_hidden_on_every_bind_unless_the_operator_says(
+        instance, monkeypatch):
+    """A failed statement's error must not carry an email or password hash into a log
+    (tests/test_abuse_secrets.py shows it on an outage); an operator may still choose."""
+    from tsd_server.extensions import db
+
+    app = create_app({"SECRET_KEY": "k" * 32})
+    with app.app_context():
+        assert [engine.hide_parameters for engine in db.engines.values()] == [True, True]
+    monkeypatch.setenv("TSD_SQLALCHEMY_ENGINE_OPTIONS", '{"hide_parameters": false}')
+    with create_app({"SECRET_KEY": "k" * 32}).app_context():
+        assert not db.engine.hide_parameters
+    monkeypatch.setenv("TSD_SQLALCHEMY_ENGINE_OPTIONS", '"hide_parameters"')
+    with pytest.raises(ConfigurationError, match="must be a JSON object"):
+        create_app({"SECRET_KEY": "k" * 32})
+
+
+def test_the_operators_engine_options_reach_both_binds(database):
+    """Flask-SQLAlchemy gives SQLALCHEMY_ENGINE_OPTIONS to the default bind only; the
+    autocommit bind, which serves device calls, announces and polls, must connect as the
+    operator set it too (TLS settings in connect_args, say)."""
+    if not database.startswith("postgresql"):
+        pytest.skip("PostgreSQL: what libpq connected with")
+    from tsd_server.extensions import db
+
+    options = {"connect_args": {"application_name": "operator-choice"}}
+    with another_app(database, SQLALCHEMY_ENGINE_OPTIONS=options) as application, \
+            application.app_context():
+        for bind, engine in db.engines.items():
+            with engine.connect() as connection:
+                sent = connection.connection.dbapi_connection.get_dsn_parameters()
+            assert sent["application_name"] == "operator-choice", bind
+        assert len(db.engines) == 2

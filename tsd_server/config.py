@@ -260,12 +260,12 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "tsd.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["DATABASE_URL"])
     # No pool_pre_ping: a round trip per request; tsd_server/db_pool.py pings idle ones only.
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
-    if not isinstance(app.config["SQLALCHEMY_ENGINE_OPTIONS"], dict):
+    engine_options = app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+    if not isinstance(engine_options, dict):
         raise ConfigurationError("TSD_SQLALCHEMY_ENGINE_OPTIONS must be a JSON object.")
     # A failed statement's error (logged on an outage, in a command's traceback) would
     # otherwise carry its parameters: an email and a password hash, say. Every bind has it.
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("hide_parameters", True)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True, **engine_options}
     # No X-RateLimit-* headers: on every answer they cost a second trip to the limit storage.
     # A refusal still says when to come back (Retry-After, tsd_server/api/errors.py).
     app.config["RATELIMIT_HEADERS_ENABLED"] = False

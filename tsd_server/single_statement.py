@@ -19,6 +19,7 @@ Rules for callers:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from flask import Flask
@@ -30,9 +31,15 @@ BIND = "single_statement"
 
 
 def configure(app: Flask) -> None:
-    """Add the autocommit bind: same database and engine options, a pool of its own."""
+    """Add the autocommit bind: same database and engine options, a pool of its own.
+
+    Flask-SQLAlchemy gives SQLALCHEMY_ENGINE_OPTIONS to the default bind only, so they are
+    copied here: device calls must connect as the operator set it (TLS in connect_args,
+    say), not with libpq's defaults.
+    """
     binds = dict(app.config.get("SQLALCHEMY_BINDS") or {})
-    binds[BIND] = {"url": app.config["SQLALCHEMY_DATABASE_URI"],
+    binds[BIND] = {**copy.deepcopy(app.config["SQLALCHEMY_ENGINE_OPTIONS"]),
+                   "url": app.config["SQLALCHEMY_DATABASE_URI"],
                    "isolation_level": "AUTOCOMMIT"}
     app.config["SQLALCHEMY_BINDS"] = binds
 
