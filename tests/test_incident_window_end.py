@@ -8,6 +8,7 @@ link outside it), and an owner's re-link landing while the revoke runs keeps its
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -248,3 +249,50 @@ def test_a_relink_while_a_revoke_runs_waits_and_keeps_its_new_link(
     client = app.test_client()
     assert me(client, old).status_code == 401
     assert me(client, fresh).status_code == 200
+
+
+# --- a window ended at the switch-off as the admin pages show it ---------------------------
+
+SWITCHED_OFF_AT = re.compile(r"Off: runtime by admin:\d+ at (\S+ \S+ UTC)")
+
+
+def _link_then_switch_off(app, clock, make_user, login):
+    """A stranger's link 0.4 s into a second, the switch-off 0.4 s later in that second."""
+    stranger, _, _ = make_user("stranger@example.org")
+    clock.now = clock.now.replace(microsecond=400_000)
+    _link(app, stranger, "victims-printer")
+    with app.app_context():
+        pk = db.session.scalar(select(Device.id).where(Device.device_uid == "victims-printer"))
+    admin = login(*make_user("root@example.org", is_admin=True)[1:])
+    clock.now = clock.now.replace(microsecond=800_000)
+    assert admin.form_post("/admin/kill-switches", {
+        "target": "ip_match", "action": "disable", "reason": "LB lost client IPs"}
+    ).status_code == 302
+    return pk, admin
+
+
+def test_the_switch_off_the_kill_switch_page_shows_ends_a_window_that_holds_the_link(
+        app, clock, make_user, login):
+    """docs/incident-response.md: end the window at the switch-off. Shown cut to the
+    second, it left out a link made earlier in that second (--until is exclusive)."""
+    pk, admin = _link_then_switch_off(app, clock, make_user, login)
+    shown = SWITCHED_OFF_AT.search(
+        admin.get("/admin/kill-switches").get_data(as_text=True)).group(1)
+    assert shown.endswith(".800000 UTC"), shown
+    clock.advance(minutes=5)
+    window = {"strategy": "ip_match", "since": "2000-01-01", "until": shown}
+    listed = admin.get("/admin/incident", query_string=window).get_data(as_text=True)
+    assert f'data-device-pk="{pk}"' in listed
+
+
+def test_the_switch_off_the_audit_log_shows_ends_a_window_that_revokes_the_link(
+        app, clock, make_user, login):
+    pk, admin = _link_then_switch_off(app, clock, make_user, login)
+    log = admin.get("/admin/audit", query_string={"event": "flag_toggle"}).get_data(
+        as_text=True)
+    shown = re.search(r'<time datetime="[^"]+">([^<]+)</time>', log).group(1)
+    clock.advance(minutes=5)
+    admin.form_post("/admin/incident/revoke", {
+        "strategy": "ip_match", "since": "2000-01-01", "until": shown, "confirm": "yes"})
+    with app.app_context():
+        assert db.session.scalar(select(Device.token_hash).where(Device.id == pk)) is None

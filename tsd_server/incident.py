@@ -67,8 +67,13 @@ COLUMNS = ("account_id", "email", "device_pk", "device_uid", "name", "linked_via
 
 
 def parse_time(text: str) -> datetime:
-    """ISO 8601 (``2026-06-01T12:00``, ``…Z``, ``…+02:00``, ``2026-06-01``); UTC if no offset."""
+    """ISO 8601 (``2026-06-01T12:00``, ``…Z``, ``…+02:00``, ``2026-06-01``); UTC if no offset.
+
+    A trailing `` UTC`` is taken too: the admin pages write times that way.
+    """
     value = (text or "").strip()
+    if value[-4:].upper() == " UTC":
+        value = value[:-4].rstrip() + "Z"
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
