@@ -125,7 +125,7 @@ def test_names_read_outside_the_app_config_and_other_packages_settings_start(ins
             ("TSD_WTF_CSRF_ENABLED", "false")]:  # a FIXED one: accepted, and changes nothing
         monkeypatch.setenv(variable, value)
     app = create_app()
-    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_size": 5}
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"] == {"pool_size": 5, "hide_parameters": True}
     assert app.config["WTF_CSRF_ENABLED"] is True
 
 
