@@ -178,7 +178,8 @@ def test_a_squatted_id_blocks_only_ip_match_and_only_while_the_squatter_announce
     linked = redeem(client, issue_code(owner)["code"], device_id=VICTIM_ID, name="Mine")
     assert linked.status_code == 201
 
-    clock.advance(seconds=app.config["IP_MATCH_ANNOUNCE_TTL"] + 1)  # the squatter stopped
+    clock.advance(seconds=app.config["IP_MATCH_ANNOUNCE_TTL"]  # the squatter stopped
+                  + app.config["IP_MATCH_LAST_SEEN_WRITE_INTERVAL"] + 1)
     assert device.announce().status == 200
     assert squatter.announce().status == 409
 

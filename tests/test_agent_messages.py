@@ -55,6 +55,9 @@ def server_error(status: int, code: str, message: str = "", retry_after=None, **
     (server_error(400, "expired_token"), m.EXIT_EXPIRED, ["expired", "tsd-agent link"]),
     (server_error(400, "invalid_field", "'code' has an invalid format."), m.EXIT_REFUSED,
      ["refused", "invalid_field", "'code' has an invalid format."]),
+    # The token request's code for a malformed device_code (RFC 6749 §5.2): a refusal.
+    (server_error(400, "invalid_request", "'device_code' is required."), m.EXIT_REFUSED,
+     ["refused", "invalid_request", "'device_code' is required."]),
     (server_error(409, "device_id_taken"), m.EXIT_REFUSED, ["device_id", "own --state"]),
     (server_error(409, "link_conflict"), m.EXIT_REFUSED, ["nothing was linked", "again"]),
     (server_error(503, "base_url_unknown"), m.EXIT_FAILURE, ["TSD_BASE_URL"]),

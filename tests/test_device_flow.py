@@ -193,12 +193,66 @@ def test_wrong_device_codes_are_audited_once_a_minute_per_address(app, client):
     assert sorted(row.client_ip for row in rows) == ["8.8.8.8", "9.9.9.9"]
 
 
+@pytest.mark.parametrize("body, message", [
+    ({}, "'device_code' is required."),
+    ({"device_code": None}, "'device_code' is required."),
+    ({"device_code": ""}, "'device_code' must not be empty."),
+    ({"device_code": 5}, "'device_code' must be a string."),
+    ({"device_code": "tsd_dc_" + "A" * 200}, "'device_code' is longer than 128 characters."),
+    ({"device_code": "tsd_dc_\x1b[2J"}, "'device_code' contains control characters."),
+])
+def test_a_malformed_device_code_is_invalid_request(app, client, body, message):
+    """RFC 6749 §5.2 (which RFC 8628 §3.5 refers to): a missing or malformed parameter is
+    ``invalid_request``, the code OAuth clients know; ``field`` still names it."""
+    refused = client.post("/api/v1/device/token", json=body,
+                          environ_base={"REMOTE_ADDR": "8.8.8.8"})
+    assert refused.status_code == 400
+    assert refused.get_json() == {"error": "invalid_request", "field": "device_code",
+                                  "message": message, "error_description": message}
+
+
+def test_every_token_error_carries_error_description(app, client, clock):
+    """OAuth clients show ``error_description``: every error of the token request has it,
+    the same text as ``message``, also those answered before the view runs (415, 429)."""
+    path, env = "/api/v1/device/token", {"REMOTE_ADDR": "8.8.8.8"}
+    answer = started(client)
+    refusals = [
+        poll(client, answer["device_code"]),                          # authorization_pending
+        poll(client, answer["device_code"]),                          # slow_down
+        poll(client, "tsd_dc_" + "A" * 43),                           # invalid_grant
+        client.post(path, json={"grant_type": 5}, environ_base=env),  # invalid_request
+        client.post(path, json={"device_code": answer["device_code"],
+                                "grant_type": "password"}, environ_base=env),
+        client.post(path, data="[", content_type="application/json", environ_base=env),
+        client.post(path, data="device_code=x", environ_base=env,
+                    content_type="application/x-www-form-urlencoded"),
+    ]
+    switch(app, "pairing_code", False)
+    switch(app, "qr_code", False)
+    refusals.append(poll(client, answer["device_code"]))
+    app.config["DEVICE_FLOW_TOKEN_LIMIT"] = "1 per minute"
+    poll(client, answer["device_code"], ip="9.9.9.9")
+    refusals.append(poll(client, answer["device_code"], ip="9.9.9.9"))
+    codes = []
+    for refused in refusals:
+        body = refused.get_json()
+        assert body["error_description"] == body["message"], body
+        codes.append((refused.status_code, body["error"]))
+    assert codes == [
+        (400, "authorization_pending"), (400, "slow_down"), (400, "invalid_grant"),
+        (400, "invalid_request"), (400, "unsupported_grant_type"), (400, "invalid_json"),
+        (415, "unsupported_media_type"), (503, "strategy_disabled"), (429, "rate_limited")]
+    other_route = authorize(client, device_id="no spaces allowed")
+    assert other_route.get_json()["error"] == "invalid_field"
+    assert "error_description" not in other_route.get_json()
+
+
 def test_token_request_body_errors(app, client):
     answer = started(client)
     path = "/api/v1/device/token"
     env = {"REMOTE_ADDR": "8.8.8.8"}
     missing = client.post(path, json={}, environ_base=env)
-    assert missing.get_json()["error"] == "missing_field"
+    assert missing.get_json()["error"] == "invalid_request"
     wrong = client.post(path, json={"device_code": answer["device_code"],
                                     "grant_type": "authorization_code"}, environ_base=env)
     assert wrong.status_code == 400 and wrong.get_json()["error"] == "unsupported_grant_type"

@@ -23,4 +23,7 @@ def test_unreachable_database_is_503(url, tmp_path, monkeypatch):
     for _ in range(2):  # and it stays a clean 503, not a broken session afterwards
         response = client.get("/healthz")
         assert response.status_code == 503
-        assert response.get_json() == {"status": "error", "database": "unreachable"}
+        # An error in the shared shape; "status" and "database" stay for monitoring.
+        assert response.get_json() == {
+            "status": "error", "database": "unreachable", "error": "database_unavailable",
+            "message": "The server's database cannot be reached right now."}

@@ -131,10 +131,25 @@ def test_a_repeat_announce_within_the_write_interval_writes_nothing(app, world, 
         event.remove(engine, "before_cursor_execute", record)
 
 
-def test_listed_for_the_ttl_after_the_last_announce_then_gone_and_unbound(world, clock):
+def test_listed_and_bound_for_the_ttl_after_an_unwritten_last_announce(world, clock):
+    """last_seen_at lags the last announce by up to the write interval (15 s); the TTL
+    (30 s) still counts from the announce itself, for the list and for the binding."""
     printer, anna = world.printer(HOME_A), world.person(HOME_A)
-    printer.announce()
+    printer.announce()  # registered: last_seen_at written
+    clock.advance(seconds=14)
+    printer.announce()  # its last announce, within the write interval: not written
     clock.advance(seconds=29)
+    assert listed(anna.nearby()) == [printer.device_id]
+    assert impostor_of(printer, world.endpoint(HOME_A)).announce().status == 409
+    clock.advance(seconds=2)  # TTL + write interval after the written one
+    assert listed(anna.nearby()) == []
+
+
+def test_gone_and_unbound_at_most_ttl_plus_write_interval_after_the_last_announce(
+        world, clock):
+    printer, anna = world.printer(HOME_A), world.person(HOME_A)
+    printer.announce()  # written: the longest case, TTL + write interval = 45 s
+    clock.advance(seconds=44)
     assert listed(anna.nearby()) == [printer.device_id]
     clock.advance(seconds=1)
     assert listed(anna.nearby()) == []
@@ -148,9 +163,11 @@ def test_a_device_announcing_every_few_seconds_never_drops_out(world, clock):
     printer, anna = world.printer(HOME_A), world.person(HOME_A)
     for _ in range(20):
         printer.announce()
-        clock.advance(seconds=3)  # writes land only every 6 s: last_seen lags up to 5 s
+        clock.advance(seconds=3)  # written only every 15 s: last_seen lags up to 14 s
         assert listed(anna.nearby()) == [printer.device_id]
-    clock.advance(seconds=27)  # at most the TTL after the last real announce
+    clock.advance(seconds=26)  # 29 s after the last announce (57 s; last written at 45 s)
+    assert listed(anna.nearby()) == [printer.device_id]
+    clock.advance(seconds=16)  # TTL + write interval after the last announce
     assert listed(anna.nearby()) == []
 
 
@@ -162,7 +179,7 @@ def test_expired_announcements_and_their_offers_are_purged(app, world, clock):
     anna = world.person(HOME_A)
     assert anna.link(world.printers[0].device_id).status == 200
     assert (count_rows(app, Announcement), count_rows(app, Offer)) == (4, 1)
-    clock.advance(seconds=31)
+    clock.advance(seconds=46)  # beyond TTL + write interval
     world.printer(HOME_C).announce()
     assert (count_rows(app, Announcement), count_rows(app, Offer)) == (1, 0)
 
@@ -241,6 +258,9 @@ def test_announces_are_rate_limited_per_address(app, client):
                         environ_base={"REMOTE_ADDR": HOME_A})
     assert reply.status_code == 429 and reply.get_json()["error"] == "rate_limited"
     assert reply.headers.get("Retry-After")
+    # A sentence, as the pairing limits say it, not Flask-Limiter's "3 per 1 minute".
+    assert reply.get_json()["message"] == ("Too many announcements from this address; wait "
+                                           "before trying again (see Retry-After).")
 
 
 def test_one_device_over_the_household_cap_hides_all_and_more_are_refused(app, world):

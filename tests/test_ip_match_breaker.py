@@ -99,10 +99,24 @@ def test_the_same_account_again_and_again_does_not_trip(world):
 
 def test_accounts_spread_beyond_the_window_do_not_trip(world, clock):
     crowd(world, HOMES[0], 3)
-    clock.advance(seconds=901)
+    clock.advance(seconds=961)  # window + sighting resolution
     _, answers = crowd(world, HOMES[0], 3)
     assert all(answer["eligible"] for answer in answers)
     assert world.audit_events("breaker_trip") == []
+
+
+def test_an_account_counts_for_the_whole_window_after_its_last_look(world, clock):
+    """Its sighting is rewritten once a minute, so the last written one may be 59 s older
+    than its last look: the count reaches back that much further, towards blocking."""
+    first = world.person(HOMES[0])
+    for _ in range(6):  # looks at 0, 10, ..., 50 s (written only at 0 s)
+        assert first.nearby().json["eligible"] is True
+        clock.advance(seconds=10)
+    clock.advance(seconds=889)  # 899 s after its last look, 949 s after its sighting
+    _, answers = crowd(world, HOMES[0], 3)
+    assert answers[-1]["reason"] == "household_blocked"
+    [trip] = world.audit_events("breaker_trip")
+    assert "4 accounts" in trip.detail
 
 
 def test_the_block_lifts_after_the_cooldown(world, clock):
@@ -200,7 +214,7 @@ def test_sightings_outside_the_window_are_deleted(app, world, clock):
     from tsd_server.models.ip_match import HouseholdAccount
 
     crowd(world, HOMES[0], 2)
-    clock.advance(seconds=901)
+    clock.advance(seconds=961)  # window + sighting resolution
     crowd(world, HOMES[1], 1)
     with app.app_context():
         rows = list(db.session.scalars(select(HouseholdAccount)))
@@ -242,7 +256,7 @@ def test_nearby_reads_the_breaker_at_once_and_notes_the_account_only_when_due(ap
 
 def test_returning_accounts_count_again_once_their_sightings_left_the_window(world, clock):
     people, _ = crowd(world, HOMES[0], 3)
-    clock.advance(seconds=901)
+    clock.advance(seconds=961)  # window + sighting resolution
     assert all(person.nearby().json["eligible"] for person in people)
     newcomer = world.person(HOMES[0])
     assert newcomer.nearby().json["reason"] == "household_blocked"

@@ -67,7 +67,7 @@ def test_an_answer_held_back_by_the_throttle_is_audited_once_its_minute_is_over(
     anna.nearby()  # nothing
     printer.announce()
     anna.nearby()  # the printer
-    clock.advance(seconds=31)  # the printer went quiet: nothing again, within the minute
+    clock.advance(seconds=46)  # the printer went quiet: nothing again, within the minute
     anna.nearby()
     assert len(nearby_rows(world)) == 2
     this_minute.clear()

@@ -1,10 +1,14 @@
-"""ip_match offers' lifetime: they expire, end with their printer's announcement, are
-purged with a silent printer (and audited), and a device has one open offer at a time."""
+"""ip_match offers' lifetime: they expire (also while the link waits for the account's
+lock), end with their printer's announcement (not before the TTL after its last announce),
+are purged with a silent printer (and audited), and a device has one open offer at a
+time."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from tests.support import ip_match_fixtures
-from tests.support.ip_match_world import offer_row, pending_offer
+from tests.support.ip_match_world import db_value, offer_row, pending_offer
 
 app_config = ip_match_fixtures.app_config
 world = ip_match_fixtures.world
@@ -27,12 +31,52 @@ def test_offers_expire(app, world, clock):
 
 def test_an_offer_ends_with_its_announcement(app, world, clock):
     printer, anna, offer_id, code = pending_offer(world, HOME_A)
-    clock.advance(seconds=31)
+    clock.advance(seconds=46)  # silent beyond TTL + write interval (45 s)
     assert printer.announce().json["status"] == "waiting"  # registered afresh
     assert offer_row(app, offer_id) is None
     ended = world.audit_events("ip_match_offer_ended")
     assert [(e.outcome, e.user_id, e.device_uid, e.household) for e in ended] == [
         ("expired", anna.user_id, printer.device_id, f"{HOME_A}/32")]
+
+
+def test_a_confirmed_offer_outlives_a_pause_of_the_printer_shorter_than_the_ttl(
+        app, world, clock):
+    """The TTL counts from the last announce, not from the last-seen write before it."""
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
+    clock.advance(seconds=14)
+    printer.announce()  # the last announce before the pause: within the write interval
+    assert anna.confirm(offer_id, code).json == {"status": "confirmed"}
+    clock.advance(seconds=29)  # offline for less than the TTL (30 s)
+    assert printer.announce().json["status"] == "linked"
+    assert world.audit_events("ip_match_offer_ended") == []
+
+
+def test_an_offer_that_expires_while_the_link_waits_for_the_account_does_not_link(
+        app, world, clock, monkeypatch):
+    """As for codes and device-flow tokens: the time is read after the account's lock."""
+    from tsd_server import devices
+    from tsd_server.models import Device
+
+    printer, anna, offer_id, code = pending_offer(world, HOME_A)
+    for _ in range(14):  # the printer keeps announcing; 280 s of the offer's 300 pass
+        clock.advance(seconds=20)
+        printer.announce()
+    assert anna.confirm(offer_id, code).json == {"status": "confirmed"}
+    clock.advance(seconds=19)  # one second left
+    lock = devices.lock_links_of
+
+    def slow_lock(user_id):  # a log-out held the account's row for 5 s
+        lock(user_id)
+        clock.advance(seconds=5)
+
+    monkeypatch.setattr(devices, "lock_links_of", slow_lock)
+    assert printer.announce().json["status"] == "waiting"
+    assert db_value(app, select(Device.id)) is None
+    assert offer_row(app, offer_id) is None
+    [ended] = world.audit_events("ip_match_offer_ended")
+    assert (ended.outcome, ended.user_id, ended.device_uid) == (
+        "expired", anna.user_id, printer.device_id)
+    assert "waited" in ended.detail
 
 
 def test_an_offer_purged_with_its_silent_printer_is_audited_with_device_and_household(
@@ -41,7 +85,7 @@ def test_an_offer_purged_with_its_silent_printer_is_audited_with_device_and_hous
     device and the household, like every ip_match row, so the audit log's filters and an
     incident query find it (docs/ip-match.md)."""
     printer, anna, offer_id, code = pending_offer(world, HOME_A)
-    clock.advance(seconds=31)
+    clock.advance(seconds=46)  # silent beyond TTL + write interval (45 s)
     world.printer(HOME_B).announce()  # purges the silent printer and its offer
     assert offer_row(app, offer_id) is None
     ended = world.audit_events("ip_match_offer_ended")

@@ -11,6 +11,10 @@ world = ip_match_fixtures.world
 
 HOME_A, HOME_B = "8.8.8.8", "1.1.1.1"
 OFFER_PATH = re.compile(r"^/printers/nearby/offers/([A-Za-z0-9_-]{32,})$")
+CLAIM_REFUSAL = ("Too many attempts to link or confirm a printer from this address; wait "
+                 "before trying again (see Retry-After).")
+NEARBY_REFUSAL = ("Too many requests for printers near you from this address; wait "
+                  "before trying again (see Retry-After).")
 
 
 def page(person, path="/printers/nearby"):
@@ -166,3 +170,17 @@ def test_links_and_confirms_share_one_budget_on_the_api_and_the_pages(app, world
                               code="000000"),
                     anna.link(printer.device_id)):
         assert refused.status == 429, (refused.status, str(refused.body)[:200])
+        assert CLAIM_REFUSAL in (refused.json["message"] if isinstance(refused.body, dict)
+                                 else refused.body)
+
+
+def test_looking_for_printers_too_often_is_refused_in_a_sentence(app, world):
+    """Flask-Limiter alone says the limit ("2 per 1 minute"); the API and the page say what
+    happened and what to do, as the pairing limits do."""
+    app.config["IP_MATCH_NEARBY_RATE_LIMIT"] = "2 per minute"
+    anna = world.person(HOME_A)
+    for _ in range(2):
+        assert anna.nearby().status == 200 and page(anna)[0] == 200
+    refused_api, (status, html) = anna.nearby(), page(anna)
+    assert refused_api.status == 429 and refused_api.json["message"] == NEARBY_REFUSAL
+    assert status == 429 and NEARBY_REFUSAL in html

@@ -145,6 +145,31 @@ def test_the_user_confirm_route_refuses_text_plain_before_anything_else(app, mak
     assert_unsupported(reply)
 
 
+def test_every_write_refuses_a_form_body_as_the_document_says(app, client, make_user, login):
+    """Every POST and DELETE under /api/v1, whether or not it reads a body, answers a form
+    body with 415, and the OpenAPI document declares that 415 (also where no body is read:
+    creating a web code, linking a printer nearby, unlinking one)."""
+    from tsd_server.api import openapi
+
+    document = json.loads(openapi.DOCUMENT.read_text())
+    _, email, password = make_user()
+    user = login(email, password, **DEVICE)
+    arguments = {"device_id": "printer-0001", "offer_id": "x" * 32, "device_pk": "1"}
+    writes = [(path, method, operation) for path, item in document["paths"].items()
+              for method, operation in item.items() if method in ("post", "delete")]
+    assert len(writes) >= 8
+    for path, method, operation in writes:
+        url = path.format(**arguments)
+        browser, headers = client, {}
+        if operation["security"]:  # a user call: logged in, with the CSRF token
+            browser, headers = user.client, {"X-CSRFToken": user.csrf}
+        reply = browser.open(url, method=method.upper(), data="a=b", headers=headers,
+                             content_type="application/x-www-form-urlencoded",
+                             environ_base=DEVICE)
+        assert_unsupported(reply)
+        assert "415" in operation["responses"], f"{method.upper()} {path}: 415 not declared"
+
+
 @pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8",
                                           "Application/JSON", "application/vnd.tsd+json"])
 def test_json_media_types_are_read(app, client, content_type):

@@ -12,12 +12,17 @@ import pytest
 import schemathesis
 
 from tsd_server.api import openapi
+from tsd_server.printable_text import has_control_characters
 
 ROOT = Path(__file__).resolve().parent.parent
 API_PREFIX = "/api/v1/"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 CONVERTER = re.compile(r"<(?:[a-z_]+(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
+# Every character of the Basic Multilingual Plane but the surrogates (no text on their
+# own), and two beyond it: what a free-text field's pattern is checked against.
+CHARACTERS = [chr(code) for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF] + [
+    "\U0001f600", "\U000e0001"]
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +115,61 @@ def test_the_document_is_in_the_package_data():
     patterns = config["options.package_data"]["tsd_server"].split()
     relative = openapi.DOCUMENT.relative_to(ROOT / "tsd_server").as_posix()
     assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+def free_text_patterns(document: dict) -> dict[str, str]:
+    """The pattern of every free-text field (a name, a model), by schema and property:
+    those patterns are a character class refused throughout."""
+    return {f"{name}.{prop}": value["pattern"]
+            for name, schema in document["components"]["schemas"].items()
+            for prop, value in schema.get("properties", {}).items()
+            if value.get("pattern", "").startswith("^[^")}
+
+
+def test_free_text_patterns_refuse_what_the_server_refuses(document):
+    """The document is a file written by hand, so nothing derives its patterns from
+    printable_text.CONTROL_CHARACTERS, which every JSON text field is checked against:
+    this keeps them equal, character by character (a client or a fuzzer that trusts the
+    document would otherwise send names the server refuses)."""
+    patterns = free_text_patterns(document)
+    assert len(patterns) >= 7, patterns
+    for field, pattern in patterns.items():
+        compiled = re.compile(pattern)
+        disagree = [f"U+{ord(character):04X}" for character in CHARACTERS
+                    if bool(compiled.fullmatch(f"a{character}b"))
+                    == has_control_characters(character)]
+        assert not disagree, (field, disagree[:20])
+
+
+@pytest.mark.parametrize("character", ["\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u202e",
+                                       "\u2067", "\u200f", "\u00a0", "é", "\U0001f600"])
+def test_the_server_takes_the_names_the_document_allows(app, client, document, character):
+    name = f"Voron{character}2.4"
+    pattern = document["components"]["schemas"]["AuthorizeRequest"]["properties"]["name"][
+        "pattern"]
+    answer = client.post("/api/v1/device/authorize", json={"device_id": "printer-0002",
+                                                           "name": name},
+                         environ_base={"REMOTE_ADDR": "8.8.8.8"})
+    assert answer.status_code in (200, 400), answer.get_json()
+    assert (answer.status_code == 200) == bool(re.fullmatch(pattern, name)), answer.get_json()
+
+
+def test_writes_without_a_session_are_refused_as_the_document_says(client, document):
+    """The CSRF check runs before the login check: a user's write without any session
+    cookie is 400 ``csrf_failed``, never 401, and the document says so where it
+    describes the 401."""
+    arguments = {"device_id": "printer-0001", "offer_id": "x" * 32, "device_pk": "1"}
+    writes = [(path, method, operation) for path, item in document["paths"].items()
+              for method, operation in item.items()
+              if any("csrfToken" in requirement for requirement in operation["security"])]
+    assert len(writes) >= 4
+    for path, method, operation in writes:
+        reply = client.open(path.format(**arguments), method=method.upper(),
+                            headers={"X-CSRFToken": "anything"},
+                            environ_base={"REMOTE_ADDR": "8.8.8.8"})
+        assert (reply.status_code, reply.get_json()["error"]) == (400, "csrf_failed"), path
+        refused = operation["responses"]["400"]
+        assert "csrf_failed" in refused["content"]["application/json"]["schema"]["allOf"][1][
+            "properties"]["error"]["enum"]
+        assert "no session cookie" in refused["description"], path
+        assert "csrf_failed" in operation["responses"]["401"]["description"], path

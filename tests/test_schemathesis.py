@@ -1,7 +1,12 @@
-"""schemathesis against the WSGI app: every /api/v1 answer matches tsd_server/api/openapi.json.
+"""schemathesis against the WSGI app: answers to generated /api/v1 requests match the document.
 
 Generated from the packaged document (the served one is the same file, tests/test_openapi.py).
 Each operation gets a bounded, derandomized run (examples, coverage and fuzzing phases).
+Generated requests stand alone, so they reach every operation's refusals but not the
+answers that need several calls in order: the device flow's token and its slow_down,
+access_denied and expired_token, a redeemed web code, an ip_match link and confirmation.
+tests/test_openapi_answers.py walks those flows and checks their answers against the
+document.
 Operations that ask for credentials get a logged-in user's session cookie and CSRF token or
 a linked device's bearer token (except in the cases schemathesis generates without them on
 purpose), so the answers behind authentication are checked too. With both backends

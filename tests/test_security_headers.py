@@ -12,7 +12,19 @@ import re
 
 import pytest
 
-from tests.support.pairing import FRESH_SCAN, LOOSE_LIMITS, authorize, switch
+from tests.support.ip_match_world import InProcessEndpoint, World, layout_direct
+from tests.support.pairing import (
+    FRESH_SCAN,
+    LOOSE_LIMITS,
+    authorize,
+    decide,
+    enter_code,
+    issue_code,
+    poll,
+    redeem,
+    started,
+    switch,
+)
 
 SAFE_REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin",
                           "strict-origin-when-cross-origin"}
@@ -60,9 +72,16 @@ def check_headers(response, path: str) -> None:
     assert headers.get("Referrer-Policy") in SAFE_REFERRER_POLICIES, path
 
 
+def check_not_cached(headers, path: str) -> None:
+    """``no-store``, and ``Pragma: no-cache`` for HTTP/1.0 caches: RFC 6749 §5.1 asks both
+    of an answer carrying a token."""
+    assert headers.get("Cache-Control") == "no-store", path
+    assert headers.get("Pragma") == "no-cache", path
+
+
 def check_page(response, path: str) -> None:
     check_headers(response, path)
-    assert response.headers.get("Cache-Control") == "no-store", path
+    check_not_cached(response.headers, path)
     if response.status_code in (301, 302, 303):
         return
     assert response.mimetype == "text/html", f"{path}: {response.mimetype}"
@@ -160,8 +179,32 @@ def test_json_answers_are_not_cached_and_static_files_may_be(app, world, client)
     started = authorize(client, device_id="printer-0009")
     assert started.status_code == 200
     check_headers(started, "/api/v1/device/authorize")
-    assert started.headers["Cache-Control"] == "no-store"
+    check_not_cached(started.headers, "/api/v1/device/authorize")
     stylesheet = client.get("/static/style.css")
     assert stylesheet.status_code == 200
     check_headers(stylesheet, "/static/style.css")
     assert "no-store" not in stylesheet.headers.get("Cache-Control", "")
+
+
+def test_answers_carrying_an_access_token_are_not_cached(app, world, client, clock):
+    """The three answers that hand a printer its token: the device flow's, a redeemed web
+    code's and ip_match's "linked" announce."""
+    session = world["session"]
+    flow = started(client, device_id="printer-0010")
+    enter_code(session, flow["user_code"])
+    decide(session, "approve")
+    clock.advance(seconds=10)
+    token = poll(client, flow["device_code"])
+    assert token.status_code == 200 and "access_token" in token.get_json()
+    check_not_cached(token.headers, "POST /api/v1/device/token")
+    redeemed = redeem(client, issue_code(session)["code"], device_id="printer-0011")
+    assert redeemed.status_code == 201
+    check_not_cached(redeemed.headers, "POST /api/v1/pairing/redeem")
+    nearby = World(app, lambda home: InProcessEndpoint(app, home, layout_direct))
+    printer, person = nearby.printer("8.8.4.4"), nearby.person("8.8.4.4")
+    printer.announce()
+    offer = person.link(printer.device_id).json["offer_id"]
+    person.confirm(offer, printer.announce().json["confirmation"]["code"])
+    linked = printer.announce()
+    assert linked.json["status"] == "linked" and "access_token" in linked.json
+    check_not_cached(linked.headers, "POST /api/v1/discovery/announce")

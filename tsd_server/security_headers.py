@@ -2,9 +2,11 @@
 
 Framing is refused because clickjacking the "Approve" button of a linking page would hand
 a stranger a printer. Pages and API answers may show one-time codes or tokens, so nothing
-dynamic is cached by the browser or a proxy. Referrer-Policy is "same-origin", not
-"no-referrer": over https Flask-WTF refuses a form post without a same-site Referer
-(WTF_CSRF_SSL_STRICT), and a QR link's token never leaves the site in a Referer.
+dynamic is cached by the browser or a proxy: ``Cache-Control: no-store``, and ``Pragma:
+no-cache`` for HTTP/1.0 caches (RFC 6749 §5.1 asks both of an answer carrying a token).
+Referrer-Policy is "same-origin", not "no-referrer": over https Flask-WTF refuses a form
+post without a same-site Referer (WTF_CSRF_SSL_STRICT), and a QR link's token never leaves
+the site in a Referer.
 tests/test_security_headers.py walks the URL map, so every new page is checked.
 """
 
@@ -28,4 +30,5 @@ def register(app: Flask) -> None:
         # A missing file under /static/ is the static endpoint too, answered by the error page.
         if request.endpoint != "static" or response.status_code >= 400:
             headers["Cache-Control"] = "no-store"
+            headers["Pragma"] = "no-cache"
         return response

@@ -51,6 +51,13 @@ OUTAGE_LOG_INTERVAL = 60.0
 DATABASE_RETRY_AFTER = 5
 
 
+# Endpoints that speak OAuth (RFC 8628's token request): each of their error bodies also
+# carries RFC 6749 §5.2's ``error_description``, the same text as ``message``, which OAuth
+# client libraries show. Named here, not in the view, so that the errors answered before
+# the view runs (415, 429, 503) carry it too.
+OAUTH_ERROR_ENDPOINTS = frozenset({"device_flow_api.token"})
+
+
 class ApiError(Exception):
     """An error answer with a stable code; extra keyword fields are added to the JSON."""
 
@@ -64,6 +71,8 @@ class ApiError(Exception):
 
     def response(self) -> Response:
         body = {"error": self.code, "message": self.message, **self.extra}
+        if request.endpoint in OAUTH_ERROR_ENDPOINTS:
+            body["error_description"] = self.message
         resp = jsonify(body)
         resp.status_code = self.status
         resp.headers.update(self.headers)

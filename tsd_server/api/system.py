@@ -14,12 +14,16 @@ bp = Blueprint("system", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """Answers ok only when the database answers."""
+    """Answers ok only when the database answers. The outage answer is an error in the
+    shared shape (``error``, ``message``) and keeps ``status`` and ``database``, which
+    monitoring may read."""
     try:
         db.session.execute(text("SELECT 1"))
     except Exception:  # noqa: BLE001 - any database failure means unhealthy
         db.session.rollback()
-        return jsonify({"status": "error", "database": "unreachable"}), 503
+        return jsonify({"status": "error", "database": "unreachable",
+                        "error": "database_unavailable",
+                        "message": "The server's database cannot be reached right now."}), 503
     return jsonify({"status": "ok"})
 
 

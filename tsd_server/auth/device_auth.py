@@ -24,9 +24,13 @@ F = TypeVar("F", bound=Callable)
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 
 
-def _invalid(message: str) -> ApiError:
+def _invalid(message: str, *, bearer_sent: bool = True) -> ApiError:
+    """401 ``invalid_token``. Its challenge names the error only when the request tried the
+    Bearer scheme: RFC 6750 §3.1 says a request without any authentication information (no
+    Authorization header, or one of another scheme) gets a challenge without an error code."""
     error = ApiError(401, "invalid_token", message)
-    error.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    error.headers["WWW-Authenticate"] = ('Bearer error="invalid_token"' if bearer_sent
+                                         else "Bearer")
     return error
 
 
@@ -74,7 +78,10 @@ def authenticate_device() -> AuthenticatedDevice:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or not looks_like_access_token(token):
+    if scheme.lower() != "bearer":
+        raise _invalid("A valid 'Authorization: Bearer <token>' header is required.",
+                       bearer_sent=False)
+    if not token or not looks_like_access_token(token):
         raise _invalid("A valid 'Authorization: Bearer <token>' header is required.")
     row = single_statement.first(_BY_TOKEN_HASH, {"token_hash": token_hash(token)})
     if row is None or not hashes_match(row.token_hash, token):

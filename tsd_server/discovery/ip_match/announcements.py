@@ -3,15 +3,19 @@
 A device announces every ``poll_interval`` seconds until it is linked. The first announce
 binds its ``device_secret`` (stored as SHA-256) to its ``device_id``; while that
 announcement lives, another secret gets 409, so nobody else can answer for the device or
-receive its token. An announcement is listed for ``IP_MATCH_ANNOUNCE_TTL`` seconds after
-the last announce; after that it is gone, together with its binding and any offer -- but
-not the device's wrong-code count, which is kept by device_id in its own table for a day
-after the last wrong code, whatever becomes of announcements and links (``wrong_codes``).
+receive its token. An announcement is listed for at least ``IP_MATCH_ANNOUNCE_TTL``
+seconds after the last announce; after that it goes, together with its binding and any
+offer -- but not the device's wrong-code count, which is kept by device_id in its own table
+for a day after the last wrong code, whatever becomes of announcements and links
+(``wrong_codes``).
 
-``last_seen_at`` is written at most every ``IP_MATCH_LAST_SEEN_WRITE_INTERVAL`` seconds,
-so it may lag the real last announce by up to that much: a silent device disappears at most
-TTL after its last announce (never later), and a device announcing every ``poll_interval``
-never flickers out (the settings check poll interval + write interval < TTL).
+``last_seen_at`` is written at most every ``IP_MATCH_LAST_SEEN_WRITE_INTERVAL`` seconds
+(no write per announce), so it lags the real last announce by less than that. Liveness
+is therefore counted from ``last_seen_at`` + write interval (``live_since``): a silent
+device stays at least the TTL after its last announce, as documented, and is gone at most
+TTL + write interval after it. The settings check poll interval + write interval < TTL,
+so a device announcing every ``poll_interval`` stays listed even when announces come up
+to the write interval late, and a silent one is gone within twice the TTL.
 
 Refused announces of devices the server does not know yet are logged, not audited, so a
 broken proxy cannot flood the audit table; everything that changes state is audited.
@@ -66,8 +70,12 @@ def secret_hash(secret: str) -> str:
 
 
 def live_since(settings: IpMatchSettings, now: datetime) -> datetime:
-    """Announcements seen after this moment are live."""
-    return now - settings.announce_ttl
+    """Announcements whose ``last_seen_at`` is after this moment are live.
+
+    The write interval is added because ``last_seen_at`` may lag the last announce by up to
+    that much: without it a device could go before the TTL after its last announce.
+    """
+    return now - settings.announce_ttl - settings.last_seen_write_interval
 
 
 def announce(request: AnnounceRequest) -> dict[str, Any]:

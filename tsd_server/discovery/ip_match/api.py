@@ -21,7 +21,12 @@ from tsd_server.api.request_body import (
 from tsd_server.clock import utcnow
 from tsd_server.config import configured_limit
 from tsd_server.discovery.ip_match import announcements, listing, offers
-from tsd_server.discovery.ip_match.settings import IpMatchSettings, claim_limit
+from tsd_server.discovery.ip_match.settings import (
+    ANNOUNCE_LIMIT_MESSAGE,
+    NEARBY_LIMIT_MESSAGE,
+    IpMatchSettings,
+    claim_limit,
+)
 from tsd_server.extensions import csrf, limiter
 
 bp = Blueprint("ip_match_api", __name__, url_prefix="/api/v1/discovery")
@@ -34,7 +39,8 @@ DEVICE_SECRET_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=-]{22,128}$")
 
 @bp.post("/announce")
 @csrf.exempt
-@limiter.limit(configured_limit("IP_MATCH_ANNOUNCE_RATE_LIMIT"))
+@limiter.limit(configured_limit("IP_MATCH_ANNOUNCE_RATE_LIMIT"),
+               error_message=ANNOUNCE_LIMIT_MESSAGE)
 def announce():
     body = json_object()
     request = announcements.AnnounceRequest(
@@ -50,7 +56,7 @@ def announce():
 
 @bp.get("/nearby")
 @login_required
-@limiter.limit(configured_limit("IP_MATCH_NEARBY_RATE_LIMIT"))
+@limiter.limit(configured_limit("IP_MATCH_NEARBY_RATE_LIMIT"), error_message=NEARBY_LIMIT_MESSAGE)
 def nearby():
     return jsonify(listing.nearby(current_user))
 

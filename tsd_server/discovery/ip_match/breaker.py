@@ -32,6 +32,21 @@ STRATEGY = "ip_match"
 SIGHTING_RESOLUTION = timedelta(seconds=60)
 
 
+def resolution(settings: IpMatchSettings) -> timedelta:
+    """How often a sighting is rewritten: a minute, or a tenth of a shorter window."""
+    return min(SIGHTING_RESOLUTION, settings.breaker_window / 10)
+
+
+def window_start(settings: IpMatchSettings, now: datetime) -> datetime:
+    """Sightings written after this moment count towards the breaker.
+
+    A sighting lags the account's last use by up to the resolution, so the window reaches
+    back that much further: every account that used ip_match within the window counts
+    (and one up to a resolution older may), erring towards blocking.
+    """
+    return now - settings.breaker_window - resolution(settings)
+
+
 def blocked_until(household: Any) -> ScalarSelect:
     """The household's block end (NULL when none), as a scalar subquery to fold into reads."""
     return select(HouseholdBlock.blocked_until).where(
@@ -53,11 +68,11 @@ def sighting(household: Any, user_id: Any) -> ScalarSelect:
         HouseholdAccount.user_id == user_id).scalar_subquery()
 
 
-def accounts_seen(household: Any, window_start: Any) -> ScalarSelect:
-    """How many accounts were counted in the household since ``window_start``."""
+def accounts_seen(household: Any, since: Any) -> ScalarSelect:
+    """How many accounts were counted in the household after ``since`` (``window_start``)."""
     return select(func.count()).select_from(HouseholdAccount).where(
         HouseholdAccount.household == household,
-        HouseholdAccount.last_seen_at > window_start).scalar_subquery()
+        HouseholdAccount.last_seen_at > since).scalar_subquery()
 
 
 @dataclass(frozen=True)
@@ -74,23 +89,22 @@ def note_account(household: str, user_id: int, seen: Seen, settings: IpMatchSett
                  now: datetime) -> bool:
     """Count ``user_id`` as using ip_match from ``household``; True if it is (now) blocked.
 
-    ``seen`` was read before; only when the sighting is due (every ``SIGHTING_RESOLUTION``)
+    ``seen`` was read before; only when the sighting is due (every ``resolution``)
     is it written, committed, and the accounts counted again (with it and any concurrent).
     """
     if blocks(seen.blocked_until, now):
         return True
-    window_start = now - settings.breaker_window
-    resolution = min(SIGHTING_RESOLUTION, settings.breaker_window / 10)
+    since = window_start(settings, now)
     accounts = seen.accounts
-    if seen.sighting is None or now - seen.sighting >= resolution:
+    if seen.sighting is None or now - seen.sighting >= resolution(settings):
         if seen.sighting is None:
-            # New sightings are what grows the table: drop those outside the window first.
+            # New sightings are what grows the table: drop those that count no more first.
             db.session.execute(delete(HouseholdAccount).where(
-                HouseholdAccount.last_seen_at <= window_start))
+                HouseholdAccount.last_seen_at <= since))
         upsert(HouseholdAccount, {"household": household, "user_id": user_id,
                                    "last_seen_at": now}, ["household", "user_id"])
         db.session.commit()
-        accounts = db.session.scalar(select(accounts_seen(household, window_start))) or 0
+        accounts = db.session.scalar(select(accounts_seen(household, since))) or 0
     if accounts <= settings.max_accounts_per_household:
         return False
     trip(household, accounts, settings, now)
@@ -109,7 +123,7 @@ def trip(household: str, accounts: int, settings: IpMatchSettings, now: datetime
     db.session.execute(delete(HouseholdBlock).where(
         HouseholdBlock.blocked_until <= now,
         HouseholdBlock.tripped_at <= now - settings.breaker_window))
-    window = int(settings.breaker_window.total_seconds())
+    window = int((now - window_start(settings, now)).total_seconds())
     audit.record("breaker_trip", actor="auto", outcome="household_blocked", strategy=STRATEGY,
                  detail=f"{accounts} accounts used ip_match from household {household} within "
                         f"{window} s (limit {settings.max_accounts_per_household}); blocked "

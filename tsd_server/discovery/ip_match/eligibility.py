@@ -98,7 +98,7 @@ def check_user(user_id: int, settings: IpMatchSettings, now: datetime) -> UserCh
     assert household is not None
     read = single_statement.first(_household_reads(), {
         "household": household, "user_id": user_id,
-        "window_start": now - settings.breaker_window,
+        "window_start": breaker.window_start(settings, now),
         "live_since": announcements.live_since(settings, now)})
     assert read is not None  # no FROM: always one row
     seen = breaker.Seen(read.blocked_until, read.sighting, read.accounts)

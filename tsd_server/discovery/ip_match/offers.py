@@ -17,7 +17,8 @@
    ``link_service.link_device`` -- the only code that creates devices and tokens. The
    token goes to this announce's answer only: to the holder of the device_secret, once.
 
-Offers expire after ``IP_MATCH_OFFER_TTL``. Every step is audited.
+Offers expire after ``IP_MATCH_OFFER_TTL``, checked again at completion with the time read
+after the account's lock (which may have waited). Every step is audited.
 """
 
 from __future__ import annotations
@@ -367,11 +368,19 @@ def _complete(row: Announcement, offer: Offer, address: ClientAddress,
     owner, status, public_id = offer.user, offer.status, offer.public_id
     uid, name, model = row.device_uid, row.name, row.model
     confirmed_from = offer.confirmed_from_ip
-    # The gate: exactly one announce deletes the offer in its ready state and goes on, after
-    # taking the account's lock, as every link does (``pending_links`` says why).
+    # The gate: exactly one announce deletes the offer in its ready state and unexpired, and
+    # goes on, after taking the account's lock, as every link does (``pending_links`` says
+    # why). The time is read after the lock: it may have waited (a log-out), as for codes.
     devices.lock_links_of(offer.user_id)
+    now = utcnow()
+    if not is_live(offer, now):
+        end(offer, "expired", "expired while the link waited for the account",
+            address=address)
+        db.session.commit()
+        return None
     won = db.session.execute(
-        delete(Offer).where(*_same_offer(offer), Offer.status == status),
+        delete(Offer).where(*_same_offer(offer), Offer.status == status,
+                            Offer.expires_at > now),
         execution_options={"synchronize_session": False}).rowcount
     if won != 1:
         db.session.rollback()

@@ -48,11 +48,16 @@ class IpMatchSettings:
                   for key, (low, high) in _BOUNDS.items()}
         ttl, poll = number["IP_MATCH_ANNOUNCE_TTL"], number["IP_MATCH_POLL_INTERVAL"]
         write = number["IP_MATCH_LAST_SEEN_WRITE_INTERVAL"]
+        # A device is live from its last announce for at least the TTL and at most TTL +
+        # write interval (announcements.live_since): with this, one announcing every poll
+        # interval stays listed even when announces come up to the write interval late,
+        # and a silent one is gone within twice the TTL.
         if poll + write >= ttl:
             raise ConfigurationError(
                 "TSD_IP_MATCH_POLL_INTERVAL + TSD_IP_MATCH_LAST_SEEN_WRITE_INTERVAL must be "
-                "less than TSD_IP_MATCH_ANNOUNCE_TTL, or announcing devices would flicker out "
-                "of the list between two announces.")
+                "less than TSD_IP_MATCH_ANNOUNCE_TTL: announcing devices must stay listed "
+                "when an announce is late, and a silent device is listed for up to TTL + "
+                "write interval after its last announce.")
         confirmation = config["IP_MATCH_REQUIRE_CONFIRMATION"]
         if not isinstance(confirmation, bool):
             raise ConfigurationError("TSD_IP_MATCH_REQUIRE_CONFIRMATION must be true or false.")
@@ -71,11 +76,20 @@ class IpMatchSettings:
         )
 
 
+# What a refusal by each ip_match rate limit says (429 with Retry-After), in the words of
+# the pairing limits; without one, Flask-Limiter says the limit itself ("120 per 1 minute").
+ANNOUNCE_LIMIT_MESSAGE = ("Too many announcements from this address; wait before trying "
+                          "again (see Retry-After).")
+NEARBY_LIMIT_MESSAGE = ("Too many requests for printers near you from this address; wait "
+                        "before trying again (see Retry-After).")
+CLAIM_LIMIT_MESSAGE = ("Too many attempts to link or confirm a printer from this address; "
+                       "wait before trying again (see Retry-After).")
+
 # Linking and confirming, on the API and on the web pages alike, draw on one budget per
 # client address: with a budget per route, one address had four times the setting's
 # guesses at printers' confirmation codes.
 claim_limit = limiter.shared_limit(configured_limit("IP_MATCH_CLAIM_RATE_LIMIT"),
-                                   scope="ip-match-claim")
+                                   scope="ip-match-claim", error_message=CLAIM_LIMIT_MESSAGE)
 
 
 def current() -> IpMatchSettings:

@@ -21,7 +21,7 @@ from tsd_server.clock import utcnow
 from tsd_server.config import configured_limit
 from tsd_server.discovery.ip_match import listing, offers
 from tsd_server.discovery.ip_match.eligibility import OPENED_FROM_ANOTHER_SITE
-from tsd_server.discovery.ip_match.settings import claim_limit
+from tsd_server.discovery.ip_match.settings import NEARBY_LIMIT_MESSAGE, claim_limit
 from tsd_server.discovery.kill_switch import StrategyDisabled
 from tsd_server.extensions import limiter
 from tsd_server.models import Device
@@ -47,7 +47,7 @@ def _nearby_page(error: str | None = None, status: int = 200):
 
 @bp.get("")
 @login_required
-@limiter.limit(configured_limit("IP_MATCH_NEARBY_RATE_LIMIT"))
+@limiter.limit(configured_limit("IP_MATCH_NEARBY_RATE_LIMIT"), error_message=NEARBY_LIMIT_MESSAGE)
 def nearby():
     return _nearby_page()
 

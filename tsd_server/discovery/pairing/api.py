@@ -8,6 +8,8 @@ Three blueprints, by owner: ``pairing_api_bp`` (pairing_code alone: web codes) a
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, jsonify, request
 from flask_login import current_user, login_required
 
@@ -81,16 +83,29 @@ def authorize():
     return jsonify(answer)
 
 
+def _token_request_field(body: dict, name: str, **options: Any) -> str | None:
+    """A field of the token request. A missing or malformed one is RFC 6749 §5.2's
+    ``invalid_request`` (still naming the ``field``), the code OAuth clients know, rather
+    than the ``missing_field`` / ``invalid_field`` of the other routes."""
+    try:
+        return string_field(body, name, **options)
+    except ApiError as error:
+        raise ApiError(400, "invalid_request", error.message, **error.extra) from None
+
+
 @device_flow_bp.post("/device/token")
 @csrf.exempt
 @limits.busy_limit("DEVICE_FLOW_TOKEN_LIMIT")
 def token():
-    """RFC 8628 §3.4/3.5: pending, slow_down, denied, expired, or the token once."""
+    """RFC 8628 §3.4/3.5: pending, slow_down, denied, expired, or the token once.
+
+    Its error bodies also carry ``error_description`` (``api.errors.OAUTH_ERROR_ENDPOINTS``).
+    """
     body = json_object()
-    grant_type = string_field(body, "grant_type", required=False, max_length=80)
+    grant_type = _token_request_field(body, "grant_type", required=False, max_length=80)
     if grant_type is not None and grant_type != GRANT_TYPE:
         raise ApiError(400, "unsupported_grant_type", f"grant_type must be {GRANT_TYPE}.")
-    device_code = string_field(body, "device_code", max_length=128)
+    device_code = _token_request_field(body, "device_code", max_length=128)
     device_flow.strategies_on()  # both off: 503
     return _link_answer(device_flow.poll(device_code), 200)
 
