@@ -49,6 +49,23 @@ class KeyLocks:
         return None
 
 
+CHANGED_DURING_COPY = "changed size during iteration"
+SNAPSHOT_TRIES = 100
+
+
+def key_snapshot(events: dict[str, list]) -> list[tuple[str, list]]:
+    """The keys and their lists, copied while request threads add keys. The copy can let
+    another thread run (a garbage collection mid-copy, say); a key added then makes it
+    raise RuntimeError, so it is taken again. Seen under load with many addresses."""
+    for _ in range(SNAPSHOT_TRIES - 1):
+        try:
+            return list(events.items())
+        except RuntimeError as error:
+            if CHANGED_DURING_COPY not in str(error):
+                raise
+    return list(events.items())
+
+
 class PruningMemoryStorage(MemoryStorage):
     """limits' MemoryStorage whose expiry pass also removes keys with no live entries."""
 
@@ -65,13 +82,23 @@ class PruningMemoryStorage(MemoryStorage):
 
     def _MemoryStorage__expire_events(self) -> None:
         """The library's expiry pass, then the pruning. The library's timer calls
-        ``self.__expire_events``, mangled to this name, so this override is what runs."""
-        super()._MemoryStorage__expire_events()
+        ``self.__expire_events``, mangled to this name, so this override is what runs.
+
+        A pass that meets a key added meanwhile (see ``key_snapshot``) is left to the next
+        one, which the next request schedules, rather than dying in its thread with a
+        traceback on stderr.
+        """
+        try:
+            super()._MemoryStorage__expire_events()
+        except RuntimeError as error:
+            if CHANGED_DURING_COPY not in str(error):
+                raise
+            return
         self.prune_empty_windows()
 
     def prune_empty_windows(self) -> None:
         """Remove the keys whose event list is empty, each under its lock, re-checked."""
-        for key, events in list(self.events.items()):
+        for key, events in key_snapshot(self.events):
             if events:
                 continue
             with self.locks[key]:
