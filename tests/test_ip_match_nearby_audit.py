@@ -76,3 +76,29 @@ def test_an_answer_held_back_by_the_throttle_is_audited_once_its_minute_is_over(
     assert nearby_rows(world) == [("listed", "listed nothing"),
                                   ("listed", f"listed: {printer.device_id}"),
                                   ("listed", "listed nothing")]
+
+
+def test_an_account_cycling_its_own_printers_writes_a_bounded_number_of_rows(
+        app, world, clock):
+    """Every answer made new by moving a printer of one's own in and out of the household
+    (a review wrote a row per request, 170,000 a day from one address): at most
+    ROWS_PER_ACCOUNT a minute, and the answer shown once the budget allows is audited."""
+    from tsd_server.discovery.ip_match.listing import ROWS_PER_ACCOUNT
+    from tsd_server.extensions import limiter
+
+    anna = world.person(HOMES[0])
+    printers = [world.printer(HOMES[0], name=f"Decoy {n}") for n in range(20)]
+    for printer in printers:
+        assert printer.announce().status == 200  # into Anna's household
+        assert anna.nearby().json["devices"]  # a new answer
+        # ...and out of it again, from a household of its own (each holds three).
+        printer.endpoint = world.endpoint(f"9.9.{printers.index(printer)}.9")
+        assert printer.announce().status == 200
+    rows = nearby_rows(world)
+    assert len(rows) == ROWS_PER_ACCOUNT.amount, rows
+    clock.advance(seconds=61)  # the decoys have gone quiet...
+    limiter.reset()  # ...and the budget's minute is over (the limiter counts real time)
+    stayer = world.printer(HOMES[0], name="Stays")
+    stayer.announce()
+    anna.nearby()
+    assert nearby_rows(world)[-1] == ("listed", f"listed: {stayer.device_id}")

@@ -10,7 +10,7 @@ import logging
 from time import monotonic
 
 from flask import current_app
-from limits import parse
+from limits import RateLimitItem, parse
 
 from tsd_server.extensions import limiter
 
@@ -22,7 +22,13 @@ _next_warning = [0.0]
 
 
 def first_this_minute(kind: str, key: str, *, fail_open: bool = True) -> bool:
-    """True for the first call a minute per ``kind`` and ``key``.
+    """True for the first call a minute per ``kind`` and ``key`` (``within_budget``)."""
+    return within_budget(ONCE_A_MINUTE, kind, key, fail_open=fail_open)
+
+
+def within_budget(budget: RateLimitItem, kind: str, key: str, *,
+                  fail_open: bool = True) -> bool:
+    """True for the calls within ``budget`` (say 6 per minute) per ``kind`` and ``key``.
 
     If the storage fails, ``fail_open`` decides. Open (audit) suits a refusal that a route's
     rate limit counted first: with the storage down that limit refuses before this runs, so
@@ -31,7 +37,7 @@ def first_this_minute(kind: str, key: str, *, fail_open: bool = True) -> bool:
     row per request for as long as Redis is down."""
     prefix = str(current_app.config.get("RATELIMIT_KEY_PREFIX") or "")
     try:
-        return limiter.limiter.hit(ONCE_A_MINUTE, prefix, kind, key)
+        return limiter.limiter.hit(budget, prefix, kind, key)
     except Exception as error:  # noqa: BLE001 - any failure: the storage cannot count
         now = monotonic()
         if now >= _next_warning[0]:  # not a line per request while Redis is down

@@ -113,6 +113,9 @@ DEFAULTS: dict[str, Any] = {
     "DEVICE_FLOW_TTL": 900,
     "DEVICE_FLOW_INTERVAL": 5,
     "DEVICE_FLOW_AUTHORIZE_LIMIT": "10 per 10 minutes",
+    # The same per IPv6 /48 (an IPv4 address: as above), for the /64s one customer holds:
+    # each authorization is a row kept a day past its expiry, and an audit row.
+    "DEVICE_FLOW_AUTHORIZE_LIMIT_PER_NETWORK": "100 per 10 minutes",
     "DEVICE_FLOW_TOKEN_LIMIT": "120 per minute",
     # Opening QR links (per address and per account) and fetching QR images (per address).
     "QR_LINK_LIMIT": "20 per 10 minutes",
@@ -176,7 +179,8 @@ FIXED: dict[str, Any] = {
 RATE_LIMIT_SETTINGS = (
     "IP_MATCH_ANNOUNCE_RATE_LIMIT", "IP_MATCH_NEARBY_RATE_LIMIT", "IP_MATCH_CLAIM_RATE_LIMIT",
     "PAIRING_GUESS_LIMIT_PER_IP", "PAIRING_GUESS_LIMIT_PER_ACCOUNT",
-    "PAIRING_CODE_CREATE_LIMIT", "DEVICE_FLOW_AUTHORIZE_LIMIT", "DEVICE_FLOW_TOKEN_LIMIT",
+    "PAIRING_CODE_CREATE_LIMIT", "DEVICE_FLOW_AUTHORIZE_LIMIT",
+    "DEVICE_FLOW_AUTHORIZE_LIMIT_PER_NETWORK", "DEVICE_FLOW_TOKEN_LIMIT",
     "QR_LINK_LIMIT", "QR_IMAGE_LIMIT", "LINK_DECISION_LIMIT",
     "LOGIN_LIMIT_PER_IP", "LOGIN_LIMIT_PER_EMAIL", "SIGN_UP_LIMIT_PER_IP",
     "PASSWORD_CHANGE_LIMIT_PER_ACCOUNT", "PASSWORD_HASH_LIMIT_PER_NETWORK",

@@ -17,6 +17,7 @@ import hashlib
 from typing import Any
 
 from flask import request, session
+from limits import parse
 
 from tsd_server import audit, audit_throttle, client_address, fetch_metadata
 from tsd_server.clock import utcnow
@@ -37,6 +38,11 @@ from tsd_server.models import User
 # Session key: the last audited answer (see _audit).
 AUDITED_KEY = "ip_match_nearby_audited"
 THROTTLE_KIND = "tsd-audit-nearby"
+# Rows per account, whatever the answers: an account can make every answer new by moving
+# printers of its own in and out of its household (a review wrote 170,000 rows a day from
+# one address). The page looks every 5 s; a person's answers change far less often.
+ACCOUNT_BUDGET_KIND = "tsd-audit-nearby-account"
+ROWS_PER_ACCOUNT = parse("6 per minute")
 
 
 def nearby(user: User) -> dict[str, Any]:
@@ -84,8 +90,11 @@ def _digest(*parts: str) -> str:
 
 
 def _audit(user: User, check: UserCheck, devices: list[dict[str, Any]]) -> None:
-    """Audit what the user was shown when it changed: once per change per login, and at
-    most once a minute per account and answer whatever the cookie says."""
+    """Audit what the user was shown when it changed: once per change per login, at most
+    once a minute per account and answer whatever the cookie says, and at most
+    ROWS_PER_ACCOUNT rows a minute per account. Each row lists every printer shown, and a
+    row is due again within a minute of the last, so an account that keeps looking cannot
+    be shown a printer for a minute or more without a row naming it."""
     ids = sorted(device["device_id"] for device in devices)
     outcome = check.reason or "listed"
     shown = _digest(outcome, check.address.household or "", *ids)
@@ -94,6 +103,8 @@ def _audit(user: User, check: UserCheck, devices: list[dict[str, Any]]) -> None:
     if not audit_throttle.first_this_minute(THROTTLE_KIND,
                                             f"{user.id}:{_digest(outcome, *ids)}"):
         return  # the cookie keeps its old answer: this one is audited once the minute is over
+    if not audit_throttle.within_budget(ROWS_PER_ACCOUNT, ACCOUNT_BUDGET_KIND, str(user.id)):
+        return  # likewise: the answer shown once the budget allows is audited then
     session[AUDITED_KEY] = shown
     audit.record("ip_match_nearby", actor=f"user:{user.id}", outcome=outcome, user_id=user.id,
                  strategy=STRATEGY, address=check.address,

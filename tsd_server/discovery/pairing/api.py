@@ -19,6 +19,7 @@ from tsd_server.api.request_body import device_id_field, json_object, string_fie
 from tsd_server.discovery.link_service import LinkResult
 from tsd_server.discovery.pairing import codes, device_flow, limits, links, qr, web_codes
 from tsd_server.extensions import csrf
+from tsd_server.rate_limit_keys import network_key
 
 pairing_api_bp = Blueprint("pairing_api", __name__, url_prefix="/api/v1")
 device_flow_bp = Blueprint("device_flow_api", __name__, url_prefix="/api/v1")
@@ -64,8 +65,12 @@ def redeem_code():
 @device_flow_bp.post("/device/authorize")
 @csrf.exempt
 @limits.busy_limit("DEVICE_FLOW_AUTHORIZE_LIMIT")
+@limits.busy_limit("DEVICE_FLOW_AUTHORIZE_LIMIT_PER_NETWORK", key_func=network_key)
 def authorize():
-    """RFC 8628 §3.1/3.2: codes and links for a device that wants to be linked."""
+    """RFC 8628 §3.1/3.2: codes and links for a device that wants to be linked.
+
+    Anyone may ask, so every answer is a row someone else can make us keep: limited per
+    address (IPv6: per /64) and per network (IPv6: per /48), which one customer holds."""
     body = json_object()
     device_uid, name, model = _device_fields(body)
     device_flow.strategies_on()  # both off: 503 before anything else
