@@ -17,6 +17,8 @@ class AuditEvent(db.Model):
         Index("ix_audit_events_at", "at"),
         Index("ix_audit_events_strategy_at", "strategy", "at"),
         Index("ix_audit_events_event_at", "event", "at"),
+        # The audit page's account filter, and an account's deletion (SET NULL below).
+        Index("ix_audit_events_user_id", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -48,6 +48,9 @@ class DeviceAuthorization(db.Model):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'approved', 'denied')", name="status"),
         Index("ix_device_authorizations_expires_at", "expires_at"),
+        # An account's deletion sets these to NULL (and a log-out withdraws by them).
+        Index("ix_device_authorizations_bound_to_id", "bound_to_id"),
+        Index("ix_device_authorizations_decided_by_id", "decided_by_id"),
         # AUTOINCREMENT: SQLite would give a purged newest request's id to the next one.
         {"sqlite_autoincrement": True},
     )
