@@ -27,3 +27,16 @@ def test_unreachable_database_is_503(url, tmp_path, monkeypatch):
         assert response.get_json() == {
             "status": "error", "database": "unreachable", "error": "database_unavailable",
             "message": "The server's database cannot be reached right now."}
+
+
+@pytest.mark.parametrize("method, path, status, code", [
+    ("POST", "/healthz", 405, "method_not_allowed"),
+    ("GET", "/healthz/", 404, "not_found"),
+])
+def test_its_errors_are_json_too(client, method, path, status, code):
+    """A monitor reads JSON from /healthz: its errors are in the contract's shape, not an
+    HTML page."""
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    assert response.is_json and response.get_json()["error"] == code, response.data[:80]
+    assert response.get_json()["message"]

@@ -79,8 +79,14 @@ class ApiError(Exception):
         return resp
 
 
+# Outside /api/, the monitoring route: a probe reads JSON (the HTTP contract's table).
+JSON_PATHS = ("/healthz",)
+
+
 def is_api_request() -> bool:
-    return request.path.startswith(API_PREFIX)
+    """Whether errors here are JSON: the API, and /healthz (with a trailing slash too)."""
+    path = request.path
+    return path.startswith(API_PREFIX) or path.rstrip("/") in JSON_PATHS
 
 
 def retry_after_seconds() -> int:
