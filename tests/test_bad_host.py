@@ -18,7 +18,7 @@ BAD_HOSTS = [".localhost", "a" * 64 + ".example.org", "a..b"]
 
 @pytest.mark.parametrize("host", BAD_HOSTS, ids=["empty-label", "long-label", "double-dot"])
 @pytest.mark.parametrize("method, path, status, kind", [
-    ("GET", "/healthz", 400, "text/plain"),
+    ("GET", "/healthz", 400, "application/json"),  # its errors are JSON, as the API's
     ("GET", "/login", 400, "text/plain"),
     ("GET", "/static/style.css", 400, "text/plain"),
     ("GET", "/api/v1/ping", 400, "application/json"),
