@@ -59,7 +59,7 @@ def test_change_ends_every_other_session_and_keeps_this_one(app, make_user, logi
     ({"current": "not my password"}, "The current password is not right."),
     ({"new": "short", "confirm": "short"}, "Field must be between 10 and 200 characters"),
     ({"confirm": NEW + "x"}, "Passwords differ."),
-    ({"current": ""}, "This field is required."),
+    ({"current": ""}, "Type the password you log in with now."),
 ])
 def test_a_refused_change_changes_nothing(app, make_user, login, fields, field_error):
     _, email, _ = make_user()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.live import PASSWORD, LiveApp, OtherSite, live_app, serving
+from tests.browser.live import PASSWORD, LiveApp, OtherSite, Printer, live_app, serving
 from tests.support.skips import skip_loudly
 
 CHROMIUM = "/usr/bin/chromium"
@@ -166,6 +166,17 @@ def log_in(page: Any, email: str, password: str = PASSWORD, base_url: str = "") 
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(lambda url: "/login" not in url)
+
+
+def open_offer(live, page, user, name: str) -> Printer:
+    """A printer nearby, picked: its offer page asks for the code it shows."""
+    printer = Printer(live.base_url, name)
+    assert printer.announce().json["status"] == "waiting"
+    log_in(page, user["email"])
+    page.goto("/printers/nearby")
+    page.get_by_role("button", name=f"Link this printer: “{name}”").click()
+    page.wait_for_url("**/printers/nearby/offers/*")
+    return printer
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """What a keyboard or screen-reader user meets: focus rings and borders that can be seen
 (WCAG 1.4.11, 3:1), controls named after their printer, forms tied to their hints and
-errors, a safe choice that does not look dangerous, and live regions that speak only
-when there is news.
+errors, a safe choice that does not look dangerous, live regions that speak only when
+there is news, and waiting pages that do not reload under the reader.
 """
 
 from __future__ import annotations
@@ -289,3 +289,81 @@ def test_account_forms_help_password_managers_and_name_their_errors(live, page, 
         "At least 10 characters.")
     expect(page.get_by_label("Repeat new password")).to_have_attribute("autocomplete",
                                                                        "new-password")
+
+
+def test_the_page_waiting_for_the_printer_keeps_the_focus_where_it_is(live, page, user):
+    """It reloaded itself every poll interval until the printer checked in (for up to 5
+    minutes, if the printer is off): each time, the focus and a screen reader's place went
+    back to the top of the page (WCAG 2.2.1, F41). It asks in the background now, and
+    opens the page only once there is news."""
+    printer = Printer(live.base_url, name="Printer slow to check in")
+    assert printer.announce().json["status"] == "waiting"
+    log_in(page, user["email"])
+    page.goto("/printers/nearby")
+    page.get_by_role("button", name="Link this printer: “Printer slow to check in”").click()
+    page.wait_for_url("**/printers/nearby/offers/*")
+    offer_url = page.url
+    code = printer.announce().json["confirmation"]["code"]
+    page.get_by_label("Code shown on the printer").fill(code)
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_text("Confirmed.")).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="checks again by itself")).to_be_visible()
+
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.resource_type) if r.url == offer_url else None)
+    mine = page.locator("main").get_by_role("link", name="My printers")
+    mine.focus()
+    page.evaluate("document.activeElement.dataset.marked = 'yes'")
+    page.wait_for_timeout(2 * 2_000 + 500)  # two poll intervals of the live app
+    assert asked.count("fetch") >= 2 and "document" not in asked, asked
+    expect(mine).to_be_focused()
+    assert page.evaluate("document.activeElement.dataset.marked") == "yes", "reloaded"
+
+    # The printer checks in and is linked: the page opens My printers, which says so.
+    assert printer.announce().json["status"] == "linked"
+    page.wait_for_url(live.url("/"))
+    expect(page.get_by_role("status").filter(has_text="is now linked")).to_have_text(
+        "“Printer slow to check in” is now linked to your account.")
+
+
+def test_the_status_line_of_printers_near_you_says_why_in_words(live, page, user):
+    """It ended with the reason's code ("(reason: household_limit)"), which means nothing
+    to a person and is read out too; the words before it say it all."""
+    log_in(page, user["email"])
+    page.goto("/printers/nearby")
+    words = "More unlinked printers are announcing from here than allowed."
+    page.route("**/api/v1/discovery/nearby", lambda route: route.fulfill(json={
+        "eligible": False, "reason": "household_limit", "message": words, "household": None,
+        "poll_interval": 2, "devices": []}))
+    status = page.locator("#nearby-status")
+    expect(status).to_be_visible()  # the next refresh
+    expect(status).to_have_text(words)
+    expect(status).to_have_attribute("data-reason", "household_limit")  # for support
+
+
+def test_a_notice_stands_out_from_the_text_around_it(live, page, user):
+    """The approval page's note that the printer's network could not be checked had the
+    class "notice" and no style of its own: it read as one more paragraph."""
+    from sqlalchemy import update
+
+    from tsd_server.models import DeviceAuthorization
+
+    printer = Printer(live.base_url, name="Printer on the other address family")
+    started = printer.authorize()
+    with live.db() as session:  # as for a printer on IPv4 and a phone on IPv6
+        session.execute(update(DeviceAuthorization).values(requested_household=None))
+        session.commit()
+    log_in(page, user["email"])
+    page.goto("/link")
+    page.get_by_label("Code shown on the printer").fill(started["user_code"])
+    page.get_by_role("button", name="Continue").click()
+    notice = page.locator("#unchecked-network-notice")
+    expect(notice).to_be_visible()
+    style = notice.evaluate("""element => {
+        const style = getComputedStyle(element);
+        return {background: style.backgroundColor, padding: parseFloat(style.paddingLeft),
+                page: getComputedStyle(element.parentElement).backgroundColor,
+                body: getComputedStyle(document.body).backgroundColor};
+    }""")
+    assert style["background"] not in ("rgba(0, 0, 0, 0)", style["body"]), style
+    assert style["padding"] > 0, style

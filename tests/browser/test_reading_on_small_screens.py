@@ -1,5 +1,6 @@
 """Small screens and large text: the code to compare with a printer's screen is whole, long
-printer names wrap, two-column lists become one, and wide admin tables say they scroll.
+printer names wrap, two-column lists become one, wide admin tables say they scroll, and the
+admin pages fit 320 px with the text at 200 %.
 
 Large text is the browser's own text-size setting (chromium's default font size, set over
 CDP as a person's settings would): a page whose text is sized in px ignores it.
@@ -200,3 +201,14 @@ def test_the_audit_table_says_it_scrolls_and_its_scroll_bar_is_in_view(live, ope
     detail = page.get_by_role("columnheader", name="Detail")
     expect(detail).to_be_in_viewport()
     assert wrap.evaluate("element => element.scrollLeft") > 0
+
+
+@pytest.mark.parametrize("path", ["/admin/kill-switches", "/admin/audit"])
+def test_admin_pages_fit_320px_with_the_text_at_200_percent(live, open_context, admin, path):
+    """WCAG 1.4.10: a kill switch's button kept its words on one line, and the audit log's
+    filters were 13rem columns (416 px at 200 %): both wider than the screen."""
+    page = new_page(open_context, 320, 200)
+    log_in(page, admin["email"])
+    page.goto(path)
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
+    assert overflowing(page) == [], path

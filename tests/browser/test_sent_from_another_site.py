@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import log_in
 from tests.browser.live import Printer
+from tsd_server.discovery.ip_match.eligibility import OPENED_FROM_ANOTHER_SITE, message_for
 
 
 def test_printers_near_you_opened_from_another_site_does_not_look(live, page, user, hostile):
@@ -27,6 +28,8 @@ def test_printers_near_you_opened_from_another_site_does_not_look(live, page, us
     page.wait_for_url(live.url("/printers/nearby"))
 
     expect(page.locator("#nearby-status")).to_contain_text("Another site sent you here")
+    # In words only, without the reason's code after them.
+    expect(page.locator("#nearby-status")).to_have_text(message_for(OPENED_FROM_ANOTHER_SITE))
     expect(page.locator(f'[data-device="{printer.device_id}"]')).to_have_count(0)
     page.wait_for_timeout(2 * 2_000 + 500)  # two poll intervals of the live app
     assert asked == [], "nearby.js looked although the page was opened from another site"

@@ -3,7 +3,8 @@ that way in their words and links to the ways still on (none when all are off).
 
 "Add a printer" is opened while everything is on, then the kill switch goes off, then the
 person presses the way they chose: the page they had still offered it. A "Printers near
-you" list that is open when ip_match goes off turns into that page by itself.
+you" list that is open when ip_match goes off turns into that page by itself, and so does
+a page waiting for the printer to check in.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import log_in
+from tests.browser.conftest import log_in, open_offer
 from tests.browser.live import SETTINGS, Printer
 from tests.support.apps import flags_table_renamed
 
@@ -101,6 +102,7 @@ def refused_link(live, page, printer: Printer) -> None:
         session.commit()
     page.get_by_role("button", name=f"Link this printer: “{printer.name}”").click()
     expect(page.get_by_role("alert")).to_contain_text("No printer with this id")
+    expect(page).to_have_title("Error: Printers near you · tsd-server")
 
 
 @pytest.mark.parametrize("shown_by", ["opening", "a refused link"])
@@ -163,3 +165,45 @@ def test_an_open_list_waits_out_switches_that_cannot_be_read(live, page, user):
         pass
     expect(page.get_by_role("heading", level=1)).to_have_text("Printers near you")
     expect(link).to_have_count(1)
+
+
+def confirmed_offer(live, page, user, name: str) -> tuple[Printer, str]:
+    """A printer nearby, picked and its code typed: the page waits for it to check in."""
+    printer = open_offer(live, page, user, name)
+    code = printer.announce().json["confirmation"]["code"]
+    page.get_by_label("Code shown on the printer").fill(code)
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.get_by_text("Confirmed.")).to_be_visible()
+    return printer, page.url
+
+
+def test_a_page_waiting_for_the_printer_turns_into_the_refusal(live, page, user):
+    """Switched off while the offer page waits for the printer: refresh.js, which asks for
+    the page in the background, opens the refusal it is answered with."""
+    confirmed_offer(live, page, user, "Printer that waits")
+    live.switch("ip_match", enabled=False, reason=OPERATOR_REASON)
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        "Linking printers near you is switched off right now",
+        timeout=(SETTINGS["IP_MATCH_POLL_INTERVAL"] + 2) * 1000)
+    assert offered(page) == [SHOW_CODE, ENTER_CODE, QR]
+
+
+def test_a_page_waiting_for_the_printer_waits_out_switches_that_cannot_be_read(live, page,
+                                                                             user):
+    """Answered 503 with Retry-After (the switches cannot be read for a moment), the waiting
+    page stays as it is, and opens the news once they can be read and there is some."""
+    printer, offer_url = confirmed_offer(live, page, user, "Printer that waits it out")
+
+    def answered(status: int):
+        return page.expect_response(lambda response: response.url == offer_url
+                                    and response.status == status)
+
+    with flags_table_renamed(live.app):
+        for _ in range(2):  # the second comes only if the first left the page as it was
+            with answered(503) as answer:
+                pass
+            assert answer.value.headers.get("retry-after")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Link “Printer that waits it out”")
+    assert printer.announce().json["status"] == "linked"
+    page.wait_for_url(live.url("/"))
+    expect(page.get_by_text("“Printer that waits it out” is now linked")).to_be_visible()

@@ -20,8 +20,9 @@ def _targets() -> list[str]:
 
 
 def _time_field(label: str, *, required: bool) -> StringField:
-    return StringField(label, validators=[DataRequired() if required else Optional(),
-                                          Length(max=40)], filters=[_strip],
+    present = DataRequired("Give a time, such as 2026-06-01T12:00:00Z.") if required \
+        else Optional()
+    return StringField(label, validators=[present, Length(max=40)], filters=[_strip],
                        render_kw={"placeholder": "2026-06-01T12:00:00Z"})
 
 

@@ -128,8 +128,10 @@
     if (key === last) return;  // nothing shown changed: leave the page alone
     last = key;
     status.hidden = data.eligible;
-    const statusText = data.eligible ? "" : `${data.message} (reason: ${data.reason})`;
+    // Why, in words; the reason's code only in data-reason (read out, it means nothing).
+    const statusText = data.eligible ? "" : data.message || "";
     if (status.textContent !== statusText) status.textContent = statusText;
+    status.dataset.reason = data.eligible ? "" : data.reason || "";
     empty.hidden = !(data.eligible && data.devices.length === 0);
     const before = buttonPlaces();
     update(data.devices);

@@ -34,7 +34,8 @@ CONFIRMED_OFFER = "tsd_confirmed_offer"
 
 class CodeForm(FlaskForm):
     code = StringField("Code shown on the printer",
-                       validators=[DataRequired(), Length(max=16)],
+                       validators=[DataRequired("Type the 6-digit code the printer shows."),
+                                   Length(max=16)],
                        render_kw={"inputmode": "numeric", "autocomplete": "off"})
 
 
