@@ -240,25 +240,32 @@ def test_ctrl_c_while_asking_for_a_code_says_nothing_was_linked(hostile, tmp_pat
     assert "stopped; nothing more was sent." in err and "may" not in err, err
 
 
+def redeem_links(server) -> threading.Event:
+    """Scripts the redeem to link, with a token; the event is set once a redeem came."""
+    redeemed = threading.Event()
+
+    def note_and_link(handler) -> None:
+        redeemed.set()
+        reply(201, LINKED)(handler)
+
+    server.scripts[REDEEM] = note_and_link
+    return redeemed
+
+
 def test_a_token_that_cannot_be_saved_says_the_printer_is_linked_without_it(
         hostile, tmp_path, monkeypatch):
     """The server linked the printer and sent its one-time token; then the save fails (a
     full SD card). The person is told that the website lists the printer without a token
     here, and what to do."""
     path = tmp_path / "s.json"
-    linked = threading.Event()
+    linked = redeem_links(hostile)
 
     def full_once_linked(source, target):
         if linked.is_set():
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         os.rename(source, target)
 
-    def answer_and_note(handler) -> None:
-        linked.set()
-        reply(201, LINKED)(handler)
-
     monkeypatch.setattr(agent_state.os, "replace", full_once_linked)
-    hostile.scripts[REDEEM] = answer_and_note
     code, _, err = run_agent(hostile, path, "pair", "BCDF-GHJK")
     assert code == m.EXIT_STATE, err
     assert "No space left on device" in err
@@ -277,14 +284,8 @@ def test_a_state_file_that_cannot_be_written_stops_before_the_code_is_spent(
     def read_only(source, target):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    redeemed = threading.Event()
-
-    def note_and_link(handler) -> None:
-        redeemed.set()
-        reply(201, LINKED)(handler)
-
+    redeemed = redeem_links(hostile)
     monkeypatch.setattr(agent_state.os, "replace", read_only)
-    hostile.scripts[REDEEM] = note_and_link
     code, _, err = run_agent(hostile, path, "pair", "BCDF-GHJK")
     assert code == m.EXIT_STATE, err
     assert "cannot write state file" in err and "Read-only file system" in err, err
