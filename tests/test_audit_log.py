@@ -131,6 +131,28 @@ def test_pagination_keeps_filters_and_order(app, admin, clock):
     assert listed(admin, strategy="qr_code", page="abc") == first_ids
 
 
+def test_the_count_stops_where_the_pages_stop(app, admin, clock, monkeypatch):
+    """A log past the last page is not counted to its end (a scan that grows with it): the
+    page says "More than", and ``until`` reaches the older rows."""
+    monkeypatch.setattr(audit_log, "MAX_PAGE", 1)
+    with app.app_context():
+        for index in range(audit_log.PER_PAGE + 3):
+            clock.now = START + timedelta(seconds=index)
+            audit.record("link", actor="cli", strategy="qr_code", detail=str(index))
+        db.session.commit()
+    html = admin.get("/admin/audit").get_data(as_text=True)
+    assert f"More than {audit_log.PER_PAGE} event(s). Newest first." in html
+    assert 'rel="next"' not in html
+    first_ids = listed(admin)
+    assert len(first_ids) == audit_log.PER_PAGE
+    assert listed(admin, page="2") == first_ids
+    older = admin.get("/admin/audit", query_string={
+        "until": (START + timedelta(seconds=3)).isoformat()})
+    assert "3 event(s). Newest first." in older.get_data(as_text=True)
+    assert "More than" not in older.get_data(as_text=True)
+    assert set(ROW_ID.findall(older.get_data(as_text=True))).isdisjoint(map(str, first_ids))
+
+
 def test_attacker_chosen_text_is_escaped(app, admin, clock):
     with app.app_context():
         audit.record("link_failed", actor="device:1", outcome="refused",

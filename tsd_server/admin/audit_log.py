@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from tsd_server.auth.accounts import normalise_email
 from tsd_server.extensions import db
 from tsd_server.models import AuditEvent, User
 
 PER_PAGE = 50
-# Page numbers past this are refused: deep OFFSETs cost the database a full scan.
+# Page numbers past this are refused: deep OFFSETs cost the database a full scan. The count
+# stops one row past the last page too: counting every row of a log that only grows is a
+# scan that grows with it, for a figure past what the pages reach (docs/performance.md).
 MAX_PAGE = 10_000
 
 # Every event this server writes, for the filter's hint (the filter takes any text);
@@ -52,10 +54,12 @@ class AuditPage:
     rows: list[tuple[AuditEvent, str | None]]  # (event, the email of its user_id, if any)
     page: int
     pages: int
-    total: int
+    total: int  # at most MAX_PAGE pages' worth; ``more`` says when more rows matched
+    more: bool = False
 
 
-def search(filters: AuditFilters, page: int = 1, per_page: int = PER_PAGE) -> AuditPage:
+def filtered(filters: AuditFilters) -> Select:
+    """The events ``filters`` match, each with its user's email, in no order."""
     query = select(AuditEvent, User.email).outerjoin(User, User.id == AuditEvent.user_id)
     for column, value in ((AuditEvent.event, filters.event),
                           (AuditEvent.strategy, filters.strategy),
@@ -69,11 +73,19 @@ def search(filters: AuditFilters, page: int = 1, per_page: int = PER_PAGE) -> Au
         query = query.where(AuditEvent.at >= filters.since)
     if filters.until is not None:
         query = query.where(AuditEvent.at < filters.until)
-    total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return query
+
+
+def search(filters: AuditFilters, page: int = 1, per_page: int = PER_PAGE) -> AuditPage:
+    query = filtered(filters)
+    reachable = MAX_PAGE * per_page
+    counted = db.session.scalar(select(func.count()).select_from(
+        query.with_only_columns(AuditEvent.id).limit(reachable + 1).subquery())) or 0
+    total = min(counted, reachable)
     pages = max(1, -(-total // per_page))
-    page = min(max(page, 1), pages, MAX_PAGE)
+    page = min(max(page, 1), pages)
     rows = db.session.execute(
         query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
         .offset((page - 1) * per_page).limit(per_page)).all()
     return AuditPage(rows=[(event, email) for event, email in rows], page=page, pages=pages,
-                     total=total)
+                     total=total, more=counted > reachable)
