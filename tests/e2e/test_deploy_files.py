@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from tests.support import servers, skips
 from tests.support import shipped_site as deploy_site
 
@@ -278,26 +280,102 @@ CLIENT_NETWORKS = {
 }
 
 
-def test_the_limits_count_an_ipv6_client_by_its_64(tmp_path):
-    """The shipped map from $remote_addr to the limits' key, fed each address through
-    nginx's realip module (so in nginx's own compressed form): every form of one /64
-    gives the same key, and two /64s never share one."""
+# The same → the /48 the customer limits count (an IPv4 address: itself).
+CUSTOMER_NETWORKS = {
+    "8.8.8.8": "8.8.8.8",
+    "2001:db8:1:2:3:4:5:6": "2001:db8:1",
+    "2001:db8:1:2::6": "2001:db8:1",
+    "2001:db8:1::6": "2001:db8:1",
+    "2001:db8::1:2:3:4": "2001:db8:0",
+    "2001:db8::": "2001:db8:0",
+    "2a00::1:2:3:4:5": "2a00:0:0",  # 2a00:0:0:1:2:3:4:5
+    "2a00:0:1::5": "2a00:0:1",
+    "2a00:0:1:2:3::": "2a00:0:1",
+    "::1": "::1",
+    "::ffff:1.2.3.4": "::ffff:1.2.3.4",
+}
+
+
+def shipped_limit_keys() -> str:
+    """The shipped site's maps of $remote_addr to the limits' keys, and its zones."""
+    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
+    parts = [re.search(rf"^map \$remote_addr \${name} \{{\n.*?^\}}\n", site, re.S | re.M)
+             for name in ("tsd_client_net", "tsd_customer_net")]
+    assert all(parts), "a map of the limits' keys is missing from the shipped site"
+    zones = re.findall(r"^limit_(?:conn|req)_zone .*$", site, re.M)
+    assert len(zones) == 4, zones
+    return "".join(part.group(0) for part in parts) + "\n".join(zones)
+
+
+@pytest.mark.parametrize("key, expected", [("tsd_client_net", CLIENT_NETWORKS),
+                                           ("tsd_customer_net", CUSTOMER_NETWORKS)])
+def test_the_limits_count_an_ipv6_client_by_its_64_and_its_48(tmp_path, key, expected):
+    """The shipped maps from $remote_addr to the limits' keys, fed each address through
+    nginx's realip module (so in nginx's own compressed form): every form of one /64 (/48)
+    gives the same key, and two never share one."""
     if not servers.nginx_available():
         skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
-    site = (DEPLOY / "tsd-server.nginx.conf").read_text()
-    shipped_map = re.search(r"^map \$remote_addr \$tsd_client_net \{\n.*?^\}\n", site,
-                            re.S | re.M)
-    assert shipped_map, "no map for $tsd_client_net in the shipped site"
     port = servers.free_port()
-    body = f"""{shipped_map.group(0)}
+    body = f"""{shipped_limit_keys()}
 server {{
     listen 127.0.0.1:{port};
     set_real_ip_from 127.0.0.1;
     real_ip_header X-Real-IP;
-    location / {{ default_type text/plain; return 200 "$tsd_client_net"; }}
+    location / {{ default_type text/plain; return 200 "${key}"; }}
 }}"""
     with servers.nginx_serving(tmp_path / "nginx", body, port=port, probe="/") as proxy:
         session = servers.http_session()
-        for address, network in CLIENT_NETWORKS.items():
+        for address, network in expected.items():
             answer = session.get(f"{proxy.base_url}/", headers={"X-Real-IP": address})
             assert answer.text == network, (address, answer.text)
+
+
+def test_one_ipv6_customer_cannot_multiply_the_connection_limit_by_its_64s(tmp_path):
+    """Slow request bodies from ten /64s of one /48, 30 each (under the 32 of a /64): past
+    256 at once nginx answers 429 (deploy/tsd-server-limits.conf); another /48 is still
+    answered. Addresses come through realip, as from a proxy in front."""
+    if not servers.nginx_available():
+        skip_loudly(f"nginx is NOT installed at {servers.NGINX}")
+    port, nobody = servers.free_port(), servers.free_port()
+    body = f"""{shipped_limit_keys()}
+server {{
+    listen 127.0.0.1:{port};
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Real-IP;
+    include {DEPLOY / "tsd-server-limits.conf"};
+    location / {{ proxy_pass http://127.0.0.1:{nobody}; }}
+}}"""
+
+    def slow_body(address: str) -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", port), timeout=15)
+        connection.sendall((f"POST / HTTP/1.1\r\nHost: x\r\nX-Real-IP: {address}\r\n"
+                            "Content-Length: 1000\r\n\r\n").encode())
+        return connection
+
+    with servers.nginx_serving(tmp_path / "nginx", body, port=port, probe="",
+                               kind=servers.AcceptingServer, connections=1024):
+        opened = [slow_body(f"2001:db8:5:{n:x}::1") for n in range(10) for _ in range(30)]
+        held = refused = 0
+        time.sleep(1)  # every answer is in; all are read well inside the 10 s body timeout
+        for connection in opened:
+            connection.setblocking(False)
+            try:
+                answer = connection.recv(64)
+            except BlockingIOError:
+                held += 1  # nginx is waiting for the rest of the body
+                continue
+            except ConnectionResetError:  # the 429 came, then a reset that dropped it
+                answer = b"HTTP/1.1 429 (reset)"
+            assert answer.startswith(b"HTTP/1.1 429"), answer
+            refused += 1
+        assert (held, refused) == (256, 44)
+        logged = (tmp_path / "nginx" / "error.log").read_text()
+        assert logged.count('limiting connections by zone "tsd_conn_customer"') == 44
+        assert 'zone "tsd_conn"' not in logged  # no /64 reached its own 32
+        other = socket.create_connection(("127.0.0.1", port), timeout=15)
+        other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Real-IP: 2001:db8:6::1\r\n"
+                      b"Connection: close\r\n\r\n")
+        status = other.recv(64)  # 502: nothing listens behind this nginx; but an answer
+        assert status.startswith(b"HTTP/1.1 ") and b" 429 " not in status, status
+        for connection in [*opened, other]:
+            connection.close()

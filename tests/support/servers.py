@@ -234,7 +234,7 @@ worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 {user}
-events {{ worker_connections 64; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log {dir}/access.log;
     client_body_temp_path {dir}/client_body;
@@ -271,14 +271,16 @@ def nginx(directory: Path, locations: str, *, http_extra: str = "",
 
 @contextmanager
 def nginx_serving(directory: Path, http_body: str, *, port: int, probe: str = "/healthz",
-                  kind: type[RunningServer] = RunningServer) -> Iterator[Any]:
+                  kind: type[RunningServer] = RunningServer,
+                  connections: int = 64) -> Iterator[Any]:
     """Debian's nginx, run from ``directory`` (pid, logs, temp files there), with
-    ``http_body`` in its http block; up once ``port`` answers ``probe``."""
+    ``http_body`` in its http block and room for ``connections`` at once; up once ``port``
+    answers ``probe``."""
     directory.mkdir(parents=True, exist_ok=True)
     # As root, nginx would hand its workers to "nobody", who cannot enter pytest's tmp dirs.
     user = "user root root;" if os.geteuid() == 0 else ""
     conf = directory / "nginx.conf"
-    conf.write_text(NGINX_MAIN.format(dir=directory, user=user,
+    conf.write_text(NGINX_MAIN.format(dir=directory, user=user, connections=connections,
                                       http_body=_indent(http_body, 4)))
     check = subprocess.run([NGINX, "-t", "-p", str(directory), "-e", str(directory / "error.log"),
                             "-c", str(conf)], capture_output=True, text=True)
