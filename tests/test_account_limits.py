@@ -124,6 +124,22 @@ def test_accounts_from_one_address_share_its_password_change_budget(app, make_us
     assert [change(1), change(2), change(3)] == [400, 400, 429]
 
 
+@pytest.mark.parametrize("app_config", [{"PASSWORD_HASH_LIMIT_PER_NETWORK": "4 per minute"}],
+                         indirect=True)
+def test_a_password_change_counts_twice_against_the_network_budget(app, make_user, login):
+    """A change that passes hashes twice (current password, new one): counted once, the
+    network's budget would allow twice the hashes docs/security.md names."""
+    def change(number: int) -> int:
+        _, email, _ = make_user(email=f"person{number}@example.org", password=PASSWORD)
+        session = login(email, PASSWORD, REMOTE_ADDR=f"1.1.{number}.1")  # log-ins elsewhere
+        return session.form_post("/account/password", {
+            "current": PASSWORD, "password": f"a new password {number}",
+            "confirm": f"a new password {number}",
+        }, environ_base={"REMOTE_ADDR": "8.8.8.8"}).status_code
+
+    assert [change(1), change(2), change(3)] == [302, 302, 429]
+
+
 @pytest.mark.parametrize("app_config", [{"PASSWORD_HASH_LIMIT_PER_NETWORK": "6 per minute",
                                          "LOGIN_LIMIT_PER_EMAIL": "1000 per minute"}],
                          indirect=True)

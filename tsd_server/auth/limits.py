@@ -15,8 +15,9 @@ concurrent attempts through uncounted):
   (``LOGIN_LIMIT_PER_IP``, a budget of its own), so that accounts signed up from one
   address do not multiply the password hashes it can make the server compute;
 * ``PASSWORD_HASH_LIMIT_PER_NETWORK``: all three together (every POST that may compute a
-  password hash), per IPv6 /48 (IPv4: per address). The budgets above count an IPv6 client
-  by its /64, and one customer of a provider holds a /48: 65,536 of them, each a budget.
+  password hash, a password change counting twice), per IPv6 /48 (IPv4: per address). The
+  budgets above count an IPv6 client by its /64, and one customer of a provider holds a
+  /48: 65,536 of them, each a budget.
 
 The per-email key is an HMAC of the normalised email keyed from SECRET_KEY: the limit
 storage (Redis) holds no email addresses, and an unknown email is counted exactly like a
@@ -65,7 +66,16 @@ sign_up_per_address = _limit("SIGN_UP_LIMIT_PER_IP", address_key, SIGN_UP_MESSAG
 password_change_per_account = _limit("PASSWORD_CHANGE_LIMIT_PER_ACCOUNT", account_key,
                                      CHANGE_MESSAGE)
 password_change_per_address = _limit("LOGIN_LIMIT_PER_IP", address_key, CHANGE_MESSAGE)
-password_hashes_per_network = limiter.shared_limit(
-    configured_limit("PASSWORD_HASH_LIMIT_PER_NETWORK"), scope="password-hash",
-    key_func=network_key, methods=["POST"], error_message=NETWORK_MESSAGE,
-    on_breach=audit_breach)
+
+
+def _hashes_per_network(cost: int):
+    return limiter.shared_limit(
+        configured_limit("PASSWORD_HASH_LIMIT_PER_NETWORK"), scope="password-hash",
+        key_func=network_key, methods=["POST"], error_message=NETWORK_MESSAGE,
+        on_breach=audit_breach, cost=cost)
+
+
+password_hashes_per_network = _hashes_per_network(1)
+# A change that passes hashes twice (the current password, then the new one), and the
+# limit counts before it knows which: every change attempt counts twice.
+password_change_hashes_per_network = _hashes_per_network(2)

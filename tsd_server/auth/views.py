@@ -137,7 +137,7 @@ def logout():
 
 @bp.route("/account/password", methods=["GET", "POST"])
 @limits.password_change_per_address
-@limits.password_hashes_per_network
+@limits.password_change_hashes_per_network
 @limits.password_change_per_account
 @login_required
 def password():
