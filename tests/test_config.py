@@ -119,6 +119,8 @@ def test_trusted_proxies_as_a_list_in_config_file(instance):
     ("IPV6_HOUSEHOLD_PREFIX", "0", "TSD_IPV6_HOUSEHOLD_PREFIX"),
     ("IPV6_HOUSEHOLD_PREFIX", "129", "TSD_IPV6_HOUSEHOLD_PREFIX"),
     ("IP_MATCH_PRIVATE_PREFIX_V4", "33", "TSD_IP_MATCH_PRIVATE_PREFIX_V4"),
+    *[("MAX_PRINTERS_PER_ACCOUNT", value, "TSD_MAX_PRINTERS_PER_ACCOUNT")
+      for value in ("0", "-1", "100001", "many", "2.5")],
     # The other ProxyFix counts: -1 would trust the header's leftmost part, the client's.
     *[(f"PROXY_FIX_X_{name}", value, f"TSD_PROXY_FIX_X_{name}")
       for name in ("PROTO", "HOST", "PORT", "PREFIX") for value in ("-1", "0.5", "11")],

@@ -82,6 +82,21 @@ def test_polling_too_fast_is_slow_down_and_the_interval_grows_by_five_and_stays(
         assert db.session.scalars(select(DeviceAuthorization.poll_interval)).one() == 15
 
 
+def test_an_approved_request_hands_out_its_token_to_a_poll_sooner_than_interval(
+        app, client, owner, clock):
+    """slow_down is for a request still waiting (RFC 8628 §3.5 lists it beside
+    authorization_pending): once approved, the next poll gets the token, however soon."""
+    _, session = owner
+    answer = started(client)
+    assert poll_error(poll(client, answer["device_code"])) == "authorization_pending"
+    assert enter_code(session, answer["user_code"]).status_code == 302
+    assert decide(session, "approve").status_code == 302
+    clock.advance(seconds=1)
+    token = poll(client, answer["device_code"])
+    assert token.status_code == 200, token.get_json()
+    assert me(client, token.get_json()["access_token"]).status_code == 200
+
+
 def test_a_poll_that_read_the_row_before_another_poll_wrote_is_slow_down(
         app, client, clock, monkeypatch):
     """Polls sent together: only the first write lands as on time; one that read the row

@@ -10,6 +10,7 @@ from tests.support.pairing import (
     LOOSE_LIMITS,
     audit_rows,
     decide,
+    enter_code,
     me,
     poll,
     qr_path,
@@ -94,6 +95,34 @@ def test_a_used_qr_link_is_refused_on_replay(app, client, owner, make_user, logi
     assert len(audit_rows(app, "qr_link_invalid")) == 2  # the reload is no refusal
     assert decide(session, "deny").status_code == 302
     assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 400  # answered
+
+
+def test_the_scanning_browser_reloads_its_qr_page_after_typing_the_code(app, client, owner,
+                                                                       login):
+    """Typing the printer's code after scanning (the code is on the same screen) leaves the
+    scanned tab reloadable in that browser, as docs/pairing.md promises; a browser of the
+    same account that only typed the code never opened the link, and is refused it."""
+    uid, session = owner
+    answer = started(client)
+    assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 200
+    assert enter_code(session, answer["user_code"]).status_code == 302
+    reloaded = session.get(qr_path(answer), headers=FRESH_SCAN)
+    assert reloaded.status_code == 200, reloaded.get_data(as_text=True)
+    assert answer["user_code"] in reloaded.get_data(as_text=True)
+    from tsd_server.extensions import db
+    from tsd_server.models import User
+
+    with app.app_context():
+        own_email = db.session.get(User, uid).email
+    typed_only = login(own_email, REMOTE_ADDR="9.9.9.9")
+    assert enter_code(typed_only, answer["user_code"]).status_code == 302
+    refused = typed_only.get(qr_path(answer), headers=FRESH_SCAN)
+    assert refused.status_code == 400 and "opens once" in refused.get_data(as_text=True)
+    # Another printer's code typed in the scanning browser: its QR page is not this one's.
+    other = started(client, device_id="printer-two")
+    assert enter_code(session, other["user_code"]).status_code == 302
+    assert session.get(qr_path(answer), headers=FRESH_SCAN).status_code == 400
+    assert decide(session, "approve").status_code == 302  # the page bound last: printer-two
 
 
 def test_unknown_and_malformed_qr_tokens_are_refused(app, owner):

@@ -49,6 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     # Whether anyone may sign up on /register (the CLI can always create accounts).
     "REGISTRATION_OPEN": True,
+    # Printers one account may hold; re-linking one it holds always passes. Its pages and
+    # device list grow with every printer, and sign-up is open (docs/security.md).
+    "MAX_PRINTERS_PER_ACCOUNT": 100,
     # Werkzeug ProxyFix: how many proxies set each header. 0 = no proxy in front.
     "PROXY_FIX_X_FOR": 0,
     "PROXY_FIX_X_PROTO": 0,
@@ -203,6 +206,7 @@ NUMBER_BOUNDS = {
     "DEVICE_FLOW_TTL": (60, 3600),
     "DEVICE_FLOW_INTERVAL": (1, 60),
     "PAIRING_FAILURE_BREAKER_PER_MINUTE": (0, 100_000),
+    "MAX_PRINTERS_PER_ACCOUNT": (1, 100_000),
     # 0 is no bound; from 25 up gunicorn's 30 s worker timeout would end a request with one
     # stalled statement first (a dead host costs about twice the bound and 3 s: production.md).
     "DATABASE_TIMEOUT": (0, 25),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from flask import current_app
+from sqlalchemy import case, func, select, update
 
 from tsd_server import audit, pending_links
 from tsd_server.clock import utcnow
@@ -13,15 +14,30 @@ from tsd_server.extensions import db
 from tsd_server.models import Device, User
 
 
+def _listed(owner_id: int):
+    """The rows an account's printer list shows: active ones and those an incident left
+    needing a re-link."""
+    return (Device.owner_id == owner_id) & (
+        Device.token_hash.is_not(None) | Device.needs_relink.is_(True))
+
+
 def devices_of(user: User) -> list[Device]:
     """The user's printers: active ones and those an incident left needing a re-link."""
-    query = (
-        select(Device)
-        .where(Device.owner_id == user.id)
-        .where((Device.token_hash.is_not(None)) | (Device.needs_relink.is_(True)))
-        .order_by(Device.linked_at.desc())
-    )
+    query = select(Device).where(_listed(user.id)).order_by(Device.linked_at.desc())
     return list(db.session.scalars(query))
+
+
+def printer_limit_reached(owner_id: int, device_uid: str) -> int | None:
+    """``TSD_MAX_PRINTERS_PER_ACCOUNT`` when linking ``device_uid`` would add a printer to
+    an account that lists that many already, else None. A printer the account lists already
+    is a re-link, never refused: an account at its limit can still replace a printer's
+    token. Every printer makes the account's pages and device list dearer, and sign-up is
+    open by default."""
+    limit = current_app.config["MAX_PRINTERS_PER_ACCOUNT"]
+    listed, relink = db.session.execute(
+        select(func.count(), func.max(case((Device.device_uid == device_uid, 1), else_=0)))
+        .where(_listed(owner_id))).one()
+    return limit if listed >= limit and not relink else None
 
 
 # Ids come from URLs (<int:device_pk> has no upper bound). Rows never get ids past this

@@ -51,6 +51,13 @@ class LinkConflict(ApiError):
                          "request at this moment. Nothing was linked; try again.")
 
 
+class TooManyPrinters(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(409, "too_many_printers", (
+            f"The account already has {limit} printers, the most this server allows. Nothing "
+            "was linked: unlink a printer on the website, then link this one again."))
+
+
 @dataclass(frozen=True)
 class LinkResult:
     device: Device
@@ -74,17 +81,19 @@ def link_device(
     detail: str | None = None,
     mark_spent: Callable[[Device], None] | None = None,
 ) -> LinkResult:
-    """Link (or re-link) a device to ``owner`` and commit; or raise ``StrategyDisabled`` or
-    ``LinkConflict``.
+    """Link (or re-link) a device to ``owner`` and commit; or raise ``StrategyDisabled``,
+    ``TooManyPrinters`` (a new printer for an account at ``TSD_MAX_PRINTERS_PER_ACCOUNT``)
+    or ``LinkConflict``.
 
     ``address`` is where the linking request came from (recorded on the device and in the
     audit row). A device the owner already has under the same ``device_uid`` is re-linked
     in place: its old token stops working and an incident's "needs re-link" is cleared.
     On refusal, the caller's pending changes are rolled back and the attempt is audited
-    (``link_failed``, outcome ``strategy_disabled`` or ``conflict``). ``address`` None means
-    the current request's, when there is one. ``mark_spent`` writes the device's id on the
-    code or request the link spent, in the link's own transaction: a write after the commit
-    could fail once the printer is linked, and its token would be lost.
+    (``link_failed``, outcome ``strategy_disabled``, ``too_many_printers`` or
+    ``conflict``). ``address`` None means the current request's, when there is one.
+    ``mark_spent`` writes the device's id on the code or request the link spent, in the
+    link's own transaction: a write after the commit could fail once the printer is
+    linked, and its token would be lost.
     """
     owner_id = owner.id  # still readable after a failed flush expired ``owner``
     if address is None and has_request_context():
@@ -96,6 +105,10 @@ def link_device(
         raise kill_switch.StrategyDisabled(strategy, current)
 
     devices.lock_links_of(owner_id)
+    if (limit := devices.printer_limit_reached(owner_id, device_uid)) is not None:
+        _audit_refusal(owner_id, device_uid, strategy, actor, address, "too_many_printers",
+                       f"the account has {limit} printers, TSD_MAX_PRINTERS_PER_ACCOUNT")
+        raise TooManyPrinters(limit)
     device = db.session.scalar(
         select(Device).where(Device.owner_id == owner_id, Device.device_uid == device_uid))
     relink = device is not None

@@ -153,6 +153,9 @@ def link(user: User, device_uid: str) -> Offer:
     """Open (or return the user's own open) offer for a device announcing nearby."""
     settings, now = current(), utcnow()
     check = _checked_user("link_failed", user, settings, now, device_uid)
+    if (limit := devices.printer_limit_reached(user.id, device_uid)) is not None:
+        raise _refuse("link_failed", user, check, "too_many_printers",
+                      link_service.TooManyPrinters(limit), device_uid=device_uid)
     from tsd_server.discovery.ip_match import announcements
 
     for _ in range(3):  # an expired offer ended, then one collision with another request

@@ -39,8 +39,19 @@ CAME_BY = {device_flow.PAIRING_CODE: "pairing_web.link",
 
 def bind(row: DeviceAuthorization, *, via: str) -> None:
     """Make ``row`` the request this session's approval page is about (after
-    ``approvals`` bound it to the account)."""
-    session[SESSION_KEY] = {"id": row.id, "via": via, "tag": _tag(row)}
+    ``approvals`` bound it to the account). ``qr_here`` remembers that this session opened
+    the request's QR link, also once the person typed its code too (``reopened_qr_link``)."""
+    binding = _binding()
+    qr_here = via == device_flow.QR_CODE or (
+        binding is not None and binding[0] == row.id and binding[2] == _tag(row)
+        and _opened_qr_here(binding))
+    session[SESSION_KEY] = {"id": row.id, "via": via, "tag": _tag(row), "qr_here": qr_here}
+
+
+def _opened_qr_here(binding: tuple[int, str, str]) -> bool:
+    """Whether this session opened the bound request's QR link (bindings made before
+    ``qr_here`` existed say so by their way alone)."""
+    return binding[1] == device_flow.QR_CODE or session[SESSION_KEY].get("qr_here") is True
 
 
 def _tag(row: DeviceAuthorization) -> str:
@@ -88,7 +99,7 @@ def reopened_qr_link(token: str) -> DeviceAuthorization | None:
     reloaded (phones reload tabs), not a second use. The link stays spent for every other
     browser and account (``approvals.open_qr_link``)."""
     binding = _binding()
-    if binding is None or binding[1] != device_flow.QR_CODE:
+    if binding is None or not _opened_qr_here(binding):
         return None
     row = _bound_row(binding)
     if row is None or not codes.secret_matches(row.qr_token_hash, token):
@@ -101,6 +112,8 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
     # Approving re-links in place a printer of the user's with the same id: say so, since
     # that printer's current access would stop working (or its place be taken).
     replaces = devices.replaced_by_link(current_user, row.device_uid) if row else None
+    printer_limit = devices.printer_limit_reached(current_user.id, row.device_uid) \
+        if row else None
     form = DecisionForm(formdata=None, data={"authorization": _shown(row.id, _tag(row))
                                              if row else ""})
     address = client_address.for_request()
@@ -108,7 +121,8 @@ def render_confirm(row: DeviceAuthorization | None, *, user_code: str | None = N
     approver_network = client_address.warning_household(address)
     return render_template("pairing/confirm.html", authorization=row, user_code=user_code,
                            replaces=replaces, form=form, network=network,
-                           approver_network=approver_network), status
+                           approver_network=approver_network,
+                           printer_limit=printer_limit), status
 
 
 def _switched_off(via: str, current: kill_switch.StrategyState):
@@ -173,8 +187,13 @@ def decide():
     if form.authorization.data != _shown(authorization_id, tag):
         return _page_changed(via)
     address = client_address.for_request()
+    row = _bound_row(binding)
+    if decision == "approve" and row is not None and \
+            devices.printer_limit_reached(current_user.id, row.device_uid) is not None:
+        # Nothing decided: the page, which says why, stays bound for after an unlink.
+        return render_confirm(row, status=409)
     try:
-        if _bound_row(binding) is not None:
+        if row is not None:
             decided = approvals.decide(authorization_id, user=current_user, via=via,
                                        approve=decision == "approve", address=address)
         else:  # decided, expired, gone, or held by another account: audited as too late
